@@ -1,0 +1,1 @@
+"""Weight conversion from torchvision and reference Ego-RNN PyTorch checkpoints."""

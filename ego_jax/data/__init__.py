@@ -1,0 +1,1 @@
+"""GTEA61 data: tfds builder, synthetic generator, sampling, transforms and grain pipelines."""

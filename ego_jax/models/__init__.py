@@ -1,0 +1,1 @@
+"""Ego-RNN models: ResNet backbone, CAM attention, ConvLSTM, motion-segmentation head, flow and two-stream."""

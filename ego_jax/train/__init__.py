@@ -1,0 +1,1 @@
+"""Training: recipes, optimisers, jitted steps, loop, checkpoints and sharding."""

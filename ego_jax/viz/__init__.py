@@ -1,0 +1,1 @@
+"""Visualisation: CAM and motion-map overlays, confusion matrices and curves."""
