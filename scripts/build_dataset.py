@@ -3,8 +3,7 @@
   python scripts/build_dataset.py --manual_dir data/manual/GTEA61 --data_dir data/tfds --config all
 
 Configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow. Splits S1..S4.
-Equivalent tfds CLI: tfds build gtea61 --imports ego_jax.data.gtea61 --manual_dir ... --data_dir ...
-  --config all --file_format array_record
+(The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam installed; use this script.)
 """
 import argparse
 import sys

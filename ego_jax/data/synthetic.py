@@ -8,7 +8,7 @@ So appearance alone cannot tell `open_coffee` from `close_coffee`, motion alone 
 `take_jam` from `take_tea` (and only partly from the silhouette), and both together separate all 61.
 - Subjects differ in table colour, texture and lighting; the camera shakes (a smoothed random walk).
 - Flow is the release's "warp" flow, i.e. camera-compensated: the moving item's true displacement
-  from frame k to k+1, encoded as 128 + 127 * d / (FLOW_RANGE * W), plus a little residual noise;
+  from frame k to k+1, encoded as 128 + 127 * d / (FLOW_RANGE * W), plus a small smooth residual;
   the motion map is the moving item's pixels in frame k ({0, 255}).
 Files match the real release: RGB PNG (3 channels), flow PNG as 3 identical channels, maps mode L.
 Everything derives from `seed`; a clip depends only on (seed, subject, class, instance), so a
@@ -211,10 +211,12 @@ def _render_clip(job: _Job, seed: int, size, table, gain, margin):
         noise = rng.standard_normal((h, w, 3), dtype=np.float32) * 2.0
         frames["rgb"][k] = np.clip(rgb * light + noise, 0, 255).astype(np.uint8)
         frames["mmaps"][k] = cv2.warpAffine(mask, warp, (w, h), flags=cv2.INTER_NEAREST)
+        # Smooth residual of the camera compensation (real warp flow is smooth, and compresses like it).
+        residual = [cv2.resize(rng.normal(0, 0.6, (h // 8 + 2, w // 8 + 2)).astype(np.float32), (w, h)) for _ in "xy"]
         for axis, key in enumerate(("flow_x", "flow_y")):
             flow = np.where(moving, np.float32(128 + scale * d[axis]), np.float32(128))
             flow = cv2.warpAffine(flow, warp, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-            flow += rng.standard_normal((h, w), dtype=np.float32) * 0.7  # residual of the camera compensation
+            flow += residual[axis]
             frames[key][k] = np.clip(np.round(flow), 0, 255).astype(np.uint8)
     return frames
 
@@ -253,6 +255,19 @@ def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folde
             elif mod != "mmaps":
                 img = np.repeat(img[..., None], 3, -1)  # the release stores flow as 3 identical channels
             _write(folder / name.format(k + 1), img, Path(name).suffix)
+
+
+class _Serial:
+    """In-process stand-in for an executor (workers=1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
 
 
 def make_synthetic(
@@ -345,15 +360,3 @@ def make_synthetic(
         key=lambda c: c.clip_id))
     return Synthetic(root, clips, tuple(stray), tuple(bad))
 
-
-class _Serial:
-    """In-process stand-in for an executor (workers=1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)

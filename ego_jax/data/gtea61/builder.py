@@ -11,6 +11,7 @@ spread over a thread pool): a corrupt file fails the build, not training.
 """
 import concurrent.futures
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ CONFIGS = {
     "rgb": ("rgb",),
     "flow": ("flow_x", "flow_y"),
 }
+log = logging.getLogger(__name__)
 _PNG_LEVEL = 3  # level 9 is 20x slower to encode for 25% smaller flow; decode time is the same.
 
 
@@ -128,6 +130,9 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
         # The whole folder structure is checked here, before any example is written.
         clips = layout.scan(Path(dl_manager.manual_dir), self.builder_config.modalities, CONFIGS)
         subjects = sorted({c.subject for c in clips})
+        if len(subjects) < len(layout.SUBJECTS):
+            log.warning("only subjects %s found in %s; building only their splits",
+                            ", ".join(subjects), dl_manager.manual_dir)
         return {s: self._generate_examples([c for c in clips if c.subject == s]) for s in subjects}
 
     def _generate_examples(self, clips):

@@ -97,8 +97,8 @@ class Clip:
 
 
 def _dirs(folder: Path) -> list[Path]:
-    # Anything that is not a folder (.DS_Store, Thumbs.db, notes) is not part of the structure.
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Files (.DS_Store, Thumbs.db, notes), hidden folders and macOS zip metadata are not part of the structure.
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
 
 
 def _describe(folder: Path) -> str:
