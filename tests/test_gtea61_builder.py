@@ -233,3 +233,12 @@ def test_frames_of_different_sizes(small_tree, tmp_path):
     cv2.imwrite(str(path), np.full((40, 80, 3), 128, np.uint8))
     with pytest.raises(gtea61.FrameFormatError, match=r"S1/open_jam/1: frames differ in size"):
         gtea61.build(manual_dir=small_tree.root, data_dir=tmp_path / "tfds")
+
+
+def test_colour_coded_flow(small_tree, tmp_path):
+    path = small_tree.root / "flow_x_processed" / "S2" / "take_tea" / "1" / "flow_x_00002.png"
+    img = cv2.imread(str(path))
+    img[..., 2] = 255 - img[..., 2]
+    cv2.imwrite(str(path), img)
+    with pytest.raises(gtea61.FrameFormatError, match=rf"{re.escape(str(path))}: expected a one-channel"):
+        gtea61.build(manual_dir=small_tree.root, data_dir=tmp_path / "tfds")
