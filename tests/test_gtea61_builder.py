@@ -1,5 +1,6 @@
 """The gtea61 tfds builder on generated trees with every quirk, on real files, and on each bad input."""
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,17 @@ def test_authors_jpeg_layout(tmp_path):
     jpeg = syn.root / "frames" / ex["clip_id"].decode() / "image_00001.jpg"
     assert ex["rgb"][0] == jpeg.read_bytes()
     assert decode_gray(ex["flow_y"][0]).shape == (48, 80)
+
+
+def test_scripts_make_and_build(tmp_path, capsys):
+    scripts = Path(__file__).parents[1] / "scripts"
+    make = runpy.run_path(str(scripts / "make_synthetic.py"))["main"]
+    build = runpy.run_path(str(scripts / "build_dataset.py"))["main"]
+    make(["--root", str(tmp_path / "GTEA61"), "--preset", "tiny", "--classes", "take_jam", "--workers", "1"])
+    build(["--manual_dir", str(tmp_path / "GTEA61"), "--data_dir", str(tmp_path / "tfds"), "--config", "rgb"])
+    assert "clips per split S1 1, S2 1, S3 1, S4 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: no GTEA61 layout found"):
+        build(["--manual_dir", str(tmp_path / "tfds"), "--data_dir", str(tmp_path / "tfds2")])
 
 
 # Bad inputs: each raises its documented error naming the file or folder, and leaves nothing loadable.

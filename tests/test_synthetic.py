@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ego_jax.data.synthetic import FLOW_RANGE, make_synthetic
+from ego_jax.data.gtea61.classes import CLASSES
+from ego_jax.data.synthetic import FLOW_RANGE, ITEMS, make_synthetic, verb_object
 
 
 def _files(root):
@@ -88,6 +89,18 @@ def test_appearance_and_motion_each_separate_part_of_the_classes(tmp_path):
     assert np.abs(c["take_jam"] - c["open_jam"]).max() < 30 < np.abs(c["take_jam"] - c["take_tea"]).max()
     assert m["take_jam"] @ m["take_tea"] > 0.9 and m["take_jam"] @ m["open_jam"] < 0.3
     assert m["take_jam"][1] < -0.9  # take moves up (image y grows downwards)
+
+
+def test_every_class_needs_both_cues():
+    """Over all 61 classes: (moving item, props) and (verb, silhouette) each leave groups; together none."""
+    appearance, motion = {}, {}
+    for name in CLASSES:
+        verb, (mover, *props) = verb_object(name)
+        appearance.setdefault((mover, tuple(sorted(props))), []).append(name)
+        motion.setdefault((verb, ITEMS[mover][1]), []).append(name)
+    assert max(map(len, appearance.values())) > 1 and max(map(len, motion.values())) > 1
+    ambiguous = [set(a) & set(m) for a in appearance.values() for m in motion.values() if len(set(a) & set(m)) > 1]
+    assert not ambiguous
 
 
 def test_quirks(tmp_path):
