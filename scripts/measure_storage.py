@@ -2,6 +2,7 @@
 
   python scripts/measure_storage.py --frames ../shared/gtea61/sample
   python scripts/measure_storage.py --frames data/manual/synthetic_full --limit 60
+  python scripts/measure_storage.py --data_dir data/tfds --config all   # reading built examples
 
 For RGB, flow and motion-map files found under --frames: the source bytes, lossless PNG re-encodes
 (flow and maps as one channel) at several levels, and lossy JPEG; with the encode time (build cost)
@@ -59,14 +60,31 @@ def measure(files, kind, repeat):
     print(f"  {'raw uint8':18s} {images[0].nbytes / 1024:9.1f} {0:9.2f}")
 
 
+def measure_reads(data_dir, config, repeat):
+    """Milliseconds to fetch one built example (a whole clip) through tfds.data_source, and per MB."""
+    from ego_jax.data import gtea61
+
+    splits = "+".join(sorted(gtea61.Gtea61(config=config, data_dir=data_dir).info.splits))
+    source = gtea61.load_source(splits, data_dir=data_dir, config=config)
+    index = range(0, len(source), max(1, len(source) // 50))
+    mb = sum(sum(map(len, v)) for i in index for v in source[i].values() if isinstance(v, list)) / 1e6
+    ms = _time(lambda: [source[i] for i in index], repeat) / len(index)
+    print(f"\ngtea61/{config}: {len(index)} examples, {mb / len(index):.2f} MB of frames each, "
+          f"{ms:.1f} ms per example = {ms * len(index) / mb:.2f} ms per MB")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", required=True, help="folder searched recursively for frame files")
+    parser.add_argument("--frames", help="folder searched recursively for frame files")
+    parser.add_argument("--data_dir", help="a built gtea61 dataset: time reading its examples")
+    parser.add_argument("--config", default="all")
     parser.add_argument("--limit", type=int, default=30, help="files per kind")
     parser.add_argument("--repeat", type=int, default=20, help="decodes per file")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    files = sorted(p for p in Path(args.frames).rglob("*") if p.is_file())
+    if args.data_dir:
+        measure_reads(args.data_dir, args.config, args.repeat)
+    files = sorted(p for p in Path(args.frames).rglob("*") if p.is_file()) if args.frames else []
     for kind, pattern in KINDS.items():
         found = [f for f in files if re.fullmatch(pattern, f.name)]
         if found:

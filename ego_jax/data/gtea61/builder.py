@@ -128,7 +128,6 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
                 "source, flow x/y and motion maps as one-channel PNG (flow 128 = no motion, maps {0, 255})."
             ),
             features=tfds.features.FeaturesDict(features),
-            homepage="https://cbs.ic.gatech.edu/fpv/",
         )
 
     def _split_generators(self, dl_manager):
@@ -137,7 +136,7 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
         subjects = sorted({c.subject for c in clips})
         if len(subjects) < len(layout.SUBJECTS):
             log.warning("only subjects %s found in %s; building only their splits",
-                            ", ".join(subjects), dl_manager.manual_dir)
+                        ", ".join(subjects), dl_manager.manual_dir)
         filled = [c for c in clips if c.maps_filled]
         if filled:
             log.info("filled %d missing motion maps in %d clips from their nearest maps (feature maps_filled)",
