@@ -74,6 +74,14 @@ def test_flow_is_the_motion_of_the_mapped_pixels(tmp_path, name):
         assert np.median(err) < 1.5, (clip, err)
 
 
+def test_flow_never_saturates(tmp_path):
+    """Saturated flow (0 or 255) would not be the true motion; short clips move fastest."""
+    one_per_verb = sorted({verb_object(c)[0]: c for c in CLASSES}.values())
+    make_synthetic(tmp_path, classes=one_per_verb, subjects=["S1"], short_clips=4, seed=1)
+    values = np.concatenate([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).ravel() for p in tmp_path.rglob("flow_*.png")])
+    assert 0 < values.min() and values.max() < 255
+
+
 def test_appearance_and_motion_each_separate_part_of_the_classes(tmp_path):
     """take_jam / open_jam share the object, take_jam / take_tea the verb."""
     syn = make_synthetic(tmp_path, classes=["take_jam", "open_jam", "take_tea"], subjects=["S2"], clips_per_class=2)

@@ -27,7 +27,7 @@ import numpy as np
 from ego_jax.data.gtea61.classes import CLASSES
 
 SUBJECTS = ("S1", "S2", "S3", "S4")
-FLOW_RANGE = 0.08  # displacement (fraction of the width) that saturates the flow encoding
+FLOW_RANGE = 0.1  # displacement (fraction of the width) that saturates the flow encoding
 
 # (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram.
 PRESETS = {
@@ -168,8 +168,10 @@ def _trajectory(verb, n, size, rng):
     kind, param = VERBS[verb]
     t = np.arange(n + 1, dtype=np.float64)
     if kind == "line":
-        travel = 0.35 * w * rng.uniform(0.8, 1.2)
-        return (t / max(n, 1) - 0.5)[:, None] * travel * np.asarray(param)
+        # About a third of the frame over the clip, slower for short clips so the flow never saturates.
+        step = np.asarray(param) * (w, h) * 0.35 * rng.uniform(0.8, 1.2) / max(n, 1)
+        step *= min(1.0, 0.8 * FLOW_RANGE * w / np.abs(step).max())
+        return (t - n / 2)[:, None] * step
     ax, ay, period, phase = param
     period *= rng.uniform(0.9, 1.1)
     x = ax * w * np.sin(2 * np.pi * t / period)
@@ -189,8 +191,7 @@ def _render_clip(job: _Job, seed: int, size, table, gain, margin):
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
     props = [(ITEMS[i][1], jitter(ITEMS[i][0]), (margin + rng.uniform(0.15, 0.85) * w,
                                                    margin + rng.uniform(0.2, 0.8) * h)) for i in items[1:]]
-    path = _trajectory(verb, n, size, rng) + (margin + w / 2 + rng.uniform(-0.08, 0.08) * w,
-                                              margin + h / 2 + rng.uniform(-0.08, 0.08) * h)
+    path = _trajectory(verb, n, size, rng) + (margin + w * rng.uniform(0.42, 0.58), margin + h * rng.uniform(0.42, 0.58))
     scene = table.copy()
     for shape, colour, centre in props:
         _draw(scene, shape, centre, r, colour, aa=True)
@@ -222,9 +223,7 @@ def _render_clip(job: _Job, seed: int, size, table, gain, margin):
 
 
 def _write(path: Path, img: np.ndarray, ext: str):
-    ok, data = cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
-    assert ok, path
-    path.write_bytes(data.tobytes())
+    path.write_bytes(cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])[1].tobytes())
 
 
 def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[str, tuple[Path, str]]:
