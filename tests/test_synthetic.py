@@ -51,6 +51,17 @@ def test_deterministic_and_subset_stable(tmp_path):
     assert other.keys() != a.keys() or other != a
 
 
+def test_never_replaces_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "GTEA61" / "processed_frames2").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        make_synthetic(tmp_path / "GTEA61", classes=["take_jam"], subjects=["S1"])
+    assert (tmp_path / "GTEA61" / "processed_frames2").is_dir()
+    first = make_synthetic(tmp_path / "syn", classes=["take_jam"], subjects=["S1"])
+    again = make_synthetic(tmp_path / "syn", classes=["open_jam"], subjects=["S1"])
+    assert not (first.root / "processed_frames2" / first.clips[0].clip_id).exists()
+    assert (again.root / "processed_frames2" / again.clips[0].clip_id).is_dir()
+
+
 def test_clip_lengths_like_the_release_scaled(tmp_path):
     lengths = [c.num_frames for c in make_synthetic(tmp_path, subjects=["S1", "S2"]).clips]
     # The release: median 34, min 5; 'tiny' scales lengths by 1/4 and caps them at 24.

@@ -27,6 +27,7 @@ import numpy as np
 from ego_jax.data.gtea61.classes import CLASSES
 
 SUBJECTS = ("S1", "S2", "S3", "S4")
+_MARKER = ".synthetic_gtea61"  # a folder holding it may be replaced by the next call
 FLOW_RANGE = 0.1  # displacement (fraction of the width) that saturates the flow encoding
 
 # (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram.
@@ -288,7 +289,7 @@ def make_synthetic(
     missing_modality: str | None = None,
     workers: int = 1,
 ) -> Synthetic:
-    """Writes a GTEA61-layout tree under `root` (replacing it) and says what it wrote.
+    """Writes a GTEA61-layout tree under `root` (new, empty, or written by this function) and says what it wrote.
 
     preset: 'tiny' (80x48, ~9 frames, tests), 'small' (160x96, ~17 frames, quickstart) or 'full'
       (455x256, release-like lengths and clips per class, benchmarks); size (H, W) overrides its size.
@@ -307,8 +308,15 @@ def make_synthetic(
     if unknown:
         raise ValueError(f"unknown classes/subjects {unknown}: expected names from CLASSES and {SUBJECTS}")
     root = Path(root)
-    if root.exists():
+    if root.exists() and any(root.iterdir()):
+        if not (root / _MARKER).exists():
+            raise FileExistsError(
+                f"{root} is not empty and was not written by make_synthetic: refusing to replace it "
+                "(it could be a real download). Choose a new or empty folder."
+            )
         shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / _MARKER).write_text("written by ego_jax.data.synthetic.make_synthetic; replaced by its next call\n")
     size = tuple(size or PRESETS[preset]["size"])
     margin = int(math.ceil(0.04 * size[1])) + 2
     labels = sorted(CLASSES.index(c) for c in classes) if classes else range(len(CLASSES))
