@@ -18,6 +18,10 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=gtea61.DEFAULT_DATA_DIR, help="where the built dataset goes")
     parser.add_argument("--config", default="all", choices=sorted(gtea61.CONFIGS), help="modalities to build")
     args = parser.parse_args(argv)
+    existing = gtea61.Gtea61(config=args.config, data_dir=args.data_dir)
+    if existing.is_prepared():
+        print(f"gtea61/{args.config} is already built in {existing.data_dir}; delete that folder to rebuild it")
+        return
     start = time.time()
     try:
         builder = gtea61.build(manual_dir=args.manual_dir, data_dir=args.data_dir, config=args.config)

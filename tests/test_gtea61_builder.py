@@ -158,6 +158,8 @@ def test_scripts_make_and_build(tmp_path, capsys):
     make(["--root", str(tmp_path / "GTEA61"), "--preset", "tiny", "--classes", "take_jam", "--workers", "1"])
     build(["--manual_dir", str(tmp_path / "GTEA61"), "--data_dir", str(tmp_path / "tfds"), "--config", "rgb"])
     assert "clips per split S1 1, S2 1, S3 1, S4 1" in capsys.readouterr().out
+    build(["--manual_dir", str(tmp_path / "GTEA61"), "--data_dir", str(tmp_path / "tfds"), "--config", "rgb"])
+    assert "already built" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: no GTEA61 layout found"):
         build(["--manual_dir", str(tmp_path / "tfds"), "--data_dir", str(tmp_path / "tfds2")])
 
