@@ -90,6 +90,13 @@ def test_missing_first_maps_filled_from_nearest_and_counted(quirky):
         np.testing.assert_array_equal(decode_gray(ex["mmaps"][0]), cv2.imread(str(nearest), cv2.IMREAD_GRAYSCALE))
 
 
+def test_several_releases_in_the_manual_folder(tmp_path):
+    for name in ("GTEA61", "GTEA61_copy"):
+        make_synthetic(tmp_path / name, classes=CLASSES[:1], subjects=["S1"])
+    with pytest.raises(gtea61.LayoutError, match="several GTEA61 releases"):
+        gtea61.build(manual_dir=tmp_path, data_dir=tmp_path / "tfds")
+
+
 def test_modality_configs_have_only_their_keys(quirky, tmp_path):
     syn, _ = quirky
     common = {"label", "subject", "clip_id", "num_frames"}
