@@ -101,3 +101,21 @@ def test_bad_arguments_are_rejected():
   model = EgoRNN(3, depth=18, width=4, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"\(B, T, H, W, 3\)"):
     model(jnp.zeros((2, 32, 32, 3)))
+
+
+def test_jitted_gradients_reach_the_recurrence_attention_fc_and_classifier():
+  model = EgoRNN(CLASSES, depth=18, width=4, rngs=nnx.Rngs(0))
+  model.train()
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 64, 64, 3)), jnp.float32)
+  labels = jnp.asarray([1, 4])
+
+  @nnx.jit
+  def grads(model, x):
+    return nnx.grad(lambda m: action_loss(m(x)["logits"], labels))(model)
+
+  g = grads(model, x)
+  for name, leaf in (("h_conv", g.lstm.h_conv.kernel), ("x_conv", g.lstm.x_conv.kernel),
+                     ("ImageNet fc kernel (through the CAM)", g.backbone.fc.kernel), ("classifier", g.classifier.kernel)):
+    assert float(jnp.abs(leaf[...]).max()) > 0, name
+  # fc.bias only selects the CAM class (an argmax): no gradient.
+  np.testing.assert_array_equal(np.asarray(g.backbone.fc.bias[...]), 0.0)
