@@ -129,5 +129,18 @@ def test_wrong_containers_are_rejected():
     convert_reference({"state_dict": sd, "epoch": np.array(3)}, "rgb")
   with pytest.raises(ValueError, match="kind"):
     convert_reference(sd, "joint")
+  with pytest.raises(WeightsError, match="it is a valid 'rgb' checkpoint"):
+    load_reference(FlowResNet(CLASSES, stack=STACK, depth=18, width=WIDTH, rngs=nnx.Rngs(0)), sd)
   with pytest.raises(TypeError, match="EgoRNN, FlowResNet or TwoStream"):
     load_reference(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), sd)
+
+
+def test_resnet34_reference_backbone_loads():
+  """The reference uses ResNet-34: layers of 3, 4, 6, 3 blocks under resNet.*."""
+  sd = ref.random_rgb_state_dict(depth=34, width=WIDTH, num_classes=CLASSES)
+  model = EgoRNN(CLASSES, depth=34, width=WIDTH, rngs=nnx.Rngs(0))
+  load_reference(model, sd)
+  np.testing.assert_array_equal(np.asarray(model.backbone.layer3[5].conv2.kernel[...]),
+                                sd["resNet.layer3.5.conv2.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(np.asarray(model.backbone.layer4[0].downsample.bn.mean[...]),
+                                sd["resNet.layer4.0.downsample.1.running_mean"])

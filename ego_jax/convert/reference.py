@@ -157,14 +157,22 @@ def convert_reference(state_dict: Mapping, kind: str) -> dict[str, np.ndarray]:
   sd = _to_numpy(state_dict)
   if sd and all(k.startswith("module.") for k in sd):
     raise WeightsError("every key starts with 'module.' (a DataParallel wrapper): strip that prefix first")
-  errors = []
-  out = _convert(sd, kind, errors)
-  if sd:
-    errors.append(f"unknown keys ({len(sd)}): {', '.join(sorted(sd))}")
+  out, errors = _convert_all(sd, kind)
   if errors:
+    fits = [other for other in TABLE if other != kind and not _convert_all(sd, other)[1]]
+    hint = f"\n  it is a valid {fits[0]!r} checkpoint: load it into that model instead" if fits else ""
     raise WeightsError(f"the reference {kind} checkpoint does not match the table in ego_jax/convert/reference.py:\n  "
-                       + "\n  ".join(errors))
+                       + "\n  ".join(errors) + hint)
   return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
+def _convert_all(sd: dict, kind: str) -> tuple[dict, list]:
+  """(converted arrays, error lines) of all of `sd` (not modified) read as a `kind` checkpoint."""
+  rest, errors = dict(sd), []
+  out = _convert(rest, kind, errors)
+  if rest:
+    errors.append(f"unknown keys ({len(rest)}): {', '.join(sorted(rest))}")
+  return out, errors
 
 
 def _describe(cfg: dict) -> str:
