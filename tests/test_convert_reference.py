@@ -25,7 +25,8 @@ def test_rgb_values_land_where_the_table_says():
   np.testing.assert_array_equal(out["lstm/x_conv/kernel"][..., f:2 * f],
                                 sd["lstm_cell.conv_f_xx.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(out["lstm/x_conv/bias"][2 * f:3 * f], sd["lstm_cell.conv_c_xx.bias"])
-  np.testing.assert_array_equal(out["lstm/h_conv/kernel"][..., 3 * f:], sd["lstm_cell.conv_o_hh.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(out["lstm/h_conv/kernel"][..., 3 * f:],
+                                sd["lstm_cell.conv_o_hh.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(out["classifier/kernel"], sd["classifier.1.weight"].T)
   np.testing.assert_array_equal(out["backbone/fc/kernel"], sd["resNet.fc.weight"].T)
   np.testing.assert_array_equal(out["backbone/layer4/1/bn2/var"], sd["resNet.layer4.1.bn2.running_var"])

@@ -115,7 +115,8 @@ def test_jitted_gradients_reach_the_recurrence_attention_fc_and_classifier():
 
   g = grads(model, x)
   for name, leaf in (("h_conv", g.lstm.h_conv.kernel), ("x_conv", g.lstm.x_conv.kernel),
-                     ("ImageNet fc kernel (through the CAM)", g.backbone.fc.kernel), ("classifier", g.classifier.kernel)):
+                     ("ImageNet fc kernel (through the CAM)", g.backbone.fc.kernel),
+                     ("classifier", g.classifier.kernel)):
     assert float(jnp.abs(leaf[...]).max()) > 0, name
   # fc.bias only selects the CAM class (an argmax): no gradient.
   np.testing.assert_array_equal(np.asarray(g.backbone.fc.bias[...]), 0.0)
