@@ -150,3 +150,34 @@ def test_bad_arguments_raise(source, kwargs, match):
     args = dict(kind="rgb", train=False, global_batch_size=4, **SMALL) | kwargs
     with pytest.raises(ValueError, match=match):
         pipeline.make_loader(source, **args)
+
+
+class _StubSharding:
+    """What process 1 of 2 sees: its devices hold rows 4:6 and 6:8 of a global batch of 8."""
+
+    def addressable_devices_indices_map(self, shape):
+        return {"d2": (slice(4, 6),), "d3": (slice(6, 8),)}
+
+
+def test_each_process_reads_its_rows_of_the_same_global_batch(source, monkeypatch):
+    assert pipeline._local_rows(_StubSharding(), 8) == (4, 8)
+    kwargs = dict(kind="rgb", train=True, global_batch_size=4 * 2, drop_remainder=False, **SMALL)
+    global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (4, 8))
+    local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    _assert_batches_equal(local_batches, [{k: v[4:] for k, v in b.items()} for b in global_batches])
+
+
+def test_non_contiguous_rows_are_refused():
+    class Strided:
+        def addressable_devices_indices_map(self, shape):
+            return {"d0": (slice(0, 2),), "d1": (slice(4, 6),)}
+
+    with pytest.raises(ValueError, match="contiguous"):
+        pipeline._local_rows(Strided(), 8)
+
+
+def test_frames_of_different_sizes_in_one_clip_are_refused():
+    clip = fake_source([4])[0] | {"flow_x": fake_source([4], height=40)[0]["flow_x"]}
+    with pytest.raises(ValueError, match="one size"):
+        next(iter(pipeline.make_loader([clip], kind="two_stream", train=False, global_batch_size=1, **SMALL)))

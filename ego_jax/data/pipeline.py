@@ -90,49 +90,32 @@ def _frames(example, key: str, where: str):
     return frames
 
 
+def _decoded(frames, indices, decoder, key: str, where: str) -> dict[int, np.ndarray]:
+    """{i: decoded frame i} for the distinct sampled indices (short clips sample a frame several times)."""
+    return {int(i): decoder(frames[i], f"{where} {key}[{i}]") for i in np.unique(indices)}
+
+
 def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: str = "example") -> dict[str, np.ndarray]:
     """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
 
-    `rng` (train only) draws, in this order: the spatial transform, then the flow stack start.
+    `rng` (train only) draws, in this order: the flow stack start, then the spatial transform.
     """
     out = {"label": np.int32(example["label"]), "mask": np.True_}
-    rgb = _frames(example, "rgb", where) if spec.uses_rgb else None
-    if spec.uses_flow:
-        flow_x, flow_y = _frames(example, "flow_x", where), _frames(example, "flow_y", where)
-        if len(flow_x) != len(flow_y):
-            raise ValueError(f"{where}: {len(flow_x)} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
-
-    first = decode.decode_rgb(rgb[0], f"{where} rgb[0]") if rgb is not None else None
-    height, width = (first if first is not None else decode.decode_gray(flow_x[0], f"{where} flow_x[0]")).shape[:2]
-    if spec.train:
-        spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
-    else:
-        spatial = transforms.test_spatial(height, width, resize=spec.resize, crop=spec.crop)
-
-    def fit(img, what):
-        if img.shape[:2] != (height, width):
-            raise ValueError(f"{where}: {what} is {img.shape[:2]} but the clip's frames are {(height, width)}")
-        return img
-
-    if rgb is not None:
+    decoded = {}  # key -> (indices, {index: frame})
+    if spec.uses_rgb:
+        rgb = _frames(example, "rgb", where)
         idx = sampling.rgb_indices(len(rgb), spec.frames)
-        cache = {0: first}
-        for i in np.unique(idx):
-            if i not in cache:
-                cache[i] = fit(decode.decode_rgb(rgb[i], f"{where} rgb[{i}]"), f"rgb[{i}]")
-        out["rgb"] = np.stack([transforms.apply(cache[i], spatial, method=spec.method) for i in idx])
+        decoded["rgb"] = idx, _decoded(rgb, idx, decode.decode_rgb, "rgb", where)
         if spec.ms_grid is not None:
             mmaps = _frames(example, "mmaps", where)
             if len(mmaps) != len(rgb):
                 raise ValueError(f"{where}: {len(mmaps)} motion maps for {len(rgb)} RGB frames; rebuild the dataset")
-            targets = {}
-            for i in np.unique(idx):
-                mmap = fit(decode.decode_gray(mmaps[i], f"{where} mmaps[{i}]"), f"mmaps[{i}]")
-                targets[i] = transforms.motion_target(mmap, spatial, spec.ms_grid, spec.ms_threshold)
-            out["ms_target"] = np.stack([targets[i] for i in idx])
-
+            decoded["mmaps"] = idx, _decoded(mmaps, idx, decode.decode_gray, "mmaps", where)
     if spec.uses_flow:
+        flow_x, flow_y = _frames(example, "flow_x", where), _frames(example, "flow_y", where)
         n = len(flow_x)
+        if len(flow_y) != n:
+            raise ValueError(f"{where}: {n} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
         if spec.train:
             starts = np.array(sampling.flow_start_train(n, spec.stack, rng))
         elif spec.eval_stacks == 1:
@@ -140,12 +123,34 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: s
         else:
             starts = sampling.flow_starts_eval(n, spec.stack, spec.eval_stacks)
         idx = sampling.stack_indices(starts, n, spec.stack)
-        xs, ys = {}, {}
-        for i in np.unique(idx):
-            xs[i] = transforms.apply_flow_x(
-                fit(decode.decode_gray(flow_x[i], f"{where} flow_x[{i}]"), f"flow_x[{i}]"), spatial, method=spec.method)
-            ys[i] = transforms.apply(
-                fit(decode.decode_gray(flow_y[i], f"{where} flow_y[{i}]"), f"flow_y[{i}]"), spatial, method=spec.method)
+        decoded["flow_x"] = idx, _decoded(flow_x, idx, decode.decode_gray, "flow_x", where)
+        decoded["flow_y"] = idx, _decoded(flow_y, idx, decode.decode_gray, "flow_y", where)
+
+    # One spatial transform for the whole clip, so every decoded frame must have the same size.
+    sizes = {(key, i): img.shape[:2] for key, (_, imgs) in decoded.items() for i, img in imgs.items()}
+    (height, width), first = next(iter(sizes.values())), next(iter(sizes))
+    for (key, i), size in sizes.items():
+        if size != (height, width):
+            raise ValueError(f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is {height}x{width}; "
+                             "all frames and modalities of a clip must have one size")
+    if spec.train:
+        spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
+    else:
+        spatial = transforms.test_spatial(height, width, resize=spec.resize, crop=spec.crop)
+
+    def transformed(key, fn):
+        idx, imgs = decoded[key]
+        return idx, {i: fn(img) for i, img in imgs.items()}
+
+    if spec.uses_rgb:
+        idx, frames = transformed("rgb", lambda img: transforms.apply(img, spatial, method=spec.method))
+        out["rgb"] = np.stack([frames[i] for i in idx])
+    if spec.ms_grid is not None:
+        idx, targets = transformed("mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold))
+        out["ms_target"] = np.stack([targets[i] for i in idx])
+    if spec.uses_flow:
+        idx, xs = transformed("flow_x", lambda img: transforms.apply_flow_x(img, spatial, method=spec.method))
+        _, ys = transformed("flow_y", lambda img: transforms.apply(img, spatial, method=spec.method))
 
         def flow_stack(row):
             # Channels interleave x1, y1, x2, y2, ... as the flow stem expects.

@@ -1,0 +1,191 @@
+"""Timings of ego_jax (never asserted in tests). One sub-benchmark per command:
+
+  python scripts/benchmark.py data    [--classes 12 --workers 0,1,2 ...]  # input pipelines vs a PIL-per-file loader
+  python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
+
+Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
+"""
+import argparse
+import glob
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ego_jax.data import sampling, transforms
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def args_data(parser):
+    parser.add_argument("--manual_dir", help="a GTEA61-layout tree to read (default: generate a full-size synthetic one)")
+    parser.add_argument("--classes", type=int, default=12, help="classes of the generated tree (subject S1, 1 clip each)")
+    parser.add_argument("--kinds", default="rgb,flow,two_stream")
+    parser.add_argument("--workers", default="0,1,2", help="grain worker counts to time")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=3, help="timed batches per setting (after one warm-up batch)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--stack", type=int, default=5)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--resize", type=int, default=256)
+    parser.add_argument("--method", default="pil", choices=transforms.METHODS)
+    parser.add_argument("--workdir", help="where to generate and build (default: a temporary folder)")
+
+
+class PilPerFileLoader:
+    """The straightforward baseline: per clip, open every sampled PNG with PIL and transform it as the reference does."""
+
+    def __init__(self, root: Path, clip_ids, *, kind, frames, stack, crop, resize, seed=0):
+        self.root, self.clip_ids, self.kind = Path(root), list(clip_ids), kind
+        self.frames, self.stack, self.crop, self.resize = frames, stack, crop, resize
+        self.rng = np.random.default_rng(seed)
+
+    def _files(self, clip_id, folder, sub, pattern):
+        base = self.root / folder / clip_id / sub
+        return sorted(p for p in base.glob(pattern) if "(" not in p.name)
+
+    def _transform(self, img, flip, scale, position, invert=False):
+        w, h = img.size
+        if min(w, h) != self.resize:
+            img = img.resize((self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize),
+                             Image.BILINEAR)
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            if invert:
+                img = ImageOps.invert(img)
+        w, h = img.size
+        side = int(min(w, h) * scale)
+        box = {"c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
+               "tl": (0, 0, side, side), "tr": (w - side, 0, w, side), "bl": (0, h - side, side, h),
+               "br": (w - side, h - side, w, h)}[position]
+        return np.asarray(img.crop(box).resize((self.crop, self.crop), Image.BILINEAR))
+
+    def clip(self, i):
+        cid = self.clip_ids[i % len(self.clip_ids)]
+        flip = self.rng.random() < 0.5
+        scale = transforms.SCALES[self.rng.integers(len(transforms.SCALES))]
+        position = transforms.POSITIONS[self.rng.integers(len(transforms.POSITIONS))]
+        out = {}
+        if self.kind != "flow":
+            files = self._files(cid, "processed_frames2", "rgb", "rgb*.png")
+            out["rgb"] = np.stack([self._transform(Image.open(files[j]).convert("RGB"), flip, scale, position)
+                                   for j in sampling.rgb_indices(len(files), self.frames)])
+        if self.kind != "rgb":
+            xs = self._files(cid, "flow_x_processed", "", "flow_x_*.png")
+            ys = self._files(cid, "flow_y_processed", "", "flow_y_*.png")
+            start = sampling.flow_start_train(len(xs), self.stack, self.rng)
+            out["flow"] = np.stack([
+                self._transform(Image.open(f[j]).convert("L"), flip, scale, position, invert=f is xs)
+                for j in sampling.stack_indices(start, len(xs), self.stack) for f in (xs, ys)], axis=-1)
+        return out
+
+
+def _make_dataset(args, workdir: Path):
+    from ego_jax.data import gtea61
+    from ego_jax.data.gtea61.classes import CLASSES
+    from ego_jax.data.synthetic import make_synthetic
+
+    manual = Path(args.manual_dir) if args.manual_dir else workdir / "manual"
+    if not args.manual_dir:
+        t = time.perf_counter()
+        make_synthetic(manual, preset="full", classes=CLASSES[: args.classes], subjects=("S1",), clips_per_class=1)
+        print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
+    t = time.perf_counter()
+    gtea61.build(manual_dir=manual, data_dir=workdir / "tfds", config="all")
+    print(f"built in {time.perf_counter() - t:.0f} s")
+    splits = "+".join(s for s in ("S1", "S2", "S3", "S4") if (manual / "processed_frames2" / s).is_dir())
+    return manual, gtea61.load_source(splits, data_dir=workdir / "tfds", config="all")
+
+
+def _seconds(batches, n):
+    it = iter(batches)
+    next(it)  # warm-up: worker start-up and first reads
+    t = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return time.perf_counter() - t
+
+
+def run_data(args):
+    from ego_jax.data import pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        manual, source = _make_dataset(args, workdir)
+        sizes = {m: np.mean([len(b) for ex in (source[i] for i in range(len(source))) for b in ex[m]])
+                 for m in ("rgb", "flow_x", "mmaps")}
+        lengths = [int(source[i]["num_frames"]) for i in range(len(source))]
+        print(f"{len(source)} clips, frames per clip {sorted(lengths)}; mean PNG bytes "
+              + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
+        settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
+        clips = args.batch * args.batches
+        results = []
+        for kind in args.kinds.split(","):
+            clip_ids = [source[i]["clip_id"] for i in range(len(source))]
+            baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
+            secs = _seconds((baseline.clip(i) for i in range(clips + args.batch)), clips)
+            results.append(dict(kind=kind, loader="PIL per file", workers=0, clips_per_s=clips / secs))
+            for workers in map(int, args.workers.split(",")):
+                loader = pipeline.make_loader(source, kind=kind, train=True, global_batch_size=args.batch,
+                                              worker_count=workers, method=args.method, **settings)
+                secs = _seconds(loader, args.batches)
+                results.append(dict(kind=kind, loader=f"grain ({args.method})", workers=workers, clips_per_s=clips / secs))
+            for r in results[-1 - len(args.workers.split(",")):]:
+                print(f"  {r['kind']:10s} {r['loader']:14s} workers {r['workers']}: {r['clips_per_s']:6.1f} clips/s")
+        print(json.dumps(dict(settings=settings, batch=args.batch, results=results)))
+
+
+# --------------------------------------------------------------------------------------------- resize
+
+
+def args_resize(parser):
+    parser.add_argument("--images", help="glob of frames (default: a generated textured 455x256 frame)")
+    parser.add_argument("--repeats", type=int, default=100)
+
+
+def _timed(fn, repeats):
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats * 1e3
+
+
+def run_resize(args):
+    if args.images:
+        imgs = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(glob.glob(args.images))]
+    else:
+        import cv2
+        noise = np.random.default_rng(0).random((66, 116, 3)).astype(np.float32) * 255
+        imgs = [np.clip(cv2.resize(noise, (455, 256), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)]
+    if not imgs:
+        raise SystemExit(f"no images match {args.images!r}")
+    for side in (256, 224, 192, 168):
+        crops = [np.ascontiguousarray(img[:side, -side:]) for img in imgs]
+        pil = [np.asarray(Image.fromarray(c).resize((224, 224), Image.BILINEAR)).astype(int) for c in crops]
+        line = [f"crop {side} -> 224:"]
+        line.append(f"PIL {_timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats):.3f} ms")
+        for method in transforms.METHODS:
+            diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
+                                   for c, p in zip(crops, pil)])
+            ms = _timed(lambda: transforms.resize_bilinear(crops[0], 224, 224, method), args.repeats)
+            line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
+        print("  ".join(line))
+
+
+BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (add_args, _) in BENCHMARKS.items():
+        add_args(sub.add_parser(name))
+    args = parser.parse_args(argv)
+    BENCHMARKS[args.benchmark][1](args)
+
+
+if __name__ == "__main__":
+    main()
