@@ -181,3 +181,41 @@ def test_frames_of_different_sizes_in_one_clip_are_refused():
     clip = fake_source([4])[0] | {"flow_x": fake_source([4], height=40)[0]["flow_x"]}
     with pytest.raises(ValueError, match="one size"):
         next(iter(pipeline.make_loader([clip], kind="two_stream", train=False, global_batch_size=1, **SMALL)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny synthetic release (80x48 frames, with short clips and missing first maps) built with tfds."""
+    from ego_jax.data import gtea61
+    from ego_jax.data.synthetic import make_synthetic
+
+    tmp = tmp_path_factory.mktemp("gtea61")
+    make_synthetic(tmp / "GTEA61", preset="tiny", classes=gtea61.CLASSES[:4], subjects=["S1", "S2"], seed=1,
+                   short_clips=2, missing_first_maps=1)
+    gtea61.build(manual_dir=tmp / "GTEA61", data_dir=tmp / "tfds", config="all")
+    return tmp / "tfds"
+
+
+@pytest.mark.parametrize("kind", pipeline.KINDS)
+def test_loaders_on_a_built_tfds_dataset(built, kind):
+    from ego_jax.data import gtea61
+
+    train_source = gtea61.load_source("S1", data_dir=built)
+    test_source = gtea61.load_source("S2", data_dir=built)
+    ms = dict(ms_grid=(2, 2), ms_threshold=0.0) if kind != "flow" else {}
+    train = pipeline.make_loader(train_source, kind=kind, train=True, global_batch_size=2, num_epochs=1, seed=5,
+                                 worker_count=1 if kind == "two_stream" else 0, **ms, **SMALL)
+    batches = list(train)
+    assert len(batches) == len(train_source) // 2
+    labels = {int(train_source[i]["label"]) for b in batches for i in b["index"]}
+    assert labels <= set(range(4)) and all(b["mask"].all() for b in batches)
+    if ms:
+        assert set(np.unique(np.concatenate([b["ms_target"].ravel() for b in batches]))) <= {0.0, 1.0}
+    evaluated = list(pipeline.make_loader(test_source, kind=kind, train=False, global_batch_size=3, **ms, **SMALL))
+    indices = np.concatenate([b["index"] for b in evaluated])
+    masks = np.concatenate([b["mask"] for b in evaluated])
+    assert sorted(indices[masks]) == list(range(len(test_source))) and (indices[~masks] == -1).all()
+    for b in evaluated:
+        for i, m, label in zip(b["index"], b["mask"], b["label"]):
+            if m:
+                assert label == test_source[int(i)]["label"]
