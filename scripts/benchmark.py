@@ -100,6 +100,10 @@ def _make_dataset(args, workdir: Path):
     return manual, gtea61.load_source(splits, data_dir=workdir / "tfds", config="all")
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _seconds(batches, n):
     it = iter(batches)
     next(it)  # warm-up: worker start-up and first reads
@@ -122,9 +126,12 @@ def run_data(args):
               + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
         settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
         clips = args.batch * args.batches
-        results = []
+        # Reading a record costs O(all bytes of the clip), however few frames the loader then decodes.
+        secs = _seconds((source[i % len(source)] for i in range(clips + 1)), clips)
+        results = [dict(kind="-", loader="source[i] only", workers=0, clips_per_s=clips / secs)]
+        print(f"  reading records only ({type(source).__name__}): {clips / secs:6.1f} clips/s")
         for kind in args.kinds.split(","):
-            clip_ids = [source[i]["clip_id"] for i in range(len(source))]
+            clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
             secs = _seconds((baseline.clip(i) for i in range(clips + args.batch)), clips)
             results.append(dict(kind=kind, loader="PIL per file", workers=0, clips_per_s=clips / secs))

@@ -19,7 +19,6 @@ from absl import flags
 from ego_jax.data import decode, sampling, transforms
 
 KINDS = ("rgb", "flow", "two_stream")
-_REQUIRED = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "two_stream": ("rgb", "flow_x", "flow_y")}
 
 
 @dataclasses.dataclass(frozen=True)
