@@ -33,6 +33,8 @@ def args_data(parser):
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--method", default="pil", choices=transforms.METHODS)
     parser.add_argument("--workdir", help="where to generate and build (default: a temporary folder)")
+    parser.add_argument("--per_kind_configs", action="store_true",
+                        help="read each kind from the smallest builder config holding its modalities, not 'all'")
 
 
 class PilPerFileLoader:
@@ -83,21 +85,29 @@ class PilPerFileLoader:
         return out
 
 
-def _make_dataset(args, workdir: Path):
-    from ego_jax.data import gtea61
+_KIND_CONFIGS = {"rgb": "rgb", "flow": "flow", "two_stream": "rgb_flow"}
+
+
+def _make_tree(args, workdir: Path) -> Path:
     from ego_jax.data.gtea61.classes import CLASSES
     from ego_jax.data.synthetic import make_synthetic
 
-    manual = Path(args.manual_dir) if args.manual_dir else workdir / "manual"
-    if not args.manual_dir:
-        t = time.perf_counter()
-        make_synthetic(manual, preset="full", classes=CLASSES[: args.classes], subjects=("S1",), clips_per_class=1)
-        print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
+    if args.manual_dir:
+        return Path(args.manual_dir)
     t = time.perf_counter()
-    gtea61.build(manual_dir=manual, data_dir=workdir / "tfds", config="all")
-    print(f"built in {time.perf_counter() - t:.0f} s")
+    make_synthetic(workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",), clips_per_class=1)
+    print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
+    return workdir / "manual"
+
+
+def _load(manual: Path, workdir: Path, config: str):
+    from ego_jax.data import gtea61
+
+    t = time.perf_counter()
+    gtea61.build(manual_dir=manual, data_dir=workdir / "tfds", config=config)
+    print(f"built gtea61/{config} in {time.perf_counter() - t:.0f} s")
     splits = "+".join(s for s in ("S1", "S2", "S3", "S4") if (manual / "processed_frames2" / s).is_dir())
-    return manual, gtea61.load_source(splits, data_dir=workdir / "tfds", config="all")
+    return gtea61.load_source(splits, data_dir=workdir / "tfds", config=config)
 
 
 def _text(value) -> str:
@@ -118,30 +128,36 @@ def run_data(args):
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
-        manual, source = _make_dataset(args, workdir)
+        manual = _make_tree(args, workdir)
+        source = _load(manual, workdir, "all")
         sizes = {m: np.mean([len(b) for ex in (source[i] for i in range(len(source))) for b in ex[m]])
                  for m in ("rgb", "flow_x", "mmaps")}
         lengths = [int(source[i]["num_frames"]) for i in range(len(source))]
         print(f"{len(source)} clips, frames per clip {sorted(lengths)}; mean PNG bytes "
               + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
+        clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
         settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
         clips = args.batch * args.batches
-        # Reading a record costs O(all bytes of the clip), however few frames the loader then decodes.
-        secs = _seconds((source[i % len(source)] for i in range(clips + 1)), clips)
-        results = [dict(kind="-", loader="source[i] only", workers=0, clips_per_s=clips / secs)]
-        print(f"  reading records only ({type(source).__name__}): {clips / secs:6.1f} clips/s")
+        results = []
         for kind in args.kinds.split(","):
-            clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
+            config = _KIND_CONFIGS[kind] if args.per_kind_configs else "all"
+            kind_source = _load(manual, workdir, config) if config != "all" else source
+            rows = []
+            # Reading a record costs O(all bytes of the clip), however few frames the loader then decodes.
+            secs = _seconds((kind_source[i % len(source)] for i in range(clips + 1)), clips)
+            rows.append(dict(loader=f"records of gtea61/{config} only", workers=0, clips_per_s=clips / secs))
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
-            secs = _seconds((baseline.clip(i) for i in range(clips + args.batch)), clips)
-            results.append(dict(kind=kind, loader="PIL per file", workers=0, clips_per_s=clips / secs))
+            secs = _seconds((baseline.clip(i) for i in range(clips + 1)), clips)
+            rows.append(dict(loader="PIL per file", workers=0, clips_per_s=clips / secs))
             for workers in map(int, args.workers.split(",")):
-                loader = pipeline.make_loader(source, kind=kind, train=True, global_batch_size=args.batch,
+                loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
                                               worker_count=workers, method=args.method, **settings)
                 secs = _seconds(loader, args.batches)
-                results.append(dict(kind=kind, loader=f"grain ({args.method})", workers=workers, clips_per_s=clips / secs))
-            for r in results[-1 - len(args.workers.split(",")):]:
-                print(f"  {r['kind']:10s} {r['loader']:14s} workers {r['workers']}: {r['clips_per_s']:6.1f} clips/s")
+                rows.append(dict(loader=f"grain, gtea61/{config}, method {args.method}", workers=workers,
+                                 clips_per_s=clips / secs))
+            for r in rows:
+                print(f"  {kind:10s} {r['loader']:38s} workers {r['workers']}: {r['clips_per_s']:6.1f} clips/s")
+            results += [dict(kind=kind, **r) for r in rows]
         print(json.dumps(dict(settings=settings, batch=args.batch, results=results)))
 
 

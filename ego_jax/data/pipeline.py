@@ -135,7 +135,7 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: s
     if spec.train:
         spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
     else:
-        spatial = transforms.test_spatial(height, width, resize=spec.resize, crop=spec.crop)
+        spatial = transforms.eval_spatial(height, width, resize=spec.resize, crop=spec.crop)
 
     def transformed(key, fn):
         idx, imgs = decoded[key]
@@ -254,16 +254,17 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
                 method: str = "pil", read_threads: int = 1) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
-    Batch keys (B = global_batch_size, or this process's rows when `sharding` is None; S = crop):
+    Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
       'rgb' uint8 (B, T, S, S, 3)                      kinds rgb, two_stream
       'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream (eval with eval_stacks=k>1: (B, k, S, S, 2*stack))
       'ms_target' float32 (B, T, h, w)                  when ms_grid=(h, w): moving fraction, {0, 1} with ms_threshold
       'label' int32 (B,), 'mask' bool (B,) False on padding, 'index' int32 (B,) source index (-1 on padding).
     Train: random crop/flip and flow stack per clip, epochs reshuffled, remainder dropped. Eval: centre crop, centre
     flow stack (eval_stacks=1) or k evenly spread stacks, last batch padded. num_epochs None: train endless, eval 1.
-    With `sharding` (batch axis only), batches are global jax.Arrays. `method`: resize method ('pil' = reference,
-    'cv2' faster, see transforms). `read_threads`: threads per process (workers, or the main process when
-    worker_count=0) each building one batch.
+    `sharding` must shard only the batch axis (e.g. NamedSharding(mesh, P('data'))); each process then reads only
+    the rows its devices hold (required with several processes). `method`: resize method ('pil' = reference, 'cv2'
+    faster, see transforms). `read_threads`: threads per process (each worker, or the main process when
+    worker_count=0), each building one batch. len(loader) = steps left from start_step (finite loaders only).
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method)

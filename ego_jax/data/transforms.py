@@ -69,7 +69,7 @@ def train_spatial(rng: np.random.Generator, height: int, width: int, *, resize: 
     return Spatial((h, w), (x1, y1, x2, y2), crop, flip)
 
 
-def test_spatial(height: int, width: int, *, resize: int = 256, crop: int = 224) -> Spatial:
+def eval_spatial(height: int, width: int, *, resize: int = 256, crop: int = 224) -> Spatial:
     """Centre crop (reference `CenterCrop`: offsets int(round((w - crop) / 2))) after resizing."""
     h, w = resized_shape(height, width, resize)
     if crop > min(h, w):
@@ -88,6 +88,7 @@ def resize_bilinear(img: np.ndarray, height: int, width: int, method: str = "pil
         return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.BILINEAR))
     interpolation = cv2.INTER_LINEAR_EXACT if method == "pil" else cv2.INTER_LINEAR
     return cv2.resize(img, (width, height), interpolation=interpolation)
+
 
 def _cut(img: np.ndarray, spatial: Spatial) -> np.ndarray:
     x1, y1, x2, y2 = spatial.box
