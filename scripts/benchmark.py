@@ -31,7 +31,7 @@ def args_data(parser):
     parser.add_argument("--stack", type=int, default=5)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--resize", type=int, default=256)
-    parser.add_argument("--method", default="pil", choices=transforms.METHODS)
+    parser.add_argument("--methods", default="pil", help=f"comma-separated resize methods of {transforms.METHODS}")
     parser.add_argument("--workdir", help="where to generate and build (default: a temporary folder)")
     parser.add_argument("--per_kind_configs", action="store_true",
                         help="read each kind from the smallest builder config holding its modalities, not 'all'")
@@ -149,12 +149,13 @@ def run_data(args):
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
             secs = _seconds((baseline.clip(i) for i in range(clips + 1)), clips)
             rows.append(dict(loader="PIL per file", workers=0, clips_per_s=clips / secs))
-            for workers in map(int, args.workers.split(",")):
-                loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
-                                              worker_count=workers, method=args.method, **settings)
-                secs = _seconds(loader, args.batches)
-                rows.append(dict(loader=f"grain, gtea61/{config}, method {args.method}", workers=workers,
-                                 clips_per_s=clips / secs))
+            for method in args.methods.split(","):
+                for workers in map(int, args.workers.split(",")):
+                    loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
+                                                  worker_count=workers, method=method, **settings)
+                    secs = _seconds(loader, args.batches)
+                    rows.append(dict(loader=f"grain, gtea61/{config}, method {method}", workers=workers,
+                                     clips_per_s=clips / secs))
             for r in rows:
                 print(f"  {kind:10s} {r['loader']:38s} workers {r['workers']}: {r['clips_per_s']:6.1f} clips/s")
             results += [dict(kind=kind, **r) for r in rows]

@@ -62,6 +62,15 @@ def test_eval_batches_follow_the_reference_sampling(source):
             np.testing.assert_array_equal(batch["flow"][b, 16, 16, 1::2], 10 + frames)
 
 
+def test_motion_targets_through_the_loader(source):
+    batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2), **SMALL)))
+    # Fake maps move in columns 0:26 of 80; the centre crop takes columns 24:56 in two 16-wide cells: 2 / 16 moving.
+    np.testing.assert_allclose(batch["ms_target"], np.broadcast_to([[0.125, 0], [0.125, 0]], (2, 4, 2, 2)), atol=1e-6)
+    binary = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+                                            ms_threshold=0.2, **SMALL)))
+    assert not binary["ms_target"].any()
+
+
 def test_eval_pads_the_last_batch_with_mask_false(source):
     last = list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=4, **SMALL))[-1]
     np.testing.assert_array_equal(last["mask"], [True, True, True, False])
