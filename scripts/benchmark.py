@@ -115,12 +115,17 @@ def _text(value) -> str:
 
 
 def _seconds(batches, n):
+    """Seconds to take n items of `batches` after a warm-up one (worker start-up and first reads)."""
     it = iter(batches)
-    next(it)  # warm-up: worker start-up and first reads
-    t = time.perf_counter()
-    for _ in range(n):
+    try:
         next(it)
-    return time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            next(it)
+        return time.perf_counter() - t
+    finally:
+        if hasattr(it, "close"):
+            it.close()  # stops grain's worker processes now, not at exit
 
 
 def run_data(args):
