@@ -154,6 +154,9 @@ def test_missing_modality_names_the_key():
     (dict(ms_threshold=0.5), "ms_grid"),
     (dict(global_batch_size=8, train=True), "full batch"),
     (dict(start_step=9), "start_step"),
+    (dict(frames=0), "frames"),
+    (dict(eval_stacks=0), "eval_stacks"),
+    (dict(ms_grid=(7,)), "ms_grid"),
 ])
 def test_bad_arguments_raise(source, kwargs, match):
     args = dict(kind="rgb", train=False, global_batch_size=4, **SMALL) | kwargs

@@ -43,8 +43,12 @@ class ClipSpec:
             raise ValueError("ms_grid (motion-map targets) needs RGB frames; use kind='rgb' or 'two_stream'")
         if self.ms_threshold is not None and self.ms_grid is None:
             raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
-        if self.eval_stacks < 1:
-            raise ValueError(f"eval_stacks must be >= 1, got {self.eval_stacks}")
+        sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize, eval_stacks=self.eval_stacks)
+        bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
+        if bad:
+            raise ValueError(f"{bad}: these loader sizes must be integers >= 1")
+        if self.ms_grid is not None and not (len(self.ms_grid) == 2 and min(self.ms_grid) >= 1):
+            raise ValueError(f"ms_grid must be the feature grid (h, w), e.g. (7, 7) for 224 crops; got {self.ms_grid}")
         if self.method not in transforms.METHODS:
             raise ValueError(f"unknown resize method {self.method!r}; expected one of {transforms.METHODS}")
 
