@@ -142,6 +142,12 @@ def test_sharded_batches_are_global_arrays(source):
         np.testing.assert_array_equal(np.asarray(v), host[k])
 
 
+def test_a_batch_the_sharding_cannot_split_is_refused(source):
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+    with pytest.raises(ValueError, match="cannot split a batch of 6"):
+        pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=6, sharding=sharding, **SMALL)
+
+
 def test_missing_modality_names_the_key():
     source = fake_source([4, 4], modalities=("rgb",))
     with pytest.raises(KeyError, match="flow_x"):

@@ -171,10 +171,10 @@ def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
         return 0, global_batch_size
     try:
         index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-    except ValueError as e:
+    except (ValueError, IndexError) as e:
         raise ValueError(
-            f"sharding {sharding} must shard only the batch axis of a batch of {global_batch_size} "
-            "(e.g. NamedSharding(mesh, P('data')))"
+            f"cannot split a batch of {global_batch_size} with {sharding}: the sharding must split only the batch "
+            f"axis (e.g. NamedSharding(mesh, P('data'))), into equal parts ({e})"
         ) from e
     rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop) for ix in index_map.values()})
     r0, r1 = rows[0][0], rows[-1][1]
