@@ -148,6 +148,15 @@ def test_a_batch_the_sharding_cannot_split_is_refused(source):
         pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=6, sharding=sharding, **SMALL)
 
 
+def test_a_corrupt_frame_names_its_example_and_frame():
+    from ego_jax.data.decode import DecodeError
+
+    source = fake_source([4, 4])
+    source[1]["rgb"][2] = b"not a png"
+    with pytest.raises(DecodeError, match=r"example 1 rgb\[2\]"):
+        list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, **SMALL))
+
+
 def test_missing_modality_names_the_key():
     source = fake_source([4, 4], modalities=("rgb",))
     with pytest.raises(KeyError, match="flow_x"):

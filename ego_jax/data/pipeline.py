@@ -269,6 +269,8 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     the rows its devices hold (required with several processes). `method`: resize method ('pil' = reference, 'cv2'
     faster, see transforms). `read_threads`: threads per process (each worker, or the main process when
     worker_count=0), each building one batch. len(loader) = steps left from start_step (finite loaders only).
+    worker_count > 0 starts grain worker processes with 'spawn' on every iteration: a script must guard its entry
+    point with `if __name__ == "__main__":`.
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method)
