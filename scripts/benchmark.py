@@ -21,8 +21,8 @@ from ego_jax.data import sampling, transforms
 
 
 def args_data(parser):
-    parser.add_argument("--manual_dir", help="a GTEA61-layout tree to read (default: generate a full-size synthetic one)")
-    parser.add_argument("--classes", type=int, default=12, help="classes of the generated tree (subject S1, 1 clip each)")
+    parser.add_argument("--manual_dir", help="a GTEA61-layout tree (default: generate a full-size synthetic one)")
+    parser.add_argument("--classes", type=int, default=12, help="classes of the generated tree (S1, 1 clip each)")
     parser.add_argument("--kinds", default="rgb,flow,two_stream")
     parser.add_argument("--workers", default="0,1,2", help="grain worker counts to time")
     parser.add_argument("--batch", type=int, default=8)
@@ -38,7 +38,7 @@ def args_data(parser):
 
 
 class PilPerFileLoader:
-    """The straightforward baseline: per clip, open every sampled PNG with PIL and transform it as the reference does."""
+    """The straightforward baseline: per clip, open each sampled PNG with PIL and transform it as the reference does."""
 
     def __init__(self, root: Path, clip_ids, *, kind, frames, stack, crop, resize, seed=0):
         self.root, self.clip_ids, self.kind = Path(root), list(clip_ids), kind
@@ -52,8 +52,8 @@ class PilPerFileLoader:
     def _transform(self, img, flip, scale, position, invert=False):
         w, h = img.size
         if min(w, h) != self.resize:
-            img = img.resize((self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize),
-                             Image.BILINEAR)
+            size = (self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize)
+            img = img.resize(size, Image.BILINEAR)
         if flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             if invert:
@@ -95,7 +95,8 @@ def _make_tree(args, workdir: Path) -> Path:
     if args.manual_dir:
         return Path(args.manual_dir)
     t = time.perf_counter()
-    make_synthetic(workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",), clips_per_class=1)
+    make_synthetic(workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",),
+                   clips_per_class=1)
     print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
     return workdir / "manual"
 
@@ -195,7 +196,8 @@ def run_resize(args):
         crops = [np.ascontiguousarray(img[:side, -side:]) for img in imgs]
         pil = [np.asarray(Image.fromarray(c).resize((224, 224), Image.BILINEAR)).astype(int) for c in crops]
         line = [f"crop {side} -> 224:"]
-        line.append(f"PIL {_timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats):.3f} ms")
+        ms = _timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats)
+        line.append(f"PIL {ms:.3f} ms")
         for method in transforms.METHODS:
             diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
                                    for c, p in zip(crops, pil)])

@@ -1,4 +1,5 @@
-"""grain loaders on in-memory fake clips: batch format, sampling through the pipeline, determinism, restart, padding, sharding."""
+"""grain loaders on fake clips and a built tiny dataset: batch format, sampling, determinism, restart, padding,
+sharding, errors."""
 import jax
 import numpy as np
 import pytest
@@ -63,7 +64,8 @@ def test_eval_batches_follow_the_reference_sampling(source):
 
 
 def test_motion_targets_through_the_loader(source):
-    batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2), **SMALL)))
+    batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+                                           **SMALL)))
     # Fake maps move in columns 0:26 of 80; the centre crop takes columns 24:56 in two 16-wide cells: 2 / 16 moving.
     np.testing.assert_allclose(batch["ms_target"], np.broadcast_to([[0.125, 0], [0.125, 0]], (2, 4, 2, 2)), atol=1e-6)
     binary = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
@@ -79,9 +81,11 @@ def test_eval_pads_the_last_batch_with_mask_false(source):
 
 
 def test_k_stack_eval_uses_evenly_spread_starts(source):
-    batch = next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=4, eval_stacks=3, **SMALL)))
+    batch = next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=4, eval_stacks=3,
+                                           **SMALL)))
     # Clip 3 has 40 frames: starts floor(linspace(1, 38, 3, endpoint=False)) = 1, 13, 25 (1-based).
-    np.testing.assert_array_equal(batch["flow"][3, :, 0, 0, 1::2], 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]]))
+    expected = 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]])
+    np.testing.assert_array_equal(batch["flow"][3, :, 0, 0, 1::2], expected)
 
 
 def test_train_epochs_are_reshuffled_and_drop_the_remainder(source):

@@ -43,7 +43,8 @@ class ClipSpec:
             raise ValueError("ms_grid (motion-map targets) needs RGB frames; use kind='rgb' or 'two_stream'")
         if self.ms_threshold is not None and self.ms_grid is None:
             raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
-        sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize, eval_stacks=self.eval_stacks)
+        sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize,
+                     eval_stacks=self.eval_stacks)
         bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
         if bad:
             raise ValueError(f"{bad}: these loader sizes must be integers >= 1")
@@ -98,7 +99,8 @@ def _decoded(frames, indices, decoder, key: str, where: str) -> dict[int, np.nda
     return {int(i): decoder(frames[i], f"{where} {key}[{i}]") for i in np.unique(indices)}
 
 
-def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: str = "example") -> dict[str, np.ndarray]:
+def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
+              where: str = "example") -> dict[str, np.ndarray]:
     """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
 
     `rng` (train only) draws, in this order: the flow stack start, then the spatial transform.
@@ -134,8 +136,8 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: s
     (height, width), first = next(iter(sizes.values())), next(iter(sizes))
     for (key, i), size in sizes.items():
         if size != (height, width):
-            raise ValueError(f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is {height}x{width}; "
-                             "all frames and modalities of a clip must have one size")
+            raise ValueError(f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is "
+                             f"{height}x{width}; all frames and modalities of a clip must have one size")
     if spec.train:
         spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
     else:
@@ -149,7 +151,8 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: s
         idx, frames = transformed("rgb", lambda img: transforms.apply(img, spatial, method=spec.method))
         out["rgb"] = np.stack([frames[i] for i in idx])
     if spec.ms_grid is not None:
-        idx, targets = transformed("mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold))
+        idx, targets = transformed(
+            "mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold))
         out["ms_target"] = np.stack([targets[i] for i in idx])
     if spec.uses_flow:
         idx, xs = transformed("flow_x", lambda img: transforms.apply_flow_x(img, spatial, method=spec.method))
@@ -176,7 +179,8 @@ def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
             f"cannot split a batch of {global_batch_size} with {sharding}: the sharding must split only the batch "
             f"axis (e.g. NamedSharding(mesh, P('data'))), into equal parts ({e})"
         ) from e
-    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop) for ix in index_map.values()})
+    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop)
+                   for ix in index_map.values()})
     r0, r1 = rows[0][0], rows[-1][1]
     covered = sum(stop - start for start, stop in rows)
     if covered != r1 - r0:
@@ -239,9 +243,10 @@ class Loader:
             grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
         if self._worker_count > 0:
             if not flags.FLAGS.is_parsed():
-                # grain's worker processes read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
+                # grain's workers read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
                 flags.FLAGS.mark_as_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count), worker_init_fn=_worker_init)
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
+                                worker_init_fn=_worker_init)
         it = iter(ds)
         try:
             for batch in it:
@@ -260,7 +265,8 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
       'rgb' uint8 (B, T, S, S, 3)                      kinds rgb, two_stream
-      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream (eval with eval_stacks=k>1: (B, k, S, S, 2*stack))
+      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream; eval with eval_stacks=k>1:
+                                                        (B, k, S, S, 2*stack)
       'ms_target' float32 (B, T, h, w)                  when ms_grid=(h, w): moving fraction, {0, 1} with ms_threshold
       'label' int32 (B,), 'mask' bool (B,) False on padding, 'index' int32 (B,) source index (-1 on padding).
     Train: random crop/flip and flow stack per clip, epochs reshuffled, remainder dropped. Eval: centre crop, centre

@@ -32,7 +32,8 @@ FLOW_STD = np.float32(0.226)
 
 @dataclasses.dataclass(frozen=True)
 class Spatial:
-    """One clip's transform: resize to `resized` (h, w), cut `box` (x1, y1, x2, y2), resize to size x size, mirror if `flip`."""
+    """One clip's transform: resize to `resized` (h, w), cut `box` (x1, y1, x2, y2), resize to size x size,
+    mirror if `flip`."""
 
     resized: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -108,7 +109,8 @@ def apply_flow_x(img: np.ndarray, spatial: Spatial, *, method: str = "pil") -> n
     return 255 - out if spatial.flip else out
 
 
-def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int], threshold: float | None = None) -> np.ndarray:
+def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int],
+                  threshold: float | None = None) -> np.ndarray:
     """Motion map (H, W) uint8 {0, 255} -> (h, w) float32 moving fraction per cell of the cropped frame, or {0, 1} when
     `threshold` is set (a cell moves when its fraction > threshold)."""
     moving = (mmap > 127).astype(np.float32)
