@@ -1,6 +1,6 @@
 """Timings of ego_jax (never asserted in tests). One sub-benchmark per command:
 
-  python scripts/benchmark.py data    [--classes 12 --workers 0,1,2 ...]  # input pipelines vs a PIL-per-file loader
+  python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # pipelines vs PIL-per-file loader
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
 
 Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
