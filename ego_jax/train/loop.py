@@ -60,10 +60,8 @@ def _sources(config):
     try:
         return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
                 load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
-    except Exception as e:  # tfds raises several types for a missing or partial build
-        raise FileNotFoundError(
-            f"dataset gtea61/{d.builder_config} splits {d.train_split!r}/{d.test_split!r} not readable in "
-            f"{d.data_dir!r} ({type(e).__name__}: {e}). Build it first: {d.build_hint}") from e
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}\nFor this config: {d.build_hint}") from e
 
 
 def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
