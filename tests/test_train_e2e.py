@@ -58,7 +58,8 @@ def changed(before: dict, after: dict, prefix="") -> set:
 
 
 def fresh_state(config, stage):
-    model = recipes.build_model(config.stages[stage].model, num_classes=61, dtype=jnp.float32, seed=config.seed)
+    model = recipes.build_model(config.stages[stage].model, num_classes=61, dtype=jnp.float32, seed=config.seed,
+                                crop=config.data.crop)
     return {k: np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(checkpoint.model_tree(model))[0]
             for k in ["/".join(str(p.key) for p in k)]}
 

@@ -45,6 +45,9 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
         for name in config.recipe:
             if name not in config.stages:
                 raise ValueError(f"config.recipe names stage {name!r}; defined stages: {list(config.stages)}")
+            if "imagenet" in config.stages[name].init_from.values():  # fail now, not after the earlier stages
+                recipes.check_imagenet(config.imagenet_weights)
+        for name in config.recipe:
             if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step):
                 return False
         return True
@@ -71,7 +74,7 @@ def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0,
         source, kind=recipes.LOADER_KIND[kind], train=train,
         global_batch_size=config.batch_size if train else config.eval_batch_size,
         frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
-        ms_threshold=d.ms_threshold if recipes.ms_kind(stage) == "cls" else None,
+        ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
         eval_stacks=d.flow_eval_stacks if kind == "flow" and not train else 1,
         seed=config.seed, start_step=start_step, num_epochs=stage.epochs if train else 1,
         worker_count=d.worker_count, sharding=sharding.batch_sharding(mesh))
@@ -114,8 +117,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     os.makedirs(stage_dir, exist_ok=True)
+    train_source, test_source = _sources(config)
     dtype = jnp.dtype(config.dtype)
-    model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed)
+    model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
+                                crop=config.data.crop)
     trainable = recipes.param_filter(stage.trainable, model)
     model.eval()
     eval_graphdef = nnx.graphdef(model)
@@ -125,7 +130,6 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     start = ckpts.latest_step() or 0
     if not start:
         recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
-    train_source, test_source = _sources(config)
     steps_per_epoch = len(train_source) // config.batch_size
     if not steps_per_epoch:
         raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
@@ -141,7 +145,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
 
-    grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
+    grid = recipes.ms_grid(model)
     train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
     eval_step = make_eval_step(eval_graphdef, recipes.make_predict_fn(stage, dtype), mesh)
     log = _Log(stage_dir)

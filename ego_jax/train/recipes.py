@@ -24,11 +24,13 @@ def _path(parts) -> str:
     return "/".join(map(str, parts))
 
 
-def build_model(model_cfg, *, num_classes: int, dtype, seed: int) -> nnx.Module:
-    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream."""
+def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> nnx.Module:
+    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream for crop x crop input."""
     from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
 
     kw = model_cfg.kwargs.to_dict()
+    if kw.get("ms_head"):  # the MS head predicts on the layer4 grid of this input size
+        kw["ms_head"] = dict(kw["ms_head"], grid=models.layer4_grid(crop, crop))
     rngs = nnx.Rngs(seed)
     if model_cfg.kind == "ego_rnn":
         return models.EgoRNN(num_classes, **kw, dtype=dtype, rngs=rngs)
@@ -101,6 +103,15 @@ def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> N
     logging.info("init from %s: %d arrays loaded, %d kept fresh %s", source, loaded, len(kept), kept[:8])
 
 
+def check_imagenet(path: str) -> None:
+    """Raise a FileNotFoundError saying how to make the ImageNet artifact unless `path` exists."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"ImageNet weights not found at {path!r}. Convert torchvision's ResNet-34 once: "
+            f"`python scripts/convert_weights.py resnet34-b627a593.pth {path}`, or set "
+            f"--config.imagenet_weights=PATH, or train from scratch with the config argument init=scratch")
+
+
 def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: str) -> None:
     """Apply a stage's init_from {target ('model' or a submodule path): source}.
 
@@ -110,11 +121,7 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
     for target, source in init_from.items():
         module = _module_at(model, target)
         if source == "imagenet":
-            if not os.path.exists(imagenet_weights):
-                raise FileNotFoundError(
-                    f"ImageNet weights not found at {imagenet_weights!r}. Convert torchvision's ResNet-34 once: "
-                    f"`python scripts/convert_weights.py resnet34-b627a593.pth {imagenet_weights}`, or set "
-                    f"--config.imagenet_weights=PATH, or train from scratch with the config argument init=scratch")
+            check_imagenet(imagenet_weights)
             from ego_jax.convert.torchvision import load_imagenet  # noqa: PLC0415
 
             kind = "rgb" if module.conv1.in_features == 3 else "flow"
@@ -185,10 +192,7 @@ def make_predict_fn(stage, dtype):
     return predict_fn
 
 
-def ms_grid(model: nnx.Module, kind: str, *, frames: int, crop: int):
-    """(h, w) of the MS head's output for crop x crop frames, or None without an MS head (shape-only trace)."""
-    if kind != "ego_rnn" or getattr(model, "ms_head", None) is None:
-        return None
-    x = jax.ShapeDtypeStruct((1, frames, crop, crop, 3), jnp.float32)
-    out = nnx.eval_shape(lambda m, x: m(x), model, x)
-    return tuple(out["ms"].shape[2:4])
+def ms_grid(model: nnx.Module):
+    """(h, w) grid of the model's motion-segmentation targets, or None without an MS head."""
+    head = getattr(model, "ms_head", None)
+    return None if head is None else tuple(head.grid)
