@@ -73,13 +73,18 @@ class StageCheckpoints:
 
 
 def load_final_state(directory: str) -> dict[str, np.ndarray]:
-    """Latest 'state' of a checkpoint directory -> flat {'/'-joined nnx path: array} (for init_from)."""
+    """Latest 'state' of a checkpoint directory -> flat {'/'-joined nnx path: array} (for init_from).
+
+    Restored onto one local device: the run that wrote it may have used devices this process does not have.
+    """
     directory = os.path.abspath(directory)
     manager = ocp.CheckpointManager(directory, item_names=ITEMS)
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    saved = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state")).item_metadata
+    target = _abstract(saved, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     manager.close()
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in flat}

@@ -145,7 +145,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
 
-    grid = recipes.ms_grid(model)
+    grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
     train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
     eval_step = make_eval_step(eval_graphdef, recipes.make_predict_fn(stage, dtype), mesh)
     log = _Log(stage_dir)

@@ -24,7 +24,7 @@ def _path(parts) -> str:
     return "/".join(map(str, parts))
 
 
-def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> nnx.Module:
+def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int = 224) -> nnx.Module:
     """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream for crop x crop input."""
     from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
 
@@ -192,7 +192,10 @@ def make_predict_fn(stage, dtype):
     return predict_fn
 
 
-def ms_grid(model: nnx.Module):
-    """(h, w) grid of the model's motion-segmentation targets, or None without an MS head."""
-    head = getattr(model, "ms_head", None)
-    return None if head is None else tuple(head.grid)
+def ms_grid(model: nnx.Module, kind: str, *, frames: int, crop: int):
+    """(h, w) of the MS head's output for crop x crop frames, or None without an MS head (shape-only trace)."""
+    if kind != "ego_rnn" or getattr(model, "ms_head", None) is None:
+        return None
+    x = jax.ShapeDtypeStruct((1, frames, crop, crop, 3), jnp.float32)
+    out = nnx.eval_shape(lambda m, x: m(x), model, x)
+    return tuple(out["ms"].shape[2:4])
