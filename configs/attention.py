@@ -6,6 +6,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    c = common.base(common.parse_args(arg))
-    return common.finish(c, dict(rgb_stage1=common.rgb_stage1(c, attention=True),
+    args = common.parse_args(arg)
+    c = common.base(args)
+    return common.finish(c, args, dict(rgb_stage1=common.rgb_stage1(c, attention=True),
                                  rgb_stage2=common.rgb_stage2(c, attention=True)))

@@ -60,7 +60,6 @@ def base(args) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(depth=34, width=64))
     c.recipe = ()
     c.stages = ml_collections.ConfigDict()
-    c.init = args.init
     return c
 
 
@@ -88,10 +87,6 @@ def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
                 schedule=dict(milestones=tuple(milestones), step_size=step_size, gamma=gamma), param_groups={})
 
 
-def _imagenet(c, target: str) -> dict:
-    return {target: "imagenet"} if c.init == "imagenet" else {}
-
-
 # RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
 RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/.*")
 NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
@@ -100,7 +95,7 @@ NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
 def rgb_stage1(c, *, attention: bool) -> dict:
     """ConvLSTM + classifier on a frozen ImageNet backbone (BN inference mode); Adam 1e-3, 300 epochs."""
     return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention)),
-                init_from=_imagenet(c, "backbone"), trainable=(r"lstm/.*", r"classifier/.*"),
+                init_from={"backbone": "imagenet"}, trainable=(r"lstm/.*", r"classifier/.*"),
                 bn_train=(), dropout_train=(".*",), optimizer=adam(1e-3, (25, 75, 150)), epochs=300,
                 loss=NO_MS_LOSS)
 
@@ -119,7 +114,7 @@ def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse") -> dict:
 
 def flow(c) -> dict:
     """Whole flow ResNet, BN training mode; SGD 1e-2 x0.5 at 150/300/500, 750 epochs."""
-    return dict(model=dict(kind="flow", kwargs=flow_resnet(c)), init_from=_imagenet(c, "backbone"),
+    return dict(model=dict(kind="flow", kwargs=flow_resnet(c)), init_from={"backbone": "imagenet"},
                 trainable=(".*",), bn_train=(".*",), dropout_train=(".*",),
                 optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5), epochs=750, loss=NO_MS_LOSS)
 
@@ -138,8 +133,11 @@ def joint(c) -> dict:
                 optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
 
 
-def finish(c, stages: dict) -> ml_collections.ConfigDict:
-    """Attach the stages (run in the given order) and lock the config against typos."""
+def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
+    """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config."""
+    if args.init == "scratch":
+        for stage in stages.values():
+            stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
     c.recipe = tuple(stages)
     c.stages = ml_collections.ConfigDict(stages)
     c.lock()

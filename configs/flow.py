@@ -6,5 +6,6 @@ from configs import common
 
 
 def get_config(arg=None):
-    c = common.base(common.parse_args(arg))
-    return common.finish(c, dict(flow=common.flow(c)))
+    args = common.parse_args(arg)
+    c = common.base(args)
+    return common.finish(c, args, dict(flow=common.flow(c)))

@@ -24,6 +24,8 @@ PredictFn = Callable[[nnx.Module, dict], jax.Array]
 
 @struct.dataclass
 class TrainState:
+    """What a train step carries from step to step (frozen state is passed beside it)."""
+
     step: jax.Array
     params: nnx.State
     stats: nnx.State
