@@ -1,1 +1,7 @@
 """Ego-RNN models: ResNet backbone, CAM attention, ConvLSTM, motion-segmentation head, flow and two-stream."""
+from ego_jax.models.attention import CamAttention, cam_attention
+from ego_jax.models.convlstm import ConvLSTMCell, convlstm
+from ego_jax.models.ego_rnn import EgoRNN, action_loss
+from ego_jax.models.flow import FlowResNet
+from ego_jax.models.motion_head import MotionSegmentationHead, ms_loss
+from ego_jax.models.two_stream import TwoStream

@@ -1,0 +1,10 @@
+"""Warp-flow stream alone: ResNet-34 on 5 stacked x/y flow frames.
+
+configs/flow.py[:data=gtea61|synthetic,seed=0,init=imagenet|scratch]
+"""
+from configs import common
+
+
+def get_config(arg=None):
+    c = common.base(common.parse_args(arg))
+    return common.finish(c, dict(flow=common.flow(c)))

@@ -1,0 +1,30 @@
+"""PyTorch's default initialisation of nn.Linear / nn.Conv2d, for the heads the reference leaves at default.
+
+torch draws weights from kaiming_uniform(a=sqrt(5)) and biases from U(-b, b), both with
+b = 1/sqrt(fan_in); flax's defaults (lecun_normal, zero bias) would start training elsewhere.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# kaiming_uniform(a=sqrt(5)): gain^2 = 2/(1+5) = 1/3, uniform limit sqrt(3*gain^2/fan_in) = 1/sqrt(fan_in).
+kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def bias_init(fan_in: int):
+  """Bias initialiser U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def linear(in_features: int, out_features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
+  """nnx.Linear (in -> out) with torch's default nn.Linear initialisation."""
+  return nnx.Linear(in_features, out_features, dtype=dtype, kernel_init=kernel_init,
+                    bias_init=bias_init(in_features), rngs=rngs)
