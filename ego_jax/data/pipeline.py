@@ -1,0 +1,286 @@
+"""grain input pipelines of Ego-RNN: clips of a GTEA61 source -> (global) batches of uint8 frames.
+
+A loader is a grain MapDataset over training steps: step g of epoch e = g // steps_per_epoch takes
+global positions [b * B, (b + 1) * B) of the epoch's order (a permutation drawn from (seed, e) when
+training); each process reads only its rows of that global batch (the rows its devices hold in
+`sharding`), so processes read disjoint examples and a global batch does not depend on the process
+or worker count. Every random choice of an example derives from (seed, epoch, example index).
+Positions past the end of an epoch (eval, or drop_remainder=False) are padding with mask False.
+"""
+import dataclasses
+import sys
+
+import cv2
+import grain
+import jax
+import numpy as np
+from absl import flags
+
+from ego_jax.data import decode, sampling, transforms
+
+KINDS = ("rgb", "flow", "two_stream")
+_REQUIRED = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "two_stream": ("rgb", "flow_x", "flow_y")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What one example of a loader holds; `shapes()` gives its per-example shapes and dtypes."""
+
+    kind: str
+    train: bool
+    frames: int = 16
+    stack: int = 5
+    crop: int = 224
+    resize: int = 256
+    ms_grid: tuple[int, int] | None = None
+    ms_threshold: float | None = None
+    eval_stacks: int = 1
+    method: str = "pil"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown loader kind {self.kind!r}; expected one of {KINDS}")
+        if self.ms_grid is not None and self.kind == "flow":
+            raise ValueError("ms_grid (motion-map targets) needs RGB frames; use kind='rgb' or 'two_stream'")
+        if self.ms_threshold is not None and self.ms_grid is None:
+            raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
+        if self.eval_stacks < 1:
+            raise ValueError(f"eval_stacks must be >= 1, got {self.eval_stacks}")
+        if self.method not in transforms.METHODS:
+            raise ValueError(f"unknown resize method {self.method!r}; expected one of {transforms.METHODS}")
+
+    @property
+    def uses_rgb(self) -> bool:
+        return self.kind != "flow"
+
+    @property
+    def uses_flow(self) -> bool:
+        return self.kind != "rgb"
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-example {key: (shape, dtype)} of the batch keys."""
+        s = self.crop
+        out = {"label": ((), np.int32), "mask": ((), np.bool_), "index": ((), np.int32)}
+        if self.uses_rgb:
+            out["rgb"] = ((self.frames, s, s, 3), np.uint8)
+        if self.uses_flow:
+            stacks = () if self.train or self.eval_stacks == 1 else (self.eval_stacks,)
+            out["flow"] = (stacks + (s, s, 2 * self.stack), np.uint8)
+        if self.ms_grid is not None:
+            out["ms_target"] = ((self.frames, *self.ms_grid), np.float32)
+        return out
+
+    def padding(self) -> dict[str, np.ndarray]:
+        """A padding example: zeros, mask False, index -1."""
+        out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self.shapes().items()}
+        out["index"] = np.int32(-1)
+        return out
+
+
+def _frames(example, key: str, where: str):
+    try:
+        frames = example[key]
+    except KeyError:
+        raise KeyError(
+            f"{where} has no {key!r} frames (keys: {sorted(example)}); build the dataset with a config that "
+            f"includes {key!r}, or pick a loader kind that does not need it"
+        ) from None
+    if len(frames) == 0:
+        raise ValueError(f"{where} has no {key!r} frames")
+    return frames
+
+
+def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: str = "example") -> dict[str, np.ndarray]:
+    """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
+
+    `rng` (train only) draws, in this order: the spatial transform, then the flow stack start.
+    """
+    out = {"label": np.int32(example["label"]), "mask": np.True_}
+    rgb = _frames(example, "rgb", where) if spec.uses_rgb else None
+    if spec.uses_flow:
+        flow_x, flow_y = _frames(example, "flow_x", where), _frames(example, "flow_y", where)
+        if len(flow_x) != len(flow_y):
+            raise ValueError(f"{where}: {len(flow_x)} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
+
+    first = decode.decode_rgb(rgb[0], f"{where} rgb[0]") if rgb is not None else None
+    height, width = (first if first is not None else decode.decode_gray(flow_x[0], f"{where} flow_x[0]")).shape[:2]
+    if spec.train:
+        spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
+    else:
+        spatial = transforms.test_spatial(height, width, resize=spec.resize, crop=spec.crop)
+
+    def fit(img, what):
+        if img.shape[:2] != (height, width):
+            raise ValueError(f"{where}: {what} is {img.shape[:2]} but the clip's frames are {(height, width)}")
+        return img
+
+    if rgb is not None:
+        idx = sampling.rgb_indices(len(rgb), spec.frames)
+        cache = {0: first}
+        for i in np.unique(idx):
+            if i not in cache:
+                cache[i] = fit(decode.decode_rgb(rgb[i], f"{where} rgb[{i}]"), f"rgb[{i}]")
+        out["rgb"] = np.stack([transforms.apply(cache[i], spatial, method=spec.method) for i in idx])
+        if spec.ms_grid is not None:
+            mmaps = _frames(example, "mmaps", where)
+            if len(mmaps) != len(rgb):
+                raise ValueError(f"{where}: {len(mmaps)} motion maps for {len(rgb)} RGB frames; rebuild the dataset")
+            targets = {}
+            for i in np.unique(idx):
+                mmap = fit(decode.decode_gray(mmaps[i], f"{where} mmaps[{i}]"), f"mmaps[{i}]")
+                targets[i] = transforms.motion_target(mmap, spatial, spec.ms_grid, spec.ms_threshold)
+            out["ms_target"] = np.stack([targets[i] for i in idx])
+
+    if spec.uses_flow:
+        n = len(flow_x)
+        if spec.train:
+            starts = np.array(sampling.flow_start_train(n, spec.stack, rng))
+        elif spec.eval_stacks == 1:
+            starts = np.array(sampling.flow_start_test(n, spec.stack))
+        else:
+            starts = sampling.flow_starts_eval(n, spec.stack, spec.eval_stacks)
+        idx = sampling.stack_indices(starts, n, spec.stack)
+        xs, ys = {}, {}
+        for i in np.unique(idx):
+            xs[i] = transforms.apply_flow_x(
+                fit(decode.decode_gray(flow_x[i], f"{where} flow_x[{i}]"), f"flow_x[{i}]"), spatial, method=spec.method)
+            ys[i] = transforms.apply(
+                fit(decode.decode_gray(flow_y[i], f"{where} flow_y[{i}]"), f"flow_y[{i}]"), spatial, method=spec.method)
+
+        def flow_stack(row):
+            # Channels interleave x1, y1, x2, y2, ... as the flow stem expects.
+            return np.stack([c for i in row for c in (xs[i], ys[i])], axis=-1)
+
+        out["flow"] = np.stack([flow_stack(row) for row in idx]) if idx.ndim == 2 else flow_stack(idx)
+    return out
+
+
+def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
+    """[r0, r1): the rows of a global batch this process holds (all rows without sharding)."""
+    if sharding is None:
+        if jax.process_count() > 1:
+            raise ValueError("multi-process loading needs `sharding` (e.g. NamedSharding(mesh, P('data')))")
+        return 0, global_batch_size
+    try:
+        index_map = sharding.addressable_devices_indices_map((global_batch_size,))
+    except ValueError as e:
+        raise ValueError(
+            f"sharding {sharding} must shard only the batch axis of a batch of {global_batch_size} "
+            "(e.g. NamedSharding(mesh, P('data')))"
+        ) from e
+    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop) for ix in index_map.values()})
+    r0, r1 = rows[0][0], rows[-1][1]
+    covered = sum(stop - start for start, stop in rows)
+    if covered != r1 - r0:
+        raise ValueError(f"this process's devices hold rows {rows} of the global batch; expected one contiguous block")
+    return r0, r1
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepBatch:
+    """Global step -> this process's rows of that step's batch (runs in grain workers)."""
+
+    source: object
+    spec: ClipSpec
+    seed: int
+    global_batch_size: int
+    steps_per_epoch: int
+    rows: tuple[int, int]
+    shuffle: bool
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        n = len(self.source)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        examples = []
+        for pos in range(b * self.global_batch_size + self.rows[0], b * self.global_batch_size + self.rows[1]):
+            if pos >= n:
+                examples.append(self.spec.padding())
+                continue
+            index = int(order[pos])
+            rng = np.random.default_rng([self.seed, epoch, index]) if self.spec.train else None
+            clip = load_clip(self.source[index], self.spec, rng, where=f"example {index}")
+            examples.append(clip | {"index": np.int32(index)})
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    del worker_index, worker_count
+    # Each worker is one process per core; OpenCV's own thread pool would oversubscribe the cores.
+    cv2.setNumThreads(1)
+
+
+class Loader:
+    """Iterable of batches; each iteration starts at `start_step`. `steps_per_epoch`, `num_steps` (None: endless)."""
+
+    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding):
+        self.steps_per_epoch = steps_per_epoch
+        self.num_steps = num_steps
+        self._dataset = dataset
+        self._worker_count = worker_count
+        self._read_threads = read_threads
+        self._sharding = sharding
+
+    def __len__(self) -> int:
+        if self.num_steps is None:
+            raise TypeError("an endless loader (num_epochs=None) has no length")
+        return len(self._dataset)
+
+    def __iter__(self):
+        ds = self._dataset.to_iter_dataset(
+            grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
+        if self._worker_count > 0:
+            if not flags.FLAGS.is_parsed():
+                # grain's worker processes read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
+                flags.FLAGS.mark_as_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count), worker_init_fn=_worker_init)
+        it = iter(ds)
+        try:
+            for batch in it:
+                yield batch if self._sharding is None else jax.make_array_from_process_local_data(self._sharding, batch)
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+
+
+def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
+                crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
+                ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
+                num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
+                method: str = "pil", read_threads: int = 1) -> Loader:
+    """Batches of clips from `source` (tfds data source or any sequence of example dicts).
+
+    Batch keys (B = global_batch_size, or this process's rows when `sharding` is None; S = crop):
+      'rgb' uint8 (B, T, S, S, 3)                      kinds rgb, two_stream
+      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream (eval with eval_stacks=k>1: (B, k, S, S, 2*stack))
+      'ms_target' float32 (B, T, h, w)                  when ms_grid=(h, w): moving fraction, {0, 1} with ms_threshold
+      'label' int32 (B,), 'mask' bool (B,) False on padding, 'index' int32 (B,) source index (-1 on padding).
+    Train: random crop/flip and flow stack per clip, epochs reshuffled, remainder dropped. Eval: centre crop, centre
+    flow stack (eval_stacks=1) or k evenly spread stacks, last batch padded. num_epochs None: train endless, eval 1.
+    With `sharding` (batch axis only), batches are global jax.Arrays. `method`: resize method ('pil' = reference,
+    'cv2' faster, see transforms). `read_threads`: threads per process (workers, or the main process when
+    worker_count=0) each building one batch.
+    """
+    spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
+                    ms_threshold, eval_stacks, method)
+    n = len(source)
+    if n == 0:
+        raise ValueError("the source has no examples; check the split and data_dir")
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    steps_per_epoch = n // global_batch_size if drop_remainder else -(-n // global_batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n} examples make no full batch of {global_batch_size}; lower global_batch_size "
+                         "or pass drop_remainder=False")
+    if num_epochs is None and not train:
+        num_epochs = 1
+    num_steps = None if num_epochs is None else steps_per_epoch * num_epochs
+    stop = sys.maxsize if num_steps is None else num_steps
+    if not 0 <= start_step <= stop:
+        raise ValueError(f"start_step {start_step} is outside the loader's {num_steps} steps")
+    rows = _local_rows(sharding, global_batch_size)
+    batcher = _StepBatch(source, spec, seed, global_batch_size, steps_per_epoch, rows, shuffle=train)
+    dataset = grain.MapDataset.range(start_step, stop).map(batcher)
+    return Loader(dataset, steps_per_epoch=steps_per_epoch, num_steps=num_steps, worker_count=worker_count,
+                  read_threads=read_threads, sharding=sharding)
