@@ -96,10 +96,12 @@ def cam_grid(
     ms_pred: np.ndarray | None = None,
     ms_target: np.ndarray | None = None,
     alpha: float = 0.5,
+    title: str = "",
 ) -> np.ndarray:
     """(T, H, W, 3) uint8 frames [+ (T, h, w) attention, (T, h, w, K) predicted MS, (T, h, w) target] -> grid image.
 
-    Rows: frames, CAM overlays, predicted motion, target motion (the rows whose input is None are left out).
+    Rows: frames, CAM overlays, predicted motion, target motion (the rows whose input is None are left out),
+    under a white band with `title` when given.
     """
     frames = np.asarray(frames)
     rows, titles = [list(frames)], ["frames"]
@@ -112,4 +114,9 @@ def cam_grid(
     if ms_target is not None:
         rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, np.asarray(ms_target), strict=True)])
         titles.append("MS target")
-    return image_grid(rows, titles)
+    grid = image_grid(rows, titles)
+    if not title:
+        return grid
+    band = np.full((22, grid.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, title, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, grid], axis=0)

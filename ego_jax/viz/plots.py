@@ -94,7 +94,8 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
     return records
 
 
-def _numeric_keys(records: Iterable[dict], x: str) -> list[str]:
+def numeric_keys(records: Iterable[dict], x: str) -> list[str]:
+    """Keys with a number (not a bool) in some record, other than `x`, in first-seen order."""
     keys = {}
     for r in records:
         for k, v in r.items():
@@ -165,7 +166,7 @@ def curves_image(
     epoch) are skipped for that key. Keys '<split>_<metric>' or '<split>/<metric>' (split train, eval, test
     or val) sharing a metric are drawn in one panel (train_accuracy with eval_accuracy).
     """
-    keys = list(keys) if keys is not None else _numeric_keys(records, x)
+    keys = list(keys) if keys is not None else numeric_keys(records, x)
     if not keys:
         raise ValueError(f"curves_image: no numeric metrics besides {x!r} in {len(records)} records")
     groups: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
