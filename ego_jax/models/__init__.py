@@ -4,4 +4,5 @@ from ego_jax.models.convlstm import ConvLSTMCell, convlstm
 from ego_jax.models.ego_rnn import EgoRNN, action_loss
 from ego_jax.models.flow import FlowResNet
 from ego_jax.models.motion_head import MotionSegmentationHead, ms_loss
+from ego_jax.models.resnet import BasicBlock, ResNet, layer4_grid
 from ego_jax.models.two_stream import TwoStream
