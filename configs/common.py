@@ -11,7 +11,7 @@ CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scr
 
 DATA = dict(
     gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
-    synthetic=dict(data_dir="data/synthetic/tfds", manual_dir="data/synthetic/GTEA61"),
+    synthetic=dict(data_dir="data/tfds_synthetic", manual_dir="data/manual/synthetic"),
 )
 
 
@@ -46,18 +46,16 @@ def base(args) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         **DATA[args.data],
-        builder_config="default",
+        builder_config="all",
         train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
         frames=args.frames, stack=5, crop=224, resize=256,
         flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
         ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
         worker_count=4,
     ))
-    c.data.build_hint = (f"python scripts/make_synthetic.py && python -m tensorflow_datasets.scripts.cli.main build "
-                         f"ego_jax/data/gtea61 --manual_dir {c.data.manual_dir} --data_dir {c.data.data_dir}"
-                         if args.data == "synthetic" else
-                         f"put the GTEA61 release in {c.data.manual_dir}, then `python -m tensorflow_datasets."
-                         f"scripts.cli.main build ego_jax/data/gtea61 --data_dir {c.data.data_dir}`")
+    build = f"python scripts/build_dataset.py --manual_dir {c.data.manual_dir} --data_dir {c.data.data_dir}"
+    c.data.build_hint = (f"python scripts/make_synthetic.py --root {c.data.manual_dir} --preset small && {build}"
+                         if args.data == "synthetic" else f"put the GTEA61 release in {c.data.manual_dir}, then {build}")
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     c.model = ml_collections.ConfigDict(dict(depth=34, width=64))
     c.recipe = ()

@@ -18,7 +18,7 @@ from flax import nnx
 
 from ego_jax.train import checkpoint, recipes, sharding
 from ego_jax.train.optim import make_optimizer
-from ego_jax.train.step import TrainState, make_eval_step, make_train_step, split_model
+from ego_jax.train.step import init_state, make_eval_step, make_train_step, split_model
 
 
 class StopRequest:
@@ -60,10 +60,8 @@ def _sources(config):
     try:
         return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
                 load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
-    except Exception as e:  # tfds raises several types for a missing or partial build
-        raise FileNotFoundError(
-            f"dataset gtea61/{d.builder_config} splits {d.train_split!r}/{d.test_split!r} not readable in "
-            f"{d.data_dir!r} ({type(e).__name__}: {e}). Build it first: {d.build_hint}") from e
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}\nFor this config: {d.build_hint}") from e
 
 
 def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
@@ -138,14 +136,11 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     params = split_model(model, trainable, updated_stats)[1]
     tx, schedules = make_optimizer(stage.optimizer, params, num_epochs=stage.epochs,
                                    steps_per_epoch=steps_per_epoch, quirk=config.schedule_quirk)
-    rep = sharding.replicated(mesh)
-    opt_state = tx.init(params)
+    opt_state = None
     if start:
-        opt_state, meta = ckpts.restore(start, model, opt_state, rep)
+        opt_state, meta = ckpts.restore(start, model, tx.init(params), sharding.replicated(mesh))
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
-    graphdef, params, stats, rngs, frozen = split_model(model, trainable, updated_stats)
-    state = jax.device_put(TrainState(jnp.int32(start), params, stats, rngs, opt_state), rep)
-    frozen = jax.device_put(frozen, rep)
+    graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
 
     grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
     train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)

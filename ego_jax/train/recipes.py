@@ -37,7 +37,7 @@ def build_model(model_cfg, *, num_classes: int, dtype, seed: int) -> nnx.Module:
     if model_cfg.kind == "two_stream":
         rgb = models.EgoRNN(num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
         flow = models.FlowResNet(num_classes, **kw.pop("flow"), dtype=dtype, rngs=rngs)
-        return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, rngs=rngs)
+        return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, dtype=dtype, rngs=rngs)
     raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {sorted(LOADER_KIND)}")
 
 
@@ -83,7 +83,7 @@ def _module_at(model: nnx.Module, target: str) -> nnx.Module:
 
 def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> None:
     """Copy Params and BatchStats found in `flat` (path -> array) into `module`; others keep their init."""
-    state = nnx.state(module, nnx.Param, nnx.BatchStat)
+    state = nnx.state(module, (nnx.Param, nnx.BatchStat))
     loaded, kept = 0, []
     for path, var in nnx.to_flat_state(state):
         key = _path(path)
@@ -132,8 +132,8 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
 def _inputs(kind: str, batch: dict, dtype):
     from ego_jax.data.transforms import normalize_flow, normalize_rgb  # noqa: PLC0415
 
-    rgb = normalize_rgb(batch["rgb"]).astype(dtype) if kind in ("ego_rnn", "two_stream") else None
-    flow = normalize_flow(batch["flow"]).astype(dtype) if kind in ("flow", "two_stream") else None
+    rgb = normalize_rgb(batch["rgb"], dtype) if kind in ("ego_rnn", "two_stream") else None
+    flow = normalize_flow(batch["flow"], dtype) if kind in ("flow", "two_stream") else None
     return rgb, flow
 
 
