@@ -54,10 +54,12 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
     stage = stage or config.recipe[-1]
-    model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
-    kind = meta["kind"]
+    if stage not in config.stages:
+        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    kind = config.stages[stage].model.kind
     if kind == "flow":
         raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
+    model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
     rgb_model = model.rgb if kind == "two_stream" else model
     if rgb_model.attention is False and rgb_model.ms_head is None:
         raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "

@@ -219,7 +219,7 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
                                 seed=config.seed)
     flat = checkpoint.load_final_state(str(ckpt_dir))
-    expected = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param, nnx.BatchStat))}
+    expected = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
     missing = sorted(expected - set(flat))
     if missing:
         raise ValueError(f"checkpoint {ckpt_dir} (step {step}) lacks {len(missing)} arrays of the stage's model, "
