@@ -22,6 +22,7 @@ flags.DEFINE_string("stage", None, "stage whose final checkpoint to show (defaul
 flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_bread/1) or its index in the split")
 flags.DEFINE_string("split", None, "split the clip is taken from (default: config.data.test_split)")
 flags.DEFINE_bool("allow_unfinished", False, "use the latest checkpoint of a stage without DONE")
+flags.DEFINE_integer("min_size", 160, "frames smaller than this (px) are enlarged for display")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -39,8 +40,8 @@ def find_clip(source, clip: str) -> int:
     return ids.index(clip)
 
 
-def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str | None,
-              allow_unfinished: bool) -> str:
+def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str | None = None,
+              allow_unfinished: bool = False, min_size: int = 160) -> str:
     """Draws the grid of one clip for a stage's final checkpoint; -> path of the PNG."""
     import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
     import numpy as np  # noqa: PLC0415
@@ -79,15 +80,15 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
 
     label = int(batch["label"][0])
-    title = f"{stage} step {meta['step']}  {clip_id}  true {CLASSES[label]}"
+    title = f"{stage} step {meta['step']}\n{clip_id}\ntrue {CLASSES[label]}"
     if kind == "ego_rnn":  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
-        title += f"  pred {CLASSES[int(np.argmax(out['logits'][0]))]}"
+        title += f"\npred {CLASSES[int(np.argmax(out['logits'][0]))]}"
     image = cam.cam_grid(
         batch["rgb"][0],
         attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
         ms_pred=None if out["ms"] is None else np.asarray(out["ms"][0]),
         ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
-        title=title)
+        title=title, min_size=min_size)
     path = plots.write_png(os.path.join(workdir, stage, "cam", clip_id.replace("/", "_") + ".png"), image)
     writer = metric_writers.create_default_writer(os.path.join(workdir, stage), asynchronous=False)
     writer.write_images(meta["step"], {f"cam/{clip_id}": image[None]})
@@ -100,7 +101,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
         path = visualize(FLAGS.config, os.path.abspath(FLAGS.workdir), stage=FLAGS.stage, clip=FLAGS.clip,
-                         split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished)
+                         split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
     except (FileNotFoundError, ValueError) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")

@@ -7,10 +7,12 @@ a time on unpadded, unsharded batches, so the restore, loader, padding and shard
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from flax import nnx
 from ego_jax.data import gtea61, synthetic
 from ego_jax.data.pipeline import make_loader
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import checkpoint, evaluate, recipes
+from ego_jax.train import checkpoint, evaluate, recipes, sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = gtea61.CLASSES[:3]
@@ -63,6 +65,8 @@ def workdir(tmp_path_factory):
     for seed, name in enumerate(config.recipe):
         stage = config.stages[name]
         model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=jnp.float32, seed=seed + 1)
+        # Saved replicated over the 4 test devices, as the train loop does; the scripts restore on 1 device.
+        nnx.update(model, jax.device_put(nnx.state(model), sharding.replicated(sharding.make_mesh())))
         ckpts = checkpoint.StageCheckpoints(str(work / name / "checkpoints"))
         ckpts.save(7, model, {"count": jnp.zeros((), jnp.int32)}, dict(step=7, epoch=1, stage=name))
         ckpts.close()
@@ -159,6 +163,11 @@ def test_errors_say_what_to_do(workdir):
         evaluate.evaluate_workdir(config, work, stage="rgb_stage1", protocol="flow")
     with pytest.raises(ValueError, match="not in the config"):
         evaluate.evaluate_workdir(config, work, stage="rgb_stage3")
+    # A checkpoint of another model (no MS head) where the config expects the MS model.
+    other = work.parent / "W_wrong"
+    shutil.copytree(work / "rgb_stage1", other / "rgb_ms")
+    with pytest.raises(ValueError, match="different config"):
+        evaluate.evaluate_workdir(config, other, stage="rgb_ms")
 
 
 def _script(name, *args):
@@ -188,9 +197,9 @@ def test_visualize_cam_script_grid_and_tensorboard(workdir):
     png = pathlib.Path(out.stdout.strip().splitlines()[-1])
     assert png == work / "rgb_ms" / "cam" / (clip_id.replace("/", "_") + ".png")
     image = cv2.imread(str(png))
-    crop, frames = config.data.crop, config.data.frames
-    # Title band + rows frames / CAM / MS pred / MS target, T columns, 2 px gaps.
-    assert image.shape == (22 + 4 * (crop + 2) - 2, frames * (crop + 2) - 2, 3)
+    size, frames = 160, config.data.frames  # the 32 px crops enlarged to the default --min_size
+    # Title band (4 lines: stage, clip, true, pred) + rows frames / CAM / MS pred / MS target, 2 px gaps.
+    assert image.shape == (4 * 18 + 4 + 4 * (size + 2) - 2, frames * (size + 2) - 2, 3)
     events = list((work / "rgb_ms").glob("events.out.tfevents.*"))
     assert events, os.listdir(work / "rgb_ms")
 

@@ -73,6 +73,10 @@ def test_cam_grid_layout():
     assert grid.shape == (4 * 34 - 2, 3 * 42 - 2, 3)
     np.testing.assert_array_equal(grid[:32, 42:82], frames[1])  # row 0 = raw frames (captions only in column 0)
     assert cam.cam_grid(frames, attention).shape == (2 * 34 - 2, 3 * 42 - 2, 3)
+    # Enlarged for display (short side 32 -> 64) under a two-line title band.
+    titled = cam.cam_grid(frames, attention, title="a\nb", min_size=64)
+    assert titled.shape == (2 * 18 + 4 + 2 * 66 - 2, 3 * 82 - 2, 3)
+    assert (titled[:40] < 128).any() and (titled[:40] == 255).mean() > 0.8  # dark text on white
     with pytest.raises(ValueError, match="uint8"):
         cam.cam_grid(frames.astype(np.float32), attention)
 

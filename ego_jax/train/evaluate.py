@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import checkpoint, recipes
+from ego_jax.train import checkpoint, recipes, sharding
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -42,7 +43,8 @@ def average_over_stacks(logits_fn: Callable[[jax.Array], jax.Array], flow: jax.A
     if flow.ndim == 4:
         return logits_fn(flow)
     if flow.ndim != 5:
-        raise ValueError(f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), got {flow.shape}")
+        raise ValueError(f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), "
+                         f"got {flow.shape}")
     batch, k = flow.shape[:2]
     logits = logits_fn(flow.reshape(batch * k, *flow.shape[2:]))
     return logits.reshape(batch, k, -1).mean(axis=1)
@@ -197,7 +199,8 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
     The final checkpoint is the latest one of a finished stage (W/<stage>/DONE); best-epoch selection on
-    the test subject is deliberately not offered. allow_unfinished evaluates the latest checkpoint of an
+    the test subject is deliberately not offered. The whole model state is restored (replicated over this
+    process's devices), whatever device count wrote it. allow_unfinished evaluates the latest checkpoint of an
     unfinished stage (meta['finished'] False). meta: stage, kind, step, finished.
     """
     if stage not in config.stages:
@@ -209,22 +212,27 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
                                 f"(scripts/train.py with the same --config and --workdir), or pass "
                                 f"--allow_unfinished to evaluate its latest checkpoint")
-    manager = checkpoint.StageCheckpoints(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    manager = ocp.CheckpointManager(str(ckpt_dir.absolute()), item_names=checkpoint.ITEMS) \
+        if ckpt_dir.is_dir() else None
     step = manager.latest_step() if manager else None
-    if manager:
-        manager.close()
     if step is None:
         raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {ckpt_dir}")
     stage_cfg = config.stages[stage]
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
                                 seed=config.seed)
-    flat = checkpoint.load_final_state(str(ckpt_dir))
-    expected = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
-    missing = sorted(expected - set(flat))
-    if missing:
-        raise ValueError(f"checkpoint {ckpt_dir} (step {step}) lacks {len(missing)} arrays of the stage's model, "
-                         f"e.g. {missing[:3]}: was it written with a different config?")
-    recipes.load_flat(model, flat, f"{ckpt_dir} step {step}")
+    # Restore onto this process's devices with the model as target: the run that saved it may have used
+    # another device count (orbax cannot restore a sharding whose devices do not exist here).
+    rep = sharding.replicated(sharding.make_mesh())
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                          checkpoint.model_tree(model))
+    try:
+        tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not fit the model of stage {stage!r} "
+                         f"({type(e).__name__}: {e}); was it written with a different config?") from e
+    finally:
+        manager.close()
+    checkpoint.load_model_tree(model, tree)
     model.eval()
     return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": int(step), "finished": done.exists()}
 
@@ -261,8 +269,6 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     """
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
-    from ego_jax.train import sharding  # noqa: PLC0415
-
     workdir = pathlib.Path(workdir)
     stage = stage or config.recipe[-1]
     if stage not in config.stages:
@@ -288,8 +294,6 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
 
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    for model in models.values():
-        nnx.update(model, jax.device_put(nnx.state(model), sharding.replicated(mesh)))
     d = config.data
     split = split or d.test_split
     loader = make_loader(test_source(config, split), kind=LOADER[protocol]["kind"], train=False,

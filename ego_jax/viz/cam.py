@@ -68,7 +68,7 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     """Draws a small caption with a dark outline so it reads on any overlay."""
     image = image.copy()
     scale = max(image.shape[0] / 400.0, 0.3)
-    org = (3, int(14 * scale) + 2)
+    org = (3, int(22 * scale) + 3)  # baseline below the cap height (about 22 px at scale 1)
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image
@@ -77,7 +77,8 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
 def image_grid(rows: list[list[np.ndarray]], row_titles: list[str] | None = None, pad: int = 2) -> np.ndarray:
     """Rows of equally sized (H, W, 3) uint8 images -> one (R*(H+pad)-pad, C*(W+pad)-pad, 3) uint8 grid, white gaps."""
     if not rows or any(len(r) != len(rows[0]) for r in rows):
-        raise ValueError(f"image_grid: expected a non-empty list of rows of equal length, got lengths {[len(r) for r in rows]}")
+        raise ValueError(f"image_grid: expected a non-empty list of rows of equal length, "
+                         f"got lengths {[len(r) for r in rows]}")
     height, width = rows[0][0].shape[:2]
     grid = np.full((len(rows) * (height + pad) - pad, len(rows[0]) * (width + pad) - pad, 3), 255, np.uint8)
     for i, row in enumerate(rows):
@@ -95,15 +96,23 @@ def cam_grid(
     attention: np.ndarray | None = None,
     ms_pred: np.ndarray | None = None,
     ms_target: np.ndarray | None = None,
+    *,
     alpha: float = 0.5,
     title: str = "",
+    min_size: int = 0,
 ) -> np.ndarray:
     """(T, H, W, 3) uint8 frames [+ (T, h, w) attention, (T, h, w, K) predicted MS, (T, h, w) target] -> grid image.
 
     Rows: frames, CAM overlays, predicted motion, target motion (the rows whose input is None are left out),
-    under a white band with `title` when given.
+    under a white band with the lines of `title` when given. Frames smaller than `min_size` px (short side)
+    are enlarged for display (bilinear) before the maps are laid over them.
     """
     frames = np.asarray(frames)
+    height, width = frames.shape[1:3]
+    zoom = max(1.0, min_size / min(height, width))
+    if zoom > 1.0:
+        size = (round(width * zoom), round(height * zoom))
+        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
     rows, titles = [list(frames)], ["frames"]
     if attention is not None:
         rows.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(attention), strict=True)])
@@ -115,8 +124,10 @@ def cam_grid(
         rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, np.asarray(ms_target), strict=True)])
         titles.append("MS target")
     grid = image_grid(rows, titles)
-    if not title:
+    lines = title.splitlines()
+    if not lines:
         return grid
-    band = np.full((22, grid.shape[1], 3), 255, np.uint8)
-    cv2.putText(band, title, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    band = np.full((18 * len(lines) + 4, grid.shape[1], 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (3, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band, grid], axis=0)
