@@ -116,7 +116,7 @@ def _metric_name(key: str) -> str:
     return key
 
 
-def _panel(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, size: tuple[int, int]) -> np.ndarray:
+def _panel(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, size: tuple[int, int], x: str) -> np.ndarray:
     """One axis box with one polyline per series, min/max ticks on both axes."""
     height, width = size
     image = np.full((height, width, 3), 255, np.uint8)
@@ -144,6 +144,7 @@ def _panel(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, size: t
     _text(image, f"{x0:.6g}", (left, height - 6), scale)
     label = f"{x1:.6g}"
     _text(image, label, (width - right - _text_width(label, scale), height - 6), scale)
+    _text(image, x, ((left + width - right - _text_width(x, scale)) // 2, height - 6), scale, _GREY)
     for n, (name, (x, y)) in enumerate(series.items()):
         colour = _LINE_COLOURS[n % len(_LINE_COLOURS)]
         ok = np.isfinite(y)
@@ -177,7 +178,7 @@ def curves_image(
         metric = _metric_name(key)
         xy = np.asarray(points, np.float64)
         groups.setdefault(metric, {})[key] = (xy[:, 0], xy[:, 1])
-    panels = [_panel(series, metric, panel) for metric, series in groups.items()]
+    panels = [_panel(series, metric, panel, x) for metric, series in groups.items()]
     columns = min(3, len(panels))
     panels += [np.full_like(panels[0], 255)] * (math.ceil(len(panels) / columns) * columns - len(panels))
     return np.concatenate(
