@@ -3,10 +3,10 @@
   python scripts/build_dataset.py --manual_dir data/manual/GTEA61 --data_dir data/tfds --config all
 
 Configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow. Splits S1..S4.
-Equivalent tfds CLI: tfds build gtea61 --imports ego_jax.data.gtea61 --manual_dir ... --data_dir ...
-  --config all --file_format array_record
+(The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam installed; use this script.)
 """
 import argparse
+import logging
 import sys
 import time
 
@@ -19,6 +19,16 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=gtea61.DEFAULT_DATA_DIR, help="where the built dataset goes")
     parser.add_argument("--config", default="all", choices=sorted(gtea61.CONFIGS), help="modalities to build")
     args = parser.parse_args(argv)
+    # What the builder found, filled and ignored in the manual folder.
+    logger = logging.getLogger("ego_jax")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler())
+        logger.propagate = False
+    existing = gtea61.Gtea61(config=args.config, data_dir=args.data_dir)
+    if existing.is_prepared():
+        print(f"gtea61/{args.config} is already built in {existing.data_dir}; delete that folder to rebuild it")
+        return
     start = time.time()
     try:
         builder = gtea61.build(manual_dir=args.manual_dir, data_dir=args.data_dir, config=args.config)

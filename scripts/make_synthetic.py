@@ -12,10 +12,11 @@ from ego_jax.data import synthetic
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="output folder (replaced)")
+    parser.add_argument("--root", required=True, help="output folder: new, empty, or written by this script")
     parser.add_argument("--preset", default="small", choices=sorted(synthetic.PRESETS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", nargs="*", help="class names (default: all 61)")
+    parser.add_argument("--subjects", nargs="*", default=list(synthetic.SUBJECTS), help="default: S1 S2 S3 S4")
     parser.add_argument("--clips_per_class", type=int, help="clips per subject and class (default: the preset's)")
     parser.add_argument("--layout", default="course", choices=["course", "authors"])
     parser.add_argument("--quirks", action="store_true",
@@ -25,7 +26,8 @@ def main(argv=None):
     quirks = dict(missing_first_maps=4, ds_store=True, duplicates=3, short_clips=4) if args.quirks else {}
     start = time.time()
     out = synthetic.make_synthetic(
-        args.root, preset=args.preset, seed=args.seed, classes=args.classes, clips_per_class=args.clips_per_class,
+        args.root, preset=args.preset, seed=args.seed, classes=args.classes, subjects=args.subjects,
+        clips_per_class=args.clips_per_class,
         layout=args.layout, workers=args.workers, **quirks)
     frames = sum(c.num_frames for c in out.clips)
     print(f"wrote {len(out.clips)} clips, {frames} frames to {out.root} in {time.time() - start:.0f} s")

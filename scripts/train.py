@@ -4,6 +4,7 @@ Overrides: --config.batch_size=16 --config.stages.flow.epochs=100 ... (the confi
 Finished stages (W/<stage>/DONE) are skipped; an interrupted stage resumes from its last checkpoint.
 SIGTERM saves a checkpoint after the current step and exits 0.
 """
+import logging as std_logging
 import os
 import sys
 
@@ -19,9 +20,17 @@ flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and DON
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietOrbax(std_logging.Filter):
+    """orbax logs every step of every save at INFO; keep its warnings only."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietOrbax())
     config, workdir = flags.FLAGS.config, os.path.abspath(flags.FLAGS.workdir)
     os.makedirs(workdir, exist_ok=True)
     logging.info("config:\n%s", config)

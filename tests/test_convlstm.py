@@ -8,29 +8,18 @@ from flax import nnx
 from ego_jax.models import ConvLSTMCell, convlstm
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-GATES = "ifco"
+from ego_rnn_torch_ref import GATES, convlstm_cell  # noqa: E402
 
 
 def torch_reference_steps(weights, xs, features):
-  """The reference MyConvLSTMCell.forward, step by step from zero state; xs (B,T,C,H,W) -> hs, cs (B,T,F,H,W)."""
+  """The reference cell (eight convolutions) step by step from zero state; xs (B,T,C,H,W) -> hs, cs (B,T,F,H,W)."""
   b, t, _, hh, ww = xs.shape
-  h = torch.zeros(b, features, hh, ww, dtype=torch.float64)
-  c = torch.zeros_like(h)
+  state = (torch.zeros(b, features, hh, ww, dtype=xs.dtype),) * 2
   hs, cs = [], []
-  conv_x = lambda g, x: F.conv2d(x, weights[f"conv_{g}_xx.weight"], weights[f"conv_{g}_xx.bias"], padding=1)
-  conv_h = lambda g, h: F.conv2d(h, weights[f"conv_{g}_hh.weight"], None, padding=1)
   for step in range(t):
-    x = xs[:, step]
-    it = torch.sigmoid(conv_x("i", x) + conv_h("i", h))
-    ft = torch.sigmoid(conv_x("f", x) + conv_h("f", h))
-    ct_tilde = torch.tanh(conv_x("c", x) + conv_h("c", h))
-    c = ct_tilde * it + c * ft
-    ot = torch.sigmoid(conv_x("o", x) + conv_h("o", h))
-    h = ot * torch.tanh(c)
-    hs.append(h)
-    cs.append(c)
+    state = convlstm_cell(weights, xs[:, step], state)
+    hs.append(state[0])
+    cs.append(state[1])
   return torch.stack(hs, 1), torch.stack(cs, 1)
 
 

@@ -1,5 +1,6 @@
 """The gtea61 tfds builder on generated trees with every quirk, on real files, and on each bad input."""
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,13 @@ def test_missing_first_maps_filled_from_nearest_and_counted(quirky):
         np.testing.assert_array_equal(decode_gray(ex["mmaps"][0]), cv2.imread(str(nearest), cv2.IMREAD_GRAYSCALE))
 
 
+def test_several_releases_in_the_manual_folder(tmp_path):
+    for name in ("GTEA61", "GTEA61_copy"):
+        make_synthetic(tmp_path / name, classes=CLASSES[:1], subjects=["S1"])
+    with pytest.raises(gtea61.LayoutError, match="several GTEA61 releases"):
+        gtea61.build(manual_dir=tmp_path, data_dir=tmp_path / "tfds")
+
+
 def test_modality_configs_have_only_their_keys(quirky, tmp_path):
     syn, _ = quirky
     common = {"label", "subject", "clip_id", "num_frames"}
@@ -148,6 +156,19 @@ def test_authors_jpeg_layout(tmp_path):
     jpeg = syn.root / "frames" / ex["clip_id"].decode() / "image_00001.jpg"
     assert ex["rgb"][0] == jpeg.read_bytes()
     assert decode_gray(ex["flow_y"][0]).shape == (48, 80)
+
+
+def test_scripts_make_and_build(tmp_path, capsys):
+    scripts = Path(__file__).parents[1] / "scripts"
+    make = runpy.run_path(str(scripts / "make_synthetic.py"))["main"]
+    build = runpy.run_path(str(scripts / "build_dataset.py"))["main"]
+    make(["--root", str(tmp_path / "GTEA61"), "--preset", "tiny", "--classes", "take_jam", "--workers", "1"])
+    build(["--manual_dir", str(tmp_path / "GTEA61"), "--data_dir", str(tmp_path / "tfds"), "--config", "rgb"])
+    assert "clips per split S1 1, S2 1, S3 1, S4 1" in capsys.readouterr().out
+    build(["--manual_dir", str(tmp_path / "GTEA61"), "--data_dir", str(tmp_path / "tfds"), "--config", "rgb"])
+    assert "already built" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: no GTEA61 layout found"):
+        build(["--manual_dir", str(tmp_path / "tfds"), "--data_dir", str(tmp_path / "tfds2")])
 
 
 # Bad inputs: each raises its documented error naming the file or folder, and leaves nothing loadable.
@@ -232,4 +253,13 @@ def test_frames_of_different_sizes(small_tree, tmp_path):
     path = small_tree.root / "flow_y_processed" / "S1" / "open_jam" / "1" / "flow_y_00001.png"
     cv2.imwrite(str(path), np.full((40, 80, 3), 128, np.uint8))
     with pytest.raises(gtea61.FrameFormatError, match=r"S1/open_jam/1: frames differ in size"):
+        gtea61.build(manual_dir=small_tree.root, data_dir=tmp_path / "tfds")
+
+
+def test_colour_coded_flow(small_tree, tmp_path):
+    path = small_tree.root / "flow_x_processed" / "S2" / "take_tea" / "1" / "flow_x_00002.png"
+    img = cv2.imread(str(path))
+    img[..., 2] = 255 - img[..., 2]
+    cv2.imwrite(str(path), img)
+    with pytest.raises(gtea61.FrameFormatError, match=rf"{re.escape(str(path))}: expected a one-channel"):
         gtea61.build(manual_dir=small_tree.root, data_dir=tmp_path / "tfds")

@@ -1,4 +1,5 @@
-"""grain loaders on in-memory fake clips: batch format, sampling through the pipeline, determinism, restart, padding, sharding."""
+"""grain loaders on fake clips and a built tiny dataset: batch format, sampling, determinism, restart, padding,
+sharding, errors."""
 import jax
 import numpy as np
 import pytest
@@ -62,6 +63,16 @@ def test_eval_batches_follow_the_reference_sampling(source):
             np.testing.assert_array_equal(batch["flow"][b, 16, 16, 1::2], 10 + frames)
 
 
+def test_motion_targets_through_the_loader(source):
+    batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+                                           **SMALL)))
+    # Fake maps move in columns 0:26 of 80; the centre crop takes columns 24:56 in two 16-wide cells: 2 / 16 moving.
+    np.testing.assert_allclose(batch["ms_target"], np.broadcast_to([[0.125, 0], [0.125, 0]], (2, 4, 2, 2)), atol=1e-6)
+    binary = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+                                            ms_threshold=0.2, **SMALL)))
+    assert not binary["ms_target"].any()
+
+
 def test_eval_pads_the_last_batch_with_mask_false(source):
     last = list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=4, **SMALL))[-1]
     np.testing.assert_array_equal(last["mask"], [True, True, True, False])
@@ -70,9 +81,11 @@ def test_eval_pads_the_last_batch_with_mask_false(source):
 
 
 def test_k_stack_eval_uses_evenly_spread_starts(source):
-    batch = next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=4, eval_stacks=3, **SMALL)))
+    batch = next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=4, eval_stacks=3,
+                                           **SMALL)))
     # Clip 3 has 40 frames: starts floor(linspace(1, 38, 3, endpoint=False)) = 1, 13, 25 (1-based).
-    np.testing.assert_array_equal(batch["flow"][3, :, 0, 0, 1::2], 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]]))
+    expected = 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]])
+    np.testing.assert_array_equal(batch["flow"][3, :, 0, 0, 1::2], expected)
 
 
 def test_train_epochs_are_reshuffled_and_drop_the_remainder(source):
@@ -102,8 +115,8 @@ def test_two_stream_shares_crop_and_flip_between_modalities(source):
 def test_same_batches_for_any_worker_count(source):
     kwargs = dict(kind="two_stream", train=True, global_batch_size=3, ms_grid=(2, 2), seed=7, **SMALL)
     serial = _take(pipeline.make_loader(source, **kwargs), 5)  # crosses an epoch boundary (2 steps per epoch)
-    parallel = _take(pipeline.make_loader(source, worker_count=2, **kwargs), 5)
-    _assert_batches_equal(serial, parallel)
+    _assert_batches_equal(_take(pipeline.make_loader(source, worker_count=2, **kwargs), 5), serial)
+    _assert_batches_equal(_take(pipeline.make_loader(source, read_threads=3, **kwargs), 5), serial)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -133,6 +146,21 @@ def test_sharded_batches_are_global_arrays(source):
         np.testing.assert_array_equal(np.asarray(v), host[k])
 
 
+def test_a_batch_the_sharding_cannot_split_is_refused(source):
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+    with pytest.raises(ValueError, match="cannot split a batch of 6"):
+        pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=6, sharding=sharding, **SMALL)
+
+
+def test_a_corrupt_frame_names_its_example_and_frame():
+    from ego_jax.data.decode import DecodeError
+
+    source = fake_source([4, 4])
+    source[1]["rgb"][2] = b"not a png"
+    with pytest.raises(DecodeError, match=r"example 1 rgb\[2\]"):
+        list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, **SMALL))
+
+
 def test_missing_modality_names_the_key():
     source = fake_source([4, 4], modalities=("rgb",))
     with pytest.raises(KeyError, match="flow_x"):
@@ -145,8 +173,80 @@ def test_missing_modality_names_the_key():
     (dict(ms_threshold=0.5), "ms_grid"),
     (dict(global_batch_size=8, train=True), "full batch"),
     (dict(start_step=9), "start_step"),
+    (dict(frames=0), "frames"),
+    (dict(eval_stacks=0), "eval_stacks"),
+    (dict(ms_grid=(7,)), "ms_grid"),
 ])
 def test_bad_arguments_raise(source, kwargs, match):
     args = dict(kind="rgb", train=False, global_batch_size=4, **SMALL) | kwargs
     with pytest.raises(ValueError, match=match):
         pipeline.make_loader(source, **args)
+
+
+class _StubSharding:
+    """What process 1 of 2 sees: its devices hold rows 4:6 and 6:8 of a global batch of 8."""
+
+    def addressable_devices_indices_map(self, shape):
+        return {"d2": (slice(4, 6),), "d3": (slice(6, 8),)}
+
+
+def test_each_process_reads_its_rows_of_the_same_global_batch(source, monkeypatch):
+    assert pipeline._local_rows(_StubSharding(), 8) == (4, 8)
+    kwargs = dict(kind="rgb", train=True, global_batch_size=4 * 2, drop_remainder=False, **SMALL)
+    global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (4, 8))
+    local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    _assert_batches_equal(local_batches, [{k: v[4:] for k, v in b.items()} for b in global_batches])
+
+
+def test_non_contiguous_rows_are_refused():
+    class Strided:
+        def addressable_devices_indices_map(self, shape):
+            return {"d0": (slice(0, 2),), "d1": (slice(4, 6),)}
+
+    with pytest.raises(ValueError, match="contiguous"):
+        pipeline._local_rows(Strided(), 8)
+
+
+def test_frames_of_different_sizes_in_one_clip_are_refused():
+    clip = fake_source([4])[0] | {"flow_x": fake_source([4], height=40)[0]["flow_x"]}
+    with pytest.raises(ValueError, match="one size"):
+        next(iter(pipeline.make_loader([clip], kind="two_stream", train=False, global_batch_size=1, **SMALL)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny synthetic release (80x48 frames, with short clips and missing first maps) built with tfds."""
+    from ego_jax.data import gtea61
+    from ego_jax.data.synthetic import make_synthetic
+
+    tmp = tmp_path_factory.mktemp("gtea61")
+    make_synthetic(tmp / "GTEA61", preset="tiny", classes=gtea61.CLASSES[:4], subjects=["S1", "S2"], seed=1,
+                   short_clips=2, missing_first_maps=1)
+    gtea61.build(manual_dir=tmp / "GTEA61", data_dir=tmp / "tfds", config="all")
+    return tmp / "tfds"
+
+
+@pytest.mark.parametrize("kind", pipeline.KINDS)
+def test_loaders_on_a_built_tfds_dataset(built, kind):
+    from ego_jax.data import gtea61
+
+    train_source = gtea61.load_source("S1", data_dir=built)
+    test_source = gtea61.load_source("S2", data_dir=built)
+    ms = dict(ms_grid=(2, 2), ms_threshold=0.0) if kind != "flow" else {}
+    train = pipeline.make_loader(train_source, kind=kind, train=True, global_batch_size=2, num_epochs=1, seed=5,
+                                 worker_count=1 if kind == "two_stream" else 0, **ms, **SMALL)
+    batches = list(train)
+    assert len(batches) == len(train_source) // 2
+    labels = {int(train_source[i]["label"]) for b in batches for i in b["index"]}
+    assert labels <= set(range(4)) and all(b["mask"].all() for b in batches)
+    if ms:
+        assert set(np.unique(np.concatenate([b["ms_target"].ravel() for b in batches]))) <= {0.0, 1.0}
+    evaluated = list(pipeline.make_loader(test_source, kind=kind, train=False, global_batch_size=3, **ms, **SMALL))
+    indices = np.concatenate([b["index"] for b in evaluated])
+    masks = np.concatenate([b["mask"] for b in evaluated])
+    assert sorted(indices[masks]) == list(range(len(test_source))) and (indices[~masks] == -1).all()
+    for b in evaluated:
+        for i, m, label in zip(b["index"], b["mask"], b["label"]):
+            if m:
+                assert label == test_source[int(i)]["label"]

@@ -15,41 +15,35 @@ from flax import nnx
 from ego_jax.models.resnet import BLOCKS, ResNet
 
 META_KEY = "__meta__"
-# torch BatchNorm's step counter: not a weight, nothing in ego_jax uses it.
-IGNORED_SUFFIX = ".num_batches_tracked"
 
-# The whole name mapping. An nnx path maps to a torch name element-wise; torchvision keeps the
+# The whole mapping. An nnx path maps to a torch name element-wise; torchvision keeps the
 # projection shortcut in an nn.Sequential, so downsample/{conv,bn} become downsample.{0,1}.
 _SHORTCUT = {"conv": "0", "bn": "1"}
-# nnx leaf -> torch leaf. Kernels change layout (_to_nnx); everything else is copied as is.
-_LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+# nnx leaf -> (torch leaf, torch->nnx axis permutation by ndim; absent: copied as is).
+# Kernels: conv OIHW -> HWIO, Linear (out, in) -> (in, out).
+_LEAVES = {
+    "kernel": ("weight", {4: (2, 3, 1, 0), 2: (1, 0)}),
+    "scale": ("weight", {}),
+    "bias": ("bias", {}),
+    "mean": ("running_mean", {}),
+    "var": ("running_var", {}),
+}
 
 
 class WeightsError(ValueError):
   """A weight file or state dict that does not fit the expected ResNet."""
 
 
-def _to_nnx(torch_name: str, a: np.ndarray) -> np.ndarray:
-  """torch layout -> nnx layout: conv OIHW -> HWIO, Linear (out, in) -> (in, out), vectors unchanged."""
-  if torch_name.endswith(".weight") and a.ndim == 4:
-    return a.transpose(2, 3, 1, 0)
-  if torch_name.endswith(".weight") and a.ndim == 2:
-    return a.T
-  return a
-
-
-def _torch_shape(nnx_shape: tuple) -> tuple:
-  """Inverse of _to_nnx on shapes, for error messages and checks in torch terms."""
-  if len(nnx_shape) == 4:
-    return tuple(nnx_shape[i] for i in (3, 2, 0, 1))
-  return tuple(reversed(nnx_shape)) if len(nnx_shape) == 2 else tuple(nnx_shape)
+def _permutation(path: tuple, ndim: int) -> tuple[int, ...]:
+  """torch -> nnx axis order of the weight at nnx `path`."""
+  return _LEAVES[path[-1]][1].get(ndim, tuple(range(ndim)))
 
 
 def torch_name(path: tuple) -> str:
   """nnx state path ('layer4', 0, 'downsample', 'conv', 'kernel') -> torch key 'layer4.0.downsample.0.weight'."""
   *modules, leaf = (str(p) for p in path)
   names = [_SHORTCUT[m] if i > 0 and modules[i - 1] == "downsample" else m for i, m in enumerate(modules)]
-  return ".".join(names + [_LEAVES[leaf]])
+  return ".".join(names + [_LEAVES[leaf][0]])
 
 
 def path_key(path: tuple) -> str:
@@ -126,8 +120,8 @@ def resnet_config(state_dict: Mapping[str, np.ndarray]) -> dict:
 def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """torchvision ResNet-18/34 state dict (torch names -> arrays in torch layout) -> {artifact key: float32 array}.
 
-  Every key must map to a weight of the ResNet the dict describes (only '*.num_batches_tracked' is
-  ignored), every weight must be present with its torch shape; otherwise WeightsError lists the keys.
+  Every key must map to a weight of the ResNet the dict describes (only its BatchNorms'
+  'num_batches_tracked' are ignored), every weight must be present with its torch shape; otherwise WeightsError lists the keys.
   """
   if not isinstance(state_dict, Mapping):
     raise WeightsError(f"expected a state dict (a mapping of parameter names to tensors), got {type(state_dict)}")
@@ -136,19 +130,21 @@ def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.nda
     raise WeightsError(f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: this looks like a "
                        "training checkpoint; pass the model's state dict (e.g. checkpoint['state_dict'])")
   cfg = resnet_config(state_dict)
-  weights = _weights(_abstract_resnet(**cfg))
-  names = {torch_name(p): path_key(p) for p, _ in weights}
-  want = {torch_name(p): _torch_shape(s) for p, s in weights}
-  got = {k: np.shape(v) for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIX)}
+  weights = {torch_name(p): (p, _permutation(p, len(s)), s) for p, s in _weights(_abstract_resnet(**cfg))}
+  want = {k: tuple(s[i] for i in np.argsort(perm)) for k, (_, perm, s) in weights.items()}
+  # torch BatchNorm's step counter is not a weight and nothing in ego_jax uses it.
+  ignored = {k.removesuffix("running_mean") + "num_batches_tracked" for k in weights if k.endswith(".running_mean")}
+  got = {k: np.shape(v) for k, v in state_dict.items() if k not in ignored}
   check_keys(got, want, f"the ResNet-{cfg['depth']} state dict (width {cfg['width']})")
-  return {names[k]: np.ascontiguousarray(_to_nnx(k, np.asarray(state_dict[k], np.float32))) for k in got}
+  return {path_key(p): np.ascontiguousarray(np.asarray(state_dict[k], np.float32).transpose(perm))
+          for k, (p, perm, _) in weights.items()}
 
 
 def config_of(arrays: Mapping[str, np.ndarray]) -> dict:
   """Artifact arrays -> dict(depth, width, in_channels, num_classes) they describe."""
   if "conv1/kernel" not in arrays:
     raise WeightsError(f"not an ego_jax ResNet artifact: no 'conv1/kernel'; first keys: {list(arrays)[:5]}")
-  kh, kw, cin, width = np.shape(arrays["conv1/kernel"])
+  *_, cin, width = np.shape(arrays["conv1/kernel"])
   fc = arrays.get("fc/kernel")
   return dict(depth=_depth(_blocks_per_stage(arrays, "/"), "the artifact"), width=width, in_channels=cin,
               num_classes=None if fc is None else np.shape(fc)[1])
@@ -182,15 +178,15 @@ def load_imagenet(resnet: ResNet, source, *, kind: str = "rgb") -> None:
   """
   if kind not in ("rgb", "flow"):
     raise ValueError(f"kind must be 'rgb' or 'flow', got {kind!r}")
-  arrays = read_imagenet(source)[0] if not isinstance(source, Mapping) else dict(source)
+  arrays = dict(source) if isinstance(source, Mapping) else read_imagenet(source)[0]
   arrays.pop(META_KEY, None)
   cfg = config_of(arrays)
   name = f"ResNet-{resnet.depth} (width {resnet.width})"
   if cfg["depth"] != resnet.depth:
     raise WeightsError(f"this artifact is a ResNet-{cfg['depth']} but the model is ResNet-{resnet.depth}")
   if cfg["width"] != resnet.width:
-    raise WeightsError(f"this artifact has width {cfg['width']} (layer1 channels) but the model {name} has "
-                       f"width {resnet.width}")
+    raise WeightsError(f"this artifact has width {cfg['width']} (layer1 channels) but the model has width "
+                       f"{resnet.width}")
   if kind == "flow":
     if resnet.fc is not None:
       raise WeightsError("kind='flow' drops the ImageNet fc, but the model has an fc: build it with num_classes=None")

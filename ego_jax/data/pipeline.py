@@ -19,7 +19,6 @@ from absl import flags
 from ego_jax.data import decode, sampling, transforms
 
 KINDS = ("rgb", "flow", "two_stream")
-_REQUIRED = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "two_stream": ("rgb", "flow_x", "flow_y")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +43,13 @@ class ClipSpec:
             raise ValueError("ms_grid (motion-map targets) needs RGB frames; use kind='rgb' or 'two_stream'")
         if self.ms_threshold is not None and self.ms_grid is None:
             raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
-        if self.eval_stacks < 1:
-            raise ValueError(f"eval_stacks must be >= 1, got {self.eval_stacks}")
+        sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize,
+                     eval_stacks=self.eval_stacks)
+        bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
+        if bad:
+            raise ValueError(f"{bad}: these loader sizes must be integers >= 1")
+        if self.ms_grid is not None and not (len(self.ms_grid) == 2 and min(self.ms_grid) >= 1):
+            raise ValueError(f"ms_grid must be the feature grid (h, w), e.g. (7, 7) for 224 crops; got {self.ms_grid}")
         if self.method not in transforms.METHODS:
             raise ValueError(f"unknown resize method {self.method!r}; expected one of {transforms.METHODS}")
 
@@ -90,49 +94,33 @@ def _frames(example, key: str, where: str):
     return frames
 
 
-def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: str = "example") -> dict[str, np.ndarray]:
+def _decoded(frames, indices, decoder, key: str, where: str) -> dict[int, np.ndarray]:
+    """{i: decoded frame i} for the distinct sampled indices (short clips sample a frame several times)."""
+    return {int(i): decoder(frames[i], f"{where} {key}[{i}]") for i in np.unique(indices)}
+
+
+def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
+              where: str = "example") -> dict[str, np.ndarray]:
     """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
 
-    `rng` (train only) draws, in this order: the spatial transform, then the flow stack start.
+    `rng` (train only) draws, in this order: the flow stack start, then the spatial transform.
     """
     out = {"label": np.int32(example["label"]), "mask": np.True_}
-    rgb = _frames(example, "rgb", where) if spec.uses_rgb else None
-    if spec.uses_flow:
-        flow_x, flow_y = _frames(example, "flow_x", where), _frames(example, "flow_y", where)
-        if len(flow_x) != len(flow_y):
-            raise ValueError(f"{where}: {len(flow_x)} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
-
-    first = decode.decode_rgb(rgb[0], f"{where} rgb[0]") if rgb is not None else None
-    height, width = (first if first is not None else decode.decode_gray(flow_x[0], f"{where} flow_x[0]")).shape[:2]
-    if spec.train:
-        spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
-    else:
-        spatial = transforms.test_spatial(height, width, resize=spec.resize, crop=spec.crop)
-
-    def fit(img, what):
-        if img.shape[:2] != (height, width):
-            raise ValueError(f"{where}: {what} is {img.shape[:2]} but the clip's frames are {(height, width)}")
-        return img
-
-    if rgb is not None:
+    decoded = {}  # key -> (indices, {index: frame})
+    if spec.uses_rgb:
+        rgb = _frames(example, "rgb", where)
         idx = sampling.rgb_indices(len(rgb), spec.frames)
-        cache = {0: first}
-        for i in np.unique(idx):
-            if i not in cache:
-                cache[i] = fit(decode.decode_rgb(rgb[i], f"{where} rgb[{i}]"), f"rgb[{i}]")
-        out["rgb"] = np.stack([transforms.apply(cache[i], spatial, method=spec.method) for i in idx])
+        decoded["rgb"] = idx, _decoded(rgb, idx, decode.decode_rgb, "rgb", where)
         if spec.ms_grid is not None:
             mmaps = _frames(example, "mmaps", where)
             if len(mmaps) != len(rgb):
                 raise ValueError(f"{where}: {len(mmaps)} motion maps for {len(rgb)} RGB frames; rebuild the dataset")
-            targets = {}
-            for i in np.unique(idx):
-                mmap = fit(decode.decode_gray(mmaps[i], f"{where} mmaps[{i}]"), f"mmaps[{i}]")
-                targets[i] = transforms.motion_target(mmap, spatial, spec.ms_grid, spec.ms_threshold)
-            out["ms_target"] = np.stack([targets[i] for i in idx])
-
+            decoded["mmaps"] = idx, _decoded(mmaps, idx, decode.decode_gray, "mmaps", where)
     if spec.uses_flow:
+        flow_x, flow_y = _frames(example, "flow_x", where), _frames(example, "flow_y", where)
         n = len(flow_x)
+        if len(flow_y) != n:
+            raise ValueError(f"{where}: {n} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
         if spec.train:
             starts = np.array(sampling.flow_start_train(n, spec.stack, rng))
         elif spec.eval_stacks == 1:
@@ -140,12 +128,35 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None, where: s
         else:
             starts = sampling.flow_starts_eval(n, spec.stack, spec.eval_stacks)
         idx = sampling.stack_indices(starts, n, spec.stack)
-        xs, ys = {}, {}
-        for i in np.unique(idx):
-            xs[i] = transforms.apply_flow_x(
-                fit(decode.decode_gray(flow_x[i], f"{where} flow_x[{i}]"), f"flow_x[{i}]"), spatial, method=spec.method)
-            ys[i] = transforms.apply(
-                fit(decode.decode_gray(flow_y[i], f"{where} flow_y[{i}]"), f"flow_y[{i}]"), spatial, method=spec.method)
+        decoded["flow_x"] = idx, _decoded(flow_x, idx, decode.decode_gray, "flow_x", where)
+        decoded["flow_y"] = idx, _decoded(flow_y, idx, decode.decode_gray, "flow_y", where)
+
+    # One spatial transform for the whole clip, so every decoded frame must have the same size.
+    sizes = {(key, i): img.shape[:2] for key, (_, imgs) in decoded.items() for i, img in imgs.items()}
+    (height, width), first = next(iter(sizes.values())), next(iter(sizes))
+    for (key, i), size in sizes.items():
+        if size != (height, width):
+            raise ValueError(f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is "
+                             f"{height}x{width}; all frames and modalities of a clip must have one size")
+    if spec.train:
+        spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
+    else:
+        spatial = transforms.eval_spatial(height, width, resize=spec.resize, crop=spec.crop)
+
+    def transformed(key, fn):
+        idx, imgs = decoded[key]
+        return idx, {i: fn(img) for i, img in imgs.items()}
+
+    if spec.uses_rgb:
+        idx, frames = transformed("rgb", lambda img: transforms.apply(img, spatial, method=spec.method))
+        out["rgb"] = np.stack([frames[i] for i in idx])
+    if spec.ms_grid is not None:
+        idx, targets = transformed(
+            "mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold))
+        out["ms_target"] = np.stack([targets[i] for i in idx])
+    if spec.uses_flow:
+        idx, xs = transformed("flow_x", lambda img: transforms.apply_flow_x(img, spatial, method=spec.method))
+        _, ys = transformed("flow_y", lambda img: transforms.apply(img, spatial, method=spec.method))
 
         def flow_stack(row):
             # Channels interleave x1, y1, x2, y2, ... as the flow stem expects.
@@ -163,12 +174,13 @@ def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
         return 0, global_batch_size
     try:
         index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-    except ValueError as e:
+    except (ValueError, IndexError) as e:
         raise ValueError(
-            f"sharding {sharding} must shard only the batch axis of a batch of {global_batch_size} "
-            "(e.g. NamedSharding(mesh, P('data')))"
+            f"cannot split a batch of {global_batch_size} with {sharding}: the sharding must split only the batch "
+            f"axis (e.g. NamedSharding(mesh, P('data'))), into equal parts ({e})"
         ) from e
-    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop) for ix in index_map.values()})
+    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop)
+                   for ix in index_map.values()})
     r0, r1 = rows[0][0], rows[-1][1]
     covered = sum(stop - start for start, stop in rows)
     if covered != r1 - r0:
@@ -231,9 +243,10 @@ class Loader:
             grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
         if self._worker_count > 0:
             if not flags.FLAGS.is_parsed():
-                # grain's worker processes read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
+                # grain's workers read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
                 flags.FLAGS.mark_as_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count), worker_init_fn=_worker_init)
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
+                                worker_init_fn=_worker_init)
         it = iter(ds)
         try:
             for batch in it:
@@ -250,16 +263,20 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
                 method: str = "pil", read_threads: int = 1) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
-    Batch keys (B = global_batch_size, or this process's rows when `sharding` is None; S = crop):
+    Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
       'rgb' uint8 (B, T, S, S, 3)                      kinds rgb, two_stream
-      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream (eval with eval_stacks=k>1: (B, k, S, S, 2*stack))
+      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream; eval with eval_stacks=k>1:
+                                                        (B, k, S, S, 2*stack)
       'ms_target' float32 (B, T, h, w)                  when ms_grid=(h, w): moving fraction, {0, 1} with ms_threshold
       'label' int32 (B,), 'mask' bool (B,) False on padding, 'index' int32 (B,) source index (-1 on padding).
     Train: random crop/flip and flow stack per clip, epochs reshuffled, remainder dropped. Eval: centre crop, centre
     flow stack (eval_stacks=1) or k evenly spread stacks, last batch padded. num_epochs None: train endless, eval 1.
-    With `sharding` (batch axis only), batches are global jax.Arrays. `method`: resize method ('pil' = reference,
-    'cv2' faster, see transforms). `read_threads`: threads per process (workers, or the main process when
-    worker_count=0) each building one batch.
+    `sharding` must shard only the batch axis (e.g. NamedSharding(mesh, P('data'))); each process then reads only
+    the rows its devices hold (required with several processes). `method`: resize method ('pil' = reference, 'cv2'
+    faster, see transforms). `read_threads`: threads per process (each worker, or the main process when
+    worker_count=0), each building one batch. len(loader) = steps left from start_step (finite loaders only).
+    worker_count > 0 starts grain worker processes with 'spawn' on every iteration: a script must guard its entry
+    point with `if __name__ == "__main__":`.
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method)

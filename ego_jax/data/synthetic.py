@@ -8,7 +8,7 @@ So appearance alone cannot tell `open_coffee` from `close_coffee`, motion alone 
 `take_jam` from `take_tea` (and only partly from the silhouette), and both together separate all 61.
 - Subjects differ in table colour, texture and lighting; the camera shakes (a smoothed random walk).
 - Flow is the release's "warp" flow, i.e. camera-compensated: the moving item's true displacement
-  from frame k to k+1, encoded as 128 + 127 * d / (FLOW_RANGE * W), plus a little residual noise;
+  from frame k to k+1, encoded as 128 + 127 * d / (FLOW_RANGE * W), plus a small smooth residual;
   the motion map is the moving item's pixels in frame k ({0, 255}).
 Files match the real release: RGB PNG (3 channels), flow PNG as 3 identical channels, maps mode L.
 Everything derives from `seed`; a clip depends only on (seed, subject, class, instance), so a
@@ -27,7 +27,8 @@ import numpy as np
 from ego_jax.data.gtea61.classes import CLASSES
 
 SUBJECTS = ("S1", "S2", "S3", "S4")
-FLOW_RANGE = 0.08  # displacement (fraction of the width) that saturates the flow encoding
+_MARKER = ".synthetic_gtea61"  # a folder holding it may be replaced by the next call
+FLOW_RANGE = 0.1  # displacement (fraction of the width) that saturates the flow encoding
 
 # (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram.
 PRESETS = {
@@ -168,8 +169,10 @@ def _trajectory(verb, n, size, rng):
     kind, param = VERBS[verb]
     t = np.arange(n + 1, dtype=np.float64)
     if kind == "line":
-        travel = 0.35 * w * rng.uniform(0.8, 1.2)
-        return (t / max(n, 1) - 0.5)[:, None] * travel * np.asarray(param)
+        # About a third of the frame over the clip, slower for short clips so the flow never saturates.
+        step = np.asarray(param) * (w, h) * 0.35 * rng.uniform(0.8, 1.2) / max(n, 1)
+        step *= min(1.0, 0.8 * FLOW_RANGE * w / np.abs(step).max())
+        return (t - n / 2)[:, None] * step
     ax, ay, period, phase = param
     period *= rng.uniform(0.9, 1.1)
     x = ax * w * np.sin(2 * np.pi * t / period)
@@ -189,8 +192,7 @@ def _render_clip(job: _Job, seed: int, size, table, gain, margin):
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
     props = [(ITEMS[i][1], jitter(ITEMS[i][0]), (margin + rng.uniform(0.15, 0.85) * w,
                                                    margin + rng.uniform(0.2, 0.8) * h)) for i in items[1:]]
-    path = _trajectory(verb, n, size, rng) + (margin + w / 2 + rng.uniform(-0.08, 0.08) * w,
-                                              margin + h / 2 + rng.uniform(-0.08, 0.08) * h)
+    path = _trajectory(verb, n, size, rng) + (margin + w * rng.uniform(0.42, 0.58), margin + h * rng.uniform(0.42, 0.58))
     scene = table.copy()
     for shape, colour, centre in props:
         _draw(scene, shape, centre, r, colour, aa=True)
@@ -211,18 +213,18 @@ def _render_clip(job: _Job, seed: int, size, table, gain, margin):
         noise = rng.standard_normal((h, w, 3), dtype=np.float32) * 2.0
         frames["rgb"][k] = np.clip(rgb * light + noise, 0, 255).astype(np.uint8)
         frames["mmaps"][k] = cv2.warpAffine(mask, warp, (w, h), flags=cv2.INTER_NEAREST)
+        # Smooth residual of the camera compensation (real warp flow is smooth, and compresses like it).
+        residual = [cv2.resize(rng.normal(0, 0.6, (h // 8 + 2, w // 8 + 2)).astype(np.float32), (w, h)) for _ in "xy"]
         for axis, key in enumerate(("flow_x", "flow_y")):
             flow = np.where(moving, np.float32(128 + scale * d[axis]), np.float32(128))
             flow = cv2.warpAffine(flow, warp, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-            flow += rng.standard_normal((h, w), dtype=np.float32) * 0.7  # residual of the camera compensation
+            flow += residual[axis]
             frames[key][k] = np.clip(np.round(flow), 0, 255).astype(np.uint8)
     return frames
 
 
 def _write(path: Path, img: np.ndarray, ext: str):
-    ok, data = cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
-    assert ok, path
-    path.write_bytes(data.tobytes())
+    path.write_bytes(cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])[1].tobytes())
 
 
 def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[str, tuple[Path, str]]:
@@ -255,6 +257,19 @@ def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folde
             _write(folder / name.format(k + 1), img, Path(name).suffix)
 
 
+class _Serial:
+    """In-process stand-in for an executor (workers=1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
 def make_synthetic(
     root,
     *,
@@ -274,7 +289,7 @@ def make_synthetic(
     missing_modality: str | None = None,
     workers: int = 1,
 ) -> Synthetic:
-    """Writes a GTEA61-layout tree under `root` (replacing it) and says what it wrote.
+    """Writes a GTEA61-layout tree under `root` (new, empty, or written by this function) and says what it wrote.
 
     preset: 'tiny' (80x48, ~9 frames, tests), 'small' (160x96, ~17 frames, quickstart) or 'full'
       (455x256, release-like lengths and clips per class, benchmarks); size (H, W) overrides its size.
@@ -293,8 +308,15 @@ def make_synthetic(
     if unknown:
         raise ValueError(f"unknown classes/subjects {unknown}: expected names from CLASSES and {SUBJECTS}")
     root = Path(root)
-    if root.exists():
+    if root.exists() and any(root.iterdir()):
+        if not (root / _MARKER).exists():
+            raise FileExistsError(
+                f"{root} is not empty and was not written by make_synthetic: refusing to replace it "
+                "(it could be a real download). Choose a new or empty folder."
+            )
         shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / _MARKER).write_text("written by ego_jax.data.synthetic.make_synthetic; replaced by its next call\n")
     size = tuple(size or PRESETS[preset]["size"])
     margin = int(math.ceil(0.04 * size[1])) + 2
     labels = sorted(CLASSES.index(c) for c in classes) if classes else range(len(CLASSES))
@@ -345,15 +367,3 @@ def make_synthetic(
         key=lambda c: c.clip_id))
     return Synthetic(root, clips, tuple(stray), tuple(bad))
 
-
-class _Serial:
-    """In-process stand-in for an executor (workers=1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)

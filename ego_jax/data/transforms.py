@@ -8,10 +8,11 @@ Resizing (`method`):
   'pil' (default, the reference): PIL bilinear, which antialiases when it shrinks. Shrinking runs
         PIL itself; enlarging runs OpenCV INTER_LINEAR_EXACT, which equals PIL's bilinear there to
         1 grey level (rounding; mean 0.13 on real frames 168 -> 224) at about 6x PIL's speed.
-  'cv2': OpenCV only: INTER_AREA when shrinking (antialiased, but a different filter: on real
-        frames 256 -> 224 it differs from PIL by 0.24 grey levels on average, 9 at most; about 1.5x
-        faster than PIL), enlarging as 'pil'. On GTEA61 only the scale-1 train crop (256 -> 224)
-        and a non-native `resize` shrink, so the two methods differ only there.
+  'cv2': OpenCV INTER_LINEAR only: no antialiasing when shrinking, so real frames 256 -> 224
+        differ from PIL by 0.37 grey levels on average (12 at most), at about 8x PIL's speed there
+        (enlarging: within 1 grey level, as 'pil').
+        On GTEA61 only the scale-1 train crop (256 -> 224) and a non-native `resize` shrink, so the
+        two methods differ only there.
 """
 import dataclasses
 
@@ -31,7 +32,8 @@ FLOW_STD = np.float32(0.226)
 
 @dataclasses.dataclass(frozen=True)
 class Spatial:
-    """One clip's transform: resize to `resized` (h, w), cut `box` (x1, y1, x2, y2), resize to size x size, mirror if `flip`."""
+    """One clip's transform: resize to `resized` (h, w), cut `box` (x1, y1, x2, y2), resize to size x size,
+    mirror if `flip`."""
 
     resized: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -68,7 +70,7 @@ def train_spatial(rng: np.random.Generator, height: int, width: int, *, resize: 
     return Spatial((h, w), (x1, y1, x2, y2), crop, flip)
 
 
-def test_spatial(height: int, width: int, *, resize: int = 256, crop: int = 224) -> Spatial:
+def eval_spatial(height: int, width: int, *, resize: int = 256, crop: int = 224) -> Spatial:
     """Centre crop (reference `CenterCrop`: offsets int(round((w - crop) / 2))) after resizing."""
     h, w = resized_shape(height, width, resize)
     if crop > min(h, w):
@@ -81,13 +83,11 @@ def resize_bilinear(img: np.ndarray, height: int, width: int, method: str = "pil
     """uint8 (H, W[, C]) -> (height, width[, C]) PIL-style bilinear resize (see module doc for `method`)."""
     if img.shape[:2] == (height, width):
         return img
-    shrink = height < img.shape[0] or width < img.shape[1]
-    if shrink and method == "pil":
-        return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.BILINEAR))
     if method not in METHODS:
         raise ValueError(f"unknown resize method {method!r}; expected one of {METHODS}")
-    enlarge = height > img.shape[0] or width > img.shape[1]
-    interpolation = cv2.INTER_AREA if shrink and not enlarge else cv2.INTER_LINEAR_EXACT
+    if method == "pil" and (height < img.shape[0] or width < img.shape[1]):
+        return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.BILINEAR))
+    interpolation = cv2.INTER_LINEAR_EXACT if method == "pil" else cv2.INTER_LINEAR
     return cv2.resize(img, (width, height), interpolation=interpolation)
 
 
@@ -109,7 +109,8 @@ def apply_flow_x(img: np.ndarray, spatial: Spatial, *, method: str = "pil") -> n
     return 255 - out if spatial.flip else out
 
 
-def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int], threshold: float | None = None) -> np.ndarray:
+def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int],
+                  threshold: float | None = None) -> np.ndarray:
     """Motion map (H, W) uint8 {0, 255} -> (h, w) float32 moving fraction per cell of the cropped frame, or {0, 1} when
     `threshold` is set (a cell moves when its fraction > threshold)."""
     moving = (mmap > 127).astype(np.float32)

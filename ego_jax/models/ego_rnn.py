@@ -31,7 +31,8 @@ class EgoRNN(nnx.Module):
     attention: CAM attention (True, the reference) or the plain ConvLSTM ablation (False).
     ms_head: None, or dict(kind='cls'|'reg', tap='layer4'|'layer4_raw'|'attended', hidden=100,
       grid=(7, 7)) for a motion-segmentation head; grid is the layer4 grid of the input size
-      (ego_jax.models.resnet.layer4_grid: 224 px -> (7, 7)).
+      (ego_jax.models.resnet.layer4_grid: 224 px -> (7, 7)). Without attention, tap 'attended' reads
+      what the LSTM reads, i.e. 'layer4'.
     pool: 'c' classifies the spatial mean of c_T (reference), 'h' that of h_T.
     dropout: rate before the classifier (0.7 in the reference).
     mem_features: ConvLSTM channels (None -> 8*width, as the reference's 512).

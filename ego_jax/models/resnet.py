@@ -145,14 +145,12 @@ class ResNet(nnx.Module):
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise ValueError(f"ResNet expects (N, H, W, {self.in_channels}) channels-last input, got shape {x.shape}")
     h = _max_pool_3x3_s2_p1(nnx.relu(self.bn1(self.conv1(x))))
-    result = {}
     for name in ("layer1", "layer2", "layer3", "layer4"):
       for block in getattr(self, name):
         h, raw = block(h)
-      result[name] = h
-    del result["layer1"], result["layer2"]
-    pooled = h.mean(axis=(1, 2))
-    result.update(layer4_raw=raw, pooled=pooled)
+      if name == "layer3":
+        layer3 = h
+    result = {"layer3": layer3, "layer4": h, "layer4_raw": raw, "pooled": h.mean(axis=(1, 2))}
     if self.fc is not None:
-      result["logits"] = self.fc(pooled)
+      result["logits"] = self.fc(result["pooled"])
     return result

@@ -5,7 +5,6 @@ plus TensorBoard event files in W/<stage>.
 """
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -156,11 +155,11 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
 
     def check(step, metrics):
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
+        if not metrics["finite"]:
             raise FloatingPointError(
-                f"stage {name}: non-finite loss {loss} at step {step} (epoch {(step - 1) // steps_per_epoch + 1}); "
-                f"stopped without saving. Last good checkpoint: step {ckpts.latest_step()} in {ckpts.directory}")
+                f"stage {name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
+                f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
+                f"{ckpts.latest_step()} in {ckpts.directory}")
 
     def run_eval(step):
         test = _loader(config, stage, test_source, train=False, ms_grid=None, mesh=mesh)
@@ -185,7 +184,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
             window.append(jax.device_get(metrics))
             check(step, window[-1])
             pending = None
-            log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0]},
+            log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
                        **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
                        "epoch": epoch})
             window = []

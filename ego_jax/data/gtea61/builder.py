@@ -1,16 +1,17 @@
 """tfds builder `gtea61`: one example per clip, frames stored as encoded bytes, written as array_record.
 
-Storage, decided by measurement on the real 455x256 sample files (OpenCV, one core,
-scripts/measure_storage.py): RGB keeps its source PNG bytes (160 KiB, 2.5 ms to decode; re-encoding
-as PNG gives 153-169 KiB and decodes slower, JPEG q95 gives 34 KiB / 0.4 ms but changes pixels by up
-to 31 levels). Flow and motion maps are re-encoded, losslessly, as one-channel PNG: the release
-stores flow as 3 identical channels (27 KiB, 1.0 ms) and one channel halves size and decode time
-(15 KiB, 0.5 ms); maps decode in 0.2 ms instead of 0.5 ms for +0.4 KiB.
-Every frame is decoded once at build time to check it (about 10 ms per RGB+flow+map frame on one core,
-spread over a thread pool): a corrupt file fails the build, not training.
+Storage, decided by measurement on the real 455x256 sample files (OpenCV, one core, best of 5;
+scripts/measure_storage.py): RGB keeps its source PNG bytes (160 KiB, 1.8 ms to decode; re-encoded
+PNG is 153-169 KiB and decodes in 2.6-2.8 ms; JPEG q95 is 34 KiB / 0.4 ms but changes pixels by up
+to 31 levels, which the reference never saw). Flow and motion maps are re-encoded, losslessly, as
+one-channel PNG level 3: the release stores flow as 3 identical channels (27 KiB, 1.0 ms -> 15 KiB,
+0.34 ms) and maps decode in 0.14 ms instead of 0.44 ms (1.4 -> 1.8 KiB).
+Every frame is decoded once at build time to check it (a few ms per RGB+flow+map frame, spread over
+a thread pool), so a corrupt file fails the build, not a training run.
 """
 import concurrent.futures
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ CONFIGS = {
     "rgb": ("rgb",),
     "flow": ("flow_x", "flow_y"),
 }
+log = logging.getLogger(__name__)
 _PNG_LEVEL = 3  # level 9 is 20x slower to encode for 25% smaller flow; decode time is the same.
 
 
@@ -66,8 +68,13 @@ def _gray_frame(path: Path, binary: bool) -> tuple[bytes, tuple[int, int]]:
     """One-channel PNG of a checked flow (first channel) or motion-map frame, and its (H, W)."""
     _, img = _read(path)
     if img.ndim == 3:
-        if img.shape[2] != 3:
-            raise layout.FrameFormatError(f"{path}: expected 1 or 3 channels, got shape {img.shape}")
+        # JPEG chroma subsampling may leave the channels of a grey image slightly unequal; PNG may not.
+        lossless = path.suffix.lower() == ".png"
+        if img.shape[2] != 3 or (lossless and np.any(img != img[..., :1])):
+            raise layout.FrameFormatError(
+                f"{path}: expected a one-channel image or 3 identical channels (shape {img.shape}); colour-coded "
+                "flow is not GTEA61's format (one channel per direction, 128 = no motion)"
+            )
         img = np.ascontiguousarray(img[..., 0])
     if binary and np.any((img != 0) & (img != 255)):
         values = np.unique(img)
@@ -121,13 +128,19 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
                 "source, flow x/y and motion maps as one-channel PNG (flow 128 = no motion, maps {0, 255})."
             ),
             features=tfds.features.FeaturesDict(features),
-            homepage="https://cbs.ic.gatech.edu/fpv/",
         )
 
     def _split_generators(self, dl_manager):
         # The whole folder structure is checked here, before any example is written.
         clips = layout.scan(Path(dl_manager.manual_dir), self.builder_config.modalities, CONFIGS)
         subjects = sorted({c.subject for c in clips})
+        if len(subjects) < len(layout.SUBJECTS):
+            log.warning("only subjects %s found in %s; building only their splits",
+                        ", ".join(subjects), dl_manager.manual_dir)
+        filled = [c for c in clips if c.maps_filled]
+        if filled:
+            log.info("filled %d missing motion maps in %d clips from their nearest maps (feature maps_filled)",
+                     sum(c.maps_filled for c in filled), len(filled))
         return {s: self._generate_examples([c for c in clips if c.subject == s]) for s in subjects}
 
     def _generate_examples(self, clips):

@@ -97,8 +97,8 @@ class Clip:
 
 
 def _dirs(folder: Path) -> list[Path]:
-    # Anything that is not a folder (.DS_Store, Thumbs.db, notes) is not part of the structure.
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Files (.DS_Store, Thumbs.db, notes), hidden folders and macOS zip metadata are not part of the structure.
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
 
 
 def _describe(folder: Path) -> str:
@@ -111,10 +111,18 @@ def find_layout(root: Path) -> tuple[str, Path]:
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"manual folder {root} does not exist: put the GTEA61 download there or pass --manual_dir")
-    for folder in [root] + _dirs(root):
-        for name, sources in LAYOUTS.items():
-            if any((folder / top).is_dir() for s in sources.values() for top in s.tops):
-                return name, folder
+    def layout_of(folder):
+        return next((name for name, sources in LAYOUTS.items()
+                     if any((folder / top).is_dir() for s in sources.values() for top in s.tops)), None)
+
+    if layout_of(root):
+        return layout_of(root), root
+    found = [(layout_of(sub), sub) for sub in _dirs(root) if layout_of(sub)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise LayoutError(f"several GTEA61 releases in {root}: {', '.join(str(f) for _, f in found)}; "
+                          "pass the one to build as the manual folder")
     raise LayoutError(
         f"no GTEA61 layout found in {root} (it holds: {_describe(root)}). Expected the course release "
         "(processed_frames2/ or processed_frames/, flow_x_processed/, flow_y_processed/) or the authors' "
@@ -127,21 +135,19 @@ def _suggest_configs(available: set[str], configs: dict[str, tuple[str, ...]]) -
     return f"use a config whose modalities you have: {', '.join(fits)}" if fits else "no config fits these folders"
 
 
-def _frames(folder: Path, pattern: str, what: str) -> dict[int, Path]:
-    """Frame number -> file for the files in `folder` named like `pattern`; other files are ignored."""
-    found, ignored = {}, []
+def _frames(folder: Path, pattern: str, what: str, ignored: list[Path]) -> dict[int, Path]:
+    """Frame number -> file for the files in `folder` named like `pattern`; the others go to `ignored`."""
+    found = {}
     for f in sorted(folder.iterdir()):
         m = re.fullmatch(pattern, f.name, re.IGNORECASE)
         if m is None or not f.is_file():
             # .DS_Store, duplicates like flow_x_00007(1).png: not frames.
-            ignored.append(f.name)
+            ignored.append(f)
             continue
         k = int(m.group(1))
         if k in found:
             raise FrameCountError(f"{what}: files {found[k].name} and {f.name} in {folder} are both frame {k}")
         found[k] = f
-    if ignored:
-        log.info("ignored %d non-frame files in %s: %s", len(ignored), folder, ", ".join(ignored[:5]))
     return found
 
 
@@ -210,7 +216,7 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
                         raise LayoutError(f"unexpected folder {inst}: expected clip folders named 1, 2, 3, ...")
                     clips.setdefault((subject.name, cls.name, inst.name), {})[mod] = inst
 
-    result = []
+    result, ignored = [], []
     for key in sorted(clips, key=lambda k: (k[0], CLASSES.index(k[1]), int(k[2]))):
         clip_id = "/".join(key)
         files, maps_filled, counts = {}, 0, {}
@@ -224,7 +230,7 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
                     f"clip {clip_id} has no {mod} folder {expected} although other modalities have this clip "
                     "(partial download?). Restore it, or build a config without this modality."
                 )
-            found = _frames(folder, src.pattern, mod)
+            found = _frames(folder, src.pattern, mod, ignored)
             if not found:
                 raise FrameCountError(f"no {mod} frames in {folder}: expected files named like {src.example}")
             if mod == "mmaps":
@@ -244,4 +250,8 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
         result.append(Clip(*key, files={m: files[m] for m in modalities}, maps_filled=maps_filled))
     if not result:
         raise LayoutError(f"no clips found in {base}: expected <modality folder>/<S>/<class>/<inst>/ folders")
+    if ignored:
+        others = sorted({f.name for f in ignored if f.name != ".DS_Store"})
+        log.info("%d clips in %s; ignored %d files that are not frames (.DS_Store%s)", len(result), base,
+                 len(ignored), ", " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "") if others else "")
     return result

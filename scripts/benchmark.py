@@ -1,0 +1,224 @@
+"""Timings of ego_jax (never asserted in tests). One sub-benchmark per command:
+
+  python scripts/benchmark.py data    [--classes 12 --workers 0,1,2 ...]  # input pipelines vs a PIL-per-file loader
+  python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
+
+Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
+"""
+import argparse
+import glob
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ego_jax.data import sampling, transforms
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def args_data(parser):
+    parser.add_argument("--manual_dir", help="a GTEA61-layout tree (default: generate a full-size synthetic one)")
+    parser.add_argument("--classes", type=int, default=8, help="classes of the generated tree (S1, 1 clip each)")
+    parser.add_argument("--kinds", default="rgb,flow,two_stream")
+    parser.add_argument("--workers", default="0,1,2", help="grain worker counts to time")
+    parser.add_argument("--batch", type=int, default=8, help="keep it equal to the clip count, so that every "
+                        "setting reads each clip equally often (clip lengths vary 5 to 645 frames)")
+    parser.add_argument("--batches", type=int, default=3, help="timed batches per setting (after one warm-up batch)")
+    parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best "
+                        "(other processes on a shared machine only ever slow a run down)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--stack", type=int, default=5)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--resize", type=int, default=256)
+    parser.add_argument("--methods", default="pil", help=f"comma-separated resize methods of {transforms.METHODS}")
+    parser.add_argument("--workdir", help="where to generate and build (default: a temporary folder)")
+    parser.add_argument("--per_kind_configs", action="store_true",
+                        help="read each kind from the smallest builder config holding its modalities, not 'all'")
+
+
+class PilPerFileLoader:
+    """The straightforward baseline: per clip, open each sampled PNG with PIL and transform it as the reference does."""
+
+    def __init__(self, root: Path, clip_ids, *, kind, frames, stack, crop, resize, seed=0):
+        self.root, self.clip_ids, self.kind = Path(root), list(clip_ids), kind
+        self.frames, self.stack, self.crop, self.resize = frames, stack, crop, resize
+        self.rng = np.random.default_rng(seed)
+
+    def _files(self, clip_id, folder, sub, pattern):
+        base = self.root / folder / clip_id / sub
+        return sorted(p for p in base.glob(pattern) if "(" not in p.name)
+
+    def _transform(self, img, flip, scale, position, invert=False):
+        w, h = img.size
+        if min(w, h) != self.resize:
+            size = (self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize)
+            img = img.resize(size, Image.BILINEAR)
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            if invert:
+                img = ImageOps.invert(img)
+        w, h = img.size
+        side = int(min(w, h) * scale)
+        box = {"c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
+               "tl": (0, 0, side, side), "tr": (w - side, 0, w, side), "bl": (0, h - side, side, h),
+               "br": (w - side, h - side, w, h)}[position]
+        return np.asarray(img.crop(box).resize((self.crop, self.crop), Image.BILINEAR))
+
+    def clip(self, i):
+        cid = self.clip_ids[i % len(self.clip_ids)]
+        flip = self.rng.random() < 0.5
+        scale = transforms.SCALES[self.rng.integers(len(transforms.SCALES))]
+        position = transforms.POSITIONS[self.rng.integers(len(transforms.POSITIONS))]
+        out = {}
+        if self.kind != "flow":
+            files = self._files(cid, "processed_frames2", "rgb", "rgb*.png")
+            out["rgb"] = np.stack([self._transform(Image.open(files[j]).convert("RGB"), flip, scale, position)
+                                   for j in sampling.rgb_indices(len(files), self.frames)])
+        if self.kind != "rgb":
+            xs = self._files(cid, "flow_x_processed", "", "flow_x_*.png")
+            ys = self._files(cid, "flow_y_processed", "", "flow_y_*.png")
+            start = sampling.flow_start_train(len(xs), self.stack, self.rng)
+            out["flow"] = np.stack([
+                self._transform(Image.open(f[j]).convert("L"), flip, scale, position, invert=f is xs)
+                for j in sampling.stack_indices(start, len(xs), self.stack) for f in (xs, ys)], axis=-1)
+        return out
+
+
+_KIND_CONFIGS = {"rgb": "rgb", "flow": "flow", "two_stream": "rgb_flow"}
+
+
+def _make_tree(args, workdir: Path) -> Path:
+    from ego_jax.data.gtea61.classes import CLASSES
+    from ego_jax.data.synthetic import make_synthetic
+
+    if args.manual_dir:
+        return Path(args.manual_dir)
+    t = time.perf_counter()
+    make_synthetic(workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",),
+                   clips_per_class=1)
+    print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
+    return workdir / "manual"
+
+
+def _load(manual: Path, workdir: Path, config: str):
+    from ego_jax.data import gtea61
+
+    t = time.perf_counter()
+    gtea61.build(manual_dir=manual, data_dir=workdir / "tfds", config=config)
+    print(f"built gtea61/{config} in {time.perf_counter() - t:.0f} s")
+    splits = "+".join(s for s in ("S1", "S2", "S3", "S4") if (manual / "processed_frames2" / s).is_dir())
+    return gtea61.load_source(splits, data_dir=workdir / "tfds", config=config)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seconds(batches, n):
+    """Seconds to take n items of `batches` after a warm-up one (worker start-up and first reads)."""
+    it = iter(batches)
+    try:
+        next(it)
+        t = time.perf_counter()
+        for _ in range(n):
+            next(it)
+        return time.perf_counter() - t
+    finally:
+        if hasattr(it, "close"):
+            it.close()  # stops grain's worker processes now, not at exit
+
+
+def run_data(args):
+    from ego_jax.data import pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        manual = _make_tree(args, workdir)
+        source = _load(manual, workdir, "all")
+        sizes = {m: np.mean([len(b) for ex in (source[i] for i in range(len(source))) for b in ex[m]])
+                 for m in ("rgb", "flow_x", "mmaps")}
+        lengths = [int(source[i]["num_frames"]) for i in range(len(source))]
+        print(f"{len(source)} clips, frames per clip {sorted(lengths)}; mean PNG bytes "
+              + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
+        clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
+        settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
+        clips = args.batch * args.batches
+        results = []
+        for kind in args.kinds.split(","):
+            config = _KIND_CONFIGS[kind] if args.per_kind_configs else "all"
+            kind_source = _load(manual, workdir, config) if config != "all" else source
+            baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
+            # Reading a record costs O(all bytes of the clip), however few frames the loader then decodes.
+            timed = [(f"records of gtea61/{config} only", 0,
+                      lambda: _seconds((kind_source[i % len(source)] for i in range(clips + 1)), clips)),
+                     ("PIL per file", 0, lambda: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
+            for method in args.methods.split(","):
+                for workers in map(int, args.workers.split(",")):
+                    loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
+                                                  worker_count=workers, method=method, **settings)
+                    timed.append((f"grain, gtea61/{config}, method {method}", workers,
+                                  lambda loader=loader: _seconds(loader, args.batches)))
+            best = [min(run() for _ in range(args.repeats)) for _, _, run in timed]
+            rows = [dict(loader=name, workers=w, clips_per_s=clips / secs) for (name, w, _), secs in zip(timed, best)]
+            for r in rows:
+                print(f"  {kind:10s} {r['loader']:38s} workers {r['workers']}: {r['clips_per_s']:6.1f} clips/s")
+            results += [dict(kind=kind, **r) for r in rows]
+        print(json.dumps(dict(settings=settings, batch=args.batch, results=results)))
+
+
+# --------------------------------------------------------------------------------------------- resize
+
+
+def args_resize(parser):
+    parser.add_argument("--images", help="glob of frames (default: a generated textured 455x256 frame)")
+    parser.add_argument("--repeats", type=int, default=100)
+
+
+def _timed(fn, repeats):
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats * 1e3
+
+
+def run_resize(args):
+    if args.images:
+        imgs = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(glob.glob(args.images))]
+    else:
+        import cv2
+        noise = np.random.default_rng(0).random((66, 116, 3)).astype(np.float32) * 255
+        imgs = [np.clip(cv2.resize(noise, (455, 256), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)]
+    if not imgs:
+        raise SystemExit(f"no images match {args.images!r}")
+    for side in (256, 224, 192, 168):
+        crops = [np.ascontiguousarray(img[:side, -side:]) for img in imgs]
+        pil = [np.asarray(Image.fromarray(c).resize((224, 224), Image.BILINEAR)).astype(int) for c in crops]
+        line = [f"crop {side} -> 224:"]
+        ms = _timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats)
+        line.append(f"PIL {ms:.3f} ms")
+        for method in transforms.METHODS:
+            diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
+                                   for c, p in zip(crops, pil)])
+            ms = _timed(lambda: transforms.resize_bilinear(crops[0], 224, 224, method), args.repeats)
+            line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
+        print("  ".join(line))
+
+
+BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (add_args, _) in BENCHMARKS.items():
+        add_args(sub.add_parser(name))
+    args = parser.parse_args(argv)
+    BENCHMARKS[args.benchmark][1](args)
+
+
+if __name__ == "__main__":
+    main()
