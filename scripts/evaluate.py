@@ -3,7 +3,7 @@
   python scripts/evaluate.py --config configs/two_stream.py[:args] --workdir W [--stage joint]
       [--protocol rgb|flow|joint|late_fusion]
 
-Defaults: the recipe's last stage, the protocol of its model (EgoRNN -> rgb: one clip of T frames;
+Defaults: the recipe's last stage (--stage all: each stage of the recipe in turn), the protocol of its model (EgoRNN -> rgb: one clip of T frames;
 FlowResNet -> flow: logits averaged over config.data.flow_eval_stacks stacks; TwoStream -> joint: one
 centre stack + T frames), centre crop, the stage's final checkpoint (the stage must be DONE).
 late_fusion = flow_weight * flow (averaged over --fusion_stacks stacks) + (1 - flow_weight) * RGB logits
@@ -21,7 +21,7 @@ from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
-flags.DEFINE_string("stage", None, "stage to evaluate (default: the recipe's last stage)")
+flags.DEFINE_string("stage", None, "stage to evaluate (default: the recipe's last stage; 'all': every stage)")
 flags.DEFINE_enum("protocol", None, ["rgb", "flow", "joint", "late_fusion"], "default: the stage's own protocol")
 flags.DEFINE_string("rgb_stage", None, "late_fusion: RGB stage (default: the recipe's last EgoRNN stage)")
 flags.DEFINE_string("flow_stage", None, "late_fusion: flow stage (default: the recipe's last FlowResNet stage)")
@@ -38,16 +38,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     from ego_jax.train import evaluate  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
 
-    try:
-        metrics = evaluate.evaluate_workdir(
-            FLAGS.config, os.path.abspath(FLAGS.workdir), stage=FLAGS.stage, protocol=FLAGS.protocol,
-            rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
-            flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    print(f"{metrics['protocol']} accuracy {100 * metrics['accuracy']:.2f}% "
-          f"({metrics['num_correct']}/{metrics['num_examples']}) -> {metrics['outdir']}")
+    stages = FLAGS.config.recipe if FLAGS.stage == "all" else [FLAGS.stage]
+    if FLAGS.stage == "all" and FLAGS.protocol:
+        raise app.UsageError("--stage=all evaluates each stage with its own protocol; drop --protocol")
+    for stage in stages:
+        try:
+            metrics = evaluate.evaluate_workdir(
+                FLAGS.config, os.path.abspath(FLAGS.workdir), stage=stage, protocol=FLAGS.protocol,
+                rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
+                flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished)
+        except (FileNotFoundError, ValueError) as e:
+            logging.error("%s", e)
+            sys.exit(f"error: {e}")
+        print(f"{os.path.basename(os.path.dirname(metrics['outdir']))}: {metrics['protocol']} accuracy {100 * metrics['accuracy']:.2f}% "
+              f"({metrics['num_correct']}/{metrics['num_examples']}) -> {metrics['outdir']}")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def test_evaluate_script_writes_the_eval_folder(workdir):
     config_path, _, work, _ = workdir
     out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_stage1")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "rgb accuracy" in out.stdout
+    assert "rgb_stage1: rgb accuracy" in out.stdout
     outdir = work / "rgb_stage1" / "eval"
     assert {"metrics.json", "confusion.json", "confusion.png", "curves.png"} <= set(os.listdir(outdir))
     out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=nope")
