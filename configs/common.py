@@ -1,0 +1,144 @@
+"""Pieces shared by the experiment configs: arguments, data, and the reference stages.
+
+Defaults are the reference recipe (shared/reference/ego-rnn.md, "Training recipes"; sparnet.md for MS).
+Paths in `trainable` are regexes over '/'-joined nnx state paths; `bn_train` / `dropout_train` are regexes
+over module paths (every BatchNorm / Dropout not matched runs in inference mode).
+"""
+import ml_collections
+
+ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet")
+CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"))
+
+DATA = dict(
+    gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
+    synthetic=dict(data_dir="data/tfds_synthetic", manual_dir="data/manual/synthetic"),
+)
+
+
+def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'frames=16,data=synthetic' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
+    args = dict(ARGS, **defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in args:
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(args)}, "
+                             f"e.g. configs/two_stream.py:frames=16,data=synthetic")
+        args[key] = type(args[key])(value)
+    for key, allowed in CHOICES.items():
+        if allowed and args[key] not in allowed:
+            raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
+    return ml_collections.ConfigDict(args)
+
+
+def base(args) -> ml_collections.ConfigDict:
+    """Everything but the stages: data, batch, logging, checkpoints, shared model sizes."""
+    c = ml_collections.ConfigDict()
+    c.seed = args.seed
+    c.num_classes = 61
+    c.batch_size = 32
+    c.eval_batch_size = 32
+    c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)
+    c.schedule_quirk = True  # reference: scheduler stepped at the start of each epoch (decays one epoch early)
+    c.imagenet_weights = "data/weights/resnet34_imagenet.npz"
+    c.log_every_steps = 10
+    c.eval_every_epochs = 5
+    c.checkpoint_every_epochs = 10
+
+    c.data = ml_collections.ConfigDict(dict(
+        **DATA[args.data],
+        builder_config="all",
+        train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
+        frames=args.frames, stack=5, crop=224, resize=256,
+        flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
+        ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
+        worker_count=4,
+    ))
+    build = f"python scripts/build_dataset.py --manual_dir {c.data.manual_dir} --data_dir {c.data.data_dir}"
+    c.data.build_hint = (f"python scripts/make_synthetic.py --root {c.data.manual_dir} --preset small && {build}"
+                         if args.data == "synthetic" else f"put the GTEA61 release in {c.data.manual_dir}, then {build}")
+    # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
+    c.model = ml_collections.ConfigDict(dict(depth=34, width=64))
+    c.recipe = ()
+    c.stages = ml_collections.ConfigDict()
+    return c
+
+
+def ego_rnn(c, *, attention: bool, ms_head=None) -> dict:
+    """EgoRNN kwargs (RGB stream, reference dropout 0.7)."""
+    return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), attention=attention,
+                ms_head=ms_head, dropout=0.7)
+
+
+def flow_resnet(c) -> dict:
+    """FlowResNet kwargs (reference dropout 0.5)."""
+    return dict(stack=c.data.get_ref("stack"), depth=c.model.get_ref("depth"), width=c.model.get_ref("width"),
+                dropout=0.5)
+
+
+def adam(lr: float, milestones) -> dict:
+    """Reference Adam: eps 1e-4, coupled L2 4e-5, lr x0.1 at the milestones."""
+    return dict(name="adam", lr=lr, weight_decay=4e-5, eps=1e-4, momentum=0.0,
+                schedule=dict(milestones=tuple(milestones), step_size=0, gamma=0.1), param_groups={})
+
+
+def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
+    """Reference SGD: momentum 0.9, coupled weight decay 5e-4."""
+    return dict(name="sgd", lr=lr, weight_decay=5e-4, eps=0.0, momentum=0.9,
+                schedule=dict(milestones=tuple(milestones), step_size=step_size, gamma=gamma), param_groups={})
+
+
+# RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
+RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/.*")
+NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
+
+
+def rgb_stage1(c, *, attention: bool) -> dict:
+    """ConvLSTM + classifier on a frozen ImageNet backbone (BN inference mode); Adam 1e-3, 300 epochs."""
+    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention)),
+                init_from={"backbone": "imagenet"}, trainable=(r"lstm/.*", r"classifier/.*"),
+                bn_train=(), dropout_train=(".*",), optimizer=adam(1e-3, (25, 75, 150)), epochs=300,
+                loss=NO_MS_LOSS)
+
+
+def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse") -> dict:
+    """+ layer4 conv1/conv2 kernels and the ImageNet fc (every BN frozen); Adam 1e-4, 150 epochs.
+
+    With an MS head (sparnet.md) the head trains too and the loss is action + ms_alpha * MS loss.
+    """
+    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head)),
+                init_from={"model": "rgb_stage1"},
+                trainable=RGB_FINETUNE + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ()),
+                bn_train=(), dropout_train=(".*",), optimizer=adam(1e-4, (25, 75)), epochs=150,
+                loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss))
+
+
+def flow(c) -> dict:
+    """Whole flow ResNet, BN training mode; SGD 1e-2 x0.5 at 150/300/500, 750 epochs."""
+    return dict(model=dict(kind="flow", kwargs=flow_resnet(c)), init_from={"backbone": "imagenet"},
+                trainable=(".*",), bn_train=(".*",), dropout_train=(".*",),
+                optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5), epochs=750, loss=NO_MS_LOSS)
+
+
+def joint(c) -> dict:
+    """Two-stream: group A (lr 1e-2) joint head + RGB ConvLSTM/layer4 convs/fc, group B (1e-4) flow layer4."""
+    optimizer = sgd(1e-2, step_size=1, gamma=0.99)
+    optimizer["param_groups"] = {"flow_layer4": dict(params=(r"flow/backbone/layer4/.*",), lr=1e-4)}
+    return dict(model=dict(kind="two_stream", kwargs=dict(rgb=ego_rnn(c, attention=True), flow=flow_resnet(c),
+                                                          dropout=0.5)),
+                init_from={"rgb": "rgb_stage2", "flow": "flow"},
+                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in RGB_FINETUNE)
+                + (r"flow/backbone/layer4/.*",),
+                # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
+                bn_train=(r"flow/backbone/layer4/.*",), dropout_train=(r"dropout",),
+                optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
+
+
+def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
+    """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config."""
+    if args.init == "scratch":
+        for stage in stages.values():
+            stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    c.recipe = tuple(stages)
+    c.stages = ml_collections.ConfigDict(stages)
+    c.lock()
+    return c

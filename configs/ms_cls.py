@@ -1,0 +1,14 @@
+"""Ego-RNN + self-supervised motion segmentation, classification head (moving/static per cell; sparnet.md).
+
+Stage 1 is the attention stage 1; stage 2 adds the MS head on layer4 (before attention), loss CE + 1.0 * MS.
+configs/ms_cls.py[:frames=7|16|25,data=gtea61|synthetic,seed=0,init=imagenet|scratch]
+"""
+from configs import common
+
+
+def get_config(arg=None):
+    args = common.parse_args(arg)
+    c = common.base(args)
+    head = dict(kind="cls", tap="layer4", hidden=100)
+    return common.finish(c, args, dict(rgb_stage1=common.rgb_stage1(c, attention=True),
+                                 rgb_stage2=common.rgb_stage2(c, attention=True, ms_head=head)))

@@ -1,0 +1,321 @@
+"""Ego-RNN evaluation protocols: RGB single clip, flow k-stack average, joint two-stream, late fusion.
+
+`evaluate(batches, protocol, models, num_classes)` runs one jitted step per batch that turns the
+uint8 batch into logits the protocol's way and accumulates a (C, C) confusion matrix of the
+unpadded examples; `summarize` and `write_report` turn it into accuracy, per-class accuracy and
+files. The model-free pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
+"""
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from ego_jax.data.transforms import normalize_flow, normalize_rgb
+from ego_jax.train import checkpoint, recipes, sharding
+from ego_jax.viz import plots
+
+PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
+# Which models (keys of `models`) and which batch entries each protocol reads.
+MODELS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("joint",), "late_fusion": ("rgb", "flow")}
+INPUTS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("rgb", "flow"), "late_fusion": ("rgb", "flow")}
+# The protocol that evaluates a stage's model kind (recipes' model.kind) on its own.
+PROTOCOL_OF_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "joint"}
+# Loader arguments the reference protocol uses (make_loader kind and eval_stacks).
+LOADER = {
+    "rgb": dict(kind="rgb", eval_stacks=1),
+    "flow": dict(kind="flow", eval_stacks=5),
+    "joint": dict(kind="two_stream", eval_stacks=1),
+    "late_fusion": dict(kind="two_stream", eval_stacks=10),
+}
+
+
+def average_over_stacks(logits_fn: Callable[[jax.Array], jax.Array], flow: jax.Array) -> jax.Array:
+    """flow (B, k, S, S, 2*stack) [or (B, S, S, 2*stack), k=1] -> logits_fn's (B, C) averaged over the k stacks.
+
+    The k stacks go through `logits_fn` as one batch of B*k, so the model runs once, not k times.
+    """
+    if flow.ndim == 4:
+        return logits_fn(flow)
+    if flow.ndim != 5:
+        raise ValueError(f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), "
+                         f"got {flow.shape}")
+    batch, k = flow.shape[:2]
+    logits = logits_fn(flow.reshape(batch * k, *flow.shape[2:]))
+    return logits.reshape(batch, k, -1).mean(axis=1)
+
+
+def late_fusion(flow_logits: jax.Array, rgb_logits: jax.Array, flow_weight: float = 0.5) -> jax.Array:
+    """(B, C) flow and RGB logits -> flow_weight * flow + (1 - flow_weight) * rgb, (B, C)."""
+    return flow_weight * flow_logits + (1.0 - flow_weight) * rgb_logits
+
+
+def confusion_matrix(labels: jax.Array, predictions: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:
+    """labels, predictions (B,) int, mask (B,) bool -> (C, C) int32 counts, rows true class, columns predicted.
+
+    Examples with mask False (eval padding) add nothing.
+    """
+    counts = jnp.zeros((num_classes, num_classes), jnp.int32)
+    return counts.at[labels, predictions].add(mask.astype(jnp.int32), mode="drop")
+
+
+def _single_stack(flow: jax.Array) -> jax.Array:
+    if flow.ndim == 5:
+        if flow.shape[1] != 1:
+            raise ValueError(
+                f"joint protocol: expected one centre flow stack, got {flow.shape[1]} stacks (flow {flow.shape}); "
+                "build the loader with eval_stacks=1"
+            )
+        return flow[:, 0]
+    return flow
+
+
+def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
+                    *, flow_weight: float = 0.5, dtype=jnp.float32) -> jax.Array:
+    """uint8 batch -> (B, C) float32 logits of `protocol` ('rgb', 'flow', 'joint', 'late_fusion'); call inside jit.
+
+    models: 'rgb' (EgoRNN-like: rgb (B,T,S,S,3) -> dict logits), 'flow' (FlowResNet-like: (N,S,S,2*stack)),
+    'joint' (TwoStream-like: (rgb, flow)); only the ones the protocol needs (MODELS[protocol]).
+    dtype: compute dtype the normalised inputs are cast to (the models' `dtype`).
+    """
+    def rgb_in():
+        return normalize_rgb(batch["rgb"], dtype)
+
+    def flow_in(x):
+        return normalize_flow(x, dtype)
+
+    def rgb_logits():
+        return models["rgb"](rgb_in())["logits"].astype(jnp.float32)
+
+    def flow_logits():
+        return average_over_stacks(lambda x: models["flow"](flow_in(x))["logits"].astype(jnp.float32), batch["flow"])
+
+    if protocol == "rgb":
+        return rgb_logits()
+    if protocol == "flow":
+        return flow_logits()
+    if protocol == "joint":
+        return models["joint"](rgb_in(), flow_in(_single_stack(batch["flow"])))["logits"].astype(jnp.float32)
+    if protocol == "late_fusion":
+        return late_fusion(flow_logits(), rgb_logits(), flow_weight)
+    raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("protocol", "num_classes", "flow_weight", "dtype"))
+def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
+              num_classes: int, flow_weight: float = 0.5, dtype=jnp.float32) -> jax.Array:
+    """(graphdef, state) of the models dict, one batch -> (C, C) int32 confusion counts of its unpadded examples.
+
+    Jitted once per (graphdef, protocol, shapes): periodic evaluation in the train loop does not recompile.
+    """
+    models = nnx.merge(graphdef, state)
+    # Eval mode on this traced copy only: the caller's modules keep their training modes.
+    for module in models.values():
+        module.eval()
+    logits = protocol_logits(protocol, models, batch, flow_weight=flow_weight, dtype=dtype)
+    return confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
+
+
+def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: str,
+             models: Mapping[str, nnx.Module], num_classes: int, *, flow_weight: float = 0.5,
+             dtype=jnp.float32) -> np.ndarray:
+    """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
+
+    Batches may be numpy or global (sharded) jax.Arrays; with sharded batches, pass models whose state is
+    replicated over the same mesh. A batch without 'mask' counts every example.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    missing = [name for name in MODELS[protocol] if name not in models]
+    if missing:
+        raise ValueError(f"protocol {protocol!r} needs models {MODELS[protocol]}, missing {missing}")
+    graphdef, state = nnx.split({name: models[name] for name in MODELS[protocol]})
+    total, expected = None, 0
+    for n, batch in enumerate(batches):
+        absent = [key for key in INPUTS[protocol] + ("label",) if key not in batch]
+        if absent:
+            raise ValueError(f"evaluate: batch {n} lacks {absent} needed by protocol {protocol!r}; "
+                             f"build the loader with {LOADER[protocol]}")
+        inputs = {key: batch[key] for key in INPUTS[protocol] + ("label",)}
+        inputs["mask"] = batch["mask"] if "mask" in batch else np.ones(np.shape(batch["label"]), bool)
+        counts = eval_step(graphdef, state, inputs, protocol=protocol, num_classes=num_classes,
+                           flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        total = counts if total is None else total + counts
+        expected += int(np.sum(np.asarray(inputs["mask"])))
+    if total is None:
+        raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
+    confusion = np.asarray(total, np.int64)
+    if confusion.sum() != expected:
+        raise ValueError(f"evaluate: {expected - confusion.sum()} unpadded examples have labels outside "
+                         f"[0, {num_classes}); does the dataset match num_classes={num_classes}?")
+    return confusion
+
+
+def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
+    """(C, C) confusion -> dict: accuracy, num_examples, num_correct, mean_class_accuracy, per_class_accuracy.
+
+    per_class_accuracy maps class name -> recall, or None for classes absent from the evaluated split
+    (mean_class_accuracy averages the present ones).
+    """
+    confusion = np.asarray(confusion)
+    if confusion.shape != (len(class_names),) * 2:
+        raise ValueError(f"summarize: confusion {confusion.shape} does not match {len(class_names)} class names")
+    support = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    total = int(support.sum())
+    per_class = {name: (float(c / s) if s else None) for name, c, s in zip(class_names, correct, support)}
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "accuracy": float(correct.sum() / total) if total else float("nan"),
+        "num_examples": total,
+        "num_correct": int(correct.sum()),
+        "mean_class_accuracy": float(np.mean(present)) if present else float("nan"),
+        "per_class_accuracy": per_class,
+        "per_class_support": {name: int(s) for name, s in zip(class_names, support)},
+    }
+
+
+def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names: Sequence[str],
+                 meta: Mapping | None = None) -> dict:
+    """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta)."""
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    metrics = {**(meta or {}), **summarize(confusion, class_names)}
+    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (outdir / "confusion.json").write_text(json.dumps(
+        {"rows": "true", "columns": "predicted", "classes": list(class_names),
+         "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
+    title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"
+    plots.write_png(outdir / "confusion.png", plots.confusion_image(confusion, class_names, title=title))
+    return metrics
+
+
+def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
+    """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
+
+    The final checkpoint is the latest one of a finished stage (W/<stage>/DONE); best-epoch selection on
+    the test subject is deliberately not offered. The whole model state is restored (replicated over this
+    process's devices), whatever device count wrote it. allow_unfinished evaluates the latest checkpoint of an
+    unfinished stage (meta['finished'] False). meta: stage, kind, step, finished.
+    """
+    if stage not in config.stages:
+        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage_dir = pathlib.Path(workdir) / stage
+    ckpt_dir = stage_dir / "checkpoints"
+    done = stage_dir / "DONE"
+    if not done.exists() and not allow_unfinished:
+        raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
+                                f"(scripts/train.py with the same --config and --workdir), or pass "
+                                f"--allow_unfinished to evaluate its latest checkpoint")
+    manager = ocp.CheckpointManager(str(ckpt_dir.absolute()), item_names=checkpoint.ITEMS) \
+        if ckpt_dir.is_dir() else None
+    step = manager.latest_step() if manager else None
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {ckpt_dir}")
+    stage_cfg = config.stages[stage]
+    model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
+                                seed=config.seed)
+    # Restore onto this process's devices with the model as target: the run that saved it may have used
+    # another device count (orbax cannot restore a sharding whose devices do not exist here).
+    rep = sharding.replicated(sharding.make_mesh())
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                          checkpoint.model_tree(model))
+    try:
+        tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not fit the model of stage {stage!r} "
+                         f"({type(e).__name__}: {e}); was it written with a different config?") from e
+    finally:
+        manager.close()
+    checkpoint.load_model_tree(model, tree)
+    model.eval()
+    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": int(step), "finished": done.exists()}
+
+
+def _last_stage_of_kind(config, kind: str, what: str) -> str:
+    stages = [name for name in config.recipe if config.stages[name].model.kind == kind]
+    if not stages:
+        raise ValueError(f"late_fusion needs a {what} stage (model kind {kind!r}); the recipe has "
+                         f"{[(n, config.stages[n].model.kind) for n in config.recipe]}: pass --{what}_stage")
+    return stages[-1]
+
+
+def test_source(config, split: str | None = None):
+    """The config's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
+    from ego_jax.data.gtea61 import load_source  # noqa: PLC0415  (tfds import only when data is read)
+
+    d = config.data
+    split = split or d.test_split
+    try:
+        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
+    except Exception as e:  # tfds raises several types for a missing or partial build
+        raise FileNotFoundError(f"dataset gtea61/{d.builder_config} split {split!r} not readable in {d.data_dir!r} "
+                                f"({type(e).__name__}: {e}). Build it first: {d.build_hint}") from e
+
+
+def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,
+                     rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
+                     flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False) -> dict:
+    """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
+
+    stage: default the recipe's last; protocol: default the stage's own (PROTOCOL_OF_KIND). late_fusion
+    combines rgb_stage and flow_stage (default: the recipe's last EgoRNN / FlowResNet stages) and writes
+    <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
+    """
+    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
+    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
+    workdir = pathlib.Path(workdir)
+    stage = stage or config.recipe[-1]
+    if stage not in config.stages:
+        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    protocol = protocol or PROTOCOL_OF_KIND[config.stages[stage].model.kind]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    if protocol == "late_fusion":
+        names = {"rgb": rgb_stage or _last_stage_of_kind(config, "ego_rnn", "rgb"),
+                 "flow": flow_stage or _last_stage_of_kind(config, "flow", "flow")}
+        out_name, eval_stacks = "late_fusion", fusion_stacks
+    else:
+        names = {MODELS[protocol][0]: stage}
+        out_name = stage
+        eval_stacks = config.data.flow_eval_stacks if protocol == "flow" else 1
+    models, checkpoints = {}, {}
+    for role, name in names.items():
+        kind = config.stages[name].model.kind
+        if PROTOCOL_OF_KIND[kind] != role:
+            raise ValueError(f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
+                             f"{kind} model (evaluate it with --protocol {PROTOCOL_OF_KIND[kind]})")
+        models[role], checkpoints[name] = load_stage_model(config, workdir, name, allow_unfinished=allow_unfinished)
+
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    d = config.data
+    split = split or d.test_split
+    loader = make_loader(test_source(config, split), kind=LOADER[protocol]["kind"], train=False,
+                         global_batch_size=config.eval_batch_size, frames=d.frames, stack=d.stack, crop=d.crop,
+                         resize=d.resize, eval_stacks=eval_stacks, seed=config.seed, num_epochs=1,
+                         worker_count=d.worker_count, sharding=sharding.batch_sharding(mesh))
+    confusion = evaluate(loader, protocol, models, config.num_classes, flow_weight=flow_weight,
+                         dtype=jnp.dtype(config.dtype))
+
+    class_names = CLASSES if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
+    meta = {"protocol": protocol, "split": split, "checkpoint": "final", "stages": checkpoints,
+            "frames": d.frames, "crop": d.crop}
+    if "flow" in INPUTS[protocol]:
+        meta["flow_stacks"] = eval_stacks
+    if protocol == "late_fusion":
+        meta["flow_weight"] = flow_weight
+    outdir = workdir / out_name / "eval"
+    metrics = write_report(outdir, confusion, class_names, meta)
+    history = workdir / out_name / "metrics.jsonl"
+    if history.exists():
+        records = plots.read_metrics(history)
+        keys = [k for k in plots.numeric_keys(records, "step") if k != "epoch"]
+        if keys:
+            plots.write_png(outdir / "curves.png", plots.curves_image(records, keys=keys))
+    return {**metrics, "outdir": str(outdir)}

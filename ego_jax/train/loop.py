@@ -1,0 +1,221 @@
+"""Runs a recipe's stages in order in a workdir: resumable, sharded, logged, stopped cleanly on SIGTERM.
+
+W/<stage>/checkpoints (orbax), W/<stage>/metrics.jsonl, W/<stage>/eval.json, W/<stage>/DONE (written last),
+plus TensorBoard event files in W/<stage>.
+"""
+import json
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metric_writers, periodic_actions
+from flax import nnx
+
+from ego_jax.train import checkpoint, recipes, sharding
+from ego_jax.train.optim import make_optimizer
+from ego_jax.train.step import init_state, make_eval_step, make_train_step, split_model
+
+
+class StopRequest:
+    """SIGTERM handler: only sets a flag; the loop saves a checkpoint at the next step boundary and returns."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum=signal.SIGTERM, frame=None):
+        logging.warning("signal %s: saving a checkpoint after the current step, then exiting", signum)
+        self.requested = True
+
+
+def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None) -> bool:
+    """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
+
+    stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
+    """
+    stop = stop or StopRequest()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        mesh = sharding.make_mesh()
+        sharding.check_batch_size(config.batch_size, mesh)
+        sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+        for name in config.recipe:
+            if name not in config.stages:
+                raise ValueError(f"config.recipe names stage {name!r}; defined stages: {list(config.stages)}")
+            if "imagenet" in config.stages[name].init_from.values():  # fail now, not after the earlier stages
+                recipes.check_imagenet(config.imagenet_weights)
+        for name in config.recipe:
+            if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step):
+                return False
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sources(config):
+    from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
+
+    d = config.data
+    try:
+        return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
+                load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}\nFor this config: {d.build_hint}") from e
+
+
+def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
+    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
+
+    d, kind = config.data, stage.model.kind
+    return make_loader(
+        source, kind=recipes.LOADER_KIND[kind], train=train,
+        global_batch_size=config.batch_size if train else config.eval_batch_size,
+        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
+        ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
+        eval_stacks=d.flow_eval_stacks if kind == "flow" and not train else 1,
+        seed=config.seed, start_step=start_step, num_epochs=stage.epochs if train else 1,
+        worker_count=d.worker_count, sharding=sharding.batch_sharding(mesh))
+
+
+def evaluate(eval_step, state, frozen, loader) -> dict:
+    """Accuracy over a padded eval loader (padding excluded by the batch mask)."""
+    correct = count = 0
+    for batch in loader:
+        out = eval_step(state, frozen, batch)
+        correct += jnp.sum(out["correct"])
+        count += jnp.sum(out["mask"])
+    correct, count = int(correct), int(count)
+    return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
+
+
+class _Log:
+    """Scalars to the clu writer (TensorBoard + console) and to metrics.jsonl."""
+
+    def __init__(self, stage_dir: str):
+        self.writer = metric_writers.create_default_writer(
+            stage_dir, just_logging=jax.process_index() > 0, asynchronous=False)
+        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a")
+
+    def __call__(self, step: int, scalars: dict):
+        scalars = {k: float(v) for k, v in scalars.items()}
+        self.writer.write_scalars(step, scalars)
+        self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
+        self.jsonl.flush()
+
+    def close(self):
+        self.writer.flush()
+        self.jsonl.close()
+
+
+def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
+    """Train one stage (skip if DONE, resume from its last checkpoint); -> True when the stage is done."""
+    stage, stage_dir = config.stages[name], os.path.join(workdir, name)
+    if os.path.exists(os.path.join(stage_dir, "DONE")):
+        logging.info("stage %s: already done in %s, skipping", name, stage_dir)
+        return True
+    os.makedirs(stage_dir, exist_ok=True)
+    train_source, test_source = _sources(config)
+    dtype = jnp.dtype(config.dtype)
+    model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
+                                crop=config.data.crop)
+    trainable = recipes.param_filter(stage.trainable, model)
+    model.eval()
+    eval_graphdef = nnx.graphdef(model)
+    updated_stats = recipes.set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
+
+    ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
+    start = ckpts.latest_step() or 0
+    if not start:
+        recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
+    steps_per_epoch = len(train_source) // config.batch_size
+    if not steps_per_epoch:
+        raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
+                         f"batch_size={config.batch_size}")
+    total = steps_per_epoch * stage.epochs
+
+    params = split_model(model, trainable, updated_stats)[1]
+    tx, schedules = make_optimizer(stage.optimizer, params, num_epochs=stage.epochs,
+                                   steps_per_epoch=steps_per_epoch, quirk=config.schedule_quirk)
+    opt_state = None
+    if start:
+        opt_state, meta = ckpts.restore(start, model, tx.init(params), sharding.replicated(mesh))
+        logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
+    graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
+
+    grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
+    train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
+    eval_step = make_eval_step(eval_graphdef, recipes.make_predict_fn(stage, dtype), mesh)
+    log = _Log(stage_dir)
+    report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
+                                             every_steps=config.log_every_steps)
+    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
+                 steps_per_epoch, len(jax.tree.leaves(params)), len(jax.tree.leaves(frozen)))
+
+    def save(step):
+        nnx.update(model, state.params, state.stats, state.rngs)  # frozen arrays are already in the model
+        ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
+
+    def check(step, metrics):
+        if not metrics["finite"]:
+            raise FloatingPointError(
+                f"stage {name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
+                f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
+                f"{ckpts.latest_step()} in {ckpts.directory}")
+
+    def run_eval(step):
+        test = _loader(config, stage, test_source, train=False, ms_grid=None, mesh=mesh)
+        result = dict(step=step, epoch=step // steps_per_epoch, **evaluate(eval_step, state, frozen, test))
+        log(step, {"eval/accuracy": result["accuracy"]})
+        return result
+
+    loader = _loader(config, stage, train_source, train=True, ms_grid=grid, start_step=start, mesh=mesh)
+    window, pending, last_eval, t0 = [], None, None, time.perf_counter()
+    for step, batch in zip(range(start + 1, total + 1), loader):
+        state, metrics = train_step(state, frozen, batch)
+        if pending is not None:  # checked one step late, so the host never waits for the device here
+            window.append(jax.device_get(pending[1]))
+            check(pending[0], window[-1])
+        pending = (step, metrics)
+        if step == start + 1:
+            logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
+        report(step)
+        boundary = step % steps_per_epoch == 0
+        epoch = step // steps_per_epoch
+        if step % config.log_every_steps == 0 or step == total:
+            window.append(jax.device_get(metrics))
+            check(step, window[-1])
+            pending = None
+            log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
+                       **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
+                       "epoch": epoch})
+            window = []
+        if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
+            last_eval = run_eval(step)
+        stopping = stop.requested or step == stop_at_step
+        if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+            if pending is not None:
+                check(*pending)
+            save(step)
+        if stopping and step < total:
+            log.close()
+            ckpts.close()
+            logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
+                            name, step, total)
+            return False
+
+    if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
+        last_eval = run_eval(total)
+    save(total)
+    with open(os.path.join(stage_dir, "eval.json"), "w") as f:
+        json.dump(dict(stage=name, split=config.data.test_split, **last_eval), f, indent=1)
+    log.close()
+    ckpts.close()
+    with open(os.path.join(stage_dir, "DONE"), "w") as f:
+        json.dump(dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]), f)
+    logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
+    return True
+
+

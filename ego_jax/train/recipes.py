@@ -1,0 +1,201 @@
+"""Stages of a recipe: model construction, trainable filters, BatchNorm/dropout modes, initialisation, losses.
+
+A stage config (see configs/common.py) is data: model (kind + kwargs), init_from {target: source},
+trainable (path regexes over nnx state paths), bn_train / dropout_train (path regexes over module paths),
+optimizer, epochs, loss. Paths are '/'-joined nnx paths such as 'rgb/backbone/layer4/2/conv2/kernel'.
+"""
+import logging
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ego_jax.train import checkpoint
+from ego_jax.train.optim import matches
+
+# model kind -> loader kind of ego_jax.data.pipeline.make_loader.
+LOADER_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "two_stream"}
+
+
+def _path(parts) -> str:
+    return "/".join(map(str, parts))
+
+
+def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int = 224) -> nnx.Module:
+    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream for crop x crop input."""
+    from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
+
+    kw = model_cfg.kwargs.to_dict()
+    if kw.get("ms_head"):  # the MS head predicts on the layer4 grid of this input size
+        kw["ms_head"] = dict(kw["ms_head"], grid=models.layer4_grid(crop, crop))
+    rngs = nnx.Rngs(seed)
+    if model_cfg.kind == "ego_rnn":
+        return models.EgoRNN(num_classes, **kw, dtype=dtype, rngs=rngs)
+    if model_cfg.kind == "flow":
+        return models.FlowResNet(num_classes, **kw, dtype=dtype, rngs=rngs)
+    if model_cfg.kind == "two_stream":
+        rgb = models.EgoRNN(num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
+        flow = models.FlowResNet(num_classes, **kw.pop("flow"), dtype=dtype, rngs=rngs)
+        return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, dtype=dtype, rngs=rngs)
+    raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {sorted(LOADER_KIND)}")
+
+
+def param_filter(patterns: Sequence[str], model: nnx.Module, what: str = "trainable"):
+    """Path regexes -> nnx filter over Params; every regex must match some Param (typos fail loudly)."""
+    paths = [_path(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    for pat in patterns:
+        if not any(matches(p, [pat]) for p in paths):
+            raise ValueError(f"{what} regex {pat!r} matches no parameter of the model; parameter paths look like "
+                             f"{paths[:3]} ... (see nnx.state(model))")
+    return lambda path, _: matches(_path(path), patterns)
+
+
+def set_modes(model: nnx.Module, *, bn_train: Sequence[str], dropout_train: Sequence[str]) -> nnx.filterlib.Filter:
+    """Training-mode BatchNorms/Dropouts = modules whose path matches; all others inference mode.
+
+    -> filter selecting the BatchStats of the training-mode BatchNorms (the statistics the step updates).
+    """
+    modules = [(_path(p), m) for p, m in nnx.iter_modules(model)]
+    for pats, kind in ((bn_train, nnx.BatchNorm), (dropout_train, nnx.Dropout)):
+        for pat in pats:
+            if not any(isinstance(m, kind) and matches(p, [pat]) for p, m in modules):
+                raise ValueError(f"regex {pat!r} matches no {kind.__name__} module of the model")
+    training_bn = []
+    for p, m in modules:
+        if isinstance(m, nnx.BatchNorm):
+            m.use_running_average = not matches(p, bn_train)
+            if not m.use_running_average:
+                training_bn.append(p)
+        elif isinstance(m, nnx.Dropout):
+            m.deterministic = not matches(p, dropout_train)
+    return lambda path, _: _path(path[:-1]) in training_bn
+
+
+def _module_at(model: nnx.Module, target: str) -> nnx.Module:
+    m = model
+    for name in ([] if target == "model" else target.split("/")):
+        if not hasattr(m, name):
+            raise ValueError(f"init_from target {target!r}: the model has no submodule {name!r}")
+        m = getattr(m, name)
+    return m
+
+
+def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> None:
+    """Copy Params and BatchStats found in `flat` (path -> array) into `module`; others keep their init."""
+    state = nnx.state(module, (nnx.Param, nnx.BatchStat))
+    loaded, kept = 0, []
+    for path, var in nnx.to_flat_state(state):
+        key = _path(path)
+        if key not in flat:
+            kept.append(key)
+            continue
+        if flat[key].shape != var.value.shape:
+            raise ValueError(f"init from {source}: {key} has shape {flat[key].shape}, the model expects "
+                             f"{var.value.shape} (different model kwargs?)")
+        var.value = jnp.asarray(flat[key], var.value.dtype)
+        loaded += 1
+    if not loaded:
+        raise ValueError(f"init from {source}: no parameter path matches the model (wrong source?)")
+    nnx.update(module, state)
+    logging.info("init from %s: %d arrays loaded, %d kept fresh %s", source, loaded, len(kept), kept[:8])
+
+
+def check_imagenet(path: str) -> None:
+    """Raise a FileNotFoundError saying how to make the ImageNet artifact unless `path` exists."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"ImageNet weights not found at {path!r}. Convert torchvision's ResNet-34 once: "
+            f"`python scripts/convert_weights.py resnet34-b627a593.pth {path}`, or set "
+            f"--config.imagenet_weights=PATH, or train from scratch with the config argument init=scratch")
+
+
+def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: str) -> None:
+    """Apply a stage's init_from {target ('model' or a submodule path): source}.
+
+    source: 'imagenet' (converted torchvision ResNet-34 .npz into a ResNet), a stage name (its latest
+    checkpoint in `workdir`), or a checkpoint directory path.
+    """
+    for target, source in init_from.items():
+        module = _module_at(model, target)
+        if source == "imagenet":
+            check_imagenet(imagenet_weights)
+            from ego_jax.convert.torchvision import load_imagenet  # noqa: PLC0415
+
+            kind = "rgb" if module.conv1.in_features == 3 else "flow"
+            load_imagenet(module, imagenet_weights, kind=kind)
+            continue
+        directory = source if os.sep in source else os.path.join(workdir, source)
+        ckpt = os.path.join(directory, "checkpoints") if os.path.isdir(os.path.join(directory, "checkpoints")) \
+            else directory
+        if os.sep not in source and not os.path.exists(os.path.join(directory, "DONE")):
+            raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
+                                    f"(no {directory}/DONE); run it first (keep it in config.recipe)")
+        load_flat(module, checkpoint.load_final_state(ckpt), source)
+
+
+def _inputs(kind: str, batch: dict, dtype):
+    from ego_jax.data.transforms import normalize_flow, normalize_rgb  # noqa: PLC0415
+
+    rgb = normalize_rgb(batch["rgb"], dtype) if kind in ("ego_rnn", "two_stream") else None
+    flow = normalize_flow(batch["flow"], dtype) if kind in ("flow", "two_stream") else None
+    return rgb, flow
+
+
+def _forward(kind: str, model, rgb, flow) -> dict:
+    if kind == "ego_rnn":
+        return model(rgb)
+    if kind == "flow":
+        return model(flow)
+    return model(rgb, flow)
+
+
+def ms_kind(stage) -> str | None:
+    """'cls' | 'reg' for a stage whose model has a motion-segmentation head, else None."""
+    head = stage.model.kwargs.get("ms_head")
+    return head.kind if head else None
+
+
+def make_loss_fn(stage, dtype):
+    """Stage -> loss_fn(model, uint8 batch) -> (loss, metrics): cross-entropy (+ alpha * MS loss)."""
+    from ego_jax.models import action_loss, ms_loss  # noqa: PLC0415
+
+    kind, loss_cfg, head = stage.model.kind, stage.loss, ms_kind(stage)
+
+    def loss_fn(model, batch):
+        out = _forward(kind, model, *_inputs(kind, batch, dtype))
+        logits = out["logits"].astype(jnp.float32)
+        loss = action_loss(logits, batch["label"])
+        metrics = dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
+        if out.get("ms") is not None:
+            l_ms = ms_loss(out["ms"].astype(jnp.float32), batch["ms_target"], head, reg_loss=loss_cfg.ms_reg_loss)
+            metrics = dict(metrics, action_loss=loss, ms_loss=l_ms)
+            loss = loss + loss_cfg.ms_alpha * l_ms
+        return loss, metrics
+
+    return loss_fn
+
+
+def make_predict_fn(stage, dtype):
+    """Stage -> predict_fn(model, uint8 batch) -> logits (B, C); flow k-stack batches average their k logits."""
+    kind = stage.model.kind
+
+    def predict_fn(model, batch):
+        rgb, flow = _inputs(kind, batch, dtype)
+        if kind == "flow" and flow.ndim == 5:
+            b, k = flow.shape[:2]
+            return model(flow.reshape(b * k, *flow.shape[2:]))["logits"].reshape(b, k, -1).mean(1)
+        return _forward(kind, model, rgb, flow)["logits"]
+
+    return predict_fn
+
+
+def ms_grid(model: nnx.Module, kind: str, *, frames: int, crop: int):
+    """(h, w) of the MS head's output for crop x crop frames, or None without an MS head (shape-only trace)."""
+    if kind != "ego_rnn" or getattr(model, "ms_head", None) is None:
+        return None
+    x = jax.ShapeDtypeStruct((1, frames, crop, crop, 3), jnp.float32)
+    out = nnx.eval_shape(lambda m, x: m(x), model, x)
+    return tuple(out["ms"].shape[2:4])

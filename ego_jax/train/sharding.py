@@ -1,0 +1,29 @@
+"""Device mesh with a 'data' axis: batches sharded along it, model and optimiser state replicated."""
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(devices=None) -> Mesh:
+    """1-D mesh over `devices` (default: all) with axis 'data'."""
+    devices = jax.devices() if devices is None else list(devices)
+    # Auto axes: jit's in/out shardings decide the layout and XLA propagates it (jax's default is Explicit).
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over 'data', other axes whole."""
+    return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device."""
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
+    """Raise a clear error unless the global batch splits evenly over the 'data' axis."""
+    n = mesh.shape["data"]
+    if batch_size % n:
+        raise ValueError(
+            f"{what}={batch_size} is not divisible by the {n} devices of the 'data' mesh axis; "
+            f"set --config.{what} to a multiple of {n} (e.g. {max(n, batch_size // n * n)})")

@@ -1,0 +1,96 @@
+"""Jitted train and eval steps over a 'data' mesh; gradients only for a stage's trainable parameters.
+
+The model is split once per stage into
+  params  trainable nnx.Params (differentiated, optimised),
+  stats   BatchStats of the BatchNorms that run in training mode (updated by the forward pass),
+  rngs    dropout RNG state,
+  frozen  everything else (frozen params and frozen BN statistics): an input, never an output,
+so frozen values cannot change and XLA never builds the backward pass of a frozen backbone.
+"""
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from ego_jax.train import sharding
+
+# (model, batch) -> (scalar loss, dict of scalar metrics); batch holds the loader's uint8 arrays.
+LossFn = Callable[[nnx.Module, dict], tuple[jax.Array, dict]]
+# (model, batch) -> logits (B, C).
+PredictFn = Callable[[nnx.Module, dict], jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """What a train step carries from step to step (frozen state is passed beside it)."""
+
+    step: jax.Array
+    params: nnx.State
+    stats: nnx.State
+    rngs: nnx.State
+    opt_state: optax.OptState
+
+
+def split_model(model: nnx.Module, trainable: nnx.filterlib.Filter, updated_stats: nnx.filterlib.Filter):
+    """model -> (graphdef, params, stats, rngs, frozen); see the module docstring."""
+    return nnx.split(model, nnx.All(nnx.Param, trainable), nnx.All(nnx.BatchStat, updated_stats),
+                     nnx.RngState, ...)
+
+
+def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTransformation, mesh, *,
+               step: int = 0, opt_state=None):
+    """model -> (graphdef, TrainState, frozen), replicated over `mesh`; opt_state defaults to tx.init(params)."""
+    graphdef, params, stats, rngs, frozen = split_model(model, trainable, updated_stats)
+    opt_state = tx.init(params) if opt_state is None else opt_state
+    rep = sharding.replicated(mesh)
+    state = TrainState(jnp.asarray(step, jnp.int32), params, stats, rngs, opt_state)
+    return graphdef, jax.device_put(state, rep), jax.device_put(frozen, rep)
+
+
+def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh):
+    """-> jitted (state, frozen, batch) -> (state, metrics); state donated, batch sharded on 'data'."""
+
+    def train_step(state: TrainState, frozen: nnx.State, batch: dict):
+        def loss_of(params):
+            # copy=True: fresh Variables at this trace level, so BatchNorm may write its statistics.
+            model = nnx.merge(graphdef, params, state.stats, state.rngs, frozen, copy=True)
+            loss, metrics = loss_fn(model, batch)
+            # Only the stats this stage updates are outputs; the others stay frozen inputs.
+            stats = _like(nnx.state(model, nnx.BatchStat), state.stats)
+            return loss, (metrics, stats, nnx.state(model, nnx.RngState))
+
+        (loss, (metrics, stats, rngs)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # A finite loss can still come with an update that overflows; both must hold for a checkpoint to be good.
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)]))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), finite=finite)
+        return TrainState(state.step + 1, params, stats, rngs, opt_state), metrics
+
+    rep = sharding.replicated(mesh)
+    return jax.jit(train_step, in_shardings=(rep, rep, sharding.batch_sharding(mesh)),
+                   out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def _like(full: nnx.State, subset: nnx.State) -> nnx.State:
+    """The entries of `full` at the paths of `subset`."""
+    flat = dict(nnx.to_flat_state(full))
+    return nnx.from_flat_state([(path, flat[path]) for path, _ in nnx.to_flat_state(subset)])
+
+
+def make_eval_step(eval_graphdef, predict_fn: PredictFn, mesh):
+    """-> jitted (state, frozen, batch) -> dict(logits (B,C), correct (B,) bool, mask (B,) bool), sharded on 'data'.
+
+    `eval_graphdef` is the model with every BatchNorm on running statistics and dropout off.
+    """
+
+    def eval_step(state: TrainState, frozen: nnx.State, batch: dict):
+        model = nnx.merge(eval_graphdef, state.params, state.stats, state.rngs, frozen, copy=True)
+        logits = predict_fn(model, batch).astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
+        return dict(logits=logits, correct=correct, mask=batch["mask"])
+
+    rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, rep, data), out_shardings=data)

@@ -1,0 +1,133 @@
+"""CAM attention and motion-map overlays on RGB frames (host-side numpy/OpenCV, uint8 RGB images)."""
+import cv2
+import numpy as np
+
+
+def _check_frame(frame: np.ndarray, where: str) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(
+            f"{where}: expected an (H, W, 3) uint8 RGB frame, got shape {frame.shape} dtype {frame.dtype}; "
+            "pass the un-normalised frames the loader yields"
+        )
+    return frame
+
+
+def upsample_map(values: np.ndarray, size: tuple[int, int], *, normalize: bool) -> np.ndarray:
+    """(h, w) map -> (H, W) float32 by bilinear interpolation; min-max scaled to [0, 1] when normalize."""
+    values = np.asarray(values, np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"upsample_map: expected an (h, w) map, got shape {values.shape}")
+    if normalize:
+        lo, hi = float(values.min()), float(values.max())
+        # A constant map has no peak to show; render it as all-zero rather than dividing by zero.
+        values = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    height, width = size
+    # Pixel-centre aligned, like the reference's cv2.resize of the 7x7 CAM to 224x224.
+    return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """(H, W) float in [0, 1] -> (H, W, 3) uint8 RGB with OpenCV's JET colour map (blue low, red high)."""
+    heat8 = np.clip(np.rint(np.asarray(heat, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def blend(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 frame, (H, W) heat in [0, 1] -> (1 - alpha) * frame + alpha * jet(heat), uint8."""
+    frame = _check_frame(frame, "blend")
+    if heat.shape != frame.shape[:2]:
+        raise ValueError(f"blend: heat shape {heat.shape} does not match frame shape {frame.shape[:2]}")
+    return cv2.addWeighted(frame, 1.0 - alpha, colorize(heat), alpha, 0.0)
+
+
+def overlay_attention(frame: np.ndarray, attention: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 frame, (h, w) CAM attention -> (H, W, 3) uint8 frame with the min-max scaled CAM blended in."""
+    frame = _check_frame(frame, "overlay_attention")
+    return blend(frame, upsample_map(attention, frame.shape[:2], normalize=True), alpha)
+
+
+def overlay_motion(frame: np.ndarray, motion: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 frame, (h, w) moving probability/fraction in [0, 1] -> (H, W, 3) uint8 overlay (not rescaled)."""
+    frame = _check_frame(frame, "overlay_motion")
+    return blend(frame, np.clip(upsample_map(motion, frame.shape[:2], normalize=False), 0.0, 1.0), alpha)
+
+
+def motion_probability(ms: np.ndarray) -> np.ndarray:
+    """MS head output (..., h, w, K) -> (..., h, w) in [0, 1]: softmax moving-class prob (K=2) or the value (K=1)."""
+    ms = np.asarray(ms, np.float32)
+    if ms.shape[-1] == 1:
+        return ms[..., 0]
+    if ms.shape[-1] == 2:
+        # sigmoid(l1 - l0) via logaddexp: no overflow for confident predictions.
+        return np.exp(-np.logaddexp(0.0, ms[..., 0] - ms[..., 1]))
+    raise ValueError(f"motion_probability: expected K=1 (regression) or K=2 (classification) last axis, got {ms.shape}")
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    """Draws a small caption with a dark outline so it reads on any overlay."""
+    image = image.copy()
+    scale = max(image.shape[0] / 400.0, 0.3)
+    org = (3, int(22 * scale) + 3)  # baseline below the cap height (about 22 px at scale 1)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def image_grid(rows: list[list[np.ndarray]], row_titles: list[str] | None = None, pad: int = 2) -> np.ndarray:
+    """Rows of equally sized (H, W, 3) uint8 images -> one (R*(H+pad)-pad, C*(W+pad)-pad, 3) uint8 grid, white gaps."""
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        raise ValueError(f"image_grid: expected a non-empty list of rows of equal length, "
+                         f"got lengths {[len(r) for r in rows]}")
+    height, width = rows[0][0].shape[:2]
+    grid = np.full((len(rows) * (height + pad) - pad, len(rows[0]) * (width + pad) - pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            if image.shape != (height, width, 3):
+                raise ValueError(f"image_grid: image ({i}, {j}) has shape {image.shape}, expected {(height, width, 3)}")
+            if row_titles is not None and j == 0:
+                image = _label(image, row_titles[i])
+            grid[i * (height + pad):i * (height + pad) + height, j * (width + pad):j * (width + pad) + width] = image
+    return grid
+
+
+def cam_grid(
+    frames: np.ndarray,
+    attention: np.ndarray | None = None,
+    ms_pred: np.ndarray | None = None,
+    ms_target: np.ndarray | None = None,
+    *,
+    alpha: float = 0.5,
+    title: str = "",
+    min_size: int = 0,
+) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames [+ (T, h, w) attention, (T, h, w, K) predicted MS, (T, h, w) target] -> grid image.
+
+    Rows: frames, CAM overlays, predicted motion, target motion (the rows whose input is None are left out),
+    under a white band with the lines of `title` when given. Frames smaller than `min_size` px (short side)
+    are enlarged for display (bilinear) before the maps are laid over them.
+    """
+    frames = np.asarray(frames)
+    height, width = frames.shape[1:3]
+    zoom = max(1.0, min_size / min(height, width))
+    if zoom > 1.0:
+        size = (round(width * zoom), round(height * zoom))
+        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
+    rows, titles = [list(frames)], ["frames"]
+    if attention is not None:
+        rows.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(attention), strict=True)])
+        titles.append("CAM")
+    if ms_pred is not None:
+        rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, motion_probability(ms_pred), strict=True)])
+        titles.append("MS pred")
+    if ms_target is not None:
+        rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, np.asarray(ms_target), strict=True)])
+        titles.append("MS target")
+    grid = image_grid(rows, titles)
+    lines = title.splitlines()
+    if not lines:
+        return grid
+    band = np.full((18 * len(lines) + 4, grid.shape[1], 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (3, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, grid], axis=0)

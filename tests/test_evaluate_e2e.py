@@ -1,0 +1,224 @@
+"""scripts/evaluate.py and scripts/visualize_cam.py on a tiny synthetic GTEA61 and a checkpointed workdir.
+
+The workdir holds freshly initialised quickstart-sized models saved the way the train loop saves them
+(orbax 'state' item + DONE); the expected predictions come from those in-memory models, run one clip at
+a time on unpadded, unsharded batches, so the restore, loader, padding and sharding paths are all checked.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ego_jax.data import gtea61, synthetic
+from ego_jax.data.pipeline import make_loader
+from ego_jax.data.transforms import normalize_flow, normalize_rgb
+from ego_jax.train import checkpoint, evaluate, recipes, sharding
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CLASSES = gtea61.CLASSES[:3]
+CONFIG = '''
+from configs import common, quickstart
+
+
+def get_config(arg=None):
+    c = quickstart.get_config(arg)
+    c.data.data_dir = {data_dir!r}
+    c.eval_batch_size = 4  # 3 test clips on 4 devices: one padded example
+    with c.unlocked():
+        c.stages.rgb_ms = common.rgb_stage2(c, attention=True, ms_head=dict(kind="cls", tap="layer4", hidden=4,
+                                                                          grid=(1, 1)))
+        c.recipe = c.recipe[:2] + ("rgb_ms",) + c.recipe[2:]  # joint stays last
+    return c
+'''
+
+
+def _load_config(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("e2e_config", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO))
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """(config path, config, workdir, {stage: in-memory model}); every stage DONE except 'unfinished'."""
+    root = tmp_path_factory.mktemp("e2e")
+    synthetic.make_synthetic(root / "manual", preset="tiny", classes=CLASSES, clips_per_class=1)
+    gtea61.build(manual_dir=str(root / "manual"), data_dir=str(root / "tfds"), config="all")
+    config_path = root / "config.py"
+    config_path.write_text(CONFIG.format(data_dir=str(root / "tfds")))
+    config = _load_config(config_path)
+    work = root / "W"
+    models = {}
+    for seed, name in enumerate(config.recipe):
+        stage = config.stages[name]
+        model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=jnp.float32, seed=seed + 1)
+        # Saved replicated over the 4 test devices, as the train loop does; the scripts restore on 1 device.
+        nnx.update(model, jax.device_put(nnx.state(model), sharding.replicated(sharding.make_mesh())))
+        ckpts = checkpoint.StageCheckpoints(str(work / name / "checkpoints"))
+        ckpts.save(7, model, {"count": jnp.zeros((), jnp.int32)}, dict(step=7, epoch=1, stage=name))
+        ckpts.close()
+        (work / name / "DONE").write_text(json.dumps(dict(stage=name, step=7)))
+        model.eval()
+        models[name] = model
+    (work / "rgb_stage1" / "metrics.jsonl").write_text("\n".join(
+        json.dumps({"step": s, "train/loss": 4.0 / s, "lr": 1e-3, "epoch": s // 2}) for s in range(1, 6)) + "\n")
+    return config_path, config, work, models
+
+
+def _clips(config, *, kind, eval_stacks=1):
+    """The test clips one at a time, unpadded and unsharded."""
+    d = config.data
+    return list(make_loader(evaluate.test_source(config), kind=kind, train=False, global_batch_size=1,
+                            frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
+                            eval_stacks=eval_stacks, num_epochs=1))
+
+
+def _rgb_logits(model, clip):
+    return np.asarray(model(normalize_rgb(jnp.asarray(clip["rgb"])))["logits"][0])
+
+
+def _flow_logits(model, clip):
+    """Each stack through the model on its own, then the mean (the protocol batches them as B*k)."""
+    stacks = clip["flow"][0] if clip["flow"].ndim == 5 else clip["flow"]
+    return np.mean([np.asarray(model(normalize_flow(jnp.asarray(s[None])))["logits"][0]) for s in stacks], axis=0)
+
+
+def _confusion(labels, logits):
+    out = np.zeros((61, 61), int)
+    for label, row in zip(labels, logits):
+        out[label, int(np.argmax(row))] += 1
+    return out
+
+
+def _saved_confusion(outdir):
+    return np.array(json.loads((outdir / "confusion.json").read_text())["matrix"])
+
+
+def test_rgb_and_flow_stages_match_per_clip_predictions(workdir):
+    _, config, work, models = workdir
+    clips = _clips(config, kind="rgb")
+    labels = [int(c["label"][0]) for c in clips]
+    assert len(clips) == 3 and sorted(labels) == [gtea61.CLASSES.index(n) for n in CLASSES]
+
+    metrics = evaluate.evaluate_workdir(config, work, stage="rgb_stage2")
+    outdir = work / "rgb_stage2" / "eval"
+    expected = _confusion(labels, [_rgb_logits(models["rgb_stage2"], c) for c in clips])
+    np.testing.assert_array_equal(_saved_confusion(outdir), expected)
+    saved = json.loads((outdir / "metrics.json").read_text())
+    assert saved["protocol"] == "rgb" and saved["checkpoint"] == "final" and saved["num_examples"] == 3
+    assert saved["stages"]["rgb_stage2"]["step"] == 7 and saved["accuracy"] == metrics["accuracy"]
+    assert cv2.imread(str(outdir / "confusion.png")) is not None
+
+    flow_clips = _clips(config, kind="flow", eval_stacks=config.data.flow_eval_stacks)
+    assert flow_clips[0]["flow"].shape[1] == config.data.flow_eval_stacks == 2
+    evaluate.evaluate_workdir(config, work, stage="flow")
+    expected = _confusion([int(c["label"][0]) for c in flow_clips],
+                          [_flow_logits(models["flow"], c) for c in flow_clips])
+    np.testing.assert_array_equal(_saved_confusion(work / "flow" / "eval"), expected)
+    assert json.loads((work / "flow" / "eval" / "metrics.json").read_text())["flow_stacks"] == 2
+
+
+def test_joint_and_late_fusion_match_per_clip_predictions(workdir):
+    _, config, work, models = workdir
+    evaluate.evaluate_workdir(config, work)  # default: the recipe's last stage (joint), its own protocol
+    clips = _clips(config, kind="two_stream")
+    joint = models["joint"]
+    expected = _confusion([int(c["label"][0]) for c in clips], [np.asarray(joint(
+        normalize_rgb(jnp.asarray(c["rgb"])), normalize_flow(jnp.asarray(c["flow"])))["logits"][0]) for c in clips])
+    np.testing.assert_array_equal(_saved_confusion(work / "joint" / "eval"), expected)
+
+    metrics = evaluate.evaluate_workdir(config, work, protocol="late_fusion", fusion_stacks=3, flow_weight=0.25)
+    assert metrics["stages"].keys() == {"rgb_ms", "flow"}  # the recipe's last EgoRNN stage and its flow stage
+    clips = _clips(config, kind="two_stream", eval_stacks=3)
+    fused = [0.25 * _flow_logits(models["flow"], c) + 0.75 * _rgb_logits(models["rgb_ms"], c) for c in clips]
+    np.testing.assert_array_equal(_saved_confusion(work / "late_fusion" / "eval"),
+                                  _confusion([int(c["label"][0]) for c in clips], fused))
+
+
+def test_errors_say_what_to_do(workdir):
+    _, config, work, _ = workdir
+    done = work / "rgb_stage1" / "DONE"
+    done.rename(work / "rgb_stage1" / "DONE.bak")
+    try:
+        with pytest.raises(FileNotFoundError, match="--allow_unfinished"):
+            evaluate.evaluate_workdir(config, work, stage="rgb_stage1")
+        unfinished = evaluate.evaluate_workdir(config, work, stage="rgb_stage1", allow_unfinished=True)
+        assert unfinished["stages"]["rgb_stage1"]["finished"] is False
+    finally:
+        (work / "rgb_stage1" / "DONE.bak").rename(done)
+    with pytest.raises(ValueError, match="--protocol rgb"):
+        evaluate.evaluate_workdir(config, work, stage="rgb_stage1", protocol="flow")
+    with pytest.raises(ValueError, match="not in the config"):
+        evaluate.evaluate_workdir(config, work, stage="rgb_stage3")
+    # A checkpoint of another model (no MS head) where the config expects the MS model.
+    other = work.parent / "W_wrong"
+    shutil.copytree(work / "rgb_stage1", other / "rgb_ms")
+    with pytest.raises(ValueError, match="different config"):
+        evaluate.evaluate_workdir(config, other, stage="rgb_ms")
+
+
+def _script(name, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_evaluate_script_writes_the_eval_folder(workdir):
+    config_path, _, work, _ = workdir
+    out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_stage1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rgb_stage1: rgb accuracy" in out.stdout
+    outdir = work / "rgb_stage1" / "eval"
+    assert {"metrics.json", "confusion.json", "confusion.png", "curves.png"} <= set(os.listdir(outdir))
+    out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=nope")
+    assert out.returncode != 0 and "not in the config" in out.stderr
+
+
+def test_visualize_cam_script_grid_and_tensorboard(workdir):
+    config_path, config, work, _ = workdir
+    clip_id = evaluate.test_source(config)[1]["clip_id"]
+    clip_id = clip_id.decode() if isinstance(clip_id, bytes) else clip_id
+    out = _script("visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms",
+                  f"--clip={clip_id}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    png = pathlib.Path(out.stdout.strip().splitlines()[-1])
+    assert png == work / "rgb_ms" / "cam" / (clip_id.replace("/", "_") + ".png")
+    image = cv2.imread(str(png))
+    size, frames = 160, config.data.frames  # the 32 px crops enlarged to the default --min_size
+    # Title band (4 lines: stage, clip, true, pred) + rows frames / CAM / MS pred / MS target, 2 px gaps.
+    assert image.shape == (4 * 18 + 4 + 4 * (size + 2) - 2, frames * (size + 2) - 2, 3)
+    events = list((work / "rgb_ms").glob("events.out.tfevents.*"))
+    assert events, os.listdir(work / "rgb_ms")
+
+    import tensorflow as tf
+
+    tags = {v.tag for e in events for ev in tf.compat.v1.train.summary_iterator(str(e)) for v in ev.summary.value}
+    assert f"cam/{clip_id}" in tags
+
+
+def test_visualize_cam_errors(workdir):
+    _, config, work, _ = workdir
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize_cam", REPO / "scripts" / "visualize_cam.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(ValueError, match="no CAM"):
+        script.visualize(config, str(work), stage="flow", clip="0", split=None, allow_unfinished=False)
+    with pytest.raises(ValueError, match="indices 0..2"):
+        script.find_clip(evaluate.test_source(config), "3")
+    with pytest.raises(ValueError, match="not in the split"):
+        script.find_clip(evaluate.test_source(config), "S9/take_bread/1")

@@ -1,0 +1,137 @@
+"""Jitted train/eval steps on a stand-in model: trainable subsets, frozen state, BN modes, sharding, compiles."""
+import contextlib
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from train_standin import StandIn, batches, loss_fn, predict_fn
+
+from ego_jax.train import recipes, sharding
+from ego_jax.train.step import init_state, make_eval_step, make_train_step
+
+
+def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
+    model = StandIn(rngs=nnx.Rngs(0))
+    before = {"/".join(map(str, p)): np.array(v.value) for p, v in nnx.to_flat_state(nnx.state(model))
+              if not isinstance(v, nnx.RngKey)}
+    train_filter = recipes.param_filter(trainable, model)
+    model.eval()
+    eval_graphdef = nnx.graphdef(model)
+    updated = recipes.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
+    mesh = sharding.make_mesh(devices)
+    tx = optax.sgd(0.1, momentum=0.9)
+    graphdef, state, frozen = init_state(model, train_filter, updated, tx, mesh)
+    step = make_train_step(graphdef, loss_fn, tx, mesh)
+    return model, before, state, frozen, step, make_eval_step(eval_graphdef, predict_fn, mesh)
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Collects one entry per XLA backend compile inside the block."""
+    compiles = []
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _flat(*states):
+    out = {}
+    for s in states:
+        out.update({"/".join(map(str, p)): np.array(v.value) for p, v in nnx.to_flat_state(s)
+                    if not isinstance(v, nnx.RngKey)})
+    return out
+
+
+@pytest.mark.parametrize("trainable,bn_train,changed", [
+    # "stage 1": head only, every BN in inference mode.
+    ((r"classifier/.*",), (), {"classifier/kernel", "classifier/bias"}),
+    # "stage 2"-like: one conv kernel of every block + head, BNs frozen.
+    ((r"classifier/.*", r"layer/\d+/conv/kernel"), (),
+     {"classifier/kernel", "classifier/bias", "layer/0/conv/kernel", "layer/1/conv/kernel"}),
+    # "joint"-like: a block fully trained with its BN in training mode.
+    ((r"layer/1/.*",), (r"layer/1/.*",),
+     {"layer/1/conv/kernel", "layer/1/bn/scale", "layer/1/bn/bias", "layer/1/bn/mean", "layer/1/bn/var"}),
+])
+def test_exactly_the_trainable_params_and_training_bn_stats_change(trainable, bn_train, changed):
+    _, before, state, frozen, step, _ = _setup(trainable, bn_train)
+    data = batches(3)
+    state, metrics = step(state, frozen, data[0])
+    with count_compiles() as compiles:
+        for batch in data[1:]:
+            state, metrics = step(state, frozen, batch)
+    after = _flat(state.params, state.stats, state.rngs, frozen)
+    assert after.keys() == before.keys()
+    diff = {k for k in after if not np.array_equal(after[k], before[k]) and "rngs" not in k}
+    assert diff == changed  # everything else bitwise equal
+    assert int(state.step) == 3 and np.isfinite(float(metrics["loss"]))
+    assert not compiles  # one compile for the whole stage
+
+
+def test_frozen_backbone_has_no_backward_pass():
+    """With only the head trainable, the lowered step holds just the forward convolutions."""
+    def count_convs(trainable):
+        _, _, state, frozen, step, _ = _setup(trainable, ())
+        return step.lower(state, frozen, batches(1)[0]).as_text().count("stablehlo.convolution")
+
+    forward = sum(isinstance(m, nnx.Conv) for _, m in nnx.iter_modules(StandIn(rngs=nnx.Rngs(0))))
+    assert count_convs((r"classifier/.*",)) == forward
+    assert count_convs((r".*",)) > forward
+
+
+def test_dropout_only_in_training():
+    model, _, state, frozen, step, eval_step = _setup((r"classifier/.*",), ())
+    batch = batches(1)[0]
+    a, b = eval_step(state, frozen, batch), eval_step(state, frozen, batch)
+    np.testing.assert_array_equal(a["logits"], b["logits"])  # eval: deterministic, no rng consumed
+    count = int(state.rngs["dropout"]["rngs"]["count"].value)
+    state, _ = step(state, frozen, batch)
+    assert int(state.rngs["dropout"]["rngs"]["count"].value) == count + 1  # training drew a dropout mask
+    assert all(m.deterministic is False for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Dropout))
+
+
+def test_eval_step_masks_padding():
+    _, _, state, frozen, _, eval_step = _setup((r"classifier/.*",), ())
+    batch = batches(1)[0]
+    out = eval_step(state, frozen, batch)
+    n = int(out["correct"].sum())
+    padded = dict(batch, mask=batch["mask"].at[:].set(False))
+    assert out["logits"].shape == (8, 5)
+    assert int(eval_step(state, frozen, padded)["correct"].sum()) == 0
+    assert n == int((np.argmax(out["logits"], -1) == np.asarray(batch["label"])).sum())
+
+
+def test_sharded_step_equals_single_device_step():
+    """4-device data-parallel vs 1 device, BN in training mode (cross-device batch statistics): atol 1e-5."""
+    assert len(jax.devices()) == 4
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        _, _, state, frozen, step, _ = _setup((r".*",), (r".*",), devices=devices)
+        for batch in batches(2):
+            state, _ = step(state, frozen, batch)
+        if len(devices) == 4:
+            assert state.params["classifier"]["kernel"].value.sharding.is_fully_replicated
+        results.append(_flat(state.params, state.stats))
+    for k in results[0]:
+        np.testing.assert_allclose(results[1][k], results[0][k], atol=1e-5, rtol=1e-5, err_msg=k)
+
+
+def test_indivisible_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"batch_size=6 is not divisible by the 4 devices.*--config.batch_size"):
+        sharding.check_batch_size(6, sharding.make_mesh())
+
+
+def test_typo_in_a_filter_regex_is_a_clear_error():
+    model = StandIn(rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="'classifer/.*' matches no parameter"):
+        recipes.param_filter((r"classifer/.*",), model)
+    with pytest.raises(ValueError, match="matches no BatchNorm"):
+        recipes.set_modes(model, bn_train=("layer/7/.*",), dropout_train=())

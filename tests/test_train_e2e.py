@@ -1,0 +1,216 @@
+"""Every config end to end on a tiny synthetic GTEA61 (ResNet-18 width 4, 32 px, T=2, batch 4, 3 steps/epoch).
+
+Also: exact resume, SIGTERM, non-finite loss, skipped stages, and the clear errors of the train loop.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream
+from ego_jax.data import gtea61, synthetic
+from ego_jax.train import checkpoint, loop, recipes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = "frames=2,data=synthetic,init=scratch"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """16 clips (4 classes x 4 subjects): train S1+S3+S4 = 12 clips = 3 steps of 4, test S2 = 4 clips."""
+    tmp = tmp_path_factory.mktemp("gtea61")
+    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=gtea61.CLASSES[:4], clips_per_class=1, workers=1)
+    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
+    return str(tmp / "tfds")
+
+
+def tiny(config_module, data_dir, *, epochs=1, **stage_epochs):
+    c = config_module.get_config(ARGS)
+    c.data.data_dir = data_dir
+    c.data.update(dict(crop=32, resize=36, stack=2, flow_eval_stacks=2, worker_count=0))
+    c.model.depth, c.model.width = 18, 4
+    c.batch_size = c.eval_batch_size = 4
+    c.log_every_steps, c.eval_every_epochs, c.checkpoint_every_epochs = 2, 1, 1
+    for name in c.recipe:
+        c.stages[name].epochs = stage_epochs.get(name, epochs)
+    return c
+
+
+def final_state(workdir, stage):
+    return checkpoint.load_final_state(os.path.join(workdir, stage, "checkpoints"))
+
+
+def changed(before: dict, after: dict, prefix="") -> set:
+    """Paths (under `prefix` in `after`) whose arrays differ from `before`; RNG state ignored."""
+    out = set()
+    for k, v in after.items():
+        if k.startswith(prefix) and "rngs" not in k and not np.array_equal(before[k[len(prefix):]], v):
+            out.add(k)
+    return out
+
+
+def fresh_state(config, stage):
+    model = recipes.build_model(config.stages[stage].model, num_classes=61, dtype=jnp.float32, seed=config.seed,
+                                crop=config.data.crop)
+    return {k: np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(checkpoint.model_tree(model))[0]
+            for k in ["/".join(str(p.key) for p in k)]}
+
+
+def expand(patterns_by_hand, state):
+    """Paths of `state` selected by hand-written prefixes/suffix lists (independent of the configs' regexes)."""
+    return {k for k in state if any(k.startswith(p) for p in patterns_by_hand)}
+
+
+L4_CONVS = [f"backbone/layer4/{b}/conv{c}/kernel" for b in (0, 1) for c in (1, 2)]  # ResNet-18: 2 blocks
+# The ImageNet fc bias is trainable but cannot move here: it is zero from scratch and only changes the CAM's argmax
+# (zero gradient), so coupled weight decay leaves it at zero; the kernel does move.
+FC = "backbone/fc/kernel"
+
+
+@pytest.fixture(scope="module")
+def two_stream_run(data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("two_stream"))
+    config = tiny(two_stream, data_dir, joint=2)
+    assert loop.train(config, workdir)
+    return config, workdir
+
+
+def test_two_stream_all_stages_and_trainable_subsets(two_stream_run):
+    config, w = two_stream_run
+    for stage in config.recipe:
+        done = json.load(open(os.path.join(w, stage, "DONE")))
+        ev = json.load(open(os.path.join(w, stage, "eval.json")))
+        assert done["step"] == 3 * config.stages[stage].epochs and ev["count"] == 4 and 0 <= ev["accuracy"] <= 1
+        rows = [json.loads(line) for line in open(os.path.join(w, stage, "metrics.jsonl"))]
+        assert any("lr" in r and "train/loss" in r for r in rows) and any("eval/accuracy" in r for r in rows)
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(w, stage)))
+
+    s1, s2, fl, jt = (final_state(w, s) for s in config.recipe)
+    # Stage 1: only ConvLSTM + classifier moved away from the (seeded) init; frozen BN statistics untouched.
+    assert changed(fresh_state(config, "rgb_stage1"), s1) == expand(["lstm/", "classifier/"], s1)
+    # Stage 2 from stage 1: + layer4 conv1/conv2 kernels and the ImageNet fc; no BN parameter or statistic.
+    assert changed(s1, s2) == expand(["lstm/", "classifier/", FC, *L4_CONVS], s2)
+    # Flow: everything, BN statistics included.
+    assert changed(fresh_state(config, "flow"), fl) == set(k for k in fl if "rngs" not in k)
+    # Joint from stage 2 + flow: RGB ConvLSTM, layer4 convs, fc; the whole flow layer4 (BN stats too).
+    want = expand(["rgb/lstm/", "rgb/" + FC, *["rgb/" + p for p in L4_CONVS], "flow/backbone/layer4/"], jt)
+    got = changed(s2, jt, "rgb/") | changed(fl, jt, "flow/")
+    assert got == want
+    assert {k for k in jt if k.startswith("flow/backbone/layer4/") and k.endswith("/mean")} <= got
+
+
+def test_configs_sharing_two_stream_stages(data_dir):
+    """attention, flow and quickstart run the same stage definitions as two_stream (covered above)."""
+    ts = two_stream.get_config(ARGS)
+    for module in (attention, flow):
+        c = module.get_config(ARGS)
+        for name in c.recipe:
+            assert c.stages[name] == ts.stages[name], (module.__name__, name)
+    q = quickstart.get_config()
+    assert q.recipe == ts.recipe
+    for name in q.recipe:
+        a, b = q.stages[name], ts.stages[name]
+        assert (a.model.kind, a.trainable, a.bn_train, a.dropout_train, a.init_from, a.optimizer.name) == \
+            (b.model.kind, b.trainable, b.bn_train, b.dropout_train, b.init_from, b.optimizer.name), name
+
+
+def test_convlstm_config(data_dir, tmp_path):
+    config = tiny(convlstm, data_dir)
+    assert loop.train(config, str(tmp_path))
+    s1, s2 = final_state(tmp_path, "rgb_stage1"), final_state(tmp_path, "rgb_stage2")
+    assert changed(s1, s2) == expand(["lstm/", "classifier/", FC, *L4_CONVS], s2)
+
+
+@pytest.mark.parametrize("module", [ms_cls, ms_reg])
+def test_ms_configs_reuse_a_finished_stage_1(module, data_dir, two_stream_run, tmp_path):
+    config = tiny(module, data_dir)
+    ts_config, ts_dir = two_stream_run
+    assert config.stages.rgb_stage1 == ts_config.stages.rgb_stage1
+    shutil.copytree(os.path.join(ts_dir, "rgb_stage1"), tmp_path / "rgb_stage1")
+    done_before = (tmp_path / "rgb_stage1" / "DONE").read_text()
+    assert loop.train(config, str(tmp_path))
+    assert (tmp_path / "rgb_stage1" / "DONE").read_text() == done_before  # skipped, not retrained
+    rows = [json.loads(line) for line in open(tmp_path / "rgb_stage2" / "metrics.jsonl")]
+    assert any("train/ms_loss" in r for r in rows)
+    s1, s2 = final_state(tmp_path, "rgb_stage1"), final_state(tmp_path, "rgb_stage2")
+    start = {**fresh_state(config, "rgb_stage2"), **s1}  # the MS head starts from its seeded init
+    assert changed(start, s2) == expand(["lstm/", "classifier/", FC, "ms_head/", *L4_CONVS], s2)
+
+
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_path):
+    """Joint stage (BN training, dropout, momentum, two lr groups) stopped at step 4 of 6, then resumed."""
+    config, w = two_stream_run
+    for stage in ("rgb_stage1", "rgb_stage2", "flow"):
+        shutil.copytree(os.path.join(w, stage), tmp_path / stage)
+    assert not loop.train(config, str(tmp_path), stop_at_step=4)
+    assert not (tmp_path / "joint" / "DONE").exists()
+    assert checkpoint.StageCheckpoints(str(tmp_path / "joint" / "checkpoints")).latest_step() == 4
+    assert loop.train(config, str(tmp_path))
+    want, got = final_state(w, "joint"), final_state(tmp_path, "joint")
+    assert want.keys() == got.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    workdir = tmp_path / "w"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+           f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
+           f"--config.data.data_dir={data_dir}", "--config.data.crop=32", "--config.data.resize=36",
+           "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
+           "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
+           "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000"]
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = workdir / "rgb_stage1" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "rerun the same command to resume" in out
+    assert not (workdir / "rgb_stage1" / "DONE").exists()
+    ckpts = checkpoint.StageCheckpoints(str(workdir / "rgb_stage1" / "checkpoints"))
+    step = ckpts.latest_step()
+    assert step and step >= 1
+    state = final_state(workdir, "rgb_stage1")
+    assert all(np.isfinite(v).all() for k, v in state.items() if v.dtype.kind == "f")
+    # Usable: the same config resumes from it (and stops one step later).
+    config = tiny(convlstm, data_dir, rgb_stage1=1000)
+    config.recipe = ("rgb_stage1",)
+    assert not loop.train(config, str(workdir), stop_at_step=step + 1)
+    assert checkpoint.StageCheckpoints(str(workdir / "rgb_stage1" / "checkpoints")).latest_step() == step + 1
+
+
+def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
+    config = tiny(convlstm, data_dir)
+    config.recipe = ("rgb_stage1",)
+    config.stages.rgb_stage1.optimizer.lr = float("inf")  # the first update overflows
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at step 1 .*Last good checkpoint: step None"):
+        loop.train(config, str(tmp_path))
+    assert not (tmp_path / "rgb_stage1" / "DONE").exists()
+    assert checkpoint.StageCheckpoints(str(tmp_path / "rgb_stage1" / "checkpoints")).latest_step() is None
+
+
+def test_clear_errors(data_dir, tmp_path):
+    config = tiny(convlstm, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="build_dataset.py"):
+        loop.train(config, str(tmp_path / "w1"))
+    config = tiny(convlstm, data_dir)
+    config.batch_size = 6
+    with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4 devices"):
+        loop.train(config, str(tmp_path / "w2"))
+    config = convlstm.get_config("frames=2,data=synthetic")  # init=imagenet by default
+    config.data.data_dir, config.imagenet_weights = data_dir, str(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="convert_weights.py.*init=scratch"):
+        loop.train(config, str(tmp_path / "w3"))

@@ -1,0 +1,55 @@
+"""A tiny NNX model with the structure the train code cares about (nested BNs, an nnx.List, dropout, a head).
+
+It stands in for EgoRNN in the step/checkpoint tests so they exercise the train code alone.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+class Block(nnx.Module):
+    def __init__(self, c, rngs):
+        self.conv = nnx.Conv(c, c, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(c, momentum=0.9, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.bn(self.conv(x))) + x
+
+
+class StandIn(nnx.Module):
+    def __init__(self, num_classes=5, c=4, *, rngs):
+        self.conv1 = nnx.Conv(3, c, (3, 3), use_bias=False, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(c, momentum=0.9, rngs=rngs)
+        self.layer = nnx.List([Block(c, rngs), Block(c, rngs)])
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.classifier = nnx.Linear(c, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.bn1(self.conv1(x)))
+        for block in self.layer:
+            x = block(x)
+        return self.classifier(self.dropout(x.mean((1, 2))))
+
+
+def loss_fn(model, batch):
+    """uint8 images -> cross-entropy (what recipes.make_loss_fn does for the real models)."""
+    logits = model(batch["image"].astype(jnp.float32) / 255.0)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
+
+
+def predict_fn(model, batch):
+    return model(batch["image"].astype(jnp.float32) / 255.0)
+
+
+def batches(n, *, batch_size=8, size=8, seed=0):
+    """n deterministic uint8 batches."""
+    key = jax.random.key(seed)
+    out = []
+    for i in range(n):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        out.append(dict(image=jax.random.randint(k1, (batch_size, size, size, 3), 0, 256).astype(jnp.uint8),
+                        label=jax.random.randint(k2, (batch_size,), 0, 5),
+                        mask=jnp.ones((batch_size,), bool)))
+    return out
