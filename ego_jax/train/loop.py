@@ -97,17 +97,26 @@ class _Log:
     def __init__(self, stage_dir: str):
         self.writer = metric_writers.create_default_writer(
             stage_dir, just_logging=jax.process_index() > 0, asynchronous=False)
-        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a")
+        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
 
     def __call__(self, step: int, scalars: dict):
         scalars = {k: float(v) for k, v in scalars.items()}
         self.writer.write_scalars(step, scalars)
-        self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
-        self.jsonl.flush()
+        if self.jsonl:
+            self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
+            self.jsonl.flush()
 
     def close(self):
         self.writer.flush()
-        self.jsonl.close()
+        if self.jsonl:
+            self.jsonl.close()
+
+
+def _write_json(path: str, obj: dict) -> None:
+    """One writer on a shared filesystem: process 0."""
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=1)
 
 
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
@@ -209,12 +218,11 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
     save(total)
-    with open(os.path.join(stage_dir, "eval.json"), "w") as f:
-        json.dump(dict(stage=name, split=config.data.test_split, **last_eval), f, indent=1)
+    _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
     ckpts.close()
-    with open(os.path.join(stage_dir, "DONE"), "w") as f:
-        json.dump(dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]), f)
+    _write_json(os.path.join(stage_dir, "DONE"),
+                dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]))
     logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
     return True
 
