@@ -45,7 +45,7 @@ def base(args) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10
 
     c.data = ml_collections.ConfigDict(dict(
-        **DATA[args.data],
+        name=args.data, **DATA[args.data],
         builder_config="all",
         train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
         frames=args.frames, stack=5, crop=224, resize=256,
@@ -53,10 +53,6 @@ def base(args) -> ml_collections.ConfigDict:
         ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
         worker_count=4,
     ))
-    build = f"python scripts/build_dataset.py --manual_dir {c.data.manual_dir} --data_dir {c.data.data_dir}"
-    c.data.build_hint = (f"python scripts/make_synthetic.py --root {c.data.manual_dir} --preset small && {build}"
-                         if args.data == "synthetic" else
-                         f"put the GTEA61 release in {c.data.manual_dir}, then {build}")
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     c.model = ml_collections.ConfigDict(dict(depth=34, width=64))
     c.recipe = ()

@@ -55,7 +55,8 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sources(config):
+def load_sources(config):
+    """-> (train source, test source) of config.data; a missing build names the commands that make it."""
     from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
 
     d = config.data
@@ -63,7 +64,10 @@ def _sources(config):
         return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
                 load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}\nFor this config: {d.build_hint}") from e
+        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
+        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
+               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
+        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
 
 
 def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
@@ -126,7 +130,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     os.makedirs(stage_dir, exist_ok=True)
-    train_source, test_source = _sources(config)
+    train_source, test_source = load_sources(config)
     dtype = jnp.dtype(config.dtype)
     model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
                                 crop=config.data.crop)
