@@ -6,7 +6,4 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.base(args)
-    return common.finish(c, args, dict(rgb_stage1=common.rgb_stage1(c, attention=True),
-                                 rgb_stage2=common.rgb_stage2(c, attention=True)))
+    return common.rgb_recipe(arg, attention=True)

@@ -45,7 +45,7 @@ def base(args) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10
 
     c.data = ml_collections.ConfigDict(dict(
-        **DATA[args.data],
+        name=args.data, **DATA[args.data],
         builder_config="all",
         train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
         frames=args.frames, stack=5, crop=224, resize=256,
@@ -53,9 +53,6 @@ def base(args) -> ml_collections.ConfigDict:
         ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
         worker_count=4,
     ))
-    build = f"python scripts/build_dataset.py --manual_dir {c.data.manual_dir} --data_dir {c.data.data_dir}"
-    c.data.build_hint = (f"python scripts/make_synthetic.py --root {c.data.manual_dir} --preset small && {build}"
-                         if args.data == "synthetic" else f"put the GTEA61 release in {c.data.manual_dir}, then {build}")
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     c.model = ml_collections.ConfigDict(dict(depth=34, width=64))
     c.recipe = ()
@@ -131,6 +128,15 @@ def joint(c) -> dict:
                 # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
                 bn_train=(r"flow/backbone/layer4/.*",), dropout_train=(r"dropout",),
                 optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
+
+
+def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse") -> ml_collections.ConfigDict:
+    """The RGB stream alone: stage 1 -> stage 2 (optionally with the MS head in stage 2)."""
+    args = parse_args(arg)
+    c = base(args)
+    return finish(c, args, dict(rgb_stage1=rgb_stage1(c, attention=attention),
+                                rgb_stage2=rgb_stage2(c, attention=attention, ms_head=ms_head,
+                                                      ms_reg_loss=ms_reg_loss)))
 
 
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:

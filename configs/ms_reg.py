@@ -6,8 +6,5 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.base(args)
-    head = dict(kind="reg", tap="layer4", hidden=100)
-    return common.finish(c, args, dict(rgb_stage1=common.rgb_stage1(c, attention=True),
-                                 rgb_stage2=common.rgb_stage2(c, attention=True, ms_head=head, ms_reg_loss="mse")))
+    return common.rgb_recipe(arg, attention=True, ms_head=dict(kind="reg", tap="layer4", hidden=100),
+                             ms_reg_loss="mse")

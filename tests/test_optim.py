@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import attention, flow, two_stream
+from configs import attention, convlstm, flow, ms_cls, ms_reg, two_stream
 from ego_jax.train.optim import lr_schedule, make_optimizer
 
 SPE = 3  # steps per epoch
@@ -61,8 +61,9 @@ def test_every_recipe_uses_the_reference_lr_each_epoch(quirk):
             np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-5, err_msg=key)
 
 
-def test_other_configs_share_the_rgb_schedules():
-    for cfg in (attention.get_config(), flow.get_config()):
+def test_other_configs_use_the_same_optimisers_and_schedules():
+    for cfg in (attention.get_config(), convlstm.get_config(), flow.get_config(), ms_cls.get_config(),
+                ms_reg.get_config()):
         for name in cfg.recipe:
             assert cfg.stages[name].optimizer == two_stream.get_config().stages[name].optimizer
 

@@ -55,7 +55,8 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sources(config):
+def load_sources(config):
+    """-> (train source, test source) of config.data; a missing build names the commands that make it."""
     from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
 
     d = config.data
@@ -63,7 +64,10 @@ def _sources(config):
         return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
                 load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}\nFor this config: {d.build_hint}") from e
+        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
+        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
+               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
+        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
 
 
 def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
@@ -97,17 +101,26 @@ class _Log:
     def __init__(self, stage_dir: str):
         self.writer = metric_writers.create_default_writer(
             stage_dir, just_logging=jax.process_index() > 0, asynchronous=False)
-        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a")
+        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
 
     def __call__(self, step: int, scalars: dict):
         scalars = {k: float(v) for k, v in scalars.items()}
         self.writer.write_scalars(step, scalars)
-        self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
-        self.jsonl.flush()
+        if self.jsonl:
+            self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
+            self.jsonl.flush()
 
     def close(self):
         self.writer.flush()
-        self.jsonl.close()
+        if self.jsonl:
+            self.jsonl.close()
+
+
+def _write_json(path: str, obj: dict) -> None:
+    """One writer on a shared filesystem: process 0."""
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=1)
 
 
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
@@ -117,7 +130,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     os.makedirs(stage_dir, exist_ok=True)
-    train_source, test_source = _sources(config)
+    train_source, test_source = load_sources(config)
     dtype = jnp.dtype(config.dtype)
     model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
                                 crop=config.data.crop)
@@ -209,12 +222,11 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
     save(total)
-    with open(os.path.join(stage_dir, "eval.json"), "w") as f:
-        json.dump(dict(stage=name, split=config.data.test_split, **last_eval), f, indent=1)
+    _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
     ckpts.close()
-    with open(os.path.join(stage_dir, "DONE"), "w") as f:
-        json.dump(dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]), f)
+    _write_json(os.path.join(stage_dir, "DONE"),
+                dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]))
     logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
     return True
 

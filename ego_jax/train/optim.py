@@ -76,7 +76,8 @@ def make_optimizer(cfg, params, *, num_epochs: int, steps_per_epoch: int, quirk:
         path = path_str(keypath)
         claimed = [g for g, gc in cfg.param_groups.items() if matches(path, gc.params)]
         if len(claimed) > 1:
-            raise ValueError(f"parameter {path} is claimed by several param_groups {claimed}; make the regexes disjoint")
+            raise ValueError(f"parameter {path} is claimed by several param_groups {claimed}; "
+                             "make their regexes disjoint")
         return claimed[0] if claimed else "base"
 
     labels = jax.tree_util.tree_map_with_path(label, params)
