@@ -64,7 +64,8 @@ def workdir(tmp_path_factory):
     models = {}
     for seed, name in enumerate(config.recipe):
         stage = config.stages[name]
-        model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=jnp.float32, seed=seed + 1)
+        model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=jnp.float32, seed=seed + 1,
+                                    crop=config.data.crop)
         # Saved replicated over the 4 test devices, as the train loop does; the scripts restore on 1 device.
         nnx.update(model, jax.device_put(nnx.state(model), sharding.replicated(sharding.make_mesh())))
         ckpts = checkpoint.StageCheckpoints(str(work / name / "checkpoints"))

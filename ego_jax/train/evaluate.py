@@ -219,7 +219,7 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
         raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {ckpt_dir}")
     stage_cfg = config.stages[stage]
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
-                                seed=config.seed)
+                                seed=config.seed, crop=config.data.crop)
     # Restore onto this process's devices with the model as target: the run that saved it may have used
     # another device count (orbax cannot restore a sharding whose devices do not exist here).
     rep = sharding.replicated(sharding.make_mesh())
@@ -247,15 +247,9 @@ def _last_stage_of_kind(config, kind: str, what: str) -> str:
 
 def test_source(config, split: str | None = None):
     """The config's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
-    from ego_jax.data.gtea61 import load_source  # noqa: PLC0415  (tfds import only when data is read)
+    from ego_jax.train.loop import load_split  # noqa: PLC0415  (loop imports tfds lazily too)
 
-    d = config.data
-    split = split or d.test_split
-    try:
-        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
-    except Exception as e:  # tfds raises several types for a missing or partial build
-        raise FileNotFoundError(f"dataset gtea61/{d.builder_config} split {split!r} not readable in {d.data_dir!r} "
-                                f"({type(e).__name__}: {e}). Build it first: {d.build_hint}") from e
+    return load_split(config, split or config.data.test_split)
 
 
 def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,

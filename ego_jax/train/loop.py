@@ -55,19 +55,23 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_sources(config):
-    """-> (train source, test source) of config.data; a missing build names the commands that make it."""
+def load_split(config, split: str):
+    """config.data's gtea61 split as a random-access source; a missing build names the commands that make it."""
     from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
 
     d = config.data
     try:
-        return (load_source(d.train_split, data_dir=d.data_dir, config=d.builder_config),
-                load_source(d.test_split, data_dir=d.data_dir, config=d.builder_config))
+        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
     except FileNotFoundError as e:
         build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
         how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
                if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
+
+
+def load_sources(config):
+    """-> (train source, test source) of config.data (see load_split)."""
+    return load_split(config, config.data.train_split), load_split(config, config.data.test_split)
 
 
 def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):

@@ -24,7 +24,7 @@ def _path(parts) -> str:
     return "/".join(map(str, parts))
 
 
-def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int = 224) -> nnx.Module:
+def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> nnx.Module:
     """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream for crop x crop input."""
     from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
 
