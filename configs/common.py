@@ -6,8 +6,12 @@ over module paths (every BatchNorm / Dropout not matched runs in inference mode)
 """
 import ml_collections
 
-ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet")
-CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"))
+# stage1_backbone=train is a deviation for runs without ImageNet weights (the quickstart): RGB stage 1 then also
+# trains the whole backbone (fc included) with its BatchNorms in training mode, instead of the reference's
+# frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
+ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
+CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"),
+               stage1_backbone=("frozen", "train"))
 
 DATA = dict(
     gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
@@ -140,10 +144,18 @@ def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="m
 
 
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
-    """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config."""
+    """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config.
+
+    stage1_backbone=train adds the whole backbone to rgb_stage1's trainable set and puts its BNs in training mode.
+    """
     if args.init == "scratch":
         for stage in stages.values():
             stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    if args.stage1_backbone == "train":
+        if "rgb_stage1" not in stages:
+            raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages {list(stages)})")
+        s1 = stages["rgb_stage1"]
+        s1["trainable"], s1["bn_train"] = tuple(s1["trainable"]) + (r"backbone/.*",), (r"backbone/.*",)
     c.recipe = tuple(stages)
     c.stages = ml_collections.ConfigDict(stages)
     c.lock()

@@ -15,7 +15,7 @@ def main(argv=None):
     parser.add_argument("--root", required=True, help="output folder: new, empty, or written by this script")
     parser.add_argument("--preset", default="small", choices=sorted(synthetic.PRESETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classes", nargs="*", help="class names (default: all 61)")
+    parser.add_argument("--classes", nargs="*", help="class names (default: the preset's, else all 61)")
     parser.add_argument("--subjects", nargs="*", default=list(synthetic.SUBJECTS), help="default: S1 S2 S3 S4")
     parser.add_argument("--clips_per_class", type=int, help="clips per subject and class (default: the preset's)")
     parser.add_argument("--layout", default="course", choices=["course", "authors"])

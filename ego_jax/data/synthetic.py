@@ -30,10 +30,16 @@ SUBJECTS = ("S1", "S2", "S3", "S4")
 _MARKER = ".synthetic_gtea61"  # a folder holding it may be replaced by the next call
 FLOW_RANGE = 0.1  # displacement (fraction of the width) that saturates the flow encoding
 
-# (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram.
+# (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram;
+# classes: the default class subset (all 61 if absent).
 PRESETS = {
     "tiny": dict(size=(48, 80), length_scale=0.25, max_len=24, clips=1),
     "small": dict(size=(96, 160), length_scale=0.5, max_len=96, clips=1),
+    # 3 objects of one shape (discs told apart by colour only) x 2 verbs (up; left, whose mirror image is no class
+    # here, so the reference's flip augmentation keeps labels unambiguous); near-square frames so the reference's
+    # corner crops keep the moving item in view. Flow alone sees the verb, RGB frames the object.
+    "quickstart": dict(size=(80, 96), length_scale=0.5, max_len=96, clips=6,
+                       classes=("take_coffee", "take_honey", "take_jam", "open_coffee", "open_honey", "open_jam")),
     "full": dict(size=(256, 455), length_scale=1.0, max_len=645, clips="real"),
 }
 # The release: log clip length ~ Normal(3.594, 0.746) clipped to [5, 645] frames (median 34);
@@ -291,9 +297,10 @@ def make_synthetic(
 ) -> Synthetic:
     """Writes a GTEA61-layout tree under `root` (new, empty, or written by this function) and says what it wrote.
 
-    preset: 'tiny' (80x48, ~9 frames, tests), 'small' (160x96, ~17 frames, quickstart) or 'full'
-      (455x256, release-like lengths and clips per class, benchmarks); size (H, W) overrides its size.
-    classes / subjects / clips_per_class (per subject): restrict the tree.
+    preset: 'tiny' (80x48, ~9 frames, tests), 'small' (160x96, ~17 frames), 'quickstart' (96x80, ~17 frames,
+      6 classes x 6 clips per subject: configs/quickstart.py) or 'full' (455x256, release-like lengths and clips
+      per class, benchmarks); size (H, W) overrides its size.
+    classes / subjects / clips_per_class (per subject): restrict the tree (classes default: the preset's, or all).
     layout: 'course' (PNG; rgb_folder 'processed_frames2' or 'processed_frames') or 'authors' (JPEG, no maps).
     Quirks of the release: missing_first_maps (clips without map0001), ds_store (.DS_Store in every
     folder), duplicates (clips with a copied frame named like flow_x_00007(1).png), short_clips (clips
@@ -319,6 +326,7 @@ def make_synthetic(
     (root / _MARKER).write_text("written by ego_jax.data.synthetic.make_synthetic; replaced by its next call\n")
     size = tuple(size or PRESETS[preset]["size"])
     margin = int(math.ceil(0.04 * size[1])) + 2
+    classes = classes or PRESETS[preset].get("classes")
     labels = sorted(CLASSES.index(c) for c in classes) if classes else range(len(CLASSES))
 
     jobs = []
