@@ -32,6 +32,7 @@ from configs import common, quickstart
 def get_config(arg=None):
     c = quickstart.get_config(arg)
     c.data.data_dir = {data_dir!r}
+    c.data.update(dict(frames=3, crop=32, resize=36, stack=2, flow_eval_stacks=2))  # tiny, whatever the quickstart's
     c.eval_batch_size = 4  # 3 test clips on 4 devices: one padded example
     with c.unlocked():
         c.stages.rgb_ms = common.rgb_stage2(c, attention=True, ms_head=dict(kind="cls", tap="layer4", hidden=4,

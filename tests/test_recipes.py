@@ -48,6 +48,22 @@ def test_init_argument():
     assert scratch.stages.joint.init_from.to_dict() == {"rgb": "rgb_stage2", "flow": "flow"}
 
 
+def test_stage1_backbone_argument():
+    """Off by default (reference: frozen backbone, BN inference mode); 'train' opens the whole backbone in stage 1 only."""
+    for module in ALL:
+        if module is not quickstart and "rgb_stage1" in module.get_config().stages:
+            s1 = module.get_config().stages.rgb_stage1
+            assert (s1.trainable, s1.bn_train) == ((r"lstm/.*", r"classifier/.*"), ()), module.__name__
+    ref, dev = two_stream.get_config(), two_stream.get_config("stage1_backbone=train")
+    assert dev.stages.rgb_stage1.trainable == ref.stages.rgb_stage1.trainable + (r"backbone/.*",)
+    assert dev.stages.rgb_stage1.bn_train == (r"backbone/.*",)
+    for name in ("rgb_stage2", "flow", "joint"):
+        assert dev.stages[name] == ref.stages[name]
+    assert quickstart.get_config().stages.rgb_stage1.bn_train == (r"backbone/.*",)
+    with pytest.raises(ValueError, match="no rgb_stage1"):
+        flow.get_config("stage1_backbone=train")
+
+
 def test_defaults_are_the_reference_recipe_table():
     c = two_stream.get_config()
     assert (c.batch_size, c.data.frames, c.schedule_quirk, c.dtype) == (32, 25, True, "float32")

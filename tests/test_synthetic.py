@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.data.synthetic import FLOW_RANGE, ITEMS, make_synthetic, verb_object
+from ego_jax.data.synthetic import FLOW_RANGE, ITEMS, PRESETS, VERBS, make_synthetic, verb_object
 
 
 def _files(root):
@@ -120,6 +120,23 @@ def test_every_class_needs_both_cues():
     assert max(map(len, appearance.values())) > 1 and max(map(len, motion.values())) > 1
     ambiguous = [set(a) & set(m) for a in appearance.values() for m in motion.values() if len(set(a) & set(m)) > 1]
     assert not ambiguous
+
+
+def test_quickstart_preset_needs_both_cues_and_survives_the_flip(tmp_path):
+    """Its classes: appearance and motion each leave groups, together none; no verb is another's mirror image."""
+    classes = PRESETS["quickstart"]["classes"]
+    appearance = {n: verb_object(n)[1] for n in classes}  # (moving item, props)
+    motion = {n: (verb_object(n)[0], ITEMS[verb_object(n)[1][0]][1]) for n in classes}  # (verb, silhouette)
+    for cue in (appearance, motion):
+        assert all(list(cue.values()).count(v) > 1 for v in cue.values())
+    assert len({(appearance[n], motion[n]) for n in classes}) == len(classes)
+    directions = {verb: VERBS[verb] for verb, _ in motion.values()}
+    for verb, (kind, (dx, dy)) in directions.items():  # the loaders' horizontal flip mirrors the motion
+        assert kind == "line" and not any(np.allclose((-dx, dy), d) for v, (_, d) in directions.items() if v != verb)
+    syn = make_synthetic(tmp_path, preset="quickstart", subjects=["S2"], clips_per_class=1)
+    assert sorted(c.clip_id.split("/")[1] for c in syn.clips) == sorted(classes)
+    first = tmp_path / "processed_frames2" / syn.clips[0].clip_id / "rgb" / "rgb0001.png"
+    assert Image.open(first).size == PRESETS["quickstart"]["size"][::-1]
 
 
 def test_quirks(tmp_path):

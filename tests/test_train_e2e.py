@@ -32,8 +32,8 @@ def data_dir(tmp_path_factory):
     return str(tmp / "tfds")
 
 
-def tiny(config_module, data_dir, *, epochs=1, **stage_epochs):
-    c = config_module.get_config(ARGS)
+def tiny(config_module, data_dir, *, args=ARGS, epochs=1, **stage_epochs):
+    c = config_module.get_config(args)
     c.data.data_dir = data_dir
     c.data.update(dict(crop=32, resize=36, stack=2, flow_eval_stacks=2, worker_count=0))
     c.model.depth, c.model.width = 18, 4
@@ -108,18 +108,36 @@ def test_two_stream_all_stages_and_trainable_subsets(two_stream_run):
 
 
 def test_configs_sharing_two_stream_stages(data_dir):
-    """attention, flow and quickstart run the same stage definitions as two_stream (covered above)."""
+    """attention, flow and quickstart run the same stage definitions as two_stream (covered above).
+
+    quickstart with its stage1_backbone=train deviation (covered below); its sizes, epochs and milestones differ.
+    """
     ts = two_stream.get_config(ARGS)
     for module in (attention, flow):
         c = module.get_config(ARGS)
         for name in c.recipe:
             assert c.stages[name] == ts.stages[name], (module.__name__, name)
-    q = quickstart.get_config()
+    q, ts = quickstart.get_config(), two_stream.get_config(ARGS + ",stage1_backbone=train")
     assert q.recipe == ts.recipe
     for name in q.recipe:
         a, b = q.stages[name], ts.stages[name]
         assert (a.model.kind, a.trainable, a.bn_train, a.dropout_train, a.init_from, a.optimizer.name) == \
             (b.model.kind, b.trainable, b.bn_train, b.dropout_train, b.init_from, b.optimizer.name), name
+
+
+def test_stage1_backbone_train_moves_the_backbone_and_its_bn_statistics(data_dir, tmp_path):
+    """stage1_backbone=train: every backbone array moves in stage 1, BN statistics too.
+
+    Except two zero biases that reach the loss only through the CAM softmax, constant on the 1x1 grid of 32 px
+    frames (zero gradient; coupled weight decay keeps zeros at zero): the fc bias and the last block's bn2 bias.
+    """
+    config = tiny(two_stream, data_dir, args=ARGS + ",stage1_backbone=train")
+    config.recipe = ("rgb_stage1",)
+    assert loop.train(config, str(tmp_path))
+    s1 = final_state(tmp_path, "rgb_stage1")
+    got = changed(fresh_state(config, "rgb_stage1"), s1)
+    assert got == expand(["lstm/", "classifier/", "backbone/"], s1) - {"backbone/fc/bias", "backbone/layer4/1/bn2/bias"}
+    assert {k for k in s1 if k.startswith("backbone/") and k.endswith(("/mean", "/var"))} <= got
 
 
 def test_convlstm_config(data_dir, tmp_path):
