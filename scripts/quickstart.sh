@@ -39,11 +39,20 @@ elapsed "CAM of $CLIP: $CAM"
 
 "$PYTHON" - "$TRAIN" <<'EOF'
 import json, pathlib, sys
+import numpy as np
+from ego_jax.data.synthetic import verb_object
 train = pathlib.Path(sys.argv[1])
-print("\nTest accuracy on the held-out synthetic subject S2 (final epoch of each stage):")
-print(f"{'stage':<12} {'protocol':<8} {'accuracy':>9}  correct")
+print("\nTest accuracy on the held-out synthetic subject S2 (final epoch of each stage). object / verb: clips whose")
+print("predicted class has the right moving object / the right verb (flow sees only the verb, RGB frames the object).")
+print(f"{'stage':<12} {'protocol':<8} {'accuracy':>9} {'correct':>7} {'object':>7} {'verb':>5}")
 for stage in ("rgb_stage1", "rgb_stage2", "flow", "joint"):
     m = json.loads((train / stage / "eval" / "metrics.json").read_text())
-    print(f"{stage:<12} {m['protocol']:<8} {100 * m['accuracy']:>8.2f}%  {m['num_correct']}/{m['num_examples']}")
+    c = json.loads((train / stage / "eval" / "confusion.json").read_text())
+    names, counts = [verb_object(n) for n in c["classes"]], np.array(c["matrix"])
+    pairs = [(names[i], names[j], counts[i, j]) for i, j in zip(*counts.nonzero())]
+    obj = sum(n for a, b, n in pairs if a[1][0] == b[1][0])  # same moving item
+    verb = sum(n for a, b, n in pairs if a[0] == b[0])
+    print(f"{stage:<12} {m['protocol']:<8} {100 * m['accuracy']:>8.2f}% {m['num_correct']:>3}/{m['num_examples']:<3}"
+          f" {obj:>7} {verb:>5}")
 EOF
 echo "[quickstart] total $(($(date +%s) - start)) s; confusion matrices and curves in $TRAIN/<stage>/eval, CAM in $CAM"
