@@ -54,9 +54,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from ego_jax.train import evaluate, recipes  # noqa: PLC0415
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = evaluate.stage_of(config, stage)
     kind = config.stages[stage].model.kind
     if kind == "flow":
         raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")

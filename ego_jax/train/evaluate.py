@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
@@ -195,6 +194,14 @@ def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names:
     return metrics
 
 
+def stage_of(config, stage: str | None) -> str:
+    """`stage` (default: the recipe's last) once the config is known to define it."""
+    stage = stage or config.recipe[-1]
+    if stage not in config.stages:
+        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    return stage
+
+
 def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
@@ -203,38 +210,21 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     process's devices), whatever device count wrote it. allow_unfinished evaluates the latest checkpoint of an
     unfinished stage (meta['finished'] False). meta: stage, kind, step, finished.
     """
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = stage_of(config, stage)
     stage_dir = pathlib.Path(workdir) / stage
-    ckpt_dir = stage_dir / "checkpoints"
     done = stage_dir / "DONE"
     if not done.exists() and not allow_unfinished:
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
                                 f"(scripts/train.py with the same --config and --workdir), or pass "
                                 f"--allow_unfinished to evaluate its latest checkpoint")
-    manager = ocp.CheckpointManager(str(ckpt_dir.absolute()), item_names=checkpoint.ITEMS) \
-        if ckpt_dir.is_dir() else None
-    step = manager.latest_step() if manager else None
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {ckpt_dir}")
+    ckpt_dir = stage_dir / "checkpoints"
+    tree, step = checkpoint.restore_state(str(ckpt_dir))
     stage_cfg = config.stages[stage]
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
                                 seed=config.seed, crop=config.data.crop)
-    # Restore onto this process's devices with the model as target: the run that saved it may have used
-    # another device count (orbax cannot restore a sharding whose devices do not exist here).
-    rep = sharding.replicated(sharding.make_mesh())
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                          checkpoint.model_tree(model))
-    try:
-        tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not fit the model of stage {stage!r} "
-                         f"({type(e).__name__}: {e}); was it written with a different config?") from e
-    finally:
-        manager.close()
-    checkpoint.load_model_tree(model, tree)
+    checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": int(step), "finished": done.exists()}
+    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": done.exists()}
 
 
 def _last_stage_of_kind(config, kind: str, what: str) -> str:
@@ -264,9 +254,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
     workdir = pathlib.Path(workdir)
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = stage_of(config, stage)
     protocol = protocol or PROTOCOL_OF_KIND[config.stages[stage].model.kind]
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
