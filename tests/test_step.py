@@ -130,8 +130,8 @@ def test_eval_masks_padding():
     padded = dict(batch, mask=batch["mask"].at[:].set(False))
     assert _evaluate(graphdef, state, frozen, [padded])["correct"] == 0
     half = dict(batch, mask=batch["mask"].at[4:].set(False))
-    assert (_evaluate(graphdef, state, frozen, [half])["correct"], _evaluate(graphdef, state, frozen, [half])["count"]) \
-        == (int(hits[:4].sum()), 4)
+    out = _evaluate(graphdef, state, frozen, [half])
+    assert (out["correct"], out["count"]) == (int(hits[:4].sum()), 4)
 
 
 def test_sharded_step_equals_single_device_step():

@@ -1,4 +1,8 @@
-"""orbax checkpoints of a stage: items 'state' (whole model nnx.State, BN stats included), 'opt_state', 'meta'."""
+"""orbax checkpoints of a stage: items 'state' (whole model nnx.State, BN stats included), 'opt_state', 'meta'.
+
+StageCheckpoints saves and resumes a stage; restore_state reads a stage's latest model state for init_from
+and evaluation, whatever device count wrote it.
+"""
 import os
 
 import jax
@@ -17,7 +21,7 @@ def model_tree(model: nnx.Module) -> dict:
 
 
 def load_model_tree(model: nnx.Module, tree: dict, source: str = "checkpoint") -> None:
-    """Inverse of model_tree: write `tree` (matched by path) into `model`; another structure or shape is a clear error."""
+    """Inverse of model_tree: write `tree` (matched by path) into `model`; other paths or shapes: a clear error."""
     state = nnx.state(model)
     like = state.to_pure_dict()
     # By '/'-joined path: orbax restores list indices (nnx.List) as string keys.
@@ -87,11 +91,11 @@ class StageCheckpoints:
         self.manager.close()
 
 
-def restore_state(directory: str, *, sharding=None) -> tuple[dict, int]:
+def restore_state(directory: str) -> tuple[dict, int]:
     """Latest 'state' item of a checkpoint directory -> (nested dict of arrays, its step).
 
-    The target is the checkpoint's own metadata, placed with `sharding` (default: replicated over this
-    process's devices): the run that wrote it may have used a device count that does not exist here.
+    The target is the checkpoint's own metadata, replicated over this process's devices: the run that wrote
+    it may have used a device count that does not exist here. For init_from and evaluation (resume: StageCheckpoints).
     """
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
@@ -102,7 +106,7 @@ def restore_state(directory: str, *, sharding=None) -> tuple[dict, int]:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}")
         saved = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state")).item_metadata
-        target = _abstract(saved, sharding or replicated(make_mesh()))
+        target = _abstract(saved, replicated(make_mesh()))
         tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     finally:
         manager.close()

@@ -108,7 +108,7 @@ def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapp
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("protocol", "num_classes", "flow_weight", "dtype"))
 def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
               num_classes: int, flow_weight: float = 0.5, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
-    """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion of its unpadded examples, their count).
+    """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples.
 
     Jitted once per (graphdef, protocol, shapes): periodic evaluation in the train loop does not recompile.
     """
@@ -244,7 +244,7 @@ def test_source(config, split: str | None = None):
 
 
 def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
-    """Flow stacks per clip `protocol` reads: config.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
+    """Flow stacks per clip of `protocol`: config.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
     return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
