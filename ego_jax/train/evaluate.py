@@ -256,7 +256,7 @@ def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int 
     return make_loader(source, kind=LOADER[protocol]["kind"], train=False, global_batch_size=config.eval_batch_size,
                        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                        eval_stacks=flow_stacks(config, protocol, fusion_stacks),
-                       seed=config.seed, num_epochs=1, worker_count=d.worker_count,
+                       seed=config.seed, num_epochs=1, worker_count=d.worker_count, method=d.resize_method,
                        sharding=sharding.batch_sharding(mesh))
 
 
