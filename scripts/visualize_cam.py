@@ -54,9 +54,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from ego_jax.train import evaluate, recipes  # noqa: PLC0415
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = evaluate.stage_of(config, stage)
     kind = config.stages[stage].model.kind
     if kind == "flow":
         raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
@@ -75,7 +73,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     head = recipes.ms_kind(config.stages[stage]) if kind == "ego_rnn" else None
     loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
                          crop=d.crop, resize=d.resize, ms_grid=grid,
-                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1)
+                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method)
     batch = next(iter(loader))
     out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
 

@@ -72,6 +72,30 @@ def test_final_state_is_flat_by_nnx_path_and_loads_into_a_submodule(tmp_path):
     np.testing.assert_array_equal(parent.head.kernel.value, head_before)  # not in the source: kept
 
 
+def test_restore_onto_another_device_count_and_a_model_of_another_config(tmp_path):
+    """Written from one device, restored replicated over this process's 4; a wider model is a clear error."""
+    model, opt_state, _ = _trained()
+    nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
+    ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+    ckpts.save(2, model, jax.device_put(opt_state, jax.devices()[0]), dict(step=2, epoch=0))
+    ckpts.close()
+    tree, step = checkpoint.restore_state(str(tmp_path / "ckpt"))
+    assert step == 2
+    assert all(len(x.sharding.device_set) == 4 and x.sharding.is_fully_replicated for x in jax.tree.leaves(tree))
+    fresh = StandIn(rngs=nnx.Rngs(7))
+    checkpoint.load_model_tree(fresh, tree)
+    for a, b in zip(_leaves(nnx.state(model)), _leaves(nnx.state(fresh)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"classifier/kernel \(4, 5\) \(model \(4, 7\)\).*different config"):
+        checkpoint.load_model_tree(StandIn(num_classes=7, rngs=nnx.Rngs(0)), tree)
+    headless = StandIn(rngs=nnx.Rngs(0))
+    headless.classifier = None
+    with pytest.raises(ValueError, match=r"unexpected \['classifier/bias'.*different config"):
+        checkpoint.load_model_tree(headless, tree)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        checkpoint.restore_state(str(tmp_path / "nothing"))
+
+
 def test_init_errors_say_what_to_do(tmp_path):
     model = StandIn(rngs=nnx.Rngs(0))
     with pytest.raises(FileNotFoundError, match="stage rgb_stage1 is not finished"):

@@ -1,10 +1,12 @@
 """Configs: arguments, command-line overrides, typo protection, and the reference recipe table (ego-rnn.md)."""
 import os
 
+import jax.numpy as jnp
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from ego_jax.train import recipes
 from configs import attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,3 +105,15 @@ def test_ms_configs_add_the_head_in_stage_2_only():
         assert c.stages.rgb_stage2.loss.ms_alpha == 1.0
     assert convlstm.get_config().stages.rgb_stage1.model.kwargs.attention is False
     assert attention.get_config().stages.rgb_stage1.model.kwargs.attention is True
+
+
+def test_pool_and_resize_method_default_to_the_reference_and_reach_every_rgb_stream():
+    c = two_stream.get_config()
+    assert (c.model.pool, c.data.resize_method) == ("c", "pil")
+    with c.unlocked():
+        c.model.pool = "h"  # one override (as --config.model.pool=h) changes every RGB stream of the recipe
+        c.model.depth, c.model.width = 18, 4
+    assert c.stages.rgb_stage1.model.kwargs.pool == c.stages.rgb_stage2.model.kwargs.pool == "h"
+    assert c.stages.joint.model.kwargs.rgb.pool == "h"
+    model = recipes.build_model(c.stages.rgb_stage1.model, num_classes=3, dtype=jnp.float32, seed=0, crop=32)
+    assert model.pool == "h"

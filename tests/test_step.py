@@ -1,15 +1,18 @@
-"""Jitted train/eval steps on a stand-in model: trainable subsets, frozen state, BN modes, sharding, compiles."""
+"""Jitted train step and the loop's evaluation on a stand-in model: trainable subsets, frozen state, BN modes,
+sharding, compiles."""
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from train_standin import StandIn, batches, loss_fn, predict_fn
+from train_standin import StandIn, batches, loss_fn
 
-from ego_jax.train import recipes, sharding
-from ego_jax.train.step import init_state, make_eval_step, make_train_step
+from ego_jax.data.transforms import normalize_flow
+from ego_jax.train import loop, recipes, sharding
+from ego_jax.train.step import init_state, make_train_step
 
 
 def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
@@ -17,14 +20,24 @@ def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
     before = {"/".join(map(str, p)): np.array(v.value) for p, v in nnx.to_flat_state(nnx.state(model))
               if not isinstance(v, nnx.RngKey)}
     train_filter = recipes.param_filter(trainable, model)
-    model.eval()
-    eval_graphdef = nnx.graphdef(model)
     updated = recipes.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
     mesh = sharding.make_mesh(devices)
     tx = optax.sgd(0.1, momentum=0.9)
     graphdef, state, frozen = init_state(model, train_filter, updated, tx, mesh)
     step = make_train_step(graphdef, loss_fn, tx, mesh)
-    return model, before, state, frozen, step, make_eval_step(eval_graphdef, predict_fn, mesh)
+    return model, before, state, frozen, step, graphdef
+
+
+def _evaluate(graphdef, state, frozen, data):
+    """The train loop's periodic evaluation (the stand-in is a flow-like stream: 'flow' protocol)."""
+    return loop.evaluate_state(graphdef, state, frozen, data, protocol="flow", num_classes=5, dtype=jnp.float32)
+
+
+def _eval_mode_logits(graphdef, state, frozen, batch):
+    """Logits of an eval-mode copy of the model at `state`, run outside the evaluation code."""
+    model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen, copy=True)
+    model.eval()
+    return np.asarray(model(normalize_flow(batch["flow"]))["logits"])
 
 
 @contextlib.contextmanager
@@ -88,25 +101,37 @@ def test_frozen_backbone_has_no_backward_pass():
 
 
 def test_dropout_only_in_training():
-    model, _, state, frozen, step, eval_step = _setup((r"classifier/.*",), ())
-    batch = batches(1)[0]
-    a, b = eval_step(state, frozen, batch), eval_step(state, frozen, batch)
-    np.testing.assert_array_equal(a["logits"], b["logits"])  # eval: deterministic, no rng consumed
+    model, _, state, frozen, step, graphdef = _setup((r"classifier/.*",), ())
+    data = batches(3)
+    a, b = _evaluate(graphdef, state, frozen, data), _evaluate(graphdef, state, frozen, data)
+    assert a == b  # eval: deterministic, no rng consumed
+    # Dropout off: the predictions are those of the eval-mode model (24 examples; dropout 0.5 on 4 features
+    # would flip some of them).
+    hits = sum(int((_eval_mode_logits(graphdef, state, frozen, x).argmax(-1) == np.asarray(x["label"])).sum())
+               for x in data)
+    assert a["correct"] == hits and a["count"] == 24
     count = int(state.rngs["dropout"]["rngs"]["count"].value)
-    state, _ = step(state, frozen, batch)
+    state, _ = step(state, frozen, data[0])
     assert int(state.rngs["dropout"]["rngs"]["count"].value) == count + 1  # training drew a dropout mask
+    with count_compiles() as compiles:  # periodic eval after more training: the eval step is not recompiled
+        _evaluate(graphdef, state, frozen, data)
+    assert not compiles
     assert all(m.deterministic is False for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Dropout))
 
 
-def test_eval_step_masks_padding():
-    _, _, state, frozen, _, eval_step = _setup((r"classifier/.*",), ())
+def test_eval_masks_padding():
+    _, _, state, frozen, _, graphdef = _setup((r"classifier/.*",), ())
     batch = batches(1)[0]
-    out = eval_step(state, frozen, batch)
-    n = int(out["correct"].sum())
+    logits = _eval_mode_logits(graphdef, state, frozen, batch)
+    hits = np.argmax(logits, -1) == np.asarray(batch["label"])
+    assert logits.shape == (8, 5)
+    out = _evaluate(graphdef, state, frozen, [batch])
+    assert (out["correct"], out["count"]) == (int(hits.sum()), 8)
     padded = dict(batch, mask=batch["mask"].at[:].set(False))
-    assert out["logits"].shape == (8, 5)
-    assert int(eval_step(state, frozen, padded)["correct"].sum()) == 0
-    assert n == int((np.argmax(out["logits"], -1) == np.asarray(batch["label"])).sum())
+    assert _evaluate(graphdef, state, frozen, [padded])["correct"] == 0
+    half = dict(batch, mask=batch["mask"].at[4:].set(False))
+    out = _evaluate(graphdef, state, frozen, [half])
+    assert (out["correct"], out["count"]) == (int(hits[:4].sum()), 4)
 
 
 def test_sharded_step_equals_single_device_step():

@@ -1,10 +1,16 @@
-"""orbax checkpoints of a stage: items 'state' (whole model nnx.State, BN stats included), 'opt_state', 'meta'."""
+"""orbax checkpoints of a stage: items 'state' (whole model nnx.State, BN stats included), 'opt_state', 'meta'.
+
+StageCheckpoints saves and resumes a stage; restore_state reads a stage's latest model state for init_from
+and evaluation, whatever device count wrote it.
+"""
 import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from ego_jax.train.sharding import make_mesh, replicated
 
 ITEMS = ("state", "opt_state", "meta")
 
@@ -14,12 +20,25 @@ def model_tree(model: nnx.Module) -> dict:
     return jax.tree.map(_unwrap_key, nnx.state(model).to_pure_dict())
 
 
-def load_model_tree(model: nnx.Module, tree: dict) -> None:
-    """Inverse of model_tree: write `tree` into `model` (same structure)."""
+def load_model_tree(model: nnx.Module, tree: dict, source: str = "checkpoint") -> None:
+    """Inverse of model_tree: write `tree` (matched by path) into `model`; other paths or shapes: a clear error."""
     state = nnx.state(model)
     like = state.to_pure_dict()
-    state.replace_by_pure_dict(jax.tree.map(_wrap_key, like, tree))
+    # By '/'-joined path: orbax restores list indices (nnx.List) as string keys.
+    got = {_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    want = {_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(jax.tree.map(_unwrap_key, like))[0]}
+    if want != {k: x.shape for k, x in got.items()}:
+        missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+        shapes = [f"{k} {got[k].shape} (model {want[k]})" for k in sorted(want.keys() & got.keys())
+                  if got[k].shape != want[k]]
+        raise ValueError(f"{source} does not fit the model: missing {missing[:4]}, unexpected {extra[:4]}, "
+                         f"other shapes {shapes[:4]}; was it written with a different config?")
+    state.replace_by_pure_dict(jax.tree_util.tree_map_with_path(lambda p, x: _wrap_key(x, got[_path(p)]), like))
     nnx.update(model, state)
+
+
+def _path(keys) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
 
 
 def _unwrap_key(x):
@@ -72,19 +91,29 @@ class StageCheckpoints:
         self.manager.close()
 
 
-def load_final_state(directory: str) -> dict[str, np.ndarray]:
-    """Latest 'state' of a checkpoint directory -> flat {'/'-joined nnx path: array} (for init_from).
+def restore_state(directory: str) -> tuple[dict, int]:
+    """Latest 'state' item of a checkpoint directory -> (nested dict of arrays, its step).
 
-    Restored onto one local device: the run that wrote it may have used devices this process does not have.
+    The target is the checkpoint's own metadata, replicated over this process's devices: the run that wrote
+    it may have used a device count that does not exist here. For init_from and evaluation (resume: StageCheckpoints).
     """
     directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoint in {directory} (no such directory)")
     manager = ocp.CheckpointManager(directory, item_names=ITEMS)
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}")
-    saved = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state")).item_metadata
-    target = _abstract(saved, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
-    tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    manager.close()
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in flat}
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        saved = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state")).item_metadata
+        target = _abstract(saved, replicated(make_mesh()))
+        tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    finally:
+        manager.close()
+    return tree, int(step)
+
+
+def load_final_state(directory: str) -> dict[str, np.ndarray]:
+    """Latest 'state' of a checkpoint directory -> flat {'/'-joined nnx path: array} (for init_from)."""
+    flat = jax.tree_util.tree_flatten_with_path(restore_state(directory)[0])[0]
+    return {_path(path): np.asarray(v) for path, v in flat}

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
@@ -108,8 +107,8 @@ def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapp
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("protocol", "num_classes", "flow_weight", "dtype"))
 def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
-              num_classes: int, flow_weight: float = 0.5, dtype=jnp.float32) -> jax.Array:
-    """(graphdef, state) of the models dict, one batch -> (C, C) int32 confusion counts of its unpadded examples.
+              num_classes: int, flow_weight: float = 0.5, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples.
 
     Jitted once per (graphdef, protocol, shapes): periodic evaluation in the train loop does not recompile.
     """
@@ -118,7 +117,8 @@ def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.
     for module in models.values():
         module.eval()
     logits = protocol_logits(protocol, models, batch, flow_weight=flow_weight, dtype=dtype)
-    return confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
+    confusion = confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
+    return confusion, jnp.sum(batch["mask"], dtype=jnp.int32)
 
 
 def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: str,
@@ -127,7 +127,8 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
     """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
 
     Batches may be numpy or global (sharded) jax.Arrays; with sharded batches, pass models whose state is
-    replicated over the same mesh. A batch without 'mask' counts every example.
+    replicated over the same mesh. A batch without 'mask' counts every example. Counts stay on the devices
+    until the end (no host sync per batch).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
@@ -135,7 +136,7 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
     if missing:
         raise ValueError(f"protocol {protocol!r} needs models {MODELS[protocol]}, missing {missing}")
     graphdef, state = nnx.split({name: models[name] for name in MODELS[protocol]})
-    total, expected = None, 0
+    total = expected = None
     for n, batch in enumerate(batches):
         absent = [key for key in INPUTS[protocol] + ("label",) if key not in batch]
         if absent:
@@ -143,13 +144,12 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
                              f"build the loader with {LOADER[protocol]}")
         inputs = {key: batch[key] for key in INPUTS[protocol] + ("label",)}
         inputs["mask"] = batch["mask"] if "mask" in batch else np.ones(np.shape(batch["label"]), bool)
-        counts = eval_step(graphdef, state, inputs, protocol=protocol, num_classes=num_classes,
-                           flow_weight=flow_weight, dtype=jnp.dtype(dtype))
-        total = counts if total is None else total + counts
-        expected += int(np.sum(np.asarray(inputs["mask"])))
+        counts, count = eval_step(graphdef, state, inputs, protocol=protocol, num_classes=num_classes,
+                                  flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        total, expected = (counts, count) if total is None else (total + counts, expected + count)
     if total is None:
         raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
-    confusion = np.asarray(total, np.int64)
+    confusion, expected = np.asarray(total, np.int64), int(expected)
     if confusion.sum() != expected:
         raise ValueError(f"evaluate: {expected - confusion.sum()} unpadded examples have labels outside "
                          f"[0, {num_classes}); does the dataset match num_classes={num_classes}?")
@@ -195,6 +195,14 @@ def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names:
     return metrics
 
 
+def stage_of(config, stage: str | None) -> str:
+    """`stage` (default: the recipe's last) once the config is known to define it."""
+    stage = stage or config.recipe[-1]
+    if stage not in config.stages:
+        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    return stage
+
+
 def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
@@ -203,38 +211,21 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     process's devices), whatever device count wrote it. allow_unfinished evaluates the latest checkpoint of an
     unfinished stage (meta['finished'] False). meta: stage, kind, step, finished.
     """
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = stage_of(config, stage)
     stage_dir = pathlib.Path(workdir) / stage
-    ckpt_dir = stage_dir / "checkpoints"
     done = stage_dir / "DONE"
     if not done.exists() and not allow_unfinished:
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
                                 f"(scripts/train.py with the same --config and --workdir), or pass "
                                 f"--allow_unfinished to evaluate its latest checkpoint")
-    manager = ocp.CheckpointManager(str(ckpt_dir.absolute()), item_names=checkpoint.ITEMS) \
-        if ckpt_dir.is_dir() else None
-    step = manager.latest_step() if manager else None
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {ckpt_dir}")
+    ckpt_dir = stage_dir / "checkpoints"
+    tree, step = checkpoint.restore_state(str(ckpt_dir))
     stage_cfg = config.stages[stage]
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
                                 seed=config.seed, crop=config.data.crop)
-    # Restore onto this process's devices with the model as target: the run that saved it may have used
-    # another device count (orbax cannot restore a sharding whose devices do not exist here).
-    rep = sharding.replicated(sharding.make_mesh())
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                          checkpoint.model_tree(model))
-    try:
-        tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not fit the model of stage {stage!r} "
-                         f"({type(e).__name__}: {e}); was it written with a different config?") from e
-    finally:
-        manager.close()
-    checkpoint.load_model_tree(model, tree)
+    checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": int(step), "finished": done.exists()}
+    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": done.exists()}
 
 
 def _last_stage_of_kind(config, kind: str, what: str) -> str:
@@ -252,6 +243,23 @@ def test_source(config, split: str | None = None):
     return load_split(config, split or config.data.test_split)
 
 
+def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
+    """Flow stacks per clip of `protocol`: config.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
+    return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
+
+
+def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int = 10):
+    """config.data's padded one-epoch loader of `source` for `protocol`, batches sharded over mesh's 'data' axis."""
+    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
+
+    d = config.data
+    return make_loader(source, kind=LOADER[protocol]["kind"], train=False, global_batch_size=config.eval_batch_size,
+                       frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
+                       eval_stacks=flow_stacks(config, protocol, fusion_stacks),
+                       seed=config.seed, num_epochs=1, worker_count=d.worker_count, method=d.resize_method,
+                       sharding=sharding.batch_sharding(mesh))
+
+
 def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,
                      rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
                      flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False) -> dict:
@@ -262,22 +270,19 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
     """
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
+
     workdir = pathlib.Path(workdir)
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+    stage = stage_of(config, stage)
     protocol = protocol or PROTOCOL_OF_KIND[config.stages[stage].model.kind]
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     if protocol == "late_fusion":
         names = {"rgb": rgb_stage or _last_stage_of_kind(config, "ego_rnn", "rgb"),
                  "flow": flow_stage or _last_stage_of_kind(config, "flow", "flow")}
-        out_name, eval_stacks = "late_fusion", fusion_stacks
+        out_name = "late_fusion"
     else:
         names = {MODELS[protocol][0]: stage}
         out_name = stage
-        eval_stacks = config.data.flow_eval_stacks if protocol == "flow" else 1
     models, checkpoints = {}, {}
     for role, name in names.items():
         kind = config.stages[name].model.kind
@@ -288,20 +293,16 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
 
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    d = config.data
-    split = split or d.test_split
-    loader = make_loader(test_source(config, split), kind=LOADER[protocol]["kind"], train=False,
-                         global_batch_size=config.eval_batch_size, frames=d.frames, stack=d.stack, crop=d.crop,
-                         resize=d.resize, eval_stacks=eval_stacks, seed=config.seed, num_epochs=1,
-                         worker_count=d.worker_count, sharding=sharding.batch_sharding(mesh))
+    split = split or config.data.test_split
+    loader = make_eval_loader(config, test_source(config, split), protocol, mesh=mesh, fusion_stacks=fusion_stacks)
     confusion = evaluate(loader, protocol, models, config.num_classes, flow_weight=flow_weight,
                          dtype=jnp.dtype(config.dtype))
 
     class_names = CLASSES if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
     meta = {"protocol": protocol, "split": split, "checkpoint": "final", "stages": checkpoints,
-            "frames": d.frames, "crop": d.crop}
+            "frames": config.data.frames, "crop": config.data.crop}
     if "flow" in INPUTS[protocol]:
-        meta["flow_stacks"] = eval_stacks
+        meta["flow_stacks"] = flow_stacks(config, protocol, fusion_stacks)
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight
     outdir = workdir / out_name / "eval"

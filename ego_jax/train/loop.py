@@ -15,9 +15,9 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from flax import nnx
 
-from ego_jax.train import checkpoint, recipes, sharding
+from ego_jax.train import checkpoint, evaluate, recipes, sharding
 from ego_jax.train.optim import make_optimizer
-from ego_jax.train.step import init_state, make_eval_step, make_train_step, split_model
+from ego_jax.train.step import TrainState, init_state, make_train_step, split_model
 
 
 class StopRequest:
@@ -74,28 +74,28 @@ def load_sources(config):
     return load_split(config, config.data.train_split), load_split(config, config.data.test_split)
 
 
-def _loader(config, stage, source, *, train: bool, ms_grid, start_step: int = 0, mesh):
+def _train_loader(config, stage, source, *, ms_grid, start_step: int, mesh):
     from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
 
-    d, kind = config.data, stage.model.kind
+    d = config.data
     return make_loader(
-        source, kind=recipes.LOADER_KIND[kind], train=train,
-        global_batch_size=config.batch_size if train else config.eval_batch_size,
+        source, kind=recipes.LOADER_KIND[stage.model.kind], train=True, global_batch_size=config.batch_size,
         frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
         ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
-        eval_stacks=d.flow_eval_stacks if kind == "flow" and not train else 1,
-        seed=config.seed, start_step=start_step, num_epochs=stage.epochs if train else 1,
-        worker_count=d.worker_count, sharding=sharding.batch_sharding(mesh))
+        seed=config.seed, start_step=start_step, num_epochs=stage.epochs,
+        worker_count=d.worker_count, method=d.resize_method, sharding=sharding.batch_sharding(mesh))
 
 
-def evaluate(eval_step, state, frozen, loader) -> dict:
-    """Accuracy over a padded eval loader (padding excluded by the batch mask)."""
-    correct = count = 0
-    for batch in loader:
-        out = eval_step(state, frozen, batch)
-        correct += jnp.sum(out["correct"])
-        count += jnp.sum(out["mask"])
-    correct, count = int(correct), int(count)
+def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
+                   dtype) -> dict:
+    """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
+
+    -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
+    copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
+    """
+    model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
+    confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
+    correct, count = int(np.trace(confusion)), int(confusion.sum())
     return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
 
 
@@ -139,8 +139,6 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
                                 crop=config.data.crop)
     trainable = recipes.param_filter(stage.trainable, model)
-    model.eval()
-    eval_graphdef = nnx.graphdef(model)
     updated_stats = recipes.set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
 
     ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
@@ -164,7 +162,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
     grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
     train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
-    eval_step = make_eval_step(eval_graphdef, recipes.make_predict_fn(stage, dtype), mesh)
+    protocol = evaluate.PROTOCOL_OF_KIND[stage.model.kind]
     log = _Log(stage_dir)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
                                              every_steps=config.log_every_steps)
@@ -183,12 +181,13 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
     def run_eval(step):
-        test = _loader(config, stage, test_source, train=False, ms_grid=None, mesh=mesh)
-        result = dict(step=step, epoch=step // steps_per_epoch, **evaluate(eval_step, state, frozen, test))
+        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh)
+        result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
+            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
         log(step, {"eval/accuracy": result["accuracy"]})
         return result
 
-    loader = _loader(config, stage, train_source, train=True, ms_grid=grid, start_step=start, mesh=mesh)
+    loader = _train_loader(config, stage, train_source, ms_grid=grid, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
     for step, batch in zip(range(start + 1, total + 1), loader):
         state, metrics = train_step(state, frozen, batch)

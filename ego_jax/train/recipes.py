@@ -178,20 +178,6 @@ def make_loss_fn(stage, dtype):
     return loss_fn
 
 
-def make_predict_fn(stage, dtype):
-    """Stage -> predict_fn(model, uint8 batch) -> logits (B, C); flow k-stack batches average their k logits."""
-    kind = stage.model.kind
-
-    def predict_fn(model, batch):
-        rgb, flow = _inputs(kind, batch, dtype)
-        if kind == "flow" and flow.ndim == 5:
-            b, k = flow.shape[:2]
-            return model(flow.reshape(b * k, *flow.shape[2:]))["logits"].reshape(b, k, -1).mean(1)
-        return _forward(kind, model, rgb, flow)["logits"]
-
-    return predict_fn
-
-
 def ms_grid(model: nnx.Module, kind: str, *, frames: int, crop: int):
     """(h, w) of the MS head's output for crop x crop frames, or None without an MS head (shape-only trace)."""
     if kind != "ego_rnn" or getattr(model, "ms_head", None) is None:

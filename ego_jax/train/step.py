@@ -1,4 +1,6 @@
-"""Jitted train and eval steps over a 'data' mesh; gradients only for a stage's trainable parameters.
+"""Jitted train step over a 'data' mesh; gradients only for a stage's trainable parameters.
+
+Evaluation (periodic and final) is ego_jax.train.evaluate's protocol step, on the model at the train state.
 
 The model is split once per stage into
   params  trainable nnx.Params (differentiated, optimised),
@@ -18,8 +20,6 @@ from ego_jax.train import sharding
 
 # (model, batch) -> (scalar loss, dict of scalar metrics); batch holds the loader's uint8 arrays.
 LossFn = Callable[[nnx.Module, dict], tuple[jax.Array, dict]]
-# (model, batch) -> logits (B, C).
-PredictFn = Callable[[nnx.Module, dict], jax.Array]
 
 
 @struct.dataclass
@@ -78,19 +78,3 @@ def _like(full: nnx.State, subset: nnx.State) -> nnx.State:
     """The entries of `full` at the paths of `subset`."""
     flat = dict(nnx.to_flat_state(full))
     return nnx.from_flat_state([(path, flat[path]) for path, _ in nnx.to_flat_state(subset)])
-
-
-def make_eval_step(eval_graphdef, predict_fn: PredictFn, mesh):
-    """-> jitted (state, frozen, batch) -> dict(logits (B,C), correct (B,) bool, mask (B,) bool), sharded on 'data'.
-
-    `eval_graphdef` is the model with every BatchNorm on running statistics and dropout off.
-    """
-
-    def eval_step(state: TrainState, frozen: nnx.State, batch: dict):
-        model = nnx.merge(eval_graphdef, state.params, state.stats, state.rngs, frozen, copy=True)
-        logits = predict_fn(model, batch).astype(jnp.float32)
-        correct = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
-        return dict(logits=logits, correct=correct, mask=batch["mask"])
-
-    rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(eval_step, in_shardings=(rep, rep, data), out_shardings=data)
