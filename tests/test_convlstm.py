@@ -1,4 +1,5 @@
 """ConvLSTM cell vs a torch re-statement of the reference cell (eight separate convolutions)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,79 +13,82 @@ from ego_rnn_torch_ref import GATES, convlstm_cell  # noqa: E402
 
 
 def torch_reference_steps(weights, xs, features):
-  """The reference cell (eight convolutions) step by step from zero state; xs (B,T,C,H,W) -> hs, cs (B,T,F,H,W)."""
-  b, t, _, hh, ww = xs.shape
-  state = (torch.zeros(b, features, hh, ww, dtype=xs.dtype),) * 2
-  hs, cs = [], []
-  for step in range(t):
-    state = convlstm_cell(weights, xs[:, step], state)
-    hs.append(state[0])
-    cs.append(state[1])
-  return torch.stack(hs, 1), torch.stack(cs, 1)
+    """The reference cell (eight convolutions) step by step from zero state; xs (B,T,C,H,W) -> hs, cs (B,T,F,H,W)."""
+    b, t, _, hh, ww = xs.shape
+    state = (torch.zeros(b, features, hh, ww, dtype=xs.dtype),) * 2
+    hs, cs = [], []
+    for step in range(t):
+        state = convlstm_cell(weights, xs[:, step], state)
+        hs.append(state[0])
+        cs.append(state[1])
+    return torch.stack(hs, 1), torch.stack(cs, 1)
 
 
 def test_matches_eight_conv_reference_over_several_steps():
-  cin, feat, b, t, size = 3, 4, 2, 4, 5
-  rng = np.random.default_rng(0)
-  weights = {}
-  for g in GATES:
-    weights[f"conv_{g}_xx.weight"] = rng.normal(0, 0.5, (feat, cin, 3, 3))
-    weights[f"conv_{g}_xx.bias"] = rng.normal(0, 0.5, (feat,))
-    weights[f"conv_{g}_hh.weight"] = rng.normal(0, 0.5, (feat, feat, 3, 3))
-  xs = rng.normal(0, 1, (b, t, size, size, cin))
+    cin, feat, b, t, size = 3, 4, 2, 4, 5
+    rng = np.random.default_rng(0)
+    weights = {}
+    for g in GATES:
+        weights[f"conv_{g}_xx.weight"] = rng.normal(0, 0.5, (feat, cin, 3, 3))
+        weights[f"conv_{g}_xx.bias"] = rng.normal(0, 0.5, (feat,))
+        weights[f"conv_{g}_hh.weight"] = rng.normal(0, 0.5, (feat, feat, 3, 3))
+    xs = rng.normal(0, 1, (b, t, size, size, cin))
 
-  cell = ConvLSTMCell(cin, feat, rngs=nnx.Rngs(0))
-  hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
-  cell.x_conv.kernel[...] = jnp.asarray(np.concatenate([hwio(weights[f"conv_{g}_xx.weight"]) for g in GATES], -1),
-                                        jnp.float32)
-  cell.x_conv.bias[...] = jnp.asarray(np.concatenate([weights[f"conv_{g}_xx.bias"] for g in GATES]), jnp.float32)
-  cell.h_conv.kernel[...] = jnp.asarray(np.concatenate([hwio(weights[f"conv_{g}_hh.weight"]) for g in GATES], -1),
-                                        jnp.float32)
-  (h_t, c_t), (hs, cs) = convlstm(cell, jnp.asarray(xs, jnp.float32), return_sequence=True)
+    cell = ConvLSTMCell(cin, feat, rngs=nnx.Rngs(0))
+    hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
+    cell.x_conv.kernel[...] = jnp.asarray(
+        np.concatenate([hwio(weights[f"conv_{g}_xx.weight"]) for g in GATES], -1), jnp.float32
+    )
+    cell.x_conv.bias[...] = jnp.asarray(np.concatenate([weights[f"conv_{g}_xx.bias"] for g in GATES]), jnp.float32)
+    cell.h_conv.kernel[...] = jnp.asarray(
+        np.concatenate([hwio(weights[f"conv_{g}_hh.weight"]) for g in GATES], -1), jnp.float32
+    )
+    (h_t, c_t), (hs, cs) = convlstm(cell, jnp.asarray(xs, jnp.float32), return_sequence=True)
 
-  ref_hs, ref_cs = torch_reference_steps({k: torch.from_numpy(v) for k, v in weights.items()},
-                                         torch.from_numpy(xs).permute(0, 1, 4, 2, 3), feat)
-  to_nhwc = lambda a: a.permute(0, 1, 3, 4, 2).numpy()
-  np.testing.assert_allclose(np.asarray(hs), to_nhwc(ref_hs), atol=1e-5, rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(cs), to_nhwc(ref_cs), atol=1e-5, rtol=1e-5)
-  np.testing.assert_array_equal(np.asarray(h_t), np.asarray(hs[:, -1]))
-  np.testing.assert_array_equal(np.asarray(c_t), np.asarray(cs[:, -1]))
-  # One step of the cell's public call agrees with the first scanned step.
-  zeros = jnp.zeros((b, size, size, feat))
-  h1, c1 = cell((zeros, zeros), jnp.asarray(xs[:, 0], jnp.float32))
-  np.testing.assert_allclose(np.asarray(c1), to_nhwc(ref_cs)[:, 0], atol=1e-5, rtol=1e-5)
+    ref_hs, ref_cs = torch_reference_steps(
+        {k: torch.from_numpy(v) for k, v in weights.items()}, torch.from_numpy(xs).permute(0, 1, 4, 2, 3), feat
+    )
+    to_nhwc = lambda a: a.permute(0, 1, 3, 4, 2).numpy()
+    np.testing.assert_allclose(np.asarray(hs), to_nhwc(ref_hs), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cs), to_nhwc(ref_cs), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(h_t), np.asarray(hs[:, -1]))
+    np.testing.assert_array_equal(np.asarray(c_t), np.asarray(cs[:, -1]))
+    # One step of the cell's public call agrees with the first scanned step.
+    zeros = jnp.zeros((b, size, size, feat))
+    h1, c1 = cell((zeros, zeros), jnp.asarray(xs[:, 0], jnp.float32))
+    np.testing.assert_allclose(np.asarray(c1), to_nhwc(ref_cs)[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_initialisation_is_per_gate_xavier_normal_with_zero_bias():
-  cin, feat = 16, 8
-  cell = ConvLSTMCell(cin, feat, rngs=nnx.Rngs(1))
-  assert cell.h_conv.bias is None
-  np.testing.assert_array_equal(np.asarray(cell.x_conv.bias[...]), 0.0)
-  for conv, fan_in in ((cell.x_conv, cin), (cell.h_conv, feat)):
-    kernel = np.asarray(conv.kernel[...])
-    # torch.nn.init.xavier_normal_ on each (fan_in -> feat) 3x3 gate conv: std = sqrt(2 / (9 * (fan_in + feat))).
-    expected_std = np.sqrt(2.0 / (9 * (fan_in + feat)))
-    assert kernel.shape == (3, 3, fan_in, 4 * feat)
-    assert abs(kernel.std() / expected_std - 1) < 0.1
-    # untruncated normal: some draws beyond 2 std (a truncated normal at 2 std would have none).
-    assert (np.abs(kernel) > 2.2 * expected_std).mean() > 0.01
+    cin, feat = 16, 8
+    cell = ConvLSTMCell(cin, feat, rngs=nnx.Rngs(1))
+    assert cell.h_conv.bias is None
+    np.testing.assert_array_equal(np.asarray(cell.x_conv.bias[...]), 0.0)
+    for conv, fan_in in ((cell.x_conv, cin), (cell.h_conv, feat)):
+        kernel = np.asarray(conv.kernel[...])
+        # torch.nn.init.xavier_normal_ on each (fan_in -> feat) 3x3 gate conv: std = sqrt(2 / (9 * (fan_in + feat))).
+        expected_std = np.sqrt(2.0 / (9 * (fan_in + feat)))
+        assert kernel.shape == (3, 3, fan_in, 4 * feat)
+        assert abs(kernel.std() / expected_std - 1) < 0.1
+        # untruncated normal: some draws beyond 2 std (a truncated normal at 2 std would have none).
+        assert (np.abs(kernel) > 2.2 * expected_std).mean() > 0.01
 
 
 def test_time_is_scanned_not_unrolled():
-  cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
-  graphdef, state = nnx.split(cell)
+    cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(cell)
 
-  def run(state, xs):
-    return convlstm(nnx.merge(graphdef, state), xs, return_sequence=True)
+    def run(state, xs):
+        return convlstm(nnx.merge(graphdef, state), xs, return_sequence=True)
 
-  texts = [jax.jit(run).lower(state, jnp.zeros((1, t, 4, 4, 2))).as_text() for t in (7, 25)]
-  assert texts[0].count("convolution") == texts[1].count("convolution")
-  assert len(texts[0].splitlines()) == len(texts[1].splitlines())
+    texts = [jax.jit(run).lower(state, jnp.zeros((1, t, 4, 4, 2))).as_text() for t in (7, 25)]
+    assert texts[0].count("convolution") == texts[1].count("convolution")
+    assert len(texts[0].splitlines()) == len(texts[1].splitlines())
 
 
 def test_bad_input_rank_and_even_kernel_are_rejected():
-  cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match=r"\(B, T, h, w, C\)"):
-    convlstm(cell, jnp.zeros((4, 4, 4, 2)))
-  with pytest.raises(ValueError, match="odd"):
-    ConvLSTMCell(2, 3, kernel_size=2, rngs=nnx.Rngs(0))
+    cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\(B, T, h, w, C\)"):
+        convlstm(cell, jnp.zeros((4, 4, 4, 2)))
+    with pytest.raises(ValueError, match="odd"):
+        ConvLSTMCell(2, 3, kernel_size=2, rngs=nnx.Rngs(0))

@@ -70,141 +70,154 @@ MODEL_KIND = ((TwoStream, "two_stream"), (EgoRNN, "rgb"), (FlowResNet, "flow"))
 
 
 def _gates(sd, key, errors):
-  keys = [key.format(g) for g in GATE_ORDER]
-  arrays = [sd.pop(k, None) for k in keys]
-  missing = [k for k, a in zip(keys, arrays) if a is None]
-  if missing:
-    errors.append(f"missing keys: {', '.join(missing)}")
-    return None
-  if len({a.shape for a in arrays}) != 1 or arrays[0].ndim not in (1, 4):
-    errors.append(f"wrong shapes: {', '.join(f'{k} {a.shape}' for k, a in zip(keys, arrays))} (expected four equal "
-                  "conv weights (out, in, k, k) or biases (out,))")
-    return None
-  return np.concatenate([a.transpose(2, 3, 1, 0) if a.ndim == 4 else a for a in arrays], axis=-1)
+    keys = [key.format(g) for g in GATE_ORDER]
+    arrays = [sd.pop(k, None) for k in keys]
+    missing = [k for k, a in zip(keys, arrays) if a is None]
+    if missing:
+        errors.append(f"missing keys: {', '.join(missing)}")
+        return None
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim not in (1, 4):
+        errors.append(
+            f"wrong shapes: {', '.join(f'{k} {a.shape}' for k, a in zip(keys, arrays))} (expected four equal "
+            "conv weights (out, in, k, k) or biases (out,))"
+        )
+        return None
+    return np.concatenate([a.transpose(2, 3, 1, 0) if a.ndim == 4 else a for a in arrays], axis=-1)
 
 
 def _linear(sd, prefix, errors):
-  keys = (prefix + "weight", prefix + "bias")
-  weight, bias = (sd.pop(k, None) for k in keys)
-  missing = [k for k, a in zip(keys, (weight, bias)) if a is None]
-  if missing:
-    errors.append(f"missing keys: {', '.join(missing)}")
-    return {}
-  if weight.ndim != 2 or bias.shape != weight.shape[:1]:
-    errors.append(f"wrong shapes: {keys[0]} {weight.shape}, {keys[1]} {bias.shape} (expected (out, in) and (out,))")
-    return {}
-  return {"kernel": weight.T, "bias": bias}
+    keys = (prefix + "weight", prefix + "bias")
+    weight, bias = (sd.pop(k, None) for k in keys)
+    missing = [k for k, a in zip(keys, (weight, bias)) if a is None]
+    if missing:
+        errors.append(f"missing keys: {', '.join(missing)}")
+        return {}
+    if weight.ndim != 2 or bias.shape != weight.shape[:1]:
+        errors.append(f"wrong shapes: {keys[0]} {weight.shape}, {keys[1]} {bias.shape} (expected (out, in) and (out,))")
+        return {}
+    return {"kernel": weight.T, "bias": bias}
 
 
 def _resnet(sd, prefix, errors):
-  keys = [k for k in sd if k.startswith(prefix)]
-  try:
-    return torchvision_to_nnx({k[len(prefix):]: sd.pop(k) for k in keys})
-  except WeightsError as e:
-    errors.append(f"ResNet under '{prefix}': {e}")
-    return {}
+    keys = [k for k in sd if k.startswith(prefix)]
+    try:
+        return torchvision_to_nnx({k[len(prefix) :]: sd.pop(k) for k in keys})
+    except WeightsError as e:
+        errors.append(f"ResNet under '{prefix}': {e}")
+        return {}
 
 
 def _convert(sd: dict, kind: str, errors: list) -> dict[str, np.ndarray]:
-  """Consumes the keys of `sd` (reference names, prefix stripped) that `kind`'s table claims."""
-  for dup, twin in DUPLICATES[kind].items():
-    if dup in sd:
-      if twin not in sd:
-        errors.append(f"missing key {twin} (its duplicate {dup} is present)")
-      elif sd[dup].shape != sd[twin].shape or not np.array_equal(sd[dup], sd[twin]):
-        errors.append(f"duplicate {dup} differs from {twin}; the reference saves one tensor under both names")
-      del sd[dup]
-  out = {}
-  for path, key, rule in TABLE[kind]:
-    if rule == "gates":
-      value = _gates(sd, key, errors)
-      parts = {} if value is None else {"": value}
-    elif rule == "linear":
-      parts = _linear(sd, key, errors)
-    elif rule == "resnet":
-      parts = _resnet(sd, key, errors)
-    else:  # a nested model under a prefix
-      sub = {k[len(key):]: sd.pop(k) for k in [k for k in sd if k.startswith(key)]}
-      sub_errors = []
-      parts = _convert(sub, rule, sub_errors)
-      if sub:
-        sub_errors.append(f"unknown keys ({len(sub)}): {', '.join(sorted(sub))}")
-      errors.extend(f"{key}*: {e}" for e in sub_errors)
-    out.update({f"{path}/{p}" if p else path: v for p, v in parts.items()})
-  return out
+    """Consumes the keys of `sd` (reference names, prefix stripped) that `kind`'s table claims."""
+    for dup, twin in DUPLICATES[kind].items():
+        if dup in sd:
+            if twin not in sd:
+                errors.append(f"missing key {twin} (its duplicate {dup} is present)")
+            elif sd[dup].shape != sd[twin].shape or not np.array_equal(sd[dup], sd[twin]):
+                errors.append(f"duplicate {dup} differs from {twin}; the reference saves one tensor under both names")
+            del sd[dup]
+    out = {}
+    for path, key, rule in TABLE[kind]:
+        if rule == "gates":
+            value = _gates(sd, key, errors)
+            parts = {} if value is None else {"": value}
+        elif rule == "linear":
+            parts = _linear(sd, key, errors)
+        elif rule == "resnet":
+            parts = _resnet(sd, key, errors)
+        else:  # a nested model under a prefix
+            sub = {k[len(key) :]: sd.pop(k) for k in [k for k in sd if k.startswith(key)]}
+            sub_errors = []
+            parts = _convert(sub, rule, sub_errors)
+            if sub:
+                sub_errors.append(f"unknown keys ({len(sub)}): {', '.join(sorted(sub))}")
+            errors.extend(f"{key}*: {e}" for e in sub_errors)
+        out.update({f"{path}/{p}" if p else path: v for p, v in parts.items()})
+    return out
 
 
 def _to_numpy(state_dict) -> dict[str, np.ndarray]:
-  if not isinstance(state_dict, Mapping):
-    raise WeightsError(f"expected a reference state dict (mapping of parameter names to tensors), got "
-                       f"{type(state_dict).__name__}")
-  nested = [k for k, v in state_dict.items() if isinstance(v, Mapping)]
-  if nested:
-    raise WeightsError(f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: pass the model's "
-                       "state dict (e.g. checkpoint['state_dict']), not the training checkpoint")
-  as_np = lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
-  return {k: as_np(v) for k, v in state_dict.items()}
+    if not isinstance(state_dict, Mapping):
+        raise WeightsError(
+            f"expected a reference state dict (mapping of parameter names to tensors), got {type(state_dict).__name__}"
+        )
+    nested = [k for k, v in state_dict.items() if isinstance(v, Mapping)]
+    if nested:
+        raise WeightsError(
+            f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: pass the model's "
+            "state dict (e.g. checkpoint['state_dict']), not the training checkpoint"
+        )
+    as_np = lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+    return {k: as_np(v) for k, v in state_dict.items()}
 
 
 def convert_reference(state_dict: Mapping, kind: str) -> dict[str, np.ndarray]:
-  """Reference state dict (torch names -> tensors/arrays) of kind 'rgb'|'flow'|'two_stream' -> {nnx path: array}.
+    """Reference state dict (torch names -> tensors/arrays) of kind 'rgb'|'flow'|'two_stream' -> {nnx path: array}.
 
-  Paths are '/'-joined nnx state paths of the ego_jax model ('lstm/x_conv/kernel',
-  'rgb/backbone/layer4/2/conv2/kernel', ...); shapes are checked against the model by `load_reference`.
-  """
-  if kind not in TABLE:
-    raise ValueError(f"kind must be one of {tuple(TABLE)}, got {kind!r}")
-  sd = _to_numpy(state_dict)
-  if sd and all(k.startswith("module.") for k in sd):
-    raise WeightsError("every key starts with 'module.' (a DataParallel wrapper): strip that prefix first")
-  out, errors = _convert_all(sd, kind)
-  if errors:
-    fits = [other for other in TABLE if other != kind and not _convert_all(sd, other)[1]]
-    hint = f"\n  it is a valid {fits[0]!r} checkpoint: load it into that model instead" if fits else ""
-    raise WeightsError(f"the reference {kind} checkpoint does not match the table in ego_jax/convert/reference.py:\n  "
-                       + "\n  ".join(errors) + hint)
-  return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+    Paths are '/'-joined nnx state paths of the ego_jax model ('lstm/x_conv/kernel',
+    'rgb/backbone/layer4/2/conv2/kernel', ...); shapes are checked against the model by `load_reference`.
+    """
+    if kind not in TABLE:
+        raise ValueError(f"kind must be one of {tuple(TABLE)}, got {kind!r}")
+    sd = _to_numpy(state_dict)
+    if sd and all(k.startswith("module.") for k in sd):
+        raise WeightsError("every key starts with 'module.' (a DataParallel wrapper): strip that prefix first")
+    out, errors = _convert_all(sd, kind)
+    if errors:
+        fits = [other for other in TABLE if other != kind and not _convert_all(sd, other)[1]]
+        hint = f"\n  it is a valid {fits[0]!r} checkpoint: load it into that model instead" if fits else ""
+        raise WeightsError(
+            f"the reference {kind} checkpoint does not match the table in ego_jax/convert/reference.py:\n  "
+            + "\n  ".join(errors)
+            + hint
+        )
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
 
 
 def _convert_all(sd: dict, kind: str) -> tuple[dict, list]:
-  """(converted arrays, error lines) of all of `sd` (not modified) read as a `kind` checkpoint."""
-  rest, errors = dict(sd), []
-  out = _convert(rest, kind, errors)
-  if rest:
-    errors.append(f"unknown keys ({len(rest)}): {', '.join(sorted(rest))}")
-  return out, errors
+    """(converted arrays, error lines) of all of `sd` (not modified) read as a `kind` checkpoint."""
+    rest, errors = dict(sd), []
+    out = _convert(rest, kind, errors)
+    if rest:
+        errors.append(f"unknown keys ({len(rest)}): {', '.join(sorted(rest))}")
+    return out, errors
 
 
 def _describe(cfg: dict) -> str:
-  return f"depth {cfg['depth']}, width {cfg['width']}, {cfg['in_channels']} input channels"
+    return f"depth {cfg['depth']}, width {cfg['width']}, {cfg['in_channels']} input channels"
 
 
 def load_reference(model: EgoRNN | FlowResNet | TwoStream, source) -> None:
-  """Apply a reference checkpoint (a state dict, or a .pth path read with torch) to `model` in place.
+    """Apply a reference checkpoint (a state dict, or a .pth path read with torch) to `model` in place.
 
-  The model must have the checkpoint's architecture (depth, width, stack, classes; an EgoRNN without
-  ms_head, since the reference has none); otherwise WeightsError lists the missing, unknown and
-  mis-shaped nnx paths.
-  """
-  kind = next((k for cls, k in MODEL_KIND if isinstance(model, cls)), None)
-  if kind is None:
-    raise TypeError(f"load_reference: expected an EgoRNN, FlowResNet or TwoStream, got {type(model).__name__}")
-  if not isinstance(source, Mapping):
-    import torch  # only for reading .pth files; the torch extra of ego_jax
+    The model must have the checkpoint's architecture (depth, width, stack, classes; an EgoRNN without
+    ms_head, since the reference has none); otherwise WeightsError lists the missing, unknown and
+    mis-shaped nnx paths.
+    """
+    kind = next((k for cls, k in MODEL_KIND if isinstance(model, cls)), None)
+    if kind is None:
+        raise TypeError(f"load_reference: expected an EgoRNN, FlowResNet or TwoStream, got {type(model).__name__}")
+    if not isinstance(source, Mapping):
+        import torch  # only for reading .pth files; the torch extra of ego_jax
 
-    source = torch.load(source, map_location="cpu", weights_only=True)
-  arrays = convert_reference(source, kind)
-  for path, resnet in nnx.iter_modules(model):
-    if isinstance(resnet, ResNet):  # name an architecture mismatch before listing every key it breaks
-      prefix = path_key(path) + "/"
-      got = config_of({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-      want = dict(depth=resnet.depth, width=resnet.width, in_channels=resnet.in_channels)
-      if any(got[k] != v for k, v in want.items()):
-        raise WeightsError(f"the checkpoint's {prefix[:-1]} is a ResNet with {_describe(got)} but the model's is "
-                           f"{_describe(want)}: build the model with the checkpoint's architecture")
-  state = nnx.state(model, (nnx.Param, nnx.BatchStat))
-  flat = nnx.to_flat_state(state)
-  check_keys({k: v.shape for k, v in arrays.items()}, {path_key(p): tuple(v.shape) for p, v in flat},
-             f"the reference {kind} checkpoint vs the {type(model).__name__} model")
-  new = {p: jnp.asarray(arrays[path_key(p)], v.dtype) for p, v in flat}
-  nnx.update(model, nnx.State.from_flat_path(new))
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    arrays = convert_reference(source, kind)
+    for path, resnet in nnx.iter_modules(model):
+        if isinstance(resnet, ResNet):  # name an architecture mismatch before listing every key it breaks
+            prefix = path_key(path) + "/"
+            got = config_of({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
+            want = dict(depth=resnet.depth, width=resnet.width, in_channels=resnet.in_channels)
+            if any(got[k] != v for k, v in want.items()):
+                raise WeightsError(
+                    f"the checkpoint's {prefix[:-1]} is a ResNet with {_describe(got)} but the model's is "
+                    f"{_describe(want)}: build the model with the checkpoint's architecture"
+                )
+    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    flat = nnx.to_flat_state(state)
+    check_keys(
+        {k: v.shape for k, v in arrays.items()},
+        {path_key(p): tuple(v.shape) for p, v in flat},
+        f"the reference {kind} checkpoint vs the {type(model).__name__} model",
+    )
+    new = {p: jnp.asarray(arrays[path_key(p)], v.dtype) for p, v in flat}
+    nnx.update(model, nnx.State.from_flat_path(new))

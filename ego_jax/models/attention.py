@@ -12,23 +12,25 @@ from flax import nnx
 
 
 def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array):
-  """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) -> (attended (N,h,w,C), attention (N,h,w))."""
-  if feat_bn.shape != feat_raw.shape or feat_bn.ndim != 4 or fc_kernel.shape[0] != feat_bn.shape[-1]:
-    raise ValueError(f"cam_attention: expected feat_bn and feat_raw of one shape (N, h, w, C) and fc_kernel "
-                     f"(C, K); got {feat_bn.shape}, {feat_raw.shape}, {fc_kernel.shape}.")
-  n, h, w, _ = feat_bn.shape
-  logits = jnp.mean(feat_bn, axis=(1, 2)) @ fc_kernel + fc_bias
-  top1 = jnp.argmax(logits, axis=-1)
-  class_weights = jnp.take(fc_kernel, top1, axis=1).T  # (N, C)
-  cam = jnp.einsum("nhwc,nc->nhw", feat_bn, class_weights)
-  attention = jax.nn.softmax(cam.reshape(n, h * w), axis=-1).reshape(n, h, w)
-  return feat_raw * attention[..., None], attention
+    """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) -> (attended (N,h,w,C), attention (N,h,w))."""
+    if feat_bn.shape != feat_raw.shape or feat_bn.ndim != 4 or fc_kernel.shape[0] != feat_bn.shape[-1]:
+        raise ValueError(
+            f"cam_attention: expected feat_bn and feat_raw of one shape (N, h, w, C) and fc_kernel "
+            f"(C, K); got {feat_bn.shape}, {feat_raw.shape}, {fc_kernel.shape}."
+        )
+    n, h, w, _ = feat_bn.shape
+    logits = jnp.mean(feat_bn, axis=(1, 2)) @ fc_kernel + fc_bias
+    top1 = jnp.argmax(logits, axis=-1)
+    class_weights = jnp.take(fc_kernel, top1, axis=1).T  # (N, C)
+    cam = jnp.einsum("nhwc,nc->nhw", feat_bn, class_weights)
+    attention = jax.nn.softmax(cam.reshape(n, h * w), axis=-1).reshape(n, h, w)
+    return feat_raw * attention[..., None], attention
 
 
 class CamAttention(nnx.Module):
-  """Parameter-free module form of `cam_attention`, reading the ImageNet classifier `fc` it is given."""
+    """Parameter-free module form of `cam_attention`, reading the ImageNet classifier `fc` it is given."""
 
-  def __call__(self, feat_bn: jax.Array, feat_raw: jax.Array, fc: nnx.Linear):
-    """feat_bn, feat_raw (N,h,w,C), fc Linear(C->K) -> (attended (N,h,w,C), attention (N,h,w))."""
-    dtype = feat_bn.dtype
-    return cam_attention(feat_bn, feat_raw, fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype))
+    def __call__(self, feat_bn: jax.Array, feat_raw: jax.Array, fc: nnx.Linear):
+        """feat_bn, feat_raw (N,h,w,C), fc Linear(C->K) -> (attended (N,h,w,C), attention (N,h,w))."""
+        dtype = feat_bn.dtype
+        return cam_attention(feat_bn, feat_raw, fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype))

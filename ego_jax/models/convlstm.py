@@ -20,67 +20,84 @@ GATES = ("i", "f", "c", "o")  # order of the gate blocks along the conv output c
 
 
 def xavier_normal_per_gate(key, shape, dtype=jnp.float32):
-  """Untruncated Xavier-normal init of an HWIO kernel (kh,kw,I,4F) whose fans are those of one gate conv (I->F).
+    """Untruncated Xavier-normal init of an HWIO kernel (kh,kw,I,4F) whose fans are those of one gate conv (I->F).
 
-  torch.nn.init.xavier_normal_ is applied to each (F-output) gate conv separately and is not
-  truncated, so neither jax's glorot_normal (truncated) nor fan_out=4F would match it.
-  """
-  kh, kw, fan_in_channels, out = shape
-  std = math.sqrt(2.0 / (kh * kw * (fan_in_channels + out // len(GATES))))
-  return std * jax.random.normal(key, shape, dtype)
+    torch.nn.init.xavier_normal_ is applied to each (F-output) gate conv separately and is not
+    truncated, so neither jax's glorot_normal (truncated) nor fan_out=4F would match it.
+    """
+    kh, kw, fan_in_channels, out = shape
+    std = math.sqrt(2.0 / (kh * kw * (fan_in_channels + out // len(GATES))))
+    return std * jax.random.normal(key, shape, dtype)
 
 
 class ConvLSTMCell(nnx.Module):
-  """Reference Ego-RNN ConvLSTM cell; carry is (h, c), each (N, h, w, features)."""
+    """Reference Ego-RNN ConvLSTM cell; carry is (h, c), each (N, h, w, features)."""
 
-  def __init__(self, in_features: int, features: int, *, kernel_size: int = 3,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    if kernel_size % 2 != 1:
-      raise ValueError(f"ConvLSTMCell: kernel_size must be odd (the reference pads (k-1)/2 to keep the "
-                       f"grid), got {kernel_size}.")
-    pad = ((kernel_size // 2,) * 2,) * 2
-    conv = dict(kernel_size=(kernel_size, kernel_size), padding=pad, dtype=dtype, param_dtype=param_dtype,
-                kernel_init=xavier_normal_per_gate, rngs=rngs)
-    self.features = features
-    self.x_conv = nnx.Conv(in_features, len(GATES) * features, use_bias=True,
-                           bias_init=nnx.initializers.zeros_init(), **conv)
-    self.h_conv = nnx.Conv(features, len(GATES) * features, use_bias=False, **conv)
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        *,
+        kernel_size: int = 3,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if kernel_size % 2 != 1:
+            raise ValueError(
+                f"ConvLSTMCell: kernel_size must be odd (the reference pads (k-1)/2 to keep the "
+                f"grid), got {kernel_size}."
+            )
+        pad = ((kernel_size // 2,) * 2,) * 2
+        conv = dict(
+            kernel_size=(kernel_size, kernel_size),
+            padding=pad,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=xavier_normal_per_gate,
+            rngs=rngs,
+        )
+        self.features = features
+        self.x_conv = nnx.Conv(
+            in_features, len(GATES) * features, use_bias=True, bias_init=nnx.initializers.zeros_init(), **conv
+        )
+        self.h_conv = nnx.Conv(features, len(GATES) * features, use_bias=False, **conv)
 
-  def zero_carry(self, x_gates: jax.Array):
-    """Zero (h, c) matching x_gates (N, h, w, 4F)."""
-    zeros = jnp.zeros(x_gates.shape[:-1] + (self.features,), x_gates.dtype)
-    return zeros, zeros
+    def zero_carry(self, x_gates: jax.Array):
+        """Zero (h, c) matching x_gates (N, h, w, 4F)."""
+        zeros = jnp.zeros(x_gates.shape[:-1] + (self.features,), x_gates.dtype)
+        return zeros, zeros
 
-  def step(self, carry, x_gates: jax.Array):
-    """One step from precomputed x_conv(x) (N,h,w,4F); returns the new (h, c)."""
-    h, c = carry
-    i, f, g, o = jnp.split(x_gates + self.h_conv(h), len(GATES), axis=-1)
-    c = jnp.tanh(g) * jax.nn.sigmoid(i) + c * jax.nn.sigmoid(f)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return h, c
+    def step(self, carry, x_gates: jax.Array):
+        """One step from precomputed x_conv(x) (N,h,w,4F); returns the new (h, c)."""
+        h, c = carry
+        i, f, g, o = jnp.split(x_gates + self.h_conv(h), len(GATES), axis=-1)
+        c = jnp.tanh(g) * jax.nn.sigmoid(i) + c * jax.nn.sigmoid(f)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h, c
 
-  def __call__(self, carry, x: jax.Array):
-    """(h, c), x (N,h,w,Cin) -> new (h, c)."""
-    return self.step(carry, self.x_conv(x))
+    def __call__(self, carry, x: jax.Array):
+        """(h, c), x (N,h,w,Cin) -> new (h, c)."""
+        return self.step(carry, self.x_conv(x))
 
 
 def convlstm(cell: ConvLSTMCell, xs: jax.Array, return_sequence: bool = False):
-  """Runs `cell` over xs (B,T,h,w,Cin) from a zero state -> (h_T, c_T)[, (hs, cs) each (B,T,h,w,F)].
+    """Runs `cell` over xs (B,T,h,w,Cin) from a zero state -> (h_T, c_T)[, (hs, cs) each (B,T,h,w,F)].
 
-  The input convolution has no recurrence, so it runs on all B*T frames in one call; only the
-  h convolution is inside the scan. Time is a `lax.scan`, so compile time does not grow with T.
-  """
-  if xs.ndim != 5:
-    raise ValueError(f"convlstm: expected xs of shape (B, T, h, w, C), got {xs.shape}.")
-  b, t = xs.shape[:2]
-  x_gates = cell.x_conv(xs.reshape((b * t,) + xs.shape[2:]))
-  x_gates = jnp.swapaxes(x_gates.reshape((b, t) + x_gates.shape[1:]), 0, 1)  # time-major for scan
+    The input convolution has no recurrence, so it runs on all B*T frames in one call; only the
+    h convolution is inside the scan. Time is a `lax.scan`, so compile time does not grow with T.
+    """
+    if xs.ndim != 5:
+        raise ValueError(f"convlstm: expected xs of shape (B, T, h, w, C), got {xs.shape}.")
+    b, t = xs.shape[:2]
+    x_gates = cell.x_conv(xs.reshape((b * t,) + xs.shape[2:]))
+    x_gates = jnp.swapaxes(x_gates.reshape((b, t) + x_gates.shape[1:]), 0, 1)  # time-major for scan
 
-  def body(carry, xg):
-    carry = cell.step(carry, xg)
-    return carry, (carry if return_sequence else None)
+    def body(carry, xg):
+        carry = cell.step(carry, xg)
+        return carry, (carry if return_sequence else None)
 
-  final, seq = jax.lax.scan(body, cell.zero_carry(x_gates[0]), x_gates)
-  if not return_sequence:
-    return final
-  return final, jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), seq)
+    final, seq = jax.lax.scan(body, cell.zero_carry(x_gates[0]), x_gates)
+    if not return_sequence:
+        return final
+    return final, jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), seq)

@@ -23,70 +23,82 @@ POOLS = ("c", "h")
 
 
 class EgoRNN(nnx.Module):
-  """RGB stream of Ego-RNN.
+    """RGB stream of Ego-RNN.
 
-  Args:
-    num_classes: activity classes.
-    depth, width: backbone ResNet (34, 64 in the reference); features are 8*width channels.
-    attention: CAM attention (True, the reference) or the plain ConvLSTM ablation (False).
-    ms_head: None, or dict(kind='cls'|'reg', tap='layer4'|'layer4_raw'|'attended', hidden=100,
-      grid=(7, 7)) for a motion-segmentation head; grid is the layer4 grid of the input size
-      (ego_jax.models.resnet.layer4_grid: 224 px -> (7, 7)). Without attention, tap 'attended' reads
-      what the LSTM reads, i.e. 'layer4'.
-    pool: 'c' classifies the spatial mean of c_T (reference), 'h' that of h_T.
-    dropout: rate before the classifier (0.7 in the reference).
-    mem_features: ConvLSTM channels (None -> 8*width, as the reference's 512).
-  """
+    Args:
+      num_classes: activity classes.
+      depth, width: backbone ResNet (34, 64 in the reference); features are 8*width channels.
+      attention: CAM attention (True, the reference) or the plain ConvLSTM ablation (False).
+      ms_head: None, or dict(kind='cls'|'reg', tap='layer4'|'layer4_raw'|'attended', hidden=100,
+        grid=(7, 7)) for a motion-segmentation head; grid is the layer4 grid of the input size
+        (ego_jax.models.resnet.layer4_grid: 224 px -> (7, 7)). Without attention, tap 'attended' reads
+        what the LSTM reads, i.e. 'layer4'.
+      pool: 'c' classifies the spatial mean of c_T (reference), 'h' that of h_T.
+      dropout: rate before the classifier (0.7 in the reference).
+      mem_features: ConvLSTM channels (None -> 8*width, as the reference's 512).
+    """
 
-  def __init__(self, num_classes: int, *, depth: int = 34, width: int = 64, attention: bool = True,
-               ms_head: dict | None = None, pool: str = "c", dropout: float = 0.7,
-               mem_features: int | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
-    if pool not in POOLS:
-      raise ValueError(f"EgoRNN: pool must be one of {POOLS} (pooled c_T or h_T), got {pool!r}.")
-    features = 8 * width
-    mem_features = mem_features or features
-    self.attention, self.pool = attention, pool
-    self.backbone = ResNet(depth, width=width, num_classes=1000, dtype=dtype, rngs=rngs)
-    self.lstm = ConvLSTMCell(features, mem_features, dtype=dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.classifier = torch_init.linear(mem_features, num_classes, dtype=dtype, rngs=rngs)
-    if ms_head is None:
-      self.ms_head = None
-    else:
-      unknown = set(ms_head) - {"kind", "tap", "hidden", "grid"}
-      if unknown:
-        raise ValueError(f"EgoRNN: unknown ms_head keys {sorted(unknown)}; expected kind, tap, hidden, grid.")
-      ms = dict(ms_head)
-      self.ms_head = MotionSegmentationHead(features, tuple(ms.pop("grid", (7, 7))), dtype=dtype, rngs=rngs, **ms)
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        depth: int = 34,
+        width: int = 64,
+        attention: bool = True,
+        ms_head: dict | None = None,
+        pool: str = "c",
+        dropout: float = 0.7,
+        mem_features: int | None = None,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if pool not in POOLS:
+            raise ValueError(f"EgoRNN: pool must be one of {POOLS} (pooled c_T or h_T), got {pool!r}.")
+        features = 8 * width
+        mem_features = mem_features or features
+        self.attention, self.pool = attention, pool
+        self.backbone = ResNet(depth, width=width, num_classes=1000, dtype=dtype, rngs=rngs)
+        self.lstm = ConvLSTMCell(features, mem_features, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.classifier = torch_init.linear(mem_features, num_classes, dtype=dtype, rngs=rngs)
+        if ms_head is None:
+            self.ms_head = None
+        else:
+            unknown = set(ms_head) - {"kind", "tap", "hidden", "grid"}
+            if unknown:
+                raise ValueError(f"EgoRNN: unknown ms_head keys {sorted(unknown)}; expected kind, tap, hidden, grid.")
+            ms = dict(ms_head)
+            self.ms_head = MotionSegmentationHead(features, tuple(ms.pop("grid", (7, 7))), dtype=dtype, rngs=rngs, **ms)
 
-  def __call__(self, rgb: jax.Array) -> dict:
-    """rgb (B,T,H,W,3) normalised -> dict(logits (B,C), feature (B,mem) pooled state before dropout,
-    attention (B,T,h,w) or None, ms (B,T,h,w,K) or None)."""
-    if rgb.ndim != 5:
-      raise ValueError(f"EgoRNN expects rgb of shape (B, T, H, W, 3), got {rgb.shape}.")
-    b, t = rgb.shape[:2]
-    out = self.backbone(rgb.reshape((b * t,) + rgb.shape[2:]))
-    feats = {"layer4": out["layer4"], "layer4_raw": out["layer4_raw"]}
-    attention = None
-    if self.attention:
-      fc = self.backbone.fc
-      dtype = out["layer4"].dtype
-      feats["attended"], attention = cam_attention(out["layer4"], out["layer4_raw"],
-                                                   fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype))
-      lstm_in = feats["attended"]
-    else:
-      feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
-    per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
-    h_t, c_t = convlstm(self.lstm, per_clip(lstm_in))
-    feature = jnp.mean(c_t if self.pool == "c" else h_t, axis=(1, 2))
-    return dict(
-        logits=self.classifier(self.dropout(feature)),
-        feature=feature,
-        attention=None if attention is None else per_clip(attention),
-        ms=None if self.ms_head is None else per_clip(self.ms_head(feats[self.ms_head.tap])),
-    )
+    def __call__(self, rgb: jax.Array) -> dict:
+        """rgb (B,T,H,W,3) normalised -> dict(logits (B,C), feature (B,mem) pooled state before dropout,
+        attention (B,T,h,w) or None, ms (B,T,h,w,K) or None)."""
+        if rgb.ndim != 5:
+            raise ValueError(f"EgoRNN expects rgb of shape (B, T, H, W, 3), got {rgb.shape}.")
+        b, t = rgb.shape[:2]
+        out = self.backbone(rgb.reshape((b * t,) + rgb.shape[2:]))
+        feats = {"layer4": out["layer4"], "layer4_raw": out["layer4_raw"]}
+        attention = None
+        if self.attention:
+            fc = self.backbone.fc
+            dtype = out["layer4"].dtype
+            feats["attended"], attention = cam_attention(
+                out["layer4"], out["layer4_raw"], fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype)
+            )
+            lstm_in = feats["attended"]
+        else:
+            feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
+        per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
+        h_t, c_t = convlstm(self.lstm, per_clip(lstm_in))
+        feature = jnp.mean(c_t if self.pool == "c" else h_t, axis=(1, 2))
+        return dict(
+            logits=self.classifier(self.dropout(feature)),
+            feature=feature,
+            attention=None if attention is None else per_clip(attention),
+            ms=None if self.ms_head is None else per_clip(self.ms_head(feats[self.ms_head.tap])),
+        )
 
 
 def action_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """logits (B,C), labels (B,) int -> scalar mean softmax cross-entropy."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
+    """logits (B,C), labels (B,) int -> scalar mean softmax cross-entropy."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))

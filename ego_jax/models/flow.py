@@ -13,19 +13,30 @@ from ego_jax.models.resnet import ResNet
 
 
 class FlowResNet(nnx.Module):
-  """Flow stream: (B,H,W,2*stack) -> dict(logits (B,C), feature (B,8*width))."""
+    """Flow stream: (B,H,W,2*stack) -> dict(logits (B,C), feature (B,8*width))."""
 
-  def __init__(self, num_classes: int, *, stack: int = 5, depth: int = 34, width: int = 64,
-               dropout: float = 0.5, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.stack = stack
-    self.backbone = ResNet(depth, in_channels=2 * stack, width=width, num_classes=None, dtype=dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.classifier = torch_init.linear(8 * width, num_classes, dtype=dtype, rngs=rngs)
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        stack: int = 5,
+        depth: int = 34,
+        width: int = 64,
+        dropout: float = 0.5,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.stack = stack
+        self.backbone = ResNet(depth, in_channels=2 * stack, width=width, num_classes=None, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.classifier = torch_init.linear(8 * width, num_classes, dtype=dtype, rngs=rngs)
 
-  def __call__(self, flow: jax.Array) -> dict:
-    """flow (B,H,W,2*stack) normalised -> dict(logits (B,C), feature (B,8*width) before dropout)."""
-    if flow.ndim != 4 or flow.shape[-1] != 2 * self.stack:
-      raise ValueError(f"FlowResNet expects flow of shape (B, H, W, {2 * self.stack}) (stack={self.stack}, "
-                       f"x/y interleaved), got {flow.shape}.")
-    feature = self.backbone(flow)["pooled"]
-    return dict(logits=self.classifier(self.dropout(feature)), feature=feature)
+    def __call__(self, flow: jax.Array) -> dict:
+        """flow (B,H,W,2*stack) normalised -> dict(logits (B,C), feature (B,8*width) before dropout)."""
+        if flow.ndim != 4 or flow.shape[-1] != 2 * self.stack:
+            raise ValueError(
+                f"FlowResNet expects flow of shape (B, H, W, {2 * self.stack}) (stack={self.stack}, "
+                f"x/y interleaved), got {flow.shape}."
+            )
+        feature = self.backbone(flow)["pooled"]
+        return dict(logits=self.classifier(self.dropout(feature)), feature=feature)

@@ -15,16 +15,17 @@ kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def bias_init(fan_in: int):
-  """Bias initialiser U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
+    """Bias initialiser U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
 
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-  return init
+    return init
 
 
 def linear(in_features: int, out_features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
-  """nnx.Linear (in -> out) with torch's default nn.Linear initialisation."""
-  return nnx.Linear(in_features, out_features, dtype=dtype, kernel_init=kernel_init,
-                    bias_init=bias_init(in_features), rngs=rngs)
+    """nnx.Linear (in -> out) with torch's default nn.Linear initialisation."""
+    return nnx.Linear(
+        in_features, out_features, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init(in_features), rngs=rngs
+    )

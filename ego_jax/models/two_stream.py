@@ -14,19 +14,27 @@ from ego_jax.models.flow import FlowResNet
 
 
 class TwoStream(nnx.Module):
-  """Joint model over an RGB EgoRNN and a FlowResNet (held as attributes `rgb` and `flow`)."""
+    """Joint model over an RGB EgoRNN and a FlowResNet (held as attributes `rgb` and `flow`)."""
 
-  def __init__(self, num_classes: int, *, rgb: EgoRNN, flow: FlowResNet, dropout: float = 0.5,
-               dtype=jnp.float32, rngs: nnx.Rngs):
-    self.flow = flow
-    self.rgb = rgb
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    features = flow.classifier.in_features + rgb.classifier.in_features
-    self.classifier = torch_init.linear(features, num_classes, dtype=dtype, rngs=rngs)
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        rgb: EgoRNN,
+        flow: FlowResNet,
+        dropout: float = 0.5,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.flow = flow
+        self.rgb = rgb
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        features = flow.classifier.in_features + rgb.classifier.in_features
+        self.classifier = torch_init.linear(features, num_classes, dtype=dtype, rngs=rngs)
 
-  def __call__(self, rgb: jax.Array, flow: jax.Array) -> dict:
-    """rgb (B,T,H,W,3), flow (B,H,W,2*stack) -> dict(logits (B,C), feature (B,F_flow+F_rgb) flow first,
-    attention (B,T,h,w) or None)."""
-    rgb_out = self.rgb(rgb)
-    feature = jnp.concatenate([self.flow(flow)["feature"], rgb_out["feature"]], axis=-1)
-    return dict(logits=self.classifier(self.dropout(feature)), feature=feature, attention=rgb_out["attention"])
+    def __call__(self, rgb: jax.Array, flow: jax.Array) -> dict:
+        """rgb (B,T,H,W,3), flow (B,H,W,2*stack) -> dict(logits (B,C), feature (B,F_flow+F_rgb) flow first,
+        attention (B,T,h,w) or None)."""
+        rgb_out = self.rgb(rgb)
+        feature = jnp.concatenate([self.flow(flow)["feature"], rgb_out["feature"]], axis=-1)
+        return dict(logits=self.classifier(self.dropout(feature)), feature=feature, attention=rgb_out["attention"])
