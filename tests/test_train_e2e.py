@@ -147,6 +147,16 @@ def test_convlstm_config(data_dir, tmp_path):
     assert changed(s1, s2) == expand(["lstm/", "classifier/", FC, *L4_CONVS], s2)
 
 
+def test_attention_and_flow_configs_run_end_to_end(data_dir, tmp_path):
+    """Their stages equal two_stream's (above), but each config file itself also trains end to end."""
+    for module in (attention, flow):
+        work = tmp_path / module.__name__.split(".")[-1]
+        config = tiny(module, data_dir)
+        assert loop.train(config, str(work))
+        for name in config.recipe:
+            assert (work / name / "DONE").exists() and json.loads((work / name / "eval.json").read_text())["count"] == 4
+
+
 @pytest.mark.parametrize("module", [ms_cls, ms_reg])
 def test_ms_configs_reuse_a_finished_stage_1(module, data_dir, two_stream_run, tmp_path):
     config = tiny(module, data_dir)
