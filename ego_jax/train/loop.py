@@ -79,7 +79,7 @@ def _train_loader(config, stage, source, *, ms_grid, start_step: int, mesh):
 
     d = config.data
     return make_loader(
-        source, kind=recipes.LOADER_KIND[stage.model.kind], train=True, global_batch_size=config.batch_size,
+        source, kind=evaluate.LOADER[evaluate.PROTOCOL_OF_KIND[stage.model.kind]]["kind"], train=True, global_batch_size=config.batch_size,
         frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
         ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
         seed=config.seed, start_step=start_step, num_epochs=stage.epochs,

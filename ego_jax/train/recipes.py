@@ -16,8 +16,8 @@ from flax import nnx
 from ego_jax.train import checkpoint
 from ego_jax.train.optim import matches
 
-# model kind -> loader kind of ego_jax.data.pipeline.make_loader.
-LOADER_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "two_stream"}
+# model.kind of a stage config; the loader and evaluation protocol of each are in ego_jax.train.evaluate.
+MODEL_KINDS = ("ego_rnn", "flow", "two_stream")
 
 
 def _path(parts) -> str:
@@ -40,7 +40,7 @@ def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> 
         rgb = models.EgoRNN(num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
         flow = models.FlowResNet(num_classes, **kw.pop("flow"), dtype=dtype, rngs=rngs)
         return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, dtype=dtype, rngs=rngs)
-    raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {sorted(LOADER_KIND)}")
+    raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {MODEL_KINDS}")
 
 
 def param_filter(patterns: Sequence[str], model: nnx.Module, what: str = "trainable"):
