@@ -62,7 +62,9 @@ def base(args) -> ml_collections.ConfigDict:
     ))
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     # pool: the RGB classifier reads the spatial mean of c_T ('c', reference) or of h_T ('h', deviation).
-    c.model = ml_collections.ConfigDict(dict(depth=34, width=64, pool="c"))
+    # scan_unroll: the ConvLSTM time scan's unroll, a pure speed choice; 0 = the backend's measured default
+    # (ego_jax.models.convlstm.default_unroll), N = unroll N steps (1 = a rolled loop).
+    c.model = ml_collections.ConfigDict(dict(depth=34, width=64, pool="c", scan_unroll=0))
     c.recipe = ()
     c.stages = ml_collections.ConfigDict()
     return c
@@ -71,7 +73,8 @@ def base(args) -> ml_collections.ConfigDict:
 def ego_rnn(c, *, attention: bool, ms_head=None) -> dict:
     """EgoRNN kwargs (RGB stream, reference dropout 0.7)."""
     return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), attention=attention,
-                ms_head=ms_head, pool=c.model.get_ref("pool"), dropout=0.7)
+                ms_head=ms_head, pool=c.model.get_ref("pool"), scan_unroll=c.model.get_ref("scan_unroll"),
+                dropout=0.7)
 
 
 def flow_resnet(c) -> dict:

@@ -75,11 +75,12 @@ def test_initialisation_is_per_gate_xavier_normal_with_zero_bias():
 
 
 def test_time_is_scanned_not_unrolled():
+    """With unroll=1 (the TPU default) the program does not grow with T: time is one scan."""
     cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(cell)
 
     def run(state, xs):
-        return convlstm(nnx.merge(graphdef, state), xs, return_sequence=True)
+        return convlstm(nnx.merge(graphdef, state), xs, return_sequence=True, unroll=1)
 
     texts = [jax.jit(run).lower(state, jnp.zeros((1, t, 4, 4, 2))).as_text() for t in (7, 25)]
     assert texts[0].count("convolution") == texts[1].count("convolution")
@@ -92,3 +93,31 @@ def test_bad_input_rank_and_even_kernel_are_rejected():
         convlstm(cell, jnp.zeros((4, 4, 4, 2)))
     with pytest.raises(ValueError, match="odd"):
         ConvLSTMCell(2, 3, kernel_size=2, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("unroll", [True, 3])
+def test_unroll_is_a_pure_speed_choice(unroll):
+    """Outputs and gradients (parameters and input) with `unroll` equal those of the rolled scan (unroll=1)."""
+    cell = ConvLSTMCell(4, 5, rngs=nnx.Rngs(2))
+    graphdef, state = nnx.split(cell)
+    xs = jax.random.normal(jax.random.key(3), (2, 7, 5, 5, 4))
+
+    def loss(state, xs, unroll):
+        h, c = convlstm(nnx.merge(graphdef, state), xs, unroll=unroll)
+        return jnp.sum(jnp.sin(h)) + jnp.sum(c * c)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    (v1, (gs1, gx1)), (v2, (gs2, gx2)) = grad(state, xs, 1), grad(state, xs, unroll)
+    lowered = [jax.jit(loss, static_argnums=2).lower(state, xs, u).as_text() for u in (1, unroll)]
+    assert lowered[0] != lowered[1]  # the two really are different programs
+    np.testing.assert_allclose(v2, v1, rtol=1e-6)
+    np.testing.assert_allclose(gx2, gx1, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(gs2), jax.tree.leaves(gs1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_default_unroll_per_backend():
+    from ego_jax.models.convlstm import default_unroll
+
+    assert default_unroll("cpu") is True and default_unroll("gpu") is True  # any loop is slow there (issue 12868)
+    assert default_unroll("tpu") == 1

@@ -81,11 +81,26 @@ class ConvLSTMCell(nnx.Module):
         return self.step(carry, self.x_conv(x))
 
 
-def convlstm(cell: ConvLSTMCell, xs: jax.Array, return_sequence: bool = False):
+def default_unroll(backend: str | None = None) -> int | bool:
+    """`lax.scan` unroll for the ConvLSTM on `backend` (default: jax's): True (full) or 1 (a rolled loop).
+
+    CPU, measured (7-step ConvLSTM(512), batch 2): XLA CPU runs convolutions inside a while-loop body on a
+    slow path (jax-ml/jax issue 12868): gradient 17.0 s rolled, 0.64 s fully unrolled; at T=25 even
+    unroll=5 took 59 s, full 2.7 s (compile 7.3 s). Any loop left in the program is slow, so: full.
+    GPU, reasoned (not yet measured): a while loop costs a predicate copy to the host and a kernel-launch
+    barrier per step, and hides the steps from fusion and scheduling; T <= 25, so compile stays bounded: full.
+    TPU, reasoned: while loops run on the device without host round trips and TPU compiles are the costly
+    ones, so the rolled loop (1) until measured.
+    """
+    return 1 if (backend or jax.default_backend()) == "tpu" else True
+
+
+def convlstm(cell: ConvLSTMCell, xs: jax.Array, return_sequence: bool = False, unroll: int | bool = 0):
     """Runs `cell` over xs (B,T,h,w,Cin) from a zero state -> (h_T, c_T)[, (hs, cs) each (B,T,h,w,F)].
 
     The input convolution has no recurrence, so it runs on all B*T frames in one call; only the
-    h convolution is inside the scan. Time is a `lax.scan`, so compile time does not grow with T.
+    h convolution is inside the scan. unroll: the scan's unroll (an int, or True for all T steps);
+    0 -> `default_unroll()` of the backend. A pure speed choice: results are the same for every value.
     """
     if xs.ndim != 5:
         raise ValueError(f"convlstm: expected xs of shape (B, T, h, w, C), got {xs.shape}.")
@@ -97,7 +112,7 @@ def convlstm(cell: ConvLSTMCell, xs: jax.Array, return_sequence: bool = False):
         carry = cell.step(carry, xg)
         return carry, (carry if return_sequence else None)
 
-    final, seq = jax.lax.scan(body, cell.zero_carry(x_gates[0]), x_gates)
+    final, seq = jax.lax.scan(body, cell.zero_carry(x_gates[0]), x_gates, unroll=unroll or default_unroll())
     if not return_sequence:
         return final
     return final, jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), seq)

@@ -36,6 +36,7 @@ class EgoRNN(nnx.Module):
       pool: 'c' classifies the spatial mean of c_T (reference), 'h' that of h_T.
       dropout: rate before the classifier (0.7 in the reference).
       mem_features: ConvLSTM channels (None -> 8*width, as the reference's 512).
+      scan_unroll: unroll of the ConvLSTM's time scan (0: the backend's default, see convlstm.default_unroll).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class EgoRNN(nnx.Module):
         pool: str = "c",
         dropout: float = 0.7,
         mem_features: int | None = None,
+        scan_unroll: int | bool = 0,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -56,7 +58,7 @@ class EgoRNN(nnx.Module):
             raise ValueError(f"EgoRNN: pool must be one of {POOLS} (pooled c_T or h_T), got {pool!r}.")
         features = 8 * width
         mem_features = mem_features or features
-        self.attention, self.pool = attention, pool
+        self.attention, self.pool, self.scan_unroll = attention, pool, scan_unroll
         self.backbone = ResNet(depth, width=width, num_classes=1000, dtype=dtype, rngs=rngs)
         self.lstm = ConvLSTMCell(features, mem_features, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
@@ -89,7 +91,7 @@ class EgoRNN(nnx.Module):
         else:
             feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
         per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
-        h_t, c_t = convlstm(self.lstm, per_clip(lstm_in))
+        h_t, c_t = convlstm(self.lstm, per_clip(lstm_in), unroll=self.scan_unroll)
         feature = jnp.mean(c_t if self.pool == "c" else h_t, axis=(1, 2))
         return dict(
             logits=self.classifier(self.dropout(feature)),
