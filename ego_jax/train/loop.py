@@ -90,13 +90,14 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
                    dtype) -> dict:
     """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
 
-    -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
-    copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
+    -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
+    batch mask. Evaluation switches a traced copy to eval mode, so the training modes in `graphdef` and the
+    train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
     confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
-    return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
+    return dict(accuracy=correct / max(count, 1), correct=correct, count=count, confusion=confusion.tolist())
 
 
 class _Log:

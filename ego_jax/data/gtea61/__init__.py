@@ -3,6 +3,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from ego_jax.data.gtea61 import clip_index
 from ego_jax.data.gtea61.builder import CONFIGS, Gtea61, Gtea61Config
 from ego_jax.data.gtea61.classes import CLASSES, NUM_CLASSES
 from ego_jax.data.gtea61.layout import (
@@ -24,11 +25,16 @@ def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir=DEFAULT_DATA_DIR, config: s
     """Builds gtea61/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
     builder = Gtea61(config=config, data_dir=str(data_dir))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    clip_index.write_index(builder, data_dir)
     return builder
 
 
-def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all"):
-    """Random-access source of examples (dicts, see Gtea61._info) for `split`, e.g. 'S1+S3+S4'."""
+def clip_ids(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> list[str]:
+    """Clip ids of `split` in source order, from the index written at build time (no example is read)."""
+    return clip_index.clip_ids(_prepared(data_dir, config), data_dir, split)
+
+
+def _prepared(data_dir, config: str) -> Gtea61:
     if config not in CONFIGS:
         raise ValueError(f"unknown gtea61 config {config!r}: expected one of {', '.join(CONFIGS)}")
     builder = Gtea61(config=config, data_dir=str(data_dir))
@@ -37,6 +43,12 @@ def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all"):
             f"gtea61/{config} is not built in {Path(data_dir).resolve()}: run "
             f"`python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir} --config {config}`"
         )
+    return builder
+
+
+def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all"):
+    """Random-access source of examples (dicts, see Gtea61._info) for `split`, e.g. 'S1+S3+S4'."""
+    _prepared(data_dir, config)
     return tfds.data_source(f"gtea61/{config}", split=split, data_dir=str(data_dir), download=False)
 
 
@@ -57,5 +69,6 @@ __all__ = [
     "MissingModalityError",
     "UnknownClassError",
     "build",
+    "clip_ids",
     "load_source",
 ]
