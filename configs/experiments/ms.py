@@ -33,7 +33,11 @@ def get_config(arg=None):
              per_column=True, search=SEARCH["ms_reg"]),
     ]
     notes = ["Hyperparameters: chosen per method and frame count on the validation subject (table below); the "
-             "chosen set is retrained with every seed on all training subjects. Baseline: the reference stage 2."]
+             "chosen set is retrained with every seed on all training subjects. Baseline: the reference stage 2.",
+             f"Search ({'every combination' if args.search == 'grid' else f'{args.sets} sets, seeded random'} per "
+             "method and frame count; set 0 = the reference, the first value of each list): " + "; ".join(
+                 f"{key}: " + ", ".join(f"{k.removeprefix(S2)} {list(v)}" for k, v in space)
+                 for key, space in SEARCH.items()) + "."]
     return common.suite(args, name="ms", title="Motion segmentation (SparNet) on GTEA61 (test subject S2)",
                         rows=rows, diff=("baseline", "ms_cls"), notes=notes,
                         cam_rows=("baseline", "ms_cls", "ms_reg"), cam_clips=CAM_CLIPS[args.preset])
