@@ -20,7 +20,8 @@ DATA = dict(
 
 
 def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
-               example: str = "configs/two_stream.py:frames=16,data=synthetic", **defaults) -> ml_collections.ConfigDict:
+               example: str = "configs/two_stream.py:frames=16,data=synthetic",
+               **defaults) -> ml_collections.ConfigDict:
     """'frames=16,data=synthetic' -> ConfigDict of `spec` (overridden by `defaults`, then by `arg`), typed as spec."""
     args = dict(spec, **defaults)
     for item in filter(None, (arg or "").split(",")):

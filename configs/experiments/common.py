@@ -58,7 +58,9 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     if unknown:
         raise ValueError(f"suite argument rows={args.rows!r}: unknown rows {unknown}; this suite has {'+'.join(keys)}")
     s = ml_collections.ConfigDict()
-    s.name, s.title = name, title
+    s.name = name
+    s.title = title if args.data == "gtea61" and args.preset == "reference" else title.replace(
+        "GTEA61", f"synthetic data ({args.preset if args.preset == 'quickstart' else 'small'} preset)")
     s.column_key = "frames"
     s.columns = (7, 16)
     s.seeds = tuple(range(args.seeds))

@@ -176,10 +176,9 @@ def dry_run(suite, workdir: str) -> str:
                                           if provisional else ""), table)):
         lines.append(f"\n{title}:")
         for run in group:
+            hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
             lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
-                         f" test {run.config.data.test_split}"
-                         + (f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}" if run.set_index is not None
-                            else ""))
+                         f" test {run.config.data.test_split}{hp}")
             for name in run.config.recipe:
                 sid = stage_identity.identity(run.config, name)
                 shared = len(set(users[sid])) - 1
@@ -199,4 +198,4 @@ def _steps(config, stage: str, cache: dict) -> str:
             cache[key] = "?"
     per_epoch = cache[key]
     total = epochs * int(per_epoch) if per_epoch != "?" else "?"
-    return f"{epochs} epochs x {per_epoch} steps = {total} steps" + (" (data not built yet)" if per_epoch == "?" else "")
+    return f"{epochs} epochs x {per_epoch} steps = {total} steps" + (" (data not built)" if per_epoch == "?" else "")

@@ -7,8 +7,9 @@ dtype, schedule quirk, the data fields its loader reads (frames only when it rea
 sizes only when it reads flow, the MS threshold only for an MS classification head), the train and test
 splits, the ImageNet weights file when it starts from them, and the identities of the stages it
 initialises from. What is out: logging / evaluation / checkpoint cadence, eval batch size, loader
-workers, the ConvLSTM scan unroll (speed only), and paths of the data (moving a dataset must not
-retrain every stage).
+workers, the ConvLSTM scan unroll (speed only), model options left at None (absent features), and paths
+of the data (moving a dataset must not retrain every stage). The code version is not in: after a change
+to what a stage computes, use a fresh workdir.
 """
 import hashlib
 import json
@@ -19,9 +20,13 @@ _SPEED_ONLY_KWARGS = ("scan_unroll",)
 
 
 def _model(model_cfg) -> dict:
-    """Stage model config without speed-only kwargs (nested two-stream kwargs too)."""
+    """Stage model config without speed-only kwargs and without None (absent) features, nested kwargs too.
+
+    Dropping None keeps identities stable when a new optional model feature (default None) is added to the code.
+    """
     def strip(kw):
-        return {k: strip(v) if isinstance(v, dict) else v for k, v in kw.items() if k not in _SPEED_ONLY_KWARGS}
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in kw.items()
+                if k not in _SPEED_ONLY_KWARGS and v is not None}
 
     return dict(kind=model_cfg.kind, kwargs=strip(model_cfg.kwargs.to_dict()))
 

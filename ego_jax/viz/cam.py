@@ -127,7 +127,8 @@ def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, 
     for m in models:
         prefix = f"{m['label']} " if m["label"] else ""
         if m.get("attention") is not None:
-            rows.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(m["attention"]), strict=True)])
+            rows.append([overlay_attention(f, a, alpha)
+                         for f, a in zip(frames, np.asarray(m["attention"]), strict=True)])
             titles.append(prefix + "CAM")
         if m.get("ms_pred") is not None:
             rows.append([overlay_motion(f, p, alpha)
