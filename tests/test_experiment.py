@@ -62,13 +62,17 @@ def test_identity_shares_what_recipes_share():
 
 
 def test_search_sets():
-    space = (("a", (1, 2, 3)), ("b", ("x", "y")))
-    sets = plan.search_sets(space, 4, "random", 0)
-    assert sets[0] == {"a": 1, "b": "x"} and len({tuple(s.items()) for s in sets}) == 4
-    assert sets == plan.search_sets(space, 4, "random", 0) and sets != plan.search_sets(space, 4, "random", 1)
-    assert len(plan.search_sets(space, 1, "grid", 0)) == 6
-    with pytest.raises(ValueError, match="only 6 combinations"):
-        plan.search_sets(space, 7, "random", 0)
+    space = (("a", (1, 2, 3)), ("b", ("x", "y")), ("c", (0.1, 0.2, 0.3, 0.4)))
+    for n in (2, 3, 5, 24):
+        sets = plan.search_sets(space, n, "random", 0)
+        assert sets[0] == {"a": 1, "b": "x", "c": 0.1} and len({tuple(s.items()) for s in sets}) == n
+        for key, values in space:  # every hyperparameter of the space is varied as far as the sets allow
+            assert len({s[key] for s in sets}) == min(n, len(values)), (n, key)
+    assert plan.search_sets(space, 3, "random", 0) == plan.search_sets(space, 3, "random", 0)
+    assert len({str(plan.search_sets(space, 3, "random", seed)) for seed in range(5)}) > 1  # seeded
+    assert len(plan.search_sets(space, 1, "grid", 0)) == 24
+    with pytest.raises(ValueError, match="only 24 combinations"):
+        plan.search_sets(space, 25, "random", 0)
 
 
 def test_suite_arguments():

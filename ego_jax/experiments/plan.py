@@ -34,17 +34,28 @@ class Run:
 def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
     """Hyperparameter sets of a space ((dotted key, values), ...): -> [{key: value}], set 0 = first values.
 
-    sampler 'grid': every combination (sets ignored); 'random': set 0 then sets-1 distinct others drawn with `seed`.
+    sampler 'grid': every combination (sets ignored). 'random': set 0, then each hyperparameter runs through its
+    other values in a random order (seeded) before repeating, so every one of them takes min(sets, len(values))
+    distinct values; a set equal to an earlier one is replaced by a random new combination.
     """
     keys = [k for k, _ in space]
-    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(values for _, values in space))]
-    if sampler == "grid":
-        return grid
-    if sets > len(grid):
+    sizes = [len(values) for _, values in space]
+    grid = list(itertools.product(*(range(n) for n in sizes)))
+    if sampler != "grid" and sets > len(grid):
         raise ValueError(f"sets={sets} hyperparameter sets asked for, but the space has only {len(grid)} "
                          f"combinations; use search=grid or fewer sets")
-    others = np.random.default_rng(seed).permutation(np.arange(1, len(grid)))[:sets - 1]
-    return [grid[0]] + [grid[i] for i in others]
+    if sampler == "grid":
+        chosen = grid
+    else:
+        rng = np.random.default_rng(seed)
+        cycles = [[int(i) for i in 1 + rng.permutation(n - 1)] + [0] for n in sizes]
+        chosen = [grid[0]]
+        for i in range(sets - 1):
+            combo = tuple(c[i % len(c)] for c in cycles)
+            while combo in chosen:
+                combo = grid[int(rng.integers(len(grid)))]
+            chosen.append(combo)
+    return [{k: values[j] for k, (_, values), j in zip(keys, space, combo)} for combo in chosen]
 
 
 def _recipe_config(path: str, args: str):
