@@ -3,6 +3,8 @@
 Overrides: --config.batch_size=16 --config.stages.flow.epochs=100 ... (the config is locked: typos fail).
 Finished stages (W/<stage>/DONE) are skipped; an interrupted stage resumes from its last checkpoint.
 SIGTERM saves a checkpoint after the current step and exits 0.
+Multi-process (see README, "Scaling out"): auto-detected on TPU pod slices, SLURM and Open MPI, or
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process; all share one --workdir.
 """
 import logging as std_logging
 import os
@@ -13,11 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import loop  # noqa: E402
+from ego_jax.train import distributed, loop  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and DONE markers")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -31,11 +34,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
+    try:
+        distributed.initialize_from_flags()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     config, workdir = flags.FLAGS.config, os.path.abspath(flags.FLAGS.workdir)
     os.makedirs(workdir, exist_ok=True)
     logging.info("config:\n%s", config)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=1))
+    if distributed.is_writer():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
     try:
         done = loop.train(config, workdir)
     except (FileNotFoundError, ValueError, FloatingPointError) as e:

@@ -15,13 +15,17 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from flax import nnx
 
-from ego_jax.train import checkpoint, evaluate, recipes, sharding
+from ego_jax.train import checkpoint, distributed, evaluate, recipes, sharding
 from ego_jax.train.optim import make_optimizer
 from ego_jax.train.step import TrainState, init_state, make_train_step, split_model
 
 
 class StopRequest:
-    """SIGTERM handler: only sets a flag; the loop saves a checkpoint at the next step boundary and returns."""
+    """SIGTERM handler: only sets a flag; the loop saves a checkpoint at the next agreed step boundary and returns.
+
+    With several processes the flags are gathered at log boundaries (config.log_every_steps), so a signal to any
+    one process stops all of them at the same step.
+    """
 
     def __init__(self):
         self.requested = False
@@ -130,7 +134,7 @@ def _write_json(path: str, obj: dict) -> None:
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
     """Train one stage (skip if DONE, resume from its last checkpoint); -> True when the stage is done."""
     stage, stage_dir = config.stages[name], os.path.join(workdir, name)
-    if os.path.exists(os.path.join(stage_dir, "DONE")):
+    if distributed.from_process_0(os.path.exists(os.path.join(stage_dir, "DONE"))):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     os.makedirs(stage_dir, exist_ok=True)
@@ -142,7 +146,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     updated_stats = recipes.set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
 
     ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
-    start = ckpts.latest_step() or 0
+    start = distributed.from_process_0(ckpts.latest_step() or 0)
     if not start:
         recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
     steps_per_epoch = len(train_source) // config.batch_size
@@ -170,7 +174,8 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                  steps_per_epoch, len(jax.tree.leaves(params)), len(jax.tree.leaves(frozen)))
 
     def save(step):
-        nnx.update(model, state.params, state.stats, state.rngs)  # frozen arrays are already in the model
+        # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
+        nnx.update(model, state.params, state.stats, state.rngs, frozen)
         ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
 
     def check(step, metrics):
@@ -210,7 +215,9 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
             window = []
         if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
             last_eval = run_eval(step)
-        stopping = stop.requested or step == stop_at_step
+        # Gathered where the host waits for the device anyway (one process: every step, at no cost).
+        agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+        stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
         if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
             if pending is not None:
                 check(*pending)

@@ -1,5 +1,8 @@
 """Device mesh with a 'data' axis: batches sharded along it, model and optimiser state replicated."""
+import functools
+
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 
@@ -18,6 +21,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """A full copy on every device."""
     return NamedSharding(mesh, P())
+
+
+def replicate(tree, mesh: Mesh):
+    """Arrays equal on every process (host or single-device) -> global arrays with a full copy on every device.
+
+    Each goes through the host: across processes, device_put of a jax.Array (jax 0.10.2) builds a global array
+    whose shards cannot be read back, and refuses typed PRNG keys, whose raw data moves and is wrapped under jit.
+    """
+    rep = replicated(mesh)
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            wrap = functools.partial(jax.random.wrap_key_data, impl=jax.random.key_impl(x))
+            return jax.jit(wrap, out_shardings=rep)(jax.device_put(np.asarray(jax.random.key_data(x)), rep))
+        return jax.device_put(np.asarray(x), rep)
+
+    return jax.tree.map(put, tree)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
