@@ -10,6 +10,7 @@ late_fusion = flow_weight * flow (averaged over --fusion_stacks stacks) + (1 - f
 of the recipe's last RGB and flow stages (or --rgb_stage / --flow_stage); it writes W/late_fusion/eval/.
 Output: metrics.json (accuracy, per-class accuracy, checkpoint step), confusion.json, confusion.png, and
 curves.png from the stage's metrics.jsonl.
+Multi-process (see README, "Scaling out"): launched like scripts/train.py, with the same launch flags.
 """
 import os
 import sys
@@ -18,6 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from ego_jax.train import distributed  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
@@ -30,12 +33,14 @@ flags.DEFINE_float("flow_weight", 0.5, "late_fusion: weight of the flow logits (
 flags.DEFINE_string("split", None, "test split (default: config.data.test_split)")
 flags.DEFINE_bool("allow_unfinished", False, "evaluate the latest checkpoint of a stage without DONE")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    distributed.initialize_from_flags()
     from ego_jax.train import evaluate  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
 
     stages = FLAGS.config.recipe if FLAGS.stage == "all" else [FLAGS.stage]

@@ -34,10 +34,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
-    try:
-        distributed.initialize_from_flags()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    distributed.initialize_from_flags()
     config, workdir = flags.FLAGS.config, os.path.abspath(flags.FLAGS.workdir)
     os.makedirs(workdir, exist_ok=True)
     logging.info("config:\n%s", config)

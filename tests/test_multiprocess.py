@@ -5,6 +5,7 @@ bitwise the parameters, metrics and test accuracy of 1 process x 2 CPU devices: 
 2-way gradient sum is the same float sum in either order. Tiny sizes of test_train_e2e (ResNet-18 width 4,
 32 px, T=2, batch 4, 3 steps per epoch); every process has a hard timeout and is killed at teardown.
 """
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from ego_jax.train import checkpoint, distributed
+from ego_jax.train import checkpoint, distributed, sharding
 from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
 
 STAGE, EPOCHS, STEPS_PER_EPOCH = "rgb_stage1", 3, 3
@@ -132,3 +133,25 @@ def test_one_process_unless_a_launcher_is_detected(monkeypatch):
     assert jax.process_count() == 1
     monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.96.0.1:34911")
     assert distributed._cluster_detected()
+
+
+@dataclasses.dataclass(frozen=True)
+class _TpuLike:
+    """What mesh construction reads of a device of a 2-slice job."""
+
+    id: int
+    slice_index: int
+    process_index: int
+    platform: str = "cpu"
+    device_kind: str = "cpu"
+
+
+def test_multi_slice_mesh_runs_slice_after_slice():
+    devices = [_TpuLike(i, slice_index=i % 2, process_index=i // 2) for i in range(8)]  # slices interleaved by id
+    order = sharding.device_order(devices)
+    assert [d.slice_index for d in order] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert sorted(d.id for d in order) == list(range(8))
+
+
+def test_one_slice_keeps_jax_make_mesh_order():
+    assert list(sharding.device_order(jax.devices())) == list(jax.make_mesh((4,), ("data",)).devices)

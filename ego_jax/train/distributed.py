@@ -10,7 +10,7 @@ import logging
 
 import jax
 import numpy as np
-from absl import flags
+from absl import app, flags
 from jax.experimental import multihost_utils
 
 MODES = ("auto", "off")
@@ -28,9 +28,12 @@ def define_flags() -> None:
 
 
 def initialize_from_flags() -> None:
-    """initialize() with the parsed launch flags of define_flags()."""
+    """initialize() with the parsed launch flags of define_flags(); bad flags: absl's usage error."""
     f = flags.FLAGS
-    initialize(f.coordinator_address, f.num_processes, f.process_id, mode=f.distributed)
+    try:
+        initialize(f.coordinator_address, f.num_processes, f.process_id, mode=f.distributed)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import checkpoint, recipes, sharding
+from ego_jax.train import checkpoint, distributed, recipes, sharding
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -214,7 +214,8 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     stage = stage_of(config, stage)
     stage_dir = pathlib.Path(workdir) / stage
     done = stage_dir / "DONE"
-    if not done.exists() and not allow_unfinished:
+    finished = bool(distributed.from_process_0(done.exists()))  # one answer for all processes
+    if not finished and not allow_unfinished:
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
                                 f"(scripts/train.py with the same --config and --workdir), or pass "
                                 f"--allow_unfinished to evaluate its latest checkpoint")
@@ -225,7 +226,7 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
                                 seed=config.seed, crop=config.data.crop)
     checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": done.exists()}
+    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": finished}
 
 
 def _last_stage_of_kind(config, kind: str, what: str) -> str:
@@ -306,6 +307,8 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight
     outdir = workdir / out_name / "eval"
+    if not distributed.is_writer():  # one writer of the shared workdir
+        return {**meta, **summarize(confusion, class_names), "outdir": str(outdir)}
     metrics = write_report(outdir, confusion, class_names, meta)
     history = workdir / out_name / "metrics.jsonl"
     if history.exists():

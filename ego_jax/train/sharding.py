@@ -3,14 +3,27 @@ import functools
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 
 def make_mesh(devices=None) -> Mesh:
-    """1-D mesh over `devices` (default: all) with axis 'data'."""
-    devices = jax.devices() if devices is None else list(devices)
+    """1-D mesh over `devices` (default: all, of every process) with axis 'data'."""
     # Auto axes: jit's in/out shardings decide the layout and XLA propagates it (jax's default is Explicit).
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+    return Mesh(device_order(jax.devices() if devices is None else list(devices)), ("data",),
+                axis_types=(AxisType.Auto,))
+
+
+def device_order(devices) -> np.ndarray:
+    """The devices in 'data' axis order: jax.make_mesh's (laid out for the interconnect), slice after slice on
+    multi-slice TPU (which jax.make_mesh refuses; slices talk over the slower data-centre network).
+
+    The order may interleave processes; each process's loader reads whichever rows its devices hold.
+    """
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    if len(slices) > 1:
+        return mesh_utils.create_hybrid_device_mesh((len(devices) // len(slices),), (len(slices),), devices)
+    return jax.make_mesh((len(devices),), ("data",), devices=devices).devices
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
