@@ -168,7 +168,7 @@ def _start(workdir, data_dir):  # noqa: F811
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
            f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.data.crop=32",
-           "--config.data.resize=36", "--config.data.worker_count=2", "--config.model.depth=18",
+           "--config.data.resize=36", "--config.data.worker_count=1", "--config.model.depth=18",
            "--config.model.width=4", "--config.batch_size=4", "--config.eval_batch_size=4",
            "--config.log_every_steps=1", "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000"]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
@@ -196,7 +196,7 @@ def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed
         procs.append(proc)
         _wait_for_rows(proc, metrics, 2)
         workers = _children(proc.pid)
-        assert len([w for w in workers if _alive(w)]) >= 2  # the grain workers (and possibly a resource tracker)
+        assert len([w for w in workers if _alive(w)]) >= 2  # the grain worker and multiprocessing's resource tracker
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-3000:]
