@@ -250,3 +250,31 @@ def test_loaders_on_a_built_tfds_dataset(built, kind):
         for i, m, label in zip(b["index"], b["mask"], b["label"]):
             if m:
                 assert label == test_source[int(i)]["label"]
+
+
+@pytest.mark.parametrize("kind", pipeline.KINDS)
+def test_a_sample_of_a_built_dataset_reads_only_the_frames_it_decodes(built, kind, monkeypatch):
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+    from ego_jax.data import decode, gtea61
+
+    source = gtea61.load_source("S1+S2", data_dir=built)
+    longest = max(range(len(source)), key=lambda i: source[i]["num_frames"])
+    whole_clip = sum(len(f) for m in ("rgb", "flow_x", "flow_y", "mmaps") for f in source[longest][m])
+    reads, decoded = [], []
+    getitem = ArrayRecordDataSource.__getitem__
+
+    def counted_read(self, key):
+        record = getitem(self, key)
+        reads.append(len(record))
+        return record
+
+    def counted(fn):
+        return lambda data, what: decoded.append(len(data)) or fn(data, what)
+
+    monkeypatch.setattr(ArrayRecordDataSource, "__getitem__", counted_read)
+    monkeypatch.setattr(decode, "decode_rgb", counted(decode.decode_rgb))
+    monkeypatch.setattr(decode, "decode_gray", counted(decode.decode_gray))
+    pipeline.load_clip(source[longest], pipeline.ClipSpec(kind, train=True, **SMALL), np.random.default_rng(0))
+    # The clip record (metadata, under 1 kB), then exactly the frames decoded: a small part of the clip.
+    assert reads[0] < 1000 and sorted(reads[1:]) == sorted(decoded) and sum(decoded) < whole_clip / 3
