@@ -1,6 +1,6 @@
 """Timings of ego_jax (never asserted in tests). One sub-benchmark per command:
 
-  python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # pipelines vs PIL-per-file loader
+  python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
 
