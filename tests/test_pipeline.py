@@ -1,5 +1,8 @@
 """grain loaders on fake clips and a built tiny dataset: batch format, sampling, determinism, restart, padding,
 sharding, errors."""
+import multiprocessing
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -117,6 +120,44 @@ def test_same_batches_for_any_worker_count(source):
     serial = _take(pipeline.make_loader(source, **kwargs), 5)  # crosses an epoch boundary (2 steps per epoch)
     _assert_batches_equal(_take(pipeline.make_loader(source, worker_count=2, **kwargs), 5), serial)
     _assert_batches_equal(_take(pipeline.make_loader(source, read_threads=3, **kwargs), 5), serial)
+
+
+def _workers() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children()}
+
+
+def _wait_gone(pids, seconds=60) -> set[int]:
+    """The processes of `pids` still running after up to `seconds` (a stopped worker may take a moment to exit)."""
+    deadline = time.monotonic() + seconds
+    while pids & _workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids & _workers()
+
+
+def test_a_loader_that_keeps_its_workers_starts_them_once(source):
+    kwargs = dict(kind="rgb", train=False, global_batch_size=3, **SMALL)
+    once = list(pipeline.make_loader(source, **kwargs))
+    before = _workers()
+    loader = pipeline.make_loader(source, worker_count=1, keep_workers=True, **kwargs)
+    try:
+        _assert_batches_equal(list(loader), once)
+        worker = _workers() - before
+        assert len(worker) == 1
+        _assert_batches_equal(list(loader), once)
+        assert _workers() - before == worker
+    finally:
+        loader.close()
+    assert not _wait_gone(worker)
+
+
+def test_a_loader_that_keeps_its_workers_repeats_its_batches_even_after_an_early_exit(source):
+    kwargs = dict(kind="two_stream", train=True, global_batch_size=3, num_epochs=2, start_step=1, seed=4, **SMALL)
+    once = list(pipeline.make_loader(source, **kwargs))
+    loader = pipeline.make_loader(source, keep_workers=True, **kwargs)
+    for _ in range(2):
+        _assert_batches_equal(list(loader), once)
+    _assert_batches_equal(_take(loader, 2), once[:2])
+    _assert_batches_equal(list(loader), once)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
