@@ -8,7 +8,12 @@ or worker count. Every random choice of an example derives from (seed, epoch, ex
 Positions past the end of an epoch (eval, or drop_remainder=False) are padding with mask False.
 """
 import dataclasses
+import functools
+import os
+import signal
 import sys
+import threading
+import time
 
 import cv2
 import grain
@@ -79,6 +84,14 @@ class ClipSpec:
         out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self.shapes().items()}
         out["index"] = np.int32(-1)
         return out
+
+
+def features(kind: str, *, motion_maps: bool = False) -> tuple[str, ...]:
+    """Dataset features a loader of `kind` reads (motion_maps: the MS targets too), e.g. ('flow_x', 'flow_y')."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown loader kind {kind!r}; expected one of {KINDS}")
+    rgb = ("rgb", "mmaps") if motion_maps else ("rgb",)
+    return (rgb if kind != "flow" else ()) + (("flow_x", "flow_y") if kind != "rgb" else ())
 
 
 def _frames(example, key: str, where: str):
@@ -211,15 +224,46 @@ class _StepBatch:
                 continue
             index = int(order[pos])
             rng = np.random.default_rng([self.seed, epoch, index]) if self.spec.train else None
-            clip = load_clip(self.source[index], self.spec, rng, where=f"example {index}")
+            try:
+                example = self.source[index]
+            except Exception as e:  # noqa: BLE001  (array_record/riegeli raise several types on damaged files)
+                raise OSError(f"cannot read {where_in(self.source, index)}: {type(e).__name__}: {e}. The dataset "
+                              "build is damaged: rebuild it (scripts/build_dataset.py into a fresh --data_dir)") from e
+            clip = load_clip(example, self.spec, rng, where=f"example {index}")
             examples.append(clip | {"index": np.int32(index)})
         return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def _worker_init(worker_index: int, worker_count: int) -> None:
+def where_in(source, index: int) -> str:
+    """'example 5 of split S1+S3 (file .../gtea61-S3.array_record-00000-of-00001, record 1)', as far as known."""
+    split = getattr(source, "split", None)
+    text = f"example {index}" + (f" of split {split}" if split else "")
+    # tfds' ArrayRecordDataSource keeps its files in read instructions (not public API: used only if present).
+    first = 0
+    for ins in getattr(getattr(source, "data_source", None), "_read_instructions", None) or ():
+        count = ins.end - ins.start
+        if index < first + count:
+            return f"{text} (file {ins.filename}, record {ins.start + index - first})"
+        first += count
+    return text
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the main process is gone (even SIGKILL): a worker alone only holds memory
+
+
+def _worker_init(worker_index: int, worker_count: int, *, parent: int) -> None:
     del worker_index, worker_count
     # Each worker is one process per core; OpenCV's own thread pool would oversubscribe the cores.
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: the main process decides (save and stop), not the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Die with the main process `parent` (its pid passed in: it may die while this worker still starts). Not
+    # prctl(PR_SET_PDEATHSIG): it fires when the *thread* that started the worker ends, and grain starts
+    # workers from short-lived threads.
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 class Loader:
@@ -256,7 +300,7 @@ class Loader:
                 # grain's workers read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
-                                worker_init_fn=_worker_init)
+                                worker_init_fn=functools.partial(_worker_init, parent=os.getpid()))
         return iter(ds)
 
     def _placed(self, batch):

@@ -72,6 +72,10 @@ class ClipSource(collections.abc.Sequence):
         self._clips, self._modalities = clips, modalities
         # A clip record names its subject, which is its split.
         self._files = {s: FrameFile(frame_file(version_dir, s), s, rebuild) for s in splits}
+        # What errors and checks ask of a source (see pipeline.where_in): the split expression, the clip
+        # records' files, and the keys of an example.
+        self.split, self.data_source = clips.split, clips.data_source
+        self.features = (*(k for k in clips.dataset_info.features if k != "first_frame"), *modalities)
 
     def __len__(self) -> int:
         return len(self._clips)
