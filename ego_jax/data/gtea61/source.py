@@ -14,7 +14,7 @@ from array_record.python import array_record_data_source
 from ego_jax.data.gtea61.builder import frame_file
 
 
-class DamagedBuildError(RuntimeError):
+class DamagedBuildError(OSError):
     """A frame file of a build that is missing, truncated or corrupt; the message names it and the rebuild command."""
 
 
