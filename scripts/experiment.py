@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ego_jax.train import cli  # noqa: E402
+
 config_flags.DEFINE_config_file("suite", None, "suite config file[:key=value,...] (configs/experiments/)",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "suite workdir: shared stage store, run workdirs, results")
@@ -25,10 +27,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    """The single entry point: dry run, or run the suite and print its results table."""
+    """The single entry point: dry run, or run the suite and print its results table (one process; the suite
+    writes its store, links and reports from this process)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    cli.setup_logs()
     from ego_jax.experiments import report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: PLC0415
 
     workdir = os.path.abspath(FLAGS.workdir)
     try:
@@ -36,7 +41,7 @@ def main(argv):
             print(runner.dry_run(FLAGS.suite, workdir))
             return
         results = runner.run_suite(FLAGS.suite, workdir)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, FloatingPointError) as e:
+    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")
     if results is None:
@@ -47,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -10,6 +10,7 @@ JET, blended), and for MS models the MS head's moving probability and the motion
 through the dataset's clip-id index (one record read per clip). One model: W/<stage>/cam/<clip>.png and
 TensorBoard (W/<stage>, tag cam/<clip>); several: <out>/<clip>.png and TensorBoard in <out>. A two_stream stage
 shows the attention of its RGB stream; flow stages have no CAM.
+Multi-process (see README, "Scaling out"): launched like scripts/train.py, with the same launch flags.
 """
 import os
 import sys
@@ -19,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ego_jax.train import cli, distributed  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
 flags.DEFINE_string("stage", None, "stage whose final checkpoint to show (default: the recipe's last stage)")
@@ -26,15 +29,19 @@ flags.DEFINE_multi_string("compare", [], "more models WORKDIR:STAGE drawn under 
 flags.DEFINE_list("clips", ["0"], "clip ids of the test split (e.g. S2/take_bread/1) or indices in it")
 flags.DEFINE_string("out", None, "output folder with --compare (default: W/<stage>/cam of the first model)")
 flags.DEFINE_string("split", None, "split the clips are taken from (default: config.data.test_split)")
-flags.DEFINE_bool("allow_unfinished", False, "use the latest checkpoint of a stage without DONE")
+flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint, finished or not (the title names "
+                  "its step)")
 flags.DEFINE_integer("min_size", 160, "frames smaller than this (px) are enlarged for display")
 flags.mark_flags_as_required(["workdir"])
+distributed.define_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    cli.setup_logs()
+    distributed.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.train import evaluate  # noqa: PLC0415
 
@@ -61,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

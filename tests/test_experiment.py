@@ -16,14 +16,13 @@ from configs.experiments import ms, step1
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import plan, runner
 from ego_jax.train import loop
-from ego_jax.train.stage_identity import identity
 
 TINY = (("model.width", 4), ("data.crop", 32), ("data.resize", 36), ("data.stack", 2), ("data.flow_eval_stacks", 2),
         ("batch_size", 4), ("eval_batch_size", 4), ("stages.*.epochs", 1))
 
 
 def ids(config) -> dict:
-    return {name: identity(config, name) for name in config.recipe}
+    return {name: plan.stage_key(config, name) for name in config.recipe}
 
 
 def changed(config, values) -> dict:
@@ -34,7 +33,7 @@ def test_identity_changes_with_result_fields_only():
     base = ids(attention.get_config("frames=7"))
     for harmless in ({"log_every_steps": 1}, {"eval_batch_size": 3}, {"eval_every_epochs": 1},
                      {"checkpoint_every_epochs": 1}, {"data.worker_count": 0}, {"model.scan_unroll": 1},
-                     {"data.data_dir": "/elsewhere"}):
+                     {"data.data_dir": "/elsewhere"}, {"data.flow_eval_stacks": 2}):
         assert changed(attention.get_config("frames=7"), harmless) == base, harmless
     assert ids(attention.get_config("frames=16")).keys() == base.keys()
     for name in base:  # every stage reads RGB frames
@@ -44,13 +43,16 @@ def test_identity_changes_with_result_fields_only():
     assert lr1["rgb_stage1"] != base["rgb_stage1"] and lr1["rgb_stage2"] != base["rgb_stage2"]
     lr2 = changed(attention.get_config("frames=7"), {"stages.rgb_stage2.optimizer.lr": 5e-4})
     assert lr2["rgb_stage1"] == base["rgb_stage1"] and lr2["rgb_stage2"] != base["rgb_stage2"]
-    for field in ({"seed": 1}, {"batch_size": 16}, {"data.train_split": "S1+S3"}, {"stages.rgb_stage2.epochs": 3}):
+    # the stored eval.json is on the test split: a stage tested elsewhere is another stored stage
+    for field in ({"seed": 1}, {"batch_size": 16}, {"data.train_split": "S1+S3"}, {"stages.rgb_stage2.epochs": 3},
+                  {"data.test_split": "S4"}):
         assert changed(attention.get_config("frames=7"), field)["rgb_stage2"] != base["rgb_stage2"], field
 
 
 def test_identity_shares_what_recipes_share():
     ts7, ts16 = ids(two_stream.get_config("frames=7")), ids(two_stream.get_config("frames=16"))
     assert ts7["flow"] == ts16["flow"] == ids(flow.get_config())["flow"]  # flow does not read the RGB frame count
+    assert changed(flow.get_config(), {"data.flow_eval_stacks": 2})["flow"] != ts7["flow"]  # its eval.json does
     assert ts7["joint"] != ts16["joint"]
     att = ids(attention.get_config("frames=7"))
     assert att == {k: ts7[k] for k in att}
@@ -208,7 +210,7 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
         assert row["chosen_set"] == {2: chosen[0]["set"]}
         # the table run trains the chosen set on all training subjects
         fields = json.load(open(os.path.join(w, row["cells"][2]["workdirs"][0], "rgb_stage2", "identity.json")))
-        assert fields["data"]["train_split"] == "S1+S3+S4"
+        assert fields["identity"]["data"]["train_split"] == "S1+S3+S4"
         for k, v in chosen[0]["hyperparameters"].items():
             assert _field(fields, k) == v, k
     md = open(os.path.join(w, "results.md")).read()
@@ -235,7 +237,8 @@ def test_clip_index_finds_clips_without_reading_examples(data_dir, monkeypatch):
 
 def _field(fields: dict, key: str):
     """identity.json value of a dotted config key of the MS search space ('data.x' or 'stages.<stage>.x.y')."""
-    node = fields
-    for part in key.split(".")[0 if key.startswith("data.") else 2:]:
+    parts = key.split(".")
+    node = fields["identity"]["data"] if parts[0] == "data" else fields["identity"]["stage"]
+    for part in parts[1 if parts[0] == "data" else 2:]:
         node = node[part]
     return node

@@ -5,6 +5,7 @@ Clips are found by id through the dataset's clip index (gtea61.clip_ids): one re
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -14,7 +15,7 @@ from flax import nnx
 from ego_jax.data import gtea61
 from ego_jax.data.pipeline import make_loader
 from ego_jax.data.transforms import normalize_rgb
-from ego_jax.train import evaluate, recipes
+from ego_jax.train import distributed, evaluate, recipes, sharding
 from ego_jax.viz import cam, plots
 
 
@@ -53,15 +54,17 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
     head = recipes.ms_kind(config.stages[stage]) if kind == "ego_rnn" else None
     loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
                          crop=d.crop, resize=d.resize, ms_grid=grid,
-                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method)
+                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method,
+                         sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
     batch = next(iter(loader))
     out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
+    batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
     # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
     pred = int(np.argmax(out["logits"][0])) if kind == "ego_rnn" else None
     return dict(attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
                 ms_pred=None if out["ms"] is None else np.asarray(out["ms"][0]),
                 ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
-                step=meta["step"], pred=pred), batch
+                step=meta["step"], finished=meta["finished"], pred=pred), batch
 
 
 def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir: str | None = None,
@@ -80,7 +83,8 @@ def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir
                              f"{first.data.frames}/{first.data.crop}; compare models that see the same frames")
     split = split or first.data.test_split
     source = evaluate.test_source(first, split)
-    writer = metric_writers.create_default_writer(tensorboard_dir or out_dir, asynchronous=False)
+    writer = (metric_writers.create_default_writer(tensorboard_dir or out_dir, asynchronous=False)
+              if distributed.is_writer() else None)
     paths = []
     for clip in clips:
         example = source[find_clip(first, split, clip)]
@@ -89,13 +93,16 @@ def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir
         for config, workdir, stage, label in models:
             entry, batch = _maps(config, workdir, stage, example, allow_unfinished)
             entries.append(dict(entry, label=label))
-            lines.append(f"{label or stage}: step {entry['step']}"
+            lines.append(f"{label or stage}: step {entry['step']}" + ("" if entry["finished"] else " (unfinished)")
                          + (f", pred {CLASSES[entry['pred']]}" if entry["pred"] is not None else ""))
         lines.insert(1, f"true {CLASSES[int(batch['label'][0])]}")
         image = cam.compare_grid(batch["rgb"][0], entries, title="\n".join(lines), min_size=min_size)
-        paths.append(str(plots.write_png(os.path.join(out_dir, clip_id.replace("/", "_") + ".png"), image)))
-        writer.write_images(entries[0]["step"], {f"cam/{clip_id}": image[None]})
-    writer.close()
+        paths.append(os.path.join(out_dir, clip_id.replace("/", "_") + ".png"))
+        if writer:  # one writer of the shared workdir
+            plots.write_png(paths[-1], image)
+            writer.write_images(entries[0]["step"], {f"cam/{clip_id}": image[None]})
+    if writer:
+        writer.close()
     return paths
 
 

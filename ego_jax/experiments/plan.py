@@ -3,18 +3,36 @@
 A run is one recipe trained with one seed: a table run (train on the suite's training subjects, test on the
 test subject) or a validation run of a hyperparameter set (train without the validation subject, test on
 it). Its workdir W/runs/<row>/<column>/<name> holds one symlink per stage into the shared store
-W/stages/<identity> (ego_jax.train.stage_identity), so a stage needed by several runs is trained once.
+W/stages/<stage_key> (ego_jax.train.stage_identity + the test split), so a stage needed by several runs is
+trained once.
 """
 import dataclasses
+import hashlib
 import importlib
 import itertools
+import json
 import os
 
 import numpy as np
 
 from configs import common
+from ego_jax.train.stage_identity import stage_identity
 
 TABLE, VALIDATION = "table", "validation"
+
+
+def stage_fields(config, stage: str) -> dict:
+    """What a stored stage's results depend on: its identity (trained parameters) and what its eval.json reads."""
+    report = dict(test_split=config.data.test_split)
+    if config.stages[stage].model.kind == "flow":
+        report["flow_eval_stacks"] = config.data.flow_eval_stacks
+    return dict(identity=stage_identity(config, stage), report=report)
+
+
+def stage_key(config, stage: str) -> str:
+    """'<stage>-<12 hex digits>': the stage name (for people browsing W/stages) and a hash of stage_fields."""
+    text = json.dumps(stage_fields(config, stage), sort_keys=True)
+    return f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ import time
 
 from ego_jax.experiments import plan as plan_lib
 from ego_jax.experiments import report
-from ego_jax.train import loop, recipes, sharding, stage_identity
+from ego_jax.train import loop, preflight, sharding
+from ego_jax.train.workdir_lock import WorkdirLock
 
 SELECTION = "selection.json"
 
@@ -32,8 +33,8 @@ def prepare_data(p: plan_lib.Plan) -> None:
 
 
 def stage_dir(workdir: str, config, stage: str) -> str:
-    """W/stages/<identity> of `stage` of a run's config."""
-    return os.path.join(workdir, "stages", stage_identity.identity(config, stage))
+    """W/stages/<stage_key> of `stage` of a run's config."""
+    return os.path.join(workdir, "stages", plan_lib.stage_key(config, stage))
 
 
 def link_stages(workdir: str, run: plan_lib.Run) -> str:
@@ -46,7 +47,7 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         fields = os.path.join(target, "identity.json")
         if not os.path.exists(fields):
             with open(fields, "w") as f:
-                json.dump(stage_identity.result_fields(run.config, name), f, indent=1)
+                json.dump(plan_lib.stage_fields(run.config, name), f, indent=1)
         link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
         if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
             os.remove(link)
@@ -64,14 +65,14 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
     """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
     run_dir = link_stages(workdir, run)
     config = run.config
-    for name in config.recipe:
-        if os.path.exists(os.path.join(run_dir, name, "DONE")):
-            continue
-        if "imagenet" in config.stages[name].init_from.values():
-            recipes.check_imagenet(config.imagenet_weights)
+    todo = [name for name in config.recipe if not os.path.exists(os.path.join(run_dir, name, "DONE"))]
+    if not todo:
+        return True
+    sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
+    for name in todo:
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
-        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop)
+        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
         wall = os.path.join(run_dir, name, "wall.json")  # summed over sessions (a resumed stage adds up)
         before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
         with open(wall, "w") as f:
@@ -134,27 +135,36 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> d
     workdir = os.path.abspath(workdir)
     p = plan_lib.Plan(suite, workdir)
     stop = stop or loop.StopRequest()
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        prepare_data(p)
-        mesh = sharding.make_mesh()
-        t0 = time.perf_counter()
-        selection = select(p, mesh=mesh, stop=stop)
-        if selection is None:
-            return None
-        runs = p.table_runs(selection["chosen"])
-        if not _train_all(workdir, runs, mesh=mesh, stop=stop):
-            return None
-        results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
-                        **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
-        out = report.write(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
-        if suite.cam["rows"] and suite.cam["clips"]:
-            from ego_jax.experiments import cam  # noqa: PLC0415
-
-            out["cam"] = cam.draw_suite(p, runs)
-        return out
+        os.makedirs(workdir, exist_ok=True)
+        with WorkdirLock(workdir):  # one suite process per W: it alone writes the store
+            return _run(p, stop)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(p: plan_lib.Plan, stop) -> dict | None:
+    """run_suite's body, under the suite workdir's lock."""
+    suite, workdir = p.suite, p.workdir
+    prepare_data(p)
+    mesh = sharding.make_mesh()
+    t0 = time.perf_counter()
+    selection = select(p, mesh=mesh, stop=stop)
+    if selection is None:
+        return None
+    runs = p.table_runs(selection["chosen"])
+    if not _train_all(workdir, runs, mesh=mesh, stop=stop):
+        return None
+    results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
+                    **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
+    out = report.write(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
+    if suite.cam["rows"] and suite.cam["clips"]:
+        from ego_jax.experiments import cam  # noqa: PLC0415
+
+        out["cam"] = cam.draw_suite(p, runs)
+    return out
 
 
 def dry_run(suite, workdir: str) -> str:
@@ -167,7 +177,7 @@ def dry_run(suite, workdir: str) -> str:
     users: dict[str, list[str]] = {}
     for run in runs + table:
         for name in run.config.recipe:
-            users.setdefault(stage_identity.identity(run.config, name), []).append(run.path)
+            users.setdefault(plan_lib.stage_key(run.config, name), []).append(run.path)
     lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
              f"(store {workdir}/stages)"]
     steps_cache: dict[str, str] = {}
@@ -180,7 +190,7 @@ def dry_run(suite, workdir: str) -> str:
             lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
                          f" test {run.config.data.test_split}{hp}")
             for name in run.config.recipe:
-                sid = stage_identity.identity(run.config, name)
+                sid = plan_lib.stage_key(run.config, name)
                 shared = len(set(users[sid])) - 1
                 lines.append(f"    {name:<11} {sid}  {_steps(run.config, name, steps_cache)}"
                              + (f"  shared with {shared} other run(s)" if shared else ""))

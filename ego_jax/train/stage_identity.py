@@ -1,67 +1,75 @@
-"""A stage's identity: the config fields that determine its trained weights and its eval.json, hashed.
+"""What determines a stage's trained parameters: `stage_identity(config, name)`; every other key is harmless.
 
-Two stages with equal identity train to the same result (same code), so an experiment trains it once and
-every run that needs it points at it. What is in: the stage's own config (model, init_from, trainable
-filters, BN/dropout modes, optimiser, schedule, epochs, loss when it has an MS head), seed, batch size,
-dtype, schedule quirk, the data fields its loader reads (frames only when it reads RGB frames, flow stack
-sizes only when it reads flow, the MS threshold only for an MS classification head), the train and test
-splits, the ImageNet weights file when it starts from them, and the identities of the stages it
-initialises from. What is out: logging / evaluation / checkpoint cadence, eval batch size, loader
-workers, the ConvLSTM scan unroll (speed only), model options left at None (absent features), and paths
-of the data (moving a dataset must not retrain every stage). The code version is not in: after a change
-to what a stage computes, use a fresh workdir.
+Result-determining: the seed, the global batch size, the compute dtype, the schedule quirk, the number of
+classes, what data the stage trains on (dataset name, build config, train split, crop, resize, resize
+method; the RGB frame count for a stage that reads RGB frames; the motion-map threshold for an MS
+classification stage), the stage itself (model, init_from, trainable and mode filters, optimiser and
+schedule, epochs, loss; the flow stack size through the flow model's kwargs) and, recursively, the identity
+of every stage it initialises from (and the ImageNet weights file when it starts from them).
+Harmless (free to change between runs and on resume): logging, evaluation and checkpoint cadence, the eval
+batch size, flow eval stacks and test split (they change reports, not parameters), the RGB frame count of a
+flow stage (it samples flow stacks only), worker count, the data and manual directories (where the data
+lives, not what it is), the scan unroll (a speed choice), and the other stages.
+The experiment runner identifies a stage by this dict; a resumed stage must match its recorded one (see
+`diff`), except that an unfinished stage may change its epochs (the schedule and the data order of the epochs
+already run do not depend on the total; the loop checks the stage has not passed the new end).
 """
-import hashlib
 import json
 
-from ego_jax.train import evaluate, recipes
-
-_SPEED_ONLY_KWARGS = ("scan_unroll",)
-
-
-def _model(model_cfg) -> dict:
-    """Stage model config without speed-only kwargs and without None (absent) features, nested kwargs too.
-
-    Dropping None keeps identities stable when a new optional model feature (default None) is added to the code.
-    """
-    def strip(kw):
-        return {k: strip(v) if isinstance(v, dict) else v for k, v in kw.items()
-                if k not in _SPEED_ONLY_KWARGS and v is not None}
-
-    return dict(kind=model_cfg.kind, kwargs=strip(model_cfg.kwargs.to_dict()))
+# Top-level and data keys that determine every stage's result.
+CONFIG_KEYS = ("seed", "num_classes", "batch_size", "dtype", "schedule_quirk")
+# data.stack is not here: it reaches the stages that read flow through their model kwargs (the flow stem).
+DATA_KEYS = ("name", "builder_config", "train_split", "frames", "crop", "resize", "ms_threshold", "resize_method")
+STAGE_KEYS = ("model", "init_from", "trainable", "bn_train", "dropout_train", "optimizer", "epochs", "loss")
+# Model kwargs that change speed only.
+SPEED_ONLY = ("scan_unroll",)
 
 
-def result_fields(config, stage: str) -> dict:
-    """The fields of `config` that determine stage `stage`'s result (JSON-able, init sources resolved)."""
-    s = config.stages[stage]
-    d = config.data
-    loader = evaluate.LOADER[evaluate.PROTOCOL_OF_KIND[s.model.kind]]["kind"]
-    data = dict(name=d.name, train_split=d.train_split, test_split=d.test_split, crop=d.crop, resize=d.resize,
-                resize_method=d.resize_method)
-    if loader in ("rgb", "two_stream"):
-        data["frames"] = d.frames
-    if loader in ("flow", "two_stream"):
-        data["stack"] = d.stack
-    if s.model.kind == "flow":
-        data["flow_eval_stacks"] = d.flow_eval_stacks
-    ms = recipes.ms_kind(s)
-    if ms == "cls":
-        data["ms_threshold"] = d.ms_threshold
-    init = {}
-    for target, source in s.init_from.items():
+def _plain(x):
+    """ConfigDict / tuples -> JSON-normal dicts and lists (so a recorded identity compares equal to a fresh one)."""
+    return json.loads(json.dumps(x.to_dict() if hasattr(x, "to_dict") else x))
+
+
+def _without(tree, keys):
+    if isinstance(tree, dict):
+        return {k: _without(v, keys) for k, v in tree.items() if k not in keys}
+    return tree
+
+
+def stage_identity(config, name: str) -> dict:
+    """-> JSON-able dict of everything that determines stage `name`'s trained parameters (see module doc)."""
+    stage = config.stages[name]
+    ident = {k: _plain(config[k]) for k in CONFIG_KEYS}
+    head = stage.model.kwargs.get("ms_head")
+    reads_rgb = stage.model.kind != "flow"
+    ident["data"] = {k: _plain(config.data[k]) for k in DATA_KEYS
+                     if (k != "ms_threshold" or (head and head.kind == "cls"))  # the MS classification target
+                     and (k != "frames" or reads_rgb)}
+    ident["stage"] = {k: _without(_plain(stage[k]), SPEED_ONLY) for k in STAGE_KEYS}
+    sources = {}
+    for target, source in stage.init_from.items():
         if source == "imagenet":
-            init[target] = dict(imagenet=config.imagenet_weights)
+            sources[target] = {"imagenet": config.imagenet_weights}
         elif source in config.stages:
-            init[target] = dict(stage=identity(config, source))
-        else:  # a checkpoint directory outside the recipe: its path is all we know of it
-            init[target] = dict(path=source)
-    return dict(seed=config.seed, num_classes=config.num_classes, batch_size=config.batch_size, dtype=config.dtype,
-                schedule_quirk=config.schedule_quirk, data=data, model=_model(s.model), init_from=init,
-                trainable=list(s.trainable), bn_train=list(s.bn_train), dropout_train=list(s.dropout_train),
-                optimizer=s.optimizer.to_dict(), epochs=s.epochs, loss=s.loss.to_dict() if ms else None)
+            sources[target] = stage_identity(config, source)
+        else:
+            sources[target] = {"checkpoint": source}
+    ident["init_from"] = sources
+    return ident
 
 
-def identity(config, stage: str) -> str:
-    """'<stage>-<12 hex digits>': the stage name (for people browsing the store) and a hash of result_fields."""
-    text = json.dumps(result_fields(config, stage), sort_keys=True)
-    return f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def diff(recorded: dict, current: dict) -> list[str]:
+    """Two identities -> ['stage.optimizer.lr: 0.001 -> 0.01', ...] for every key that differs (empty: same)."""
+    a, b = _flat(recorded), _flat(current)
+    missing = "(absent)"
+    return [f"{k}: {a.get(k, missing)} -> {b.get(k, missing)}" for k in sorted(a.keys() | b.keys())
+            if a.get(k, missing) != b.get(k, missing)]
