@@ -1,6 +1,6 @@
 """Runs a suite in W: data, validation runs and hyperparameter selection, table runs, results, CAM comparison.
 
-Each run's workdir W/runs/... holds one symlink per stage into W/stages/<identity>; a stage is trained by the
+Each run's workdir W/runs/... holds one symlink per stage into W/stages/<stage_key>; a stage is trained by the
 first run that needs it (ego_jax.train.loop.train_stage) and found DONE by the others. Everything is resumable:
 rerun the same command after a kill and finished stages are skipped, an interrupted one resumes from its
 checkpoint, and the results are recomputed from the stages' eval.json files.
