@@ -67,11 +67,11 @@ def compiler_options(spec: str, backend: str | None = None) -> dict:
         return default_compiler_options(backend)
     options = {}
     for item in filter(None, spec.split(";")):
-        name, sep, value = item.partition("=")
+        name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name.startswith("xla_"):
             raise ValueError(f"compiler_options item {item!r}: expected xla_<option>=<value> items separated by ';', "
                              "'auto' (the backend's measured defaults) or '' (XLA's own defaults)")
-        options[name.strip()] = value.strip()
+        options[name] = value
     return options
 
 
