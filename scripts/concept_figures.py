@@ -164,7 +164,8 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
 
     # (b, c, d) What the RGB model sees and does with one clip.
     grid = layer4_grid(d.crop, d.crop)
-    spec = ClipSpec("rgb", False, d.frames, d.stack, d.crop, d.resize, grid, d.ms_threshold, 1, d.resize_method)
+    spec = ClipSpec("rgb", False, frames=d.frames, crop=d.crop, resize=d.resize, ms_grid=grid,
+                    ms_threshold=d.ms_threshold, method=d.resize_method)
     clip_arrays = load_clip(example, spec, None)
     frames = [_tile(f, size) for f in clip_arrays["rgb"]]
     maps = model_maps(model, clip_arrays["rgb"], label)
