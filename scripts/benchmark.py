@@ -288,8 +288,8 @@ def args_step(parser):
     parser.add_argument("--json", help="also write the rows to this file")
 
 
-def _config(spec: str, overrides):
-    """'configs/x.py[:args]' + ['a.b=value', ...] -> the locked config, as scripts/train.py would load it."""
+def _config(spec: str, overrides, **sizes):
+    """'configs/x.py[:args]', top-level `sizes`, then ['a.b=value', ...] -> the locked config, as train.py loads it."""
     path, _, arg = spec.partition(":")
     if not os.path.exists(path):
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
@@ -297,6 +297,7 @@ def _config(spec: str, overrides):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(arg or None)
+    config.update(sizes)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -354,9 +355,8 @@ def run_step(args):
     configs = {}  # implementation label -> config
     for dtype in args.dtypes.split(","):
         for extra in [None] + args.compare:
-            config = _config(args.config, args.set + [extra] * bool(extra))
-            config.batch_size, config.dtype = args.batch, dtype
-            config.data.frames, config.data.crop = args.frames, args.size
+            config = _config(args.config, [f"data.frames={args.frames}", f"data.crop={args.size}"] + args.set
+                             + [extra] * bool(extra), batch_size=args.batch, dtype=dtype)
             configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
     config = next(iter(configs.values()))
     sharding.check_batch_size(args.batch, mesh)
