@@ -40,6 +40,7 @@ class ClipSpec:
     ms_threshold: float | None = None
     eval_stacks: int = 1
     method: str = "pil"
+    rgb_endpoint: bool = False  # RGB frames at floor(linspace(1, N, T, endpoint)): Ego-RNN False, LSTA True
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -122,7 +123,7 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
     decoded = {}  # key -> (indices, {index: frame})
     if spec.uses_rgb:
         rgb = _frames(example, "rgb", where)
-        idx = sampling.rgb_indices(len(rgb), spec.frames)
+        idx = sampling.rgb_indices(len(rgb), spec.frames, spec.rgb_endpoint)
         decoded["rgb"] = idx, _decoded(rgb, idx, decode.decode_rgb, "rgb", where)
         if spec.ms_grid is not None:
             mmaps = _frames(example, "mmaps", where)
