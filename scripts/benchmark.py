@@ -279,6 +279,9 @@ def args_step(parser):
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage, after the first (compiling) one")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set model.scan_unroll=1 (repeatable)")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                        help="also time every stage with this override in the same rounds, e.g. --compare "
+                             "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)")
     parser.add_argument("--torch", choices=("auto", "yes", "no"), default="auto",
                         help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
                              "rounds; auto: when torch imports")
@@ -305,7 +308,7 @@ def _config(spec: str, overrides):
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            pass  # a plain string
+            pass  # a plain string (or '' from KEY=)
         node[leaf] = value
     return config
 
@@ -348,13 +351,14 @@ def _torch_device():
 def run_step(args):
     mesh = sharding.make_mesh()
     use_torch = args.torch == "yes" or (args.torch == "auto" and importlib.util.find_spec("torch") is not None)
-    configs = {}
+    configs = {}  # implementation label -> config
     for dtype in args.dtypes.split(","):
-        config = _config(args.config, args.set)
-        config.batch_size, config.dtype = args.batch, dtype
-        config.data.frames, config.data.crop = args.frames, args.size
-        configs[dtype] = config
-    config = configs[args.dtypes.split(",")[0]]
+        for extra in [None] + args.compare:
+            config = _config(args.config, args.set + [extra] * bool(extra))
+            config.batch_size, config.dtype = args.batch, dtype
+            config.data.frames, config.data.crop = args.frames, args.size
+            configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
+    config = next(iter(configs.values()))
     sharding.check_batch_size(args.batch, mesh)
     stages = args.stages.split(",") if args.stages else list(config.recipe)
     print(f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
@@ -364,8 +368,8 @@ def run_step(args):
 
     runners = {}  # (stage, impl) -> step callable; built one by one, so a failing stage is named
     for name in stages:
-        for dtype, c in configs.items():
-            runners[name, f"ego_jax {dtype}"] = _JaxStage(c, name, mesh)
+        for impl, c in configs.items():
+            runners[name, impl] = _JaxStage(c, name, mesh)
         if use_torch:
             import torch_stages
 
