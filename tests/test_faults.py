@@ -170,7 +170,10 @@ def _start(workdir, data_dir):  # noqa: F811
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.data.crop=32",
            "--config.data.resize=36", "--config.data.worker_count=1", "--config.model.depth=18",
            "--config.model.width=4", "--config.batch_size=4", "--config.eval_batch_size=4",
-           "--config.log_every_steps=1", "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000"]
+           "--config.log_every_steps=1", "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000",
+           # No periodic evaluation: its loader's worker would be starting at a random moment; one hit by the
+           # Ctrl-C while importing dies (the loop then saves anyway, but the worker prints its traceback).
+           "--config.eval_every_epochs=1000"]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     # Own session: Ctrl-C in a terminal signals the whole process group (the loader workers too), as killpg does.
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
