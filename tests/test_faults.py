@@ -261,12 +261,22 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
     damaged = tmp_path / "tfds"
     shutil.copytree(data_dir, damaged)
     shard = next((damaged / "gtea61" / "all").rglob("gtea61-S1.array_record-*"))
-    data = bytearray(shard.read_bytes())
-    for i in range(len(data) // 4, len(data) // 2, 97):
-        data[i] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    frames = shard.parent / "frames-S1.array_record"
+    originals = {f: f.read_bytes() for f in (shard, frames)}
+
+    def damage(path, start, stop):
+        data = bytearray(originals[path])
+        for i in range(start, stop, 97):
+            data[i] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    damage(shard, 200, 1000)  # the clip records (metadata only: the rest of the first block is padding)
     with pytest.raises(OSError, match=rf"(?s)of split S1\+S3\+S4 \(file {re.escape(str(shard))}, record \d\).*rebuild"):
         loop.train(small(str(damaged)), str(tmp_path / "w1"))
+    shard.write_bytes(originals[shard])
+    damage(frames, len(originals[frames]) // 4, len(originals[frames]) // 2)
+    with pytest.raises(OSError, match=rf"(?s)frame file {re.escape(str(frames))} of split S1 .*rebuild with"):
+        loop.train(small(str(damaged)), str(tmp_path / "w1b"))
 
     weights = tmp_path / "resnet.npz"
     weights.write_bytes(b"not a zip file")

@@ -179,12 +179,16 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
     return out
 
 
-def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
-    """[r0, r1): the rows of a global batch this process holds (all rows without sharding)."""
+def _local_rows(sharding, global_batch_size: int) -> tuple[int, ...]:
+    """The rows of a global batch this process holds, ascending (all rows without sharding).
+
+    Any device order of the mesh works: with several blocks (a mesh that interleaves processes) the rows are the
+    blocks in ascending order, the layout jax.make_array_from_process_local_data expects.
+    """
     if sharding is None:
         if jax.process_count() > 1:
             raise ValueError("multi-process loading needs `sharding` (e.g. NamedSharding(mesh, P('data')))")
-        return 0, global_batch_size
+        return tuple(range(global_batch_size))
     try:
         index_map = sharding.addressable_devices_indices_map((global_batch_size,))
     except (ValueError, IndexError) as e:
@@ -192,13 +196,7 @@ def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
             f"cannot split a batch of {global_batch_size} with {sharding}: the sharding must split only the batch "
             f"axis (e.g. NamedSharding(mesh, P('data'))), into equal parts ({e})"
         ) from e
-    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop)
-                   for ix in index_map.values()})
-    r0, r1 = rows[0][0], rows[-1][1]
-    covered = sum(stop - start for start, stop in rows)
-    if covered != r1 - r0:
-        raise ValueError(f"this process's devices hold rows {rows} of the global batch; expected one contiguous block")
-    return r0, r1
+    return tuple(sorted({row for ix in index_map.values() for row in range(*ix[0].indices(global_batch_size))}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +208,7 @@ class _StepBatch:
     seed: int
     global_batch_size: int
     steps_per_epoch: int
-    rows: tuple[int, int]
+    rows: tuple[int, ...]
     shuffle: bool
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
@@ -218,7 +216,7 @@ class _StepBatch:
         n = len(self.source)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         examples = []
-        for pos in range(b * self.global_batch_size + self.rows[0], b * self.global_batch_size + self.rows[1]):
+        for pos in (b * self.global_batch_size + row for row in self.rows):
             if pos >= n:
                 examples.append(self.spec.padding())
                 continue
@@ -267,23 +265,33 @@ def _worker_init(worker_index: int, worker_count: int, *, parent: int) -> None:
 
 
 class Loader:
-    """Iterable of batches; each iteration starts at `start_step`. `steps_per_epoch`, `num_steps` (None: endless)."""
+    """Iterable of batches; each iteration starts at `start_step`. `steps_per_epoch`, `num_steps` (None: endless).
 
-    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding):
+    keep_workers (finite loaders): iterations share one grain iterator over the loader's steps repeated, taking
+    len(loader) batches each, so worker processes start once (a periodic evaluation), not per iteration; close()
+    stops them. An iteration left before its end stops them too, and the next one starts over.
+    """
+
+    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding,
+                 keep_workers: bool = False):
+        if keep_workers and num_steps is None:
+            raise ValueError("keep_workers needs a finite loader (num_epochs set): an endless one is iterated once")
         self.steps_per_epoch = steps_per_epoch
         self.num_steps = num_steps
         self._dataset = dataset
         self._worker_count = worker_count
         self._read_threads = read_threads
         self._sharding = sharding
+        self._keep_workers = keep_workers
+        self._kept = None  # keep_workers: the shared iterator, at the start of an iteration
 
     def __len__(self) -> int:
         if self.num_steps is None:
             raise TypeError("an endless loader (num_epochs=None) has no length")
         return len(self._dataset)
 
-    def __iter__(self):
-        ds = self._dataset.to_iter_dataset(
+    def _grain_iterator(self, dataset: grain.MapDataset):
+        ds = dataset.to_iter_dataset(
             grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
         if self._worker_count > 0:
             if not flags.FLAGS.is_parsed():
@@ -291,20 +299,49 @@ class Loader:
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
                                 worker_init_fn=functools.partial(_worker_init, parent=os.getpid()))
-        it = iter(ds)
+        return iter(ds)
+
+    def _placed(self, batch):
+        return batch if self._sharding is None else jax.make_array_from_process_local_data(self._sharding, batch)
+
+    def __iter__(self):
+        if self._keep_workers:
+            yield from self._kept_iteration()
+            return
+        it = self._grain_iterator(self._dataset)
         try:
             for batch in it:
-                yield batch if self._sharding is None else jax.make_array_from_process_local_data(self._sharding, batch)
+                yield self._placed(batch)
         finally:
             if hasattr(it, "close"):
                 it.close()
+
+    def _kept_iteration(self):
+        if self._kept is None:
+            # The steps repeated: after len(self) batches the iterator is at the start again.
+            self._kept = self._grain_iterator(self._dataset.repeat())
+        taken = 0
+        try:
+            while taken < len(self):
+                batch = next(self._kept)
+                taken += 1
+                yield self._placed(batch)
+        finally:
+            if taken < len(self):
+                self.close()
+
+    def close(self) -> None:
+        """Stops the worker processes kept between iterations (keep_workers); the next iteration starts new ones."""
+        if self._kept is not None and hasattr(self._kept, "close"):
+            self._kept.close()
+        self._kept = None
 
 
 def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
                 crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
                 ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
                 num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
-                method: str = "pil", read_threads: int = 1) -> Loader:
+                method: str = "pil", read_threads: int = 1, keep_workers: bool = False) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
@@ -319,8 +356,9 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     the rows its devices hold (required with several processes). `method`: resize method ('pil' = reference, 'cv2'
     faster, see transforms). `read_threads`: threads per process (each worker, or the main process when
     worker_count=0), each building one batch. len(loader) = steps left from start_step (finite loaders only).
-    worker_count > 0 starts grain worker processes with 'spawn' on every iteration: a script must guard its entry
-    point with `if __name__ == "__main__":`.
+    worker_count > 0 starts grain worker processes with 'spawn' on every iteration (once, for a finite loader with
+    keep_workers=True, until loader.close(); see Loader): a script must guard its entry point with
+    `if __name__ == "__main__":`.
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method)
@@ -344,4 +382,4 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     batcher = _StepBatch(source, spec, seed, global_batch_size, steps_per_epoch, rows, shuffle=train)
     dataset = grain.MapDataset.range(start_step, stop).map(batcher)
     return Loader(dataset, steps_per_epoch=steps_per_epoch, num_steps=num_steps, worker_count=worker_count,
-                  read_threads=read_threads, sharding=sharding)
+                  read_threads=read_threads, sharding=sharding, keep_workers=keep_workers)
