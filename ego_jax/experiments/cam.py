@@ -46,7 +46,8 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
         raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
     model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
     rgb_model = model.rgb if kind == "two_stream" else model
-    if rgb_model.attention is False and rgb_model.ms_head is None:
+    # An LSTA always attends and has no MS head.
+    if getattr(rgb_model, "attention", True) is False and getattr(rgb_model, "ms_head", None) is None:
         raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "
                          "nothing to draw")
     d = config.data
@@ -55,12 +56,12 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
     loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
                          crop=d.crop, resize=d.resize, ms_grid=grid,
                          ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method,
-                         sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
+                         rgb_endpoint=d.rgb_endpoint, sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
     batch = next(iter(loader))
     out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
     batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
     # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
-    pred = int(np.argmax(out["logits"][0])) if kind == "ego_rnn" else None
+    pred = int(np.argmax(out["logits"][0])) if kind in recipes.RGB_KINDS else None
     return dict(attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
                 ms_pred=None if out["ms"] is None else np.asarray(out["ms"][0]),
                 ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
