@@ -259,8 +259,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, keep_workers=True)
+
     def run_eval(step):
-        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh)
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
             graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
         log(step, {"eval/accuracy": result["accuracy"]})
@@ -313,6 +315,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 check(*pending)
             save(completed)
     if completed < total:
+        test.close()
         log.close()
         ckpts.close()
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
@@ -321,6 +324,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
+    test.close()
     save(total)
     _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
