@@ -57,7 +57,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
     from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
-    from ego_jax.train import evaluate, recipes, sharding  # noqa: PLC0415
+    from ego_jax.train import evaluate, paths, recipes, sharding  # noqa: PLC0415
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
     stage = evaluate.stage_of(config, stage)
@@ -96,14 +96,14 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
         ms_pred=None if out["ms"] is None else out["ms"][0],
         ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
         title=title, min_size=min_size)
-    path = os.path.join(workdir, stage, "cam", clip_id.replace("/", "_") + ".png")
+    path = paths.absolute(workdir) / stage / "cam" / (clip_id.replace("/", "_") + ".png")
     if not distributed.is_writer():  # one writer of the shared workdir
-        return path
+        return str(path)
     plots.write_png(path, image)
-    writer = metric_writers.create_default_writer(os.path.join(workdir, stage), asynchronous=False)
+    writer = metric_writers.create_default_writer(str(paths.absolute(workdir) / stage), asynchronous=False)
     writer.write_images(meta["step"], {f"cam/{clip_id}": image[None]})
     writer.close()
-    return path
+    return str(path)
 
 
 def main(argv):
@@ -112,7 +112,7 @@ def main(argv):
     cli.setup_logs()
     distributed.initialize_from_flags()
     try:
-        path = visualize(FLAGS.config, os.path.abspath(FLAGS.workdir), stage=FLAGS.stage, clip=FLAGS.clip,
+        path = visualize(FLAGS.config, FLAGS.workdir, stage=FLAGS.stage, clip=FLAGS.clip,
                          split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
     except (FileNotFoundError, ValueError) as e:
         logging.error("%s", e)
