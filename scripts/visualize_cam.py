@@ -66,7 +66,8 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
         raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
     model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
     rgb_model = model.rgb if kind == "two_stream" else model
-    if rgb_model.attention is False and rgb_model.ms_head is None:
+    # An LSTA always attends and has no MS head.
+    if getattr(rgb_model, "attention", True) is False and getattr(rgb_model, "ms_head", None) is None:
         raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "
                          "nothing to draw")
     source = evaluate.test_source(config, split)
@@ -80,6 +81,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
                          crop=d.crop, resize=d.resize, ms_grid=grid,
                          ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method,
+                         rgb_endpoint=d.rgb_endpoint,
                          sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
     batch = next(iter(loader))
     out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
@@ -88,7 +90,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     label = int(batch["label"][0])
     step = f"step {meta['step']}" + ("" if meta["finished"] else " (unfinished)")
     title = f"{stage} {step}\n{clip_id}\ntrue {CLASSES[label]}"
-    if kind == "ego_rnn":  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
+    if kind in recipes.RGB_KINDS:  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
         title += f"\npred {CLASSES[int(np.argmax(out['logits'][0]))]}"
     image = cam.cam_grid(
         batch["rgb"][0],

@@ -27,7 +27,8 @@ def class_activation_map(feat_bn: jax.Array, fc_kernel: jax.Array, fc_bias: jax.
 
 def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array,
                   guide: jax.Array | None = None):
-    """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) [, guide (N,h,w)] -> (attended (N,h,w,C), attention (N,h,w))."""
+    """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) [, guide (N,h,w) added to the CAM]
+    -> (attended (N,h,w,C), attention (N,h,w))."""
     if feat_bn.shape != feat_raw.shape:
         raise ValueError(
             f"cam_attention: expected feat_bn and feat_raw of one shape (N, h, w, C); got {feat_bn.shape}, "
@@ -37,7 +38,8 @@ def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array,
     n, h, w = cam.shape
     if guide is not None:
         if guide.shape != cam.shape:
-            raise ValueError(f"cam_attention: guide must have the CAM's shape {cam.shape} (N, h, w), got {guide.shape}.")
+            raise ValueError(f"cam_attention: guide must have the CAM's shape {cam.shape} (N, h, w), "
+                             f"got {guide.shape}.")
         cam = cam + guide.astype(cam.dtype)
     attention = jax.nn.softmax(cam.reshape(n, h * w), axis=-1).reshape(n, h, w)
     return feat_raw * attention[..., None], attention

@@ -24,7 +24,7 @@ PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
 MODELS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("joint",), "late_fusion": ("rgb", "flow")}
 INPUTS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("rgb", "flow"), "late_fusion": ("rgb", "flow")}
 # The protocol that evaluates a stage's model kind (recipes' model.kind) on its own.
-PROTOCOL_OF_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "joint"}
+PROTOCOL_OF_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "joint", "lsta": "rgb"}
 # Loader arguments the reference protocol uses (make_loader kind and eval_stacks).
 LOADER = {
     "rgb": dict(kind="rgb", eval_stacks=1),
@@ -276,7 +276,7 @@ def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int 
                        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                        eval_stacks=flow_stacks(config, protocol, fusion_stacks),
                        seed=config.seed, num_epochs=1, worker_count=d.worker_count, method=d.resize_method,
-                       sharding=sharding.batch_sharding(mesh))
+                       rgb_endpoint=d.rgb_endpoint, sharding=sharding.batch_sharding(mesh))
 
 
 def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,

@@ -129,7 +129,8 @@ def _train_loader(config, stage, source, *, ms_grid, start_step: int, mesh):
         frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
         ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
         seed=config.seed, start_step=start_step, num_epochs=stage.epochs,
-        worker_count=d.worker_count, method=d.resize_method, sharding=sharding.batch_sharding(mesh))
+        worker_count=d.worker_count, method=d.resize_method, rgb_endpoint=d.rgb_endpoint,
+        sharding=sharding.batch_sharding(mesh))
 
 
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,

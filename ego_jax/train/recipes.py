@@ -18,7 +18,8 @@ from ego_jax.train import checkpoint, paths
 from ego_jax.train.optim import matches
 
 # model.kind of a stage config; the loader and evaluation protocol of each are in ego_jax.train.evaluate.
-MODEL_KINDS = ("ego_rnn", "flow", "two_stream")
+MODEL_KINDS = ("ego_rnn", "flow", "two_stream", "lsta")
+RGB_KINDS = ("ego_rnn", "lsta")  # RGB streams, alone or as a two_stream's `rgb` (its kwargs' rgb_kind)
 
 
 def _path(parts) -> str:
@@ -26,19 +27,20 @@ def _path(parts) -> str:
 
 
 def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> nnx.Module:
-    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream for crop x crop input."""
+    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream | LSTA for crop x crop input."""
     from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
 
     kw = model_cfg.kwargs.to_dict()
     if kw.get("ms_head"):  # the MS head predicts on the layer4 grid of this input size
         kw["ms_head"] = dict(kw["ms_head"], grid=models.layer4_grid(crop, crop))
     rngs = nnx.Rngs(seed)
-    if model_cfg.kind == "ego_rnn":
-        return models.EgoRNN(num_classes, **kw, dtype=dtype, rngs=rngs)
+    rgb_models = {"ego_rnn": models.EgoRNN, "lsta": models.LSTA}
+    if model_cfg.kind in RGB_KINDS:
+        return rgb_models[model_cfg.kind](num_classes, **kw, dtype=dtype, rngs=rngs)
     if model_cfg.kind == "flow":
         return models.FlowResNet(num_classes, **kw, dtype=dtype, rngs=rngs)
     if model_cfg.kind == "two_stream":
-        rgb = models.EgoRNN(num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
+        rgb = rgb_models[kw.pop("rgb_kind", "ego_rnn")](num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
         flow = models.FlowResNet(num_classes, **kw.pop("flow"), dtype=dtype, rngs=rngs)
         return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, dtype=dtype, rngs=rngs)
     raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {MODEL_KINDS}")
@@ -143,13 +145,13 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
 def _inputs(kind: str, batch: dict, dtype):
     from ego_jax.data.transforms import normalize_flow, normalize_rgb  # noqa: PLC0415
 
-    rgb = normalize_rgb(batch["rgb"], dtype) if kind in ("ego_rnn", "two_stream") else None
+    rgb = normalize_rgb(batch["rgb"], dtype) if kind in (*RGB_KINDS, "two_stream") else None
     flow = normalize_flow(batch["flow"], dtype) if kind in ("flow", "two_stream") else None
     return rgb, flow
 
 
 def _forward(kind: str, model, rgb, flow) -> dict:
-    if kind == "ego_rnn":
+    if kind in RGB_KINDS:
         return model(rgb)
     if kind == "flow":
         return model(flow)

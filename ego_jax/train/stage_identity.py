@@ -2,7 +2,8 @@
 
 Result-determining: the seed, the global batch size, the compute dtype, the schedule quirk, the number of
 classes, what data the stage trains on (dataset name, build config, train split, frames, crop, resize, resize
-method; the motion-map threshold for an MS classification stage), the stage itself (model, init_from,
+method; the motion-map threshold for an MS classification stage; which RGB frames, data.rgb_endpoint, for a stage
+that reads them), the stage itself (model, init_from,
 trainable and mode filters, optimiser and schedule, epochs, loss; the flow stack size through the flow
 model's kwargs) and, recursively, the identity of every stage it initialises from (and the ImageNet weights
 file when it starts from them).
@@ -43,6 +44,8 @@ def stage_identity(config, name: str) -> dict:
     head = stage.model.kwargs.get("ms_head")
     ident["data"] = {k: _plain(config.data[k]) for k in DATA_KEYS
                      if k != "ms_threshold" or (head and head.kind == "cls")}  # the MS classification target
+    if stage.model.kind != "flow":  # which RGB frames it reads (a flow stage stays shareable between recipes)
+        ident["data"]["rgb_endpoint"] = _plain(config.data.rgb_endpoint)
     ident["stage"] = {k: _without(_plain(stage[k]), SPEED_ONLY) for k in STAGE_KEYS}
     sources = {}
     for target, source in stage.init_from.items():
