@@ -137,13 +137,14 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
                    dtype) -> dict:
     """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
 
-    -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
-    copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
+    -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
+    batch mask. Evaluation switches a traced copy to eval mode, so the training modes in `graphdef` and the
+    train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
     confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
-    return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
+    return dict(accuracy=correct / max(count, 1), correct=correct, count=count, confusion=confusion.tolist())
 
 
 class _Log:
@@ -256,8 +257,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, keep_workers=True)
+
     def run_eval(step):
-        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh)
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
             graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
         log(step, {"eval/accuracy": result["accuracy"]})
@@ -265,43 +268,61 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
     loader = _train_loader(config, stage, train_source, ms_grid=grid, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
-    for step, batch in zip(range(start + 1, total + 1), loader):
-        state, metrics = train_step(state, frozen, batch)
-        if pending is not None:  # checked one step late, so the host never waits for the device here
-            window.append(jax.device_get(pending[1]))
-            check(pending[0], window[-1])
-        pending = (step, metrics)
-        if step == start + 1:
-            logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
-        report(step)
-        boundary = step % steps_per_epoch == 0
-        epoch = step // steps_per_epoch
-        if step % config.log_every_steps == 0 or step == total:
-            window.append(jax.device_get(metrics))
-            check(step, window[-1])
-            pending = None
-            log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
-                       **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
-                       "epoch": epoch})
-            window = []
-        if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
-            last_eval = run_eval(step)
-        # Gathered where the host waits for the device anyway (one process: every step, at no cost).
-        agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
-        stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
-        if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+    completed = start  # the last step applied to `state`
+    try:
+        for step, batch in zip(range(start + 1, total + 1), loader):
+            state, metrics = train_step(state, frozen, batch)
+            completed = step
+            if pending is not None:  # checked one step late, so the host never waits for the device here
+                window.append(jax.device_get(pending[1]))
+                check(pending[0], window[-1])
+            pending = (step, metrics)
+            if step == start + 1:
+                logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
+            report(step)
+            boundary = step % steps_per_epoch == 0
+            epoch = step // steps_per_epoch
+            if step % config.log_every_steps == 0 or step == total:
+                window.append(jax.device_get(metrics))
+                check(step, window[-1])
+                pending = None
+                log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
+                           **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
+                           "epoch": epoch})
+                window = []
+            if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
+                last_eval = run_eval(step)
+            # Gathered where the host waits for the device anyway (one process: every step, at no cost).
+            agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+            stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
+            if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+                if pending is not None:
+                    check(*pending)
+                save(step)
+            if stopping and step < total:
+                break
+    except Exception as e:
+        # Ctrl-C reaches the loader workers too, and one still starting dies of it: the train state is intact.
+        # (One process alone: with several, the save is collective and the others would wait for it.)
+        if not stop.requested or jax.process_count() > 1:
+            raise
+        logging.warning("stage %s: %s: %s after the stop request; saving step %d", name, type(e).__name__, e,
+                        completed)
+        if completed > start:
             if pending is not None:
                 check(*pending)
-            save(step)
-        if stopping and step < total:
-            log.close()
-            ckpts.close()
-            logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
-                            name, step, total)
-            return False
+            save(completed)
+    if completed < total:
+        test.close()
+        log.close()
+        ckpts.close()
+        logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
+                        name, completed, total)
+        return False
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
+    test.close()
     save(total)
     _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
