@@ -22,16 +22,18 @@ DATA = dict(
 )
 
 
-def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-    """'frames=16,data=synthetic' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
-    args = dict(ARGS, **defaults)
+def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
+               example: str = "configs/two_stream.py:frames=16,data=synthetic",
+               **defaults) -> ml_collections.ConfigDict:
+    """'frames=16,data=synthetic' -> ConfigDict of `spec` (overridden by `defaults`, then by `arg`), typed as spec."""
+    args = dict(spec, **defaults)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in args:
             raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(args)}, "
-                             f"e.g. configs/two_stream.py:frames=16,data=synthetic")
+                             f"e.g. {example}")
         args[key] = type(args[key])(value)
-    for key, allowed in CHOICES.items():
+    for key, allowed in choices.items():
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
     return ml_collections.ConfigDict(args)
@@ -209,6 +211,31 @@ def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="m
     return finish(c, args, dict(rgb_stage1=rgb_stage1(c, attention=attention),
                                 rgb_stage2=rgb_stage2(c, attention=attention, ms_head=ms_head,
                                                       ms_reg_loss=ms_reg_loss, motion_guide=motion_guide)))
+
+
+def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Set dotted keys ('data.crop', 'stages.rgb_stage2.optimizer.lr'; 'stages.*.epochs' = every stage) in place.
+
+    Keys must exist (a typo is an error naming the key), as with --config.<key>=value on the command line.
+    """
+    def node(path: str):
+        n = c
+        for part in filter(None, path.split(".")):
+            if not isinstance(n, ml_collections.ConfigDict) or part not in n:
+                return None
+            n = n[part]
+        return n
+
+    for key, value in values.items():
+        head, star, rest = key.partition(".*.")
+        keys = [f"{head}.{name}.{rest}" for name in (node(head) or {})] if star else [key]
+        for target in keys:
+            parent, _, leaf = target.rpartition(".")
+            n = node(parent)
+            if not isinstance(n, ml_collections.ConfigDict) or leaf not in n:
+                raise KeyError(f"override {key!r}: the config has no field {target!r}")
+            n[leaf] = value
+    return c
 
 
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:

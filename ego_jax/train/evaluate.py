@@ -267,8 +267,10 @@ def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
     return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
-def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int = 10):
-    """config.data's padded one-epoch loader of `source` for `protocol`, batches sharded over mesh's 'data' axis."""
+def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int = 10, keep_workers: bool = False):
+    """config.data's padded one-epoch loader of `source` for `protocol`, batches sharded over mesh's 'data' axis.
+
+    keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
     from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
 
     d = config.data
@@ -276,7 +278,7 @@ def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int 
                        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                        eval_stacks=flow_stacks(config, protocol, fusion_stacks),
                        seed=config.seed, num_epochs=1, worker_count=d.worker_count, method=d.resize_method,
-                       rgb_endpoint=d.rgb_endpoint, sharding=sharding.batch_sharding(mesh))
+                       rgb_endpoint=d.rgb_endpoint, sharding=sharding.batch_sharding(mesh), keep_workers=keep_workers)
 
 
 def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,

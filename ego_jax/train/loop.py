@@ -137,13 +137,14 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
                    dtype) -> dict:
     """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
 
-    -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
-    copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
+    -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
+    batch mask. Evaluation switches a traced copy to eval mode, so the training modes in `graphdef` and the
+    train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
     confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
-    return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
+    return dict(accuracy=correct / max(count, 1), correct=correct, count=count, confusion=confusion.tolist())
 
 
 class _Log:
@@ -258,8 +259,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, keep_workers=True)
+
     def run_eval(step):
-        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh)
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
             graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
         log(step, {"eval/accuracy": result["accuracy"]})
@@ -312,6 +315,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 check(*pending)
             save(completed)
     if completed < total:
+        test.close()
         log.close()
         ckpts.close()
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
@@ -320,6 +324,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
+    test.close()
     save(total)
     _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
