@@ -7,16 +7,16 @@ files. The model-free pieces (`average_over_stacks`, `late_fusion`, `confusion_m
 """
 import functools
 import json
-import pathlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import checkpoint, distributed, recipes, sharding, workdir_lock
+from ego_jax.train import checkpoint, distributed, paths, recipes, sharding, workdir_lock
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -180,14 +180,14 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
     }
 
 
-def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names: Sequence[str],
+def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: Sequence[str],
                  meta: Mapping | None = None, *, all_classes: bool = False) -> dict:
     """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta).
 
     confusion.png shows the classes that occur in the split or among the predictions (all_classes: every
     class); confusion.json always holds the whole matrix.
     """
-    outdir = pathlib.Path(outdir)
+    outdir = paths.absolute(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {**(meta or {}), **summarize(confusion, class_names)}
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -210,7 +210,7 @@ def stage_of(config, stage: str | None) -> str:
     return stage
 
 
-def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
+def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unfinished: bool = False):
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
     Read-only. The final checkpoint is the step W/<stage>/DONE names; best-epoch selection on the test subject is
@@ -220,7 +220,7 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     step is the stage's final one).
     """
     stage = stage_of(config, stage)
-    stage_dir = pathlib.Path(workdir) / stage
+    stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
     # One answer for all processes: process 0 reads DONE.
     final = distributed.from_process_0(json.loads(done.read_text()).get("step", -1)
@@ -281,7 +281,7 @@ def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int 
                        rgb_endpoint=d.rgb_endpoint, sharding=sharding.batch_sharding(mesh), keep_workers=keep_workers)
 
 
-def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,
+def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
                      rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
                      flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
                      all_classes: bool = False) -> dict:
@@ -293,7 +293,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     """
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
 
-    workdir = pathlib.Path(workdir)
+    workdir = paths.absolute(workdir)
     stage = stage_of(config, stage)
     protocol = protocol or PROTOCOL_OF_KIND[config.stages[stage].model.kind]
     if protocol not in PROTOCOLS:

@@ -7,8 +7,6 @@ W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files
 import contextlib
 import json
 import logging
-import os
-import shutil
 import signal
 import time
 
@@ -16,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers, periodic_actions
+from etils import epath
 from flax import nnx
 
-from ego_jax.train import checkpoint, distributed, evaluate, preflight, recipes, sharding
+from ego_jax.train import checkpoint, distributed, evaluate, paths, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked
@@ -69,6 +68,7 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
     restart: stages to start over (their directories are moved to W/restarted/, not deleted).
     stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
     """
+    workdir = paths.absolute(workdir)
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -77,7 +77,7 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
                 restart_stage(config, workdir, name)
             mesh = sharding.make_mesh()
             sources = preflight.check(config, workdir, mesh=mesh)
-            _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+            _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
             for name in config.recipe:
                 if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
                                    sources=sources):
@@ -92,11 +92,11 @@ def restart_stage(config, workdir: str, name: str) -> None:
     """Start stage `name` over: move W/<name> to W/restarted/<name>-<UTC time> (process 0)."""
     if name not in config.stages:
         raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
-    stage_dir = os.path.join(workdir, name)
-    if jax.process_index() == 0 and os.path.exists(stage_dir):
-        target = os.path.join(workdir, "restarted", name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(stage_dir, target)
+    stage_dir = paths.absolute(workdir) / name
+    if jax.process_index() == 0 and stage_dir.exists():
+        target = stage_dir.parent / "restarted" / (name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage_dir.rename(target)
         logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
                         name, target)
 
@@ -150,10 +150,10 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
 class _Log:
     """Scalars to the clu writer (TensorBoard + console) and to metrics.jsonl."""
 
-    def __init__(self, stage_dir: str):
+    def __init__(self, stage_dir: epath.Path):
         self.writer = metric_writers.create_default_writer(
-            stage_dir, just_logging=jax.process_index() > 0, asynchronous=False)
-        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+            str(stage_dir), just_logging=jax.process_index() > 0, asynchronous=False)
+        self.jsonl = (stage_dir / "metrics.jsonl").open("a") if jax.process_index() == 0 else None
 
     def __call__(self, step: int, scalars: dict):
         scalars = {k: float(v) for k, v in scalars.items()}
@@ -168,28 +168,26 @@ class _Log:
             self.jsonl.close()
 
 
-def _write_json(path: str, obj: dict) -> None:
+def _write_json(path: epath.Path, obj: dict) -> None:
     """One writer on a shared filesystem: process 0."""
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=1)
+        path.write_text(json.dumps(obj, indent=1))
 
 
-def _done(name: str, stage_dir: str) -> bool:
+def _done(name: str, stage_dir: epath.Path) -> bool:
     """Whether the stage is finished: DONE exists and its final checkpoint verifies (else DONE is set aside)."""
-    done = os.path.join(stage_dir, "DONE")
-    if not os.path.exists(done):
+    done = stage_dir / "DONE"
+    if not done.exists():
         return False
-    with open(done) as f:
-        step = json.load(f)["step"]
+    step = json.loads(done.read_text())["step"]
     try:
-        checkpoint.verify_digest(os.path.join(stage_dir, "checkpoints", str(step)))
+        checkpoint.verify_digest(stage_dir / "checkpoints" / str(step))
     except checkpoint.BadCheckpoint as e:
         logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
                       "good checkpoint", name, e)
         if jax.process_index() == 0:
-            os.makedirs(os.path.join(stage_dir, "rejected_checkpoints"), exist_ok=True)
-            os.replace(done, os.path.join(stage_dir, "rejected_checkpoints", f"DONE-{step}"))
+            (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
+            done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
         return False
     return True
 
@@ -200,12 +198,12 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
     sources: (train, test) sources already loaded (default: load_sources(config)).
     """
-    stage, stage_dir = config.stages[name], os.path.join(workdir, name)
+    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
     # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
     if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
-    os.makedirs(stage_dir, exist_ok=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
     train_source, test_source = sources or load_sources(config)
     dtype = jnp.dtype(config.dtype)
     steps_per_epoch = len(train_source) // config.batch_size
@@ -213,7 +211,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
                          f"batch_size={config.batch_size}")
     total = steps_per_epoch * stage.epochs
-    ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
+    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
 
     def init(model, tx, params):
         try:
@@ -326,10 +324,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         last_eval = run_eval(total)
     test.close()
     save(total)
-    _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
+    _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
     log.close()
     ckpts.close()
-    _write_json(os.path.join(stage_dir, "DONE"),
+    _write_json(stage_dir / "DONE",
                 dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]))
     logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
     return True

@@ -1,11 +1,11 @@
 """Confusion-matrix and learning-curve images drawn with OpenCV (no plotting library needed); uint8 RGB arrays."""
 import json
 import math
-import pathlib
 from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
+from etils import epath
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BLACK = (0, 0, 0)
@@ -24,12 +24,14 @@ def _text_width(text: str, scale: float) -> int:
     return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
 
 
-def write_png(path: str | pathlib.Path, image: np.ndarray) -> pathlib.Path:
+def write_png(path: str | epath.Path, image: np.ndarray) -> epath.Path:
     """Writes an (H, W, 3) uint8 RGB image as PNG (parents created); returns the path."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write PNG {path}")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode PNG {path}")
+    path.write_bytes(png.tobytes())
     return path
 
 
@@ -81,9 +83,9 @@ def confusion_image(
     return image
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict]:
+def read_metrics(path: str | epath.Path) -> list[dict]:
     """metrics.jsonl (one JSON object per line) -> list of dicts; blank lines skipped."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
