@@ -112,7 +112,9 @@ def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
 
 
 # RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
-RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/.*")
+# fc/kernel only: the reference's fc.bias only picks the CAM class (an argmax), so its grad stays None and torch's
+# Adam skips it, coupled weight decay included; listing it here would let the decay shrink the ImageNet bias.
+RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
 NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
 # The motion guide's one scalar w: Adam moves a parameter by about lr per step, so at stage 2's 1e-4 it could
 # travel at most ~0.17 in GTEA61's 1650 stage-2 steps, too little to weigh the motion expert in or out; 1e-2
