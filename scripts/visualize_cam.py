@@ -48,43 +48,46 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from clu import metric_writers  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
+    from ego_jax import streams  # noqa: PLC0415
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
-    from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
-    from ego_jax.train import evaluate, recipes  # noqa: PLC0415
+    from ego_jax.data.pipeline import build_loader  # noqa: PLC0415
+    from ego_jax.train import evaluate, loaders, recipes  # noqa: PLC0415
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
     stage = evaluate.stage_of(config, stage)
     kind = config.stages[stage].model.kind
-    if kind == "flow":
-        raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
+    if "rgb" not in streams.get(kind).inputs:
+        raise ValueError(f"stage {stage!r} is a {kind} model without RGB input: it has no CAM; pick a stage whose "
+                         "model reads RGB frames")
     model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
-    rgb_model = model.rgb if kind == "two_stream" else model
-    if rgb_model.attention is False and rgb_model.ms_head is None:
-        raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "
-                         "nothing to draw")
+    # A model reading more than RGB (two_stream) shows the attention of its RGB stream, held as `.rgb`.
+    rgb_model = model if tuple(streams.get(kind).inputs) == ("rgb",) else getattr(model, "rgb", None)
+    rgb_stream = streams.of_model(rgb_model) if rgb_model is not None else None
+    if rgb_stream is None or tuple(rgb_stream.inputs) != ("rgb",):
+        raise ValueError(f"stage {stage!r}: its {kind} model has no registered RGB stream (an RGB-only stream "
+                         "kind, itself or as its `.rgb`) whose attention could be drawn")
     source = evaluate.test_source(config, split)
     index = find_clip(source, clip)
     example = source[index]
     clip_id = example["clip_id"].decode() if isinstance(example["clip_id"], bytes) else str(example["clip_id"])
 
-    d = config.data
-    grid = recipes.ms_grid(rgb_model, "ego_rnn", frames=d.frames, crop=d.crop)
-    head = recipes.ms_kind(config.stages[stage]) if kind == "ego_rnn" else None
-    loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
-                         crop=d.crop, resize=d.resize, ms_grid=grid,
-                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method)
-    batch = next(iter(loader))
-    out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
+    grid = loaders.ms_grid(config, rgb_model, rgb_stream.kind)
+    spec = loaders.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid, ms_head=recipes.ms_kind(
+        config.stages[stage]))
+    batch = next(iter(build_loader([example], spec, global_batch_size=1, num_epochs=1)))
+    out = nnx.jit(lambda m, b: rgb_stream.forward(m, b, jnp.dtype(config.dtype)))(rgb_model, {"rgb": batch["rgb"]})
+    if out.get("attention") is None and out.get("ms") is None:
+        raise ValueError(f"stage {stage!r}: its {rgb_stream.kind} model has no attention (the ConvLSTM ablation) and "
+                         "no MS head; nothing to draw")
 
     label = int(batch["label"][0])
     title = f"{stage} step {meta['step']}\n{clip_id}\ntrue {CLASSES[label]}"
-    if kind == "ego_rnn":  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
+    if rgb_model is model:  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
         title += f"\npred {CLASSES[int(np.argmax(out['logits'][0]))]}"
     image = cam.cam_grid(
         batch["rgb"][0],
-        attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
-        ms_pred=None if out["ms"] is None else np.asarray(out["ms"][0]),
+        attention=None if out.get("attention") is None else np.asarray(out["attention"][0]),
+        ms_pred=None if out.get("ms") is None else np.asarray(out["ms"][0]),
         ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
         title=title, min_size=min_size)
     path = plots.write_png(os.path.join(workdir, stage, "cam", clip_id.replace("/", "_") + ".png"), image)

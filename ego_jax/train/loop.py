@@ -3,6 +3,7 @@
 W/<stage>/checkpoints (orbax), W/<stage>/metrics.jsonl, W/<stage>/eval.json, W/<stage>/DONE (written last),
 plus TensorBoard event files in W/<stage>.
 """
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 from flax import nnx
 
-from ego_jax.train import checkpoint, evaluate, recipes, sharding
+from ego_jax import streams
+from ego_jax.train import checkpoint, evaluate, loaders, recipes, sharding
 from ego_jax.train.optim import make_optimizer
 from ego_jax.train.step import TrainState, init_state, make_train_step, split_model
 
@@ -55,46 +57,17 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_split(config, split: str):
-    """config.data's gtea61 split as a random-access source; a missing build names the commands that make it."""
-    from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
-
-    d = config.data
-    try:
-        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
-    except FileNotFoundError as e:
-        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
-        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
-               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
-        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
-
-
-def load_sources(config):
-    """-> (train source, test source) of config.data (see load_split)."""
-    return load_split(config, config.data.train_split), load_split(config, config.data.test_split)
-
-
-def _train_loader(config, stage, source, *, ms_grid, start_step: int, mesh):
-    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
-
-    d = config.data
-    return make_loader(
-        source, kind=evaluate.LOADER[evaluate.PROTOCOL_OF_KIND[stage.model.kind]]["kind"], train=True, global_batch_size=config.batch_size,
-        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
-        ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
-        seed=config.seed, start_step=start_step, num_epochs=stage.epochs,
-        worker_count=d.worker_count, method=d.resize_method, sharding=sharding.batch_sharding(mesh))
-
-
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
-                   dtype) -> dict:
-    """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
+                   dtype, kind: str | None = None) -> dict:
+    """Accuracy of the model (of stream `kind`, default the protocol's) at a train state with evaluate.py's `protocol`.
 
     -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
     copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
-    confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
+    role = evaluate.MODELS[protocol][0]
+    kinds = None if kind is None else {role: kind}
+    confusion = evaluate.evaluate(batches, protocol, {role: model}, num_classes, kinds=kinds, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
     return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
 
@@ -115,7 +88,7 @@ class _Log:
             self.jsonl.flush()
 
     def close(self):
-        self.writer.flush()
+        self.writer.close()
         if self.jsonl:
             self.jsonl.close()
 
@@ -128,13 +101,29 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
-    """Train one stage (skip if DONE, resume from its last checkpoint); -> True when the stage is done."""
-    stage, stage_dir = config.stages[name], os.path.join(workdir, name)
+    """Train one stage (skip if DONE, resume from its last checkpoint); -> True when the stage is done.
+
+    Its checkpoint manager and metric writers are closed on every path, errors included; DONE is written after.
+    """
+    stage_dir = os.path.join(workdir, name)
     if os.path.exists(os.path.join(stage_dir, "DONE")):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
+    with contextlib.ExitStack() as closing:
+        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step, closing=closing)
+    if done is None:
+        return False
+    _write_json(os.path.join(stage_dir, "DONE"), done)
+    logging.info("stage %s: done, test accuracy %.4f", name, done["accuracy"])
+    return True
+
+
+def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step,
+               closing: contextlib.ExitStack) -> dict | None:
+    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
+    stage, stage_dir = config.stages[name], os.path.join(workdir, name)
     os.makedirs(stage_dir, exist_ok=True)
-    train_source, test_source = load_sources(config)
+    train_source, test_source = loaders.load_sources(config)
     dtype = jnp.dtype(config.dtype)
     model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
                                 crop=config.data.crop)
@@ -142,6 +131,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     updated_stats = recipes.set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
 
     ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
+    closing.callback(ckpts.close)
     start = ckpts.latest_step() or 0
     if not start:
         recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
@@ -160,10 +150,11 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
 
-    grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
     train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
-    protocol = evaluate.PROTOCOL_OF_KIND[stage.model.kind]
+    kind = stage.model.kind
+    protocol = streams.get(kind).protocol
     log = _Log(stage_dir)
+    closing.callback(log.close)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
                                              every_steps=config.log_every_steps)
     logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
@@ -181,13 +172,13 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
     def run_eval(step):
-        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh)
+        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind})
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
-            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
+            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype, kind=kind))
         log(step, {"eval/accuracy": result["accuracy"]})
         return result
 
-    loader = _train_loader(config, stage, train_source, ms_grid=grid, start_step=start, mesh=mesh)
+    loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
     for step, batch in zip(range(start + 1, total + 1), loader):
         state, metrics = train_step(state, frozen, batch)
@@ -216,21 +207,14 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 check(*pending)
             save(step)
         if stopping and step < total:
-            log.close()
-            ckpts.close()
             logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
                             name, step, total)
-            return False
+            return None
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
     save(total)
     _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
-    log.close()
-    ckpts.close()
-    _write_json(os.path.join(stage_dir, "DONE"),
-                dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]))
-    logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
-    return True
+    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
 
 
