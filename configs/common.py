@@ -70,10 +70,10 @@ def base(args) -> ml_collections.ConfigDict:
     return c
 
 
-def ego_rnn(c, *, attention: bool, ms_head=None) -> dict:
+def ego_rnn(c, *, attention: bool, ms_head=None, motion_guide=None) -> dict:
     """EgoRNN kwargs (RGB stream, reference dropout 0.7)."""
     return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), attention=attention,
-                ms_head=ms_head, pool=c.model.get_ref("pool"), scan_unroll=c.model.get_ref("scan_unroll"),
+                ms_head=ms_head, motion_guide=motion_guide, pool=c.model.get_ref("pool"), scan_unroll=c.model.get_ref("scan_unroll"),
                 dropout=0.7)
 
 
@@ -98,6 +98,10 @@ def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
 # RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
 RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/.*")
 NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
+# The motion guide's one scalar w: Adam moves a parameter by about lr per step, so at stage 2's 1e-4 it could
+# travel at most ~0.17 in GTEA61's 1650 stage-2 steps, too little to weigh the motion expert in or out; 1e-2
+# (the top of the MS head lrs that sparnet.md reports searched) lets it reach any useful value early on.
+MOTION_GUIDE_LR = 1e-2
 
 
 def rgb_stage1(c, *, attention: bool) -> dict:
@@ -108,15 +112,22 @@ def rgb_stage1(c, *, attention: bool) -> dict:
                 loss=NO_MS_LOSS)
 
 
-def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse") -> dict:
+def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_guide=None) -> dict:
     """+ layer4 conv1/conv2 kernels and the ImageNet fc (every BN frozen); Adam 1e-4, 150 epochs.
 
     With an MS head (sparnet.md) the head trains too and the loss is action + ms_alpha * MS loss.
+    With a motion guide (ego_jax/models/motion_guided.py) its weight w trains too, in its own parameter
+    group at MOTION_GUIDE_LR.
     """
-    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head)),
+    optimizer = adam(1e-4, (25, 75))
+    if motion_guide is not None:
+        optimizer["param_groups"] = {"motion_guide": dict(params=(r"motion_guide/.*",), lr=MOTION_GUIDE_LR)}
+    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head,
+                                                          motion_guide=motion_guide)),
                 init_from={"model": "rgb_stage1"},
-                trainable=RGB_FINETUNE + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ()),
-                bn_train=(), dropout_train=(".*",), optimizer=adam(1e-4, (25, 75)), epochs=150,
+                trainable=RGB_FINETUNE + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ())
+                + ((r"motion_guide/.*",) if motion_guide is not None else ()),
+                bn_train=(), dropout_train=(".*",), optimizer=optimizer, epochs=150,
                 loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss))
 
 
@@ -141,13 +152,14 @@ def joint(c) -> dict:
                 optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
 
 
-def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse") -> ml_collections.ConfigDict:
-    """The RGB stream alone: stage 1 -> stage 2 (optionally with the MS head in stage 2)."""
+def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse",
+               motion_guide=None) -> ml_collections.ConfigDict:
+    """The RGB stream alone: stage 1 -> stage 2 (optionally with the MS head, and its motion guide, in stage 2)."""
     args = parse_args(arg)
     c = base(args)
     return finish(c, args, dict(rgb_stage1=rgb_stage1(c, attention=attention),
                                 rgb_stage2=rgb_stage2(c, attention=attention, ms_head=ms_head,
-                                                      ms_reg_loss=ms_reg_loss)))
+                                                      ms_reg_loss=ms_reg_loss, motion_guide=motion_guide)))
 
 
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:

@@ -2,20 +2,31 @@
 
   python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # pipelines vs PIL-per-file loader
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
+  python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
 
 Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
 """
 import argparse
+import ast
 import glob
+import importlib.util
 import json
+import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from ego_jax.data import sampling, transforms
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from ego_jax.data import sampling, transforms  # noqa: E402
+from ego_jax import streams  # noqa: E402
+from ego_jax.train import loaders, recipes, sharding, stage  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -207,8 +218,149 @@ def run_resize(args):
             line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
         print("  ".join(line))
 
+# ----------------------------------------------------------------------------------------------- step
 
-BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize)}
+
+def args_step(parser):
+    parser.add_argument("--config", default="configs/two_stream.py",
+                        help="config file[:args], as scripts/train.py takes it (relative paths: from the checkout)")
+    parser.add_argument("--stages", help="comma-separated stages (default: the config's recipe)")
+    parser.add_argument("--batch", type=int, default=2, help="global batch, split over all local devices")
+    parser.add_argument("--frames", type=int, default=7)
+    parser.add_argument("--size", type=int, default=224, help="crop side (config.data.crop)")
+    parser.add_argument("--dtypes", default="float32", help="compute dtypes (config.dtype), comma-separated")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage, after the first (compiling) one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set model.scan_unroll=1 (repeatable)")
+    parser.add_argument("--torch", choices=("auto", "yes", "no"), default="auto",
+                        help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
+                             "rounds; auto: when torch imports")
+    parser.add_argument("--json", help="also write the rows to this file")
+
+
+def _config(spec: str, overrides):
+    """'configs/x.py[:args]' + ['a.b=value', ...] -> the locked config, as scripts/train.py would load it."""
+    path, _, arg = spec.partition(":")
+    if not os.path.exists(path):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    module_spec = importlib.util.spec_from_file_location("benchmark_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. model.scan_unroll=1")
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # a plain string
+        node[leaf] = value
+    return config
+
+
+def _example_batch(config, name: str, model, mesh):
+    """Random uint8 frames and labels with the keys, shapes and dtypes of the stage's train loader, on the mesh."""
+    stage_cfg, b = config.stages[name], config.batch_size
+    kind = stage_cfg.model.kind
+    spec = loaders.clip_spec(config, streams.get(kind).loader, train=True, ms_grid=loaders.ms_grid(config, model, kind),
+                             ms_head=recipes.ms_kind(stage_cfg))
+    rng = np.random.default_rng(0)
+    batch = dict(label=rng.integers(0, config.num_classes, b).astype(np.int32), mask=np.ones(b, bool),
+                 index=np.arange(b, dtype=np.int32))
+    for key, (shape, dtype) in spec.shapes().items():
+        if dtype == np.uint8:
+            batch[key] = rng.integers(0, 256, (b, *shape), np.uint8)
+    if spec.ms_grid:
+        batch["ms_target"] = (rng.random((b, *spec.shapes()["ms_target"][0])) < 0.3).astype(np.float32)
+    return jax.device_put(batch, sharding.batch_sharding(mesh))
+
+
+class _JaxStage:
+    """A stage built as the train loop builds it (ego_jax.train.stage.build), stepped on one fixed batch."""
+
+    def __init__(self, config, name: str, mesh):
+        self.built = stage.build(config, name, mesh, steps_per_epoch=1)
+        self.batch = _example_batch(config, name, self.built.model, mesh)
+
+    def __call__(self):
+        b = self.built
+        b.state, metrics = b.train_step(b.state, b.frozen, self.batch)
+        jax.block_until_ready((b.state, metrics))
+
+
+def _torch_device():
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def run_step(args):
+    mesh = sharding.make_mesh()
+    use_torch = args.torch == "yes" or (args.torch == "auto" and importlib.util.find_spec("torch") is not None)
+    configs = {}
+    for dtype in args.dtypes.split(","):
+        config = _config(args.config, args.set)
+        config.batch_size, config.dtype = args.batch, dtype
+        config.data.frames, config.data.crop = args.frames, args.size
+        configs[dtype] = config
+    config = configs[args.dtypes.split(",")[0]]
+    sharding.check_batch_size(args.batch, mesh)
+    stages = args.stages.split(",") if args.stages else list(config.recipe)
+    print(f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
+          f"{args.config} batch {args.batch}, {args.frames} frames, {args.size} px; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+
+    runners = {}  # (stage, impl) -> step callable; built one by one, so a failing stage is named
+    for name in stages:
+        for dtype, c in configs.items():
+            runners[name, f"ego_jax {dtype}"] = _JaxStage(c, name, mesh)
+        if use_torch:
+            import torch_stages
+
+            if name in torch_stages.STAGES:
+                d, m = config.data, config.model
+                runners[name, "torch (reference) float32"] = torch_stages.make_step(
+                    name, batch=args.batch, frames=d.frames, crop=d.crop, stack=d.stack,
+                    num_classes=config.num_classes, depth=m.depth, width=m.width, device=_torch_device())
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    first = {key: timed(fn) for key, fn in runners.items()}  # compiles (jax), allocator/autotuning warm-up (torch)
+    times = {key: [] for key in runners}
+    for _ in range(args.steps):  # rounds: every stage once per round, so a change of machine load hits all alike
+        for key, fn in runners.items():
+            times[key].append(timed(fn))
+    load = os.getloadavg()[0]
+
+    rows = []
+    for (name, impl), ts in times.items():
+        med = statistics.median(ts)
+        ref = times.get((name, "torch (reference) float32"))
+        rows.append(dict(stage=name, impl=impl, first_step_s=first[name, impl], step_s=med, steps_per_s=1 / med,
+                         clips_per_s=args.batch / med, vs_reference=med / statistics.median(ref) if ref else None))
+    print(f"\n| stage | implementation | first step (compile) s | s/step (median of {args.steps}) | steps/s | clips/s "
+          f"| time / reference |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = f"{r['vs_reference']:.2f}x" if r["vs_reference"] else "-"
+        print(f"| {r['stage']} | {r['impl']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} "
+              f"| {r['clips_per_s']:.1f} | {ratio} |")
+    print(f"load average after: {load:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(batch=args.batch, frames=args.frames, size=args.size, config=args.config, sets=args.set,
+                           backend=jax.default_backend(), devices=len(jax.devices()), rows=rows), f, indent=1)
+
+
+BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize), "step": (args_step, run_step)}
 
 
 def main(argv=None):

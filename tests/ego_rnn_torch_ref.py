@@ -114,15 +114,22 @@ def rgb_forward(sd, x, *, attention=True):
     return logits, feats1, (torch.stack(maps, 1) if maps else None)
 
 
-def flow_forward(sd, x):
-    """flow_resnet.ResNet.forward (eval) on x (B,2*stack,H,W) -> (logits, pooled layer4 feature)."""
-    feats = torch_ref.resnet_forward({k: v for k, v in sd.items() if not k.startswith("fc_action.")}, x)["pooled"]
+def flow_forward(sd, x, *, training=False):
+    """flow_resnet.ResNet.forward on x (B,2*stack,H,W) -> (logits, pooled layer4 feature); dropout off.
+
+    training: BN modes, as torch_ref.resnet_forward's (eval by default).
+    """
+    resnet = {k: v for k, v in sd.items() if not k.startswith("fc_action.")}
+    feats = torch_ref.resnet_forward(resnet, x, training=training)["pooled"]
     return F.linear(feats, sd["fc_action.weight"], sd["fc_action.bias"]), feats
 
 
-def two_stream_forward(sd, rgb, flow):
-    """twoStreamAttentionModel.forward (eval): rgb (B,T,C,H,W), flow (B,2*stack,H,W) -> (logits, joint feature)."""
-    _, flow_feats = flow_forward(sub(sd, "flowModel."), flow)
+def two_stream_forward(sd, rgb, flow, *, flow_training=False):
+    """twoStreamAttentionModel.forward: rgb (B,T,C,H,W), flow (B,2*stack,H,W) -> (logits, joint feature).
+
+    Dropout off; the RGB stream in eval mode; flow_training: the flow stream's BN modes (flow_forward's training).
+    """
+    _, flow_feats = flow_forward(sub(sd, "flowModel."), flow, training=flow_training)
     _, rgb_feats, _ = rgb_forward(sub(sd, "frameModel."), rgb)
     feats = torch.cat((flow_feats, rgb_feats), 1)
     return F.linear(feats, sd["fc2.weight"], sd["fc2.bias"]), feats

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import toy_variant
 
-from configs import attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream
+from configs import attention, convlstm, flow, motion_guided, ms_cls, ms_reg, quickstart, two_stream
 from ego_jax import streams
 from ego_jax.data import gtea61, synthetic
 from ego_jax.data.pipeline import make_loader
@@ -175,6 +175,25 @@ def test_ms_configs_reuse_a_finished_stage_1(module, data_dir, two_stream_run, t
     s1, s2 = final_state(tmp_path, "rgb_stage1"), final_state(tmp_path, "rgb_stage2")
     start = {**fresh_state(config, "rgb_stage2"), **s1}  # the MS head starts from its seeded init
     assert changed(start, s2) == expand(["lstm/", "classifier/", FC, "ms_head/", *L4_CONVS], s2)
+
+
+def test_motion_guided_config_trains_end_to_end(data_dir, tmp_path):
+    """Stage 1 is the attention stage 1; stage 2 is ms_cls's plus the guide weight w, which moves off 0.
+
+    64 px crops (a 2x2 layer4 grid): on the 1x1 grid of 32 px the attention softmax is constant and w cannot learn.
+    """
+    config = tiny(motion_guided, data_dir)
+    config.data.update(dict(crop=64, resize=72))
+    assert motion_guided.get_config(ARGS).stages.rgb_stage1 == attention.get_config(ARGS).stages.rgb_stage1
+    assert loop.train(config, str(tmp_path))
+    for name in config.recipe:
+        assert json.loads((tmp_path / name / "eval.json").read_text())["count"] == 4
+    rows = [json.loads(line) for line in open(tmp_path / "rgb_stage2" / "metrics.jsonl")]
+    assert any("train/ms_loss" in r for r in rows)
+    s1, s2 = final_state(tmp_path, "rgb_stage1"), final_state(tmp_path, "rgb_stage2")
+    start = {**fresh_state(config, "rgb_stage2"), **s1}
+    assert start["motion_guide/w"] == 0.0
+    assert changed(start, s2) == expand(["lstm/", "classifier/", FC, "ms_head/", "motion_guide/", *L4_CONVS], s2)
 
 
 def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_path):

@@ -4,6 +4,8 @@ Per frame: c = argmax fc(avgpool(feat_bn)) (an ImageNet class, not the activity)
 cam[p] = <fc.kernel[:, c], feat_bn[p]> (no bias); attention = softmax of cam over all h*w positions;
 attended = feat_raw * attention (pre-bn2 features, not rescaled). The argmax is an integer, so
 fc.kernel receives gradients only through cam, and fc.bias only picks the class.
+An optional `guide` (N,h,w) is added to the CAM before the softmax: the motion-guided variant
+(ego_jax/models/motion_guided.py) passes w * log p(moving) there; None is the reference.
 """
 
 import jax
@@ -11,8 +13,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array):
-    """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) -> (attended (N,h,w,C), attention (N,h,w))."""
+def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array,
+                  guide: jax.Array | None = None):
+    """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) [, guide (N,h,w)] -> (attended (N,h,w,C), attention (N,h,w))."""
     if feat_bn.shape != feat_raw.shape or feat_bn.ndim != 4 or fc_kernel.shape[0] != feat_bn.shape[-1]:
         raise ValueError(
             f"cam_attention: expected feat_bn and feat_raw of one shape (N, h, w, C) and fc_kernel "
@@ -23,6 +26,10 @@ def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array,
     top1 = jnp.argmax(logits, axis=-1)
     class_weights = jnp.take(fc_kernel, top1, axis=1).T  # (N, C)
     cam = jnp.einsum("nhwc,nc->nhw", feat_bn, class_weights)
+    if guide is not None:
+        if guide.shape != cam.shape:
+            raise ValueError(f"cam_attention: guide must have the CAM's shape {cam.shape} (N, h, w), got {guide.shape}.")
+        cam = cam + guide.astype(cam.dtype)
     attention = jax.nn.softmax(cam.reshape(n, h * w), axis=-1).reshape(n, h, w)
     return feat_raw * attention[..., None], attention
 

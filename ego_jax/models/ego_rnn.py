@@ -5,7 +5,8 @@ top-1 ImageNet class and fed to a ConvLSTM; after the last frame the classifier 
 mean of the *cell state* c_T (pool='c'; pool='h' reads h_T instead, a documented option)
 through Dropout(0.7) and a Linear. attention=False is the "ConvLSTM" ablation: the LSTM reads the
 plain layer4 output (feat_bn). An optional motion-segmentation head (SparNet) predicts per-frame
-motion maps from the features named by its tap.
+motion maps from the features named by its tap; with `motion_guide` its prediction also steers the
+CAM (ego_jax's own variant, motion_guided.py), so it is computed before the attention.
 """
 
 import jax
@@ -16,6 +17,7 @@ from flax import nnx
 from ego_jax.models import torch_init
 from ego_jax.models.attention import cam_attention
 from ego_jax.models.convlstm import ConvLSTMCell, convlstm
+from ego_jax.models.motion_guided import MotionGuide
 from ego_jax.models.motion_head import MotionSegmentationHead
 from ego_jax.models.resnet import ResNet
 
@@ -33,6 +35,9 @@ class EgoRNN(nnx.Module):
         grid=(7, 7)) for a motion-segmentation head; grid is the layer4 grid of the input size
         (ego_jax.models.resnet.layer4_grid: 224 px -> (7, 7)). Without attention, tap 'attended' reads
         what the LSTM reads, i.e. 'layer4'.
+      motion_guide: None (the reference), or dict(detach=True): the attention becomes
+        softmax(CAM + w * log p(moving)) with the MS head's prediction and a learned w starting at 0
+        (ego_jax.models.motion_guided); needs attention and an ms_head tapping 'layer4' or 'layer4_raw'.
       pool: 'c' classifies the spatial mean of c_T (reference), 'h' that of h_T.
       dropout: rate before the classifier (0.7 in the reference).
       mem_features: ConvLSTM channels (None -> 8*width, as the reference's 512).
@@ -47,6 +52,7 @@ class EgoRNN(nnx.Module):
         width: int = 64,
         attention: bool = True,
         ms_head: dict | None = None,
+        motion_guide: dict | None = None,
         pool: str = "c",
         dropout: float = 0.7,
         mem_features: int | None = None,
@@ -71,6 +77,15 @@ class EgoRNN(nnx.Module):
                 raise ValueError(f"EgoRNN: unknown ms_head keys {sorted(unknown)}; expected kind, tap, hidden, grid.")
             ms = dict(ms_head)
             self.ms_head = MotionSegmentationHead(features, tuple(ms.pop("grid", (7, 7))), dtype=dtype, rngs=rngs, **ms)
+        if motion_guide is not None and set(motion_guide) - {"detach"}:
+            raise ValueError(f"EgoRNN: unknown motion_guide keys {sorted(set(motion_guide) - {'detach'})}; expected detach.")
+        if motion_guide is not None and (not attention or self.ms_head is None or self.ms_head.tap == "attended"):
+            raise ValueError(
+                f"EgoRNN: motion_guide steers the CAM attention with the MS head's prediction, so it needs "
+                f"attention=True and an ms_head with tap 'layer4' or 'layer4_raw' (read before the attention); "
+                f"got attention={attention}, ms_head={ms_head}."
+            )
+        self.motion_guide = None if motion_guide is None else MotionGuide(**motion_guide)
 
     def __call__(self, rgb: jax.Array) -> dict:
         """rgb (B,T,H,W,3) normalised -> dict(logits (B,C), feature (B,mem) pooled state before dropout,
@@ -80,16 +95,21 @@ class EgoRNN(nnx.Module):
         b, t = rgb.shape[:2]
         out = self.backbone(rgb.reshape((b * t,) + rgb.shape[2:]))
         feats = {"layer4": out["layer4"], "layer4_raw": out["layer4_raw"]}
+        # Pre-attention taps run first: the motion guide reads their prediction.
+        ms = self.ms_head(feats[self.ms_head.tap]) if self.ms_head is not None and self.ms_head.tap in feats else None
         attention = None
         if self.attention:
             fc = self.backbone.fc
             dtype = out["layer4"].dtype
+            guide = None if self.motion_guide is None else self.motion_guide(ms)
             feats["attended"], attention = cam_attention(
-                out["layer4"], out["layer4_raw"], fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype)
+                out["layer4"], out["layer4_raw"], fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype), guide
             )
             lstm_in = feats["attended"]
         else:
             feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
+        if self.ms_head is not None and ms is None:
+            ms = self.ms_head(feats["attended"])
         per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
         h_t, c_t = convlstm(self.lstm, per_clip(lstm_in), unroll=self.scan_unroll)
         feature = jnp.mean(c_t if self.pool == "c" else h_t, axis=(1, 2))
@@ -97,7 +117,7 @@ class EgoRNN(nnx.Module):
             logits=self.classifier(self.dropout(feature)),
             feature=feature,
             attention=None if attention is None else per_clip(attention),
-            ms=None if self.ms_head is None else per_clip(self.ms_head(feats[self.ms_head.tap])),
+            ms=None if ms is None else per_clip(ms),
         )
 
 

@@ -18,8 +18,8 @@ from flax import nnx
 
 from ego_jax import streams
 from ego_jax.train import checkpoint, evaluate, loaders, recipes, sharding
-from ego_jax.train.optim import make_optimizer
-from ego_jax.train.step import TrainState, init_state, make_train_step, split_model
+from ego_jax.train import stage as stage_lib
+from ego_jax.train.step import TrainState
 
 
 class StopRequest:
@@ -125,32 +125,26 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     os.makedirs(stage_dir, exist_ok=True)
     train_source, test_source = loaders.load_sources(config)
     dtype = jnp.dtype(config.dtype)
-    model = recipes.build_model(stage.model, num_classes=config.num_classes, dtype=dtype, seed=config.seed,
-                                crop=config.data.crop)
-    trainable = recipes.param_filter(stage.trainable, model)
-    updated_stats = recipes.set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
-
-    ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
-    closing.callback(ckpts.close)
-    start = ckpts.latest_step() or 0
-    if not start:
-        recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
     steps_per_epoch = len(train_source) // config.batch_size
     if not steps_per_epoch:
         raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
                          f"batch_size={config.batch_size}")
     total = steps_per_epoch * stage.epochs
+    ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
+    closing.callback(ckpts.close)
 
-    params = split_model(model, trainable, updated_stats)[1]
-    tx, schedules = make_optimizer(stage.optimizer, params, num_epochs=stage.epochs,
-                                   steps_per_epoch=steps_per_epoch, quirk=config.schedule_quirk)
-    opt_state = None
-    if start:
+    def init(model, tx, params):
+        start = ckpts.latest_step() or 0
+        if not start:
+            recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
+            return 0, None
         opt_state, meta = ckpts.restore(start, model, tx.init(params), sharding.replicated(mesh))
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
-    graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
+        return start, opt_state
 
-    train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
+    built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
+    model, graphdef, state, frozen, train_step = built.model, built.graphdef, built.state, built.frozen, built.train_step
+    start, schedules = built.start, built.schedules
     kind = stage.model.kind
     protocol = streams.get(kind).protocol
     log = _Log(stage_dir)
@@ -158,7 +152,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
                                              every_steps=config.log_every_steps)
     logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
-                 steps_per_epoch, len(jax.tree.leaves(params)), len(jax.tree.leaves(frozen)))
+                 steps_per_epoch, len(jax.tree.leaves(state.params)), len(jax.tree.leaves(frozen)))
 
     def save(step):
         nnx.update(model, state.params, state.stats, state.rngs)  # frozen arrays are already in the model
