@@ -4,6 +4,8 @@
 uint8 batch into logits the protocol's way and accumulates a (C, C) confusion matrix of the
 unpadded examples; `summarize` and `write_report` turn it into accuracy, per-class accuracy and
 files. The model-free pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
+Each model is normalised and called the way its stream kind's entry in ego_jax.streams says; protocols only
+decide which models they combine and how (stack averaging, fusion).
 """
 import functools
 import json
