@@ -1,6 +1,6 @@
 """Timings of ego_jax (never asserted in tests). One sub-benchmark per command:
 
-  python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # pipelines vs PIL-per-file loader
+  python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
 
@@ -12,6 +12,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -143,6 +144,45 @@ def _seconds(batches, n):
             it.close()  # stops grain's worker processes now, not at exit
 
 
+def _read(example, kind, settings) -> list[bytes]:
+    """The encoded frames an eval sample of `kind` decodes, read without decoding them."""
+    n = int(example["num_frames"])
+    keys = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "two_stream": ("rgb", "flow_x", "flow_y")}[kind]
+    rgb = np.unique(sampling.rgb_indices(n, settings["frames"]))
+    flow = sampling.stack_indices(sampling.flow_start_test(n, settings["stack"]), n, settings["stack"])
+    return [example[k][int(i)] for k in keys for i in (rgb if k == "rgb" else flow)]
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read()/pread() so far, page cache included (Linux /proc)."""
+    return int(re.search(r"rchar: (\d+)", Path("/proc/self/io").read_text())[1])
+
+
+def _bytes_per_sample(source, kind, settings, index) -> tuple[float, float]:
+    """(bytes read from the dataset files, encoded bytes of the frames decoded) to load example `index` once."""
+    from ego_jax.data import decode, pipeline
+
+    spec = pipeline.ClipSpec(kind, train=True, **settings)
+    decoded = []
+    rgb, gray = decode.decode_rgb, decode.decode_gray
+
+    def counting(fn):
+        def decode_and_count(data, what=""):
+            decoded.append(len(data))
+            return fn(data, what)
+        return decode_and_count
+
+    decode.decode_rgb, decode.decode_gray = counting(rgb), counting(gray)
+    try:
+        pipeline.load_clip(source[index], spec, np.random.default_rng(0))  # opens the files, first imports
+        decoded.clear()
+        start = _rchar()
+        pipeline.load_clip(source[index], spec, np.random.default_rng(0))
+        return _rchar() - start, sum(decoded)
+    finally:
+        decode.decode_rgb, decode.decode_gray = rgb, gray
+
+
 def run_data(args):
     from ego_jax.data import pipeline
 
@@ -157,15 +197,23 @@ def run_data(args):
               + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
         clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
         settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
+        longest = int(np.argmax(lengths))
+        for kind in args.kinds.split(","):
+            per_clip = np.array([_bytes_per_sample(source, kind, settings, i) for i in range(len(source))]) / 1e6
+            (read, needed), (mean_read, mean_needed) = per_clip[longest], per_clip.mean(0)
+            print(f"  {kind:10s} bytes per train sample, read from the dataset files / of the frames decoded: "
+                  f"{lengths[longest]}-frame clip {read:.2f} / {needed:.2f} MB ({read / needed:.1f}x), "
+                  f"mean over clips {mean_read:.2f} / {mean_needed:.2f} MB ({mean_read / mean_needed:.1f}x)")
         clips = args.batch * args.batches
         results = []
         for kind in args.kinds.split(","):
             config = _KIND_CONFIGS[kind] if args.per_kind_configs else "all"
             kind_source = _load(manual, workdir, config) if config != "all" else source
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
-            # Reading a record costs O(all bytes of the clip), however few frames the loader then decodes.
+            # What reading costs before any decoding: the records an (eval) sample of this kind decodes.
             timed = [(f"records of gtea61/{config} only", 0,
-                      lambda: _seconds((kind_source[i % len(source)] for i in range(clips + 1)), clips)),
+                      lambda: _seconds((_read(kind_source[i % len(source)], kind, settings)
+                                        for i in range(clips + 1)), clips)),
                      ("PIL per file", 0, lambda: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):

@@ -36,6 +36,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     print(f"built gtea61/{args.config} in {builder.data_dir} ({time.time() - start:.0f} s): clips per split {splits}")
+    for old in gtea61.older_builds(args.config, args.data_dir):
+        print(f"{old} is a build of an earlier ego_jax that this one does not read; delete it to free its space")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
   python scripts/measure_storage.py --frames ../shared/gtea61/sample
   python scripts/measure_storage.py --frames data/manual/synthetic_full --limit 60
-  python scripts/measure_storage.py --data_dir data/tfds --config all   # reading built examples
+  python scripts/measure_storage.py --data_dir data/tfds --config all   # reading built frames
 
 For RGB, flow and motion-map files found under --frames: the source bytes, lossless PNG re-encodes
 (flow and maps as one channel) at several levels, and lossy JPEG; with the encode time (build cost)
@@ -61,16 +61,17 @@ def measure(files, kind, repeat):
 
 
 def measure_reads(data_dir, config, repeat):
-    """Milliseconds to fetch one built example (a whole clip) through tfds.data_source, and per MB."""
+    """Milliseconds to read every frame of one built example (one record per frame), and per MB."""
     from ego_jax.data import gtea61
 
     splits = "+".join(sorted(gtea61.Gtea61(config=config, data_dir=data_dir).info.splits))
     source = gtea61.load_source(splits, data_dir=data_dir, config=config)
-    index = range(0, len(source), max(1, len(source) // 50))
-    mb = sum(sum(map(len, v)) for i in index for v in source[i].values() if isinstance(v, list)) / 1e6
-    ms = _time(lambda: [source[i] for i in index], repeat) / len(index)
-    print(f"\ngtea61/{config}: {len(index)} examples, {mb / len(index):.2f} MB of frames each, "
-          f"{ms:.1f} ms per example = {ms * len(index) / mb:.2f} ms per MB")
+    examples = [source[i] for i in range(0, len(source), max(1, len(source) // 50))]
+    frames = [ex[m] for ex in examples for m in gtea61.CONFIGS[config]]
+    mb = sum(len(f) for seq in frames for f in seq) / 1e6
+    ms = _time(lambda: [list(seq) for seq in frames], repeat) / len(examples)
+    print(f"\ngtea61/{config}: {len(examples)} examples, {mb / len(examples):.2f} MB of frames each, "
+          f"{ms:.1f} ms to read one example's frames = {ms * len(examples) / mb:.2f} ms per MB")
 
 
 def main(argv=None):

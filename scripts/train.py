@@ -1,10 +1,11 @@
 """Train every stage of a recipe: python scripts/train.py --config configs/two_stream.py[:args] --workdir W.
 
 Overrides: --config.batch_size=16 --config.stages.flow.epochs=100 ... (the config is locked: typos fail).
-Finished stages (W/<stage>/DONE) are skipped; an interrupted stage resumes from its last checkpoint.
-SIGTERM saves a checkpoint after the current step and exits 0.
+Finished stages (W/<stage>/DONE) are skipped; an interrupted stage resumes from its newest good checkpoint, if
+the keys that determine its result are unchanged (W/<stage>/config.json; --restart_stage NAME starts it over).
+One training per workdir (W/.lock). SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0;
+a second Ctrl-C aborts at once.
 """
-import logging as std_logging
 import os
 import sys
 
@@ -13,37 +14,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import loop  # noqa: E402
+from ego_jax.train import cli, loop  # noqa: E402
+from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and DONE markers")
+flags.DEFINE_multi_string("restart_stage", [], "start this stage over (repeatable); its old directory is moved "
+                          "to W/restarted/")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-class _QuietOrbax(std_logging.Filter):
-    """orbax logs every step of every save at INFO; keep its warnings only."""
-
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.setup_logs()
     config, workdir = flags.FLAGS.config, os.path.abspath(flags.FLAGS.workdir)
-    os.makedirs(workdir, exist_ok=True)
     logging.info("config:\n%s", config)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=1))
     try:
-        done = loop.train(config, workdir)
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+        done = loop.train(config, workdir, restart=tuple(flags.FLAGS.restart_stage))
+    except (FileNotFoundError, ValueError, FloatingPointError, WorkdirLocked) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt as e:
+        sys.exit(f"aborted: {e}")
     if not done:
         logging.warning("stopped before the end; rerun the same command to resume")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -16,12 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ego_jax.train import cli  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
 flags.DEFINE_string("stage", None, "stage whose final checkpoint to show (default: the recipe's last stage)")
 flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_bread/1) or its index in the split")
 flags.DEFINE_string("split", None, "split the clip is taken from (default: config.data.test_split)")
-flags.DEFINE_bool("allow_unfinished", False, "use the latest checkpoint of a stage without DONE")
+flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint, finished or not (the title names "
+                  "its step)")
 flags.DEFINE_integer("min_size", 160, "frames smaller than this (px) are enlarged for display")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -81,7 +84,8 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
                          "no MS head; nothing to draw")
 
     label = int(batch["label"][0])
-    title = f"{stage} step {meta['step']}\n{clip_id}\ntrue {CLASSES[label]}"
+    step = f"step {meta['step']}" + ("" if meta["finished"] else " (unfinished)")
+    title = f"{stage} {step}\n{clip_id}\ntrue {CLASSES[label]}"
     if rgb_model is model:  # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
         title += f"\npred {CLASSES[int(np.argmax(out['logits'][0]))]}"
     image = cam.cam_grid(
@@ -100,6 +104,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    cli.setup_logs()
     try:
         path = visualize(FLAGS.config, os.path.abspath(FLAGS.workdir), stage=FLAGS.stage, clip=FLAGS.clip,
                          split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
@@ -110,4 +115,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

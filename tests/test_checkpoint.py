@@ -1,4 +1,6 @@
 """Stage checkpoints: whole-model state (BN stats, RNG keys) + optimiser state round trip, and init_from loading."""
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +112,69 @@ def test_shape_mismatch_is_a_clear_error():
     model = StandIn(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="classifier/kernel has shape"):
         recipes.load_flat(model, {"classifier/kernel": jnp.zeros((3, 3))}, "somewhere")
+
+
+def _largest_file(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != checkpoint.DIGEST]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip(path, count=64):
+    data = bytearray(path.read_bytes())
+    for i in range(count):
+        data[(i * 7919) % len(data)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_item", "delete_digest"])
+def test_a_damaged_newest_step_is_named_and_skipped_for_the_newest_good_one(tmp_path, damage, caplog):
+    model, opt_state, tx = _trained()
+    ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+    ckpts.save(1, model, opt_state, dict(step=1, epoch=0))
+    good = {k: np.asarray(v) for k, v in checkpoint.load_final_state(str(tmp_path / "ckpt")).items()}
+    model2, opt_state2, _ = _trained(seed=1)
+    ckpts.save(2, model2, opt_state2, dict(step=2, epoch=0))
+    ckpts.close()
+    step2 = tmp_path / "ckpt" / "2"
+    if damage == "flip":
+        _flip(_largest_file(step2))
+    elif damage == "truncate":
+        path = _largest_file(step2)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "delete_item":
+        shutil.rmtree(step2 / "state")
+    else:
+        (step2 / checkpoint.DIGEST).unlink()
+    with pytest.raises(checkpoint.BadCheckpoint, match=str(step2)):
+        checkpoint.restore_state(str(tmp_path / "ckpt"), step=2)
+    tree, step = checkpoint.restore_state(str(tmp_path / "ckpt"))  # newest good: step 1, the damage logged
+    assert step == 1 and str(step2) in caplog.text
+    flat = checkpoint.load_final_state(str(tmp_path / "ckpt"))
+    assert flat.keys() == good.keys() and all(np.array_equal(flat[k], good[k]) for k in good)
+
+    # Resume: step 1 restored, step 2 moved aside (kept, not deleted) so that step 2 can be saved again.
+    ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+    step, _, meta = ckpts.restore_newest_good(StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)),
+                                              sharding.replicated(sharding.make_mesh()))
+    assert (step, meta["step"]) == (1, 1) and ckpts.latest_step() == 1
+    assert (tmp_path / "rejected_checkpoints" / "2").is_dir() and not step2.exists()
+    ckpts.save(2, model2, opt_state2, dict(step=2, epoch=0))
+    assert checkpoint.restore_state(str(tmp_path / "ckpt"))[1] == 2
+    ckpts.close()
+
+
+def test_a_step_with_non_finite_arrays_is_never_used_and_no_good_step_says_so(tmp_path):
+    model, opt_state, tx = _trained()
+    model.classifier.kernel.value = model.classifier.kernel.value.at[0, 0].set(jnp.nan)
+    ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+    ckpts.save(3, model, opt_state, dict(step=3, epoch=0))  # a valid digest of a NaN kernel
+    ckpts.close()
+    with pytest.raises(checkpoint.BadCheckpoint, match=r"(?s)no good checkpoint left in .*ckpt.*non-finite values in "
+                                                        r"\['classifier/kernel'\]"):
+        checkpoint.restore_state(str(tmp_path / "ckpt"))
+    ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+    with pytest.raises(checkpoint.BadCheckpoint, match="classifier/kernel"):
+        ckpts.restore_newest_good(StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)),
+                                  sharding.replicated(sharding.make_mesh()))
+    assert (tmp_path / "ckpt" / "3").is_dir()  # never deleted
+    ckpts.close()

@@ -11,6 +11,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ego_jax.data.transforms import normalize_flow, normalize_rgb
 from ego_jax.train import evaluate as ev
+from ego_jax.viz import plots
 
 S = 8  # spatial size of the fake inputs
 STACK_CH = 4  # 2 * stack with stack=2
@@ -253,3 +254,18 @@ def test_write_report_files(tmp_path):
     assert matrix["classes"] == names
     png = cv2.imread(str(tmp_path / "eval" / "confusion.png"))
     assert png is not None and png.shape[0] > 61 * 10 and png.shape[1] > 61 * 10
+
+
+def test_confusion_png_shows_the_classes_of_the_split_unless_asked_for_all(tmp_path):
+    confusion = np.zeros((61, 61), np.int64)
+    confusion[np.arange(6), np.arange(6)] = 3
+    confusion[2, 40] = 1  # a prediction outside the split's classes stays visible
+    names = [f"class_{i}" for i in range(61)]
+    ev.write_report(tmp_path / "some", confusion, names, {"protocol": "rgb"})
+    ev.write_report(tmp_path / "all", confusion, names, {"protocol": "rgb"}, all_classes=True)
+    some, every = (cv2.imread(str(tmp_path / d / "confusion.png")) for d in ("some", "all"))
+    want = plots.confusion_image(confusion[np.ix_([0, 1, 2, 3, 4, 5, 40], [0, 1, 2, 3, 4, 5, 40])],
+                                 [names[i] for i in (0, 1, 2, 3, 4, 5, 40)], title="rgb accuracy 94.74% (n=19)")
+    assert some.shape == want.shape and every.shape[0] > 61 * 10
+    np.testing.assert_array_equal(some[..., ::-1], want)
+    assert len(json.loads((tmp_path / "some" / "confusion.json").read_text())["classes"]) == 61

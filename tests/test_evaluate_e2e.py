@@ -159,6 +159,9 @@ def test_errors_say_what_to_do(workdir):
             evaluate.evaluate_workdir(config, work, stage="rgb_stage1")
         unfinished = evaluate.evaluate_workdir(config, work, stage="rgb_stage1", allow_unfinished=True)
         assert unfinished["stages"]["rgb_stage1"]["finished"] is False
+        # Labelled with the step it really evaluated, not as the final checkpoint.
+        saved = json.loads((work / "rgb_stage1" / "eval" / "metrics.json").read_text())
+        assert (saved["checkpoint"], saved["finished"], saved["steps"]) == ("unfinished", False, {"rgb_stage1": 7})
     finally:
         (work / "rgb_stage1" / "DONE.bak").rename(done)
     with pytest.raises(ValueError, match="--protocol rgb"):

@@ -171,6 +171,52 @@ def test_scripts_make_and_build(tmp_path, capsys):
         build(["--manual_dir", str(tmp_path / "tfds"), "--data_dir", str(tmp_path / "tfds2")])
 
 
+@pytest.fixture(scope="module")
+def built_rgb(tmp_path_factory):
+    """gtea61/rgb of a tiny one-subject tree; tests that damage it work on a copy."""
+    tmp = tmp_path_factory.mktemp("built_rgb")
+    make_synthetic(tmp / "GTEA61", classes=CLASSES[:3], subjects=["S1"])
+    gtea61.build(manual_dir=tmp / "GTEA61", data_dir=tmp / "tfds", config="rgb")
+    return tmp
+
+
+def _copy(built, tmp_path) -> Path:
+    shutil.copytree(built / "tfds", tmp_path / "tfds")
+    return tmp_path / "tfds"
+
+
+def test_a_build_of_the_whole_clip_layout_asks_for_a_rebuild(built_rgb, tmp_path, capsys):
+    data_dir = _copy(built_rgb, tmp_path)
+    version = data_dir / "gtea61" / "rgb" / str(gtea61.Gtea61.VERSION)
+    old = version.rename(version.parent / "1.0.0")  # where ego_jax before the frame files put its build
+    with pytest.raises(FileNotFoundError, match=r"version 1\.0\.0.*rebuild with: python scripts/build_dataset\.py "
+                       rf"--manual_dir <GTEA61 folder> --data_dir {re.escape(str(data_dir))} --config rgb"):
+        gtea61.load_source("S1", data_dir=data_dir, config="rgb")
+    build = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
+    build(["--manual_dir", str(built_rgb / "GTEA61"), "--data_dir", str(data_dir), "--config", "rgb"])
+    assert f"{old} is a build of an earlier ego_jax" in capsys.readouterr().out
+    assert len(gtea61.load_source("S1", data_dir=data_dir, config="rgb")) == 3
+
+
+def test_a_damaged_frame_file_names_itself_its_split_and_the_rebuild(built_rgb, tmp_path):
+    data_dir = _copy(built_rgb, tmp_path)
+    frames = data_dir / "gtea61" / "rgb" / str(gtea61.Gtea61.VERSION) / "frames-S1.array_record"
+    data = frames.read_bytes()
+    rebuild = re.escape(f"rebuild with: python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir}")
+    # Bytes changed inside a frame: found when that frame is read.
+    frames.write_bytes(data[:2000] + bytes(255 - b for b in data[2000:2100]) + data[2100:])
+    source = gtea61.load_source("S1", data_dir=data_dir, config="rgb")
+    with pytest.raises(gtea61.DamagedBuildError, match=rf"{re.escape(str(frames))} of split S1 .*corrupt.*"
+                       rf"cannot read clip S1/\w+/1 rgb\[\d+\].*{rebuild}"):
+        [list(ex["rgb"]) for ex in source]
+    frames.write_bytes(data[: len(data) // 2])  # truncated: found when the source opens
+    with pytest.raises(gtea61.DamagedBuildError, match=rf"{re.escape(str(frames))} of split S1 is truncated"):
+        gtea61.load_source("S1", data_dir=data_dir, config="rgb")
+    frames.unlink()
+    with pytest.raises(gtea61.DamagedBuildError, match=rf"{re.escape(str(frames))} of split S1 is missing.*{rebuild}"):
+        gtea61.load_source("S1", data_dir=data_dir, config="rgb")
+
+
 # Bad inputs: each raises its documented error naming the file or folder, and leaves nothing loadable.
 
 

@@ -1,5 +1,8 @@
 """grain loaders on fake clips and a built tiny dataset: batch format, sampling, determinism, restart, padding,
 sharding, errors."""
+import multiprocessing
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -117,6 +120,44 @@ def test_same_batches_for_any_worker_count(source):
     serial = _take(pipeline.make_loader(source, **kwargs), 5)  # crosses an epoch boundary (2 steps per epoch)
     _assert_batches_equal(_take(pipeline.make_loader(source, worker_count=2, **kwargs), 5), serial)
     _assert_batches_equal(_take(pipeline.make_loader(source, read_threads=3, **kwargs), 5), serial)
+
+
+def _workers() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children()}
+
+
+def _wait_gone(pids, seconds=60) -> set[int]:
+    """The processes of `pids` still running after up to `seconds` (a stopped worker may take a moment to exit)."""
+    deadline = time.monotonic() + seconds
+    while pids & _workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids & _workers()
+
+
+def test_a_loader_that_keeps_its_workers_starts_them_once(source):
+    kwargs = dict(kind="rgb", train=False, global_batch_size=3, **SMALL)
+    once = list(pipeline.make_loader(source, **kwargs))
+    before = _workers()
+    loader = pipeline.make_loader(source, worker_count=1, keep_workers=True, **kwargs)
+    try:
+        _assert_batches_equal(list(loader), once)
+        worker = _workers() - before
+        assert len(worker) == 1
+        _assert_batches_equal(list(loader), once)
+        assert _workers() - before == worker
+    finally:
+        loader.close()
+    assert not _wait_gone(worker)
+
+
+def test_a_loader_that_keeps_its_workers_repeats_its_batches_even_after_an_early_exit(source):
+    kwargs = dict(kind="two_stream", train=True, global_batch_size=3, num_epochs=2, start_step=1, seed=4, **SMALL)
+    once = list(pipeline.make_loader(source, **kwargs))
+    loader = pipeline.make_loader(source, keep_workers=True, **kwargs)
+    for _ in range(2):
+        _assert_batches_equal(list(loader), once)
+    _assert_batches_equal(_take(loader, 2), once[:2])
+    _assert_batches_equal(list(loader), once)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -250,3 +291,31 @@ def test_loaders_on_a_built_tfds_dataset(built, kind):
         for i, m, label in zip(b["index"], b["mask"], b["label"]):
             if m:
                 assert label == test_source[int(i)]["label"]
+
+
+@pytest.mark.parametrize("kind", pipeline.KINDS)
+def test_a_sample_of_a_built_dataset_reads_only_the_frames_it_decodes(built, kind, monkeypatch):
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+    from ego_jax.data import decode, gtea61
+
+    source = gtea61.load_source("S1+S2", data_dir=built)
+    longest = max(range(len(source)), key=lambda i: source[i]["num_frames"])
+    whole_clip = sum(len(f) for m in ("rgb", "flow_x", "flow_y", "mmaps") for f in source[longest][m])
+    reads, decoded = [], []
+    getitem = ArrayRecordDataSource.__getitem__
+
+    def counted_read(self, key):
+        record = getitem(self, key)
+        reads.append(len(record))
+        return record
+
+    def counted(fn):
+        return lambda data, what: decoded.append(len(data)) or fn(data, what)
+
+    monkeypatch.setattr(ArrayRecordDataSource, "__getitem__", counted_read)
+    monkeypatch.setattr(decode, "decode_rgb", counted(decode.decode_rgb))
+    monkeypatch.setattr(decode, "decode_gray", counted(decode.decode_gray))
+    pipeline.load_clip(source[longest], pipeline.ClipSpec(kind, train=True, **SMALL), np.random.default_rng(0))
+    # The clip record (metadata, under 1 kB), then exactly the frames decoded: a small part of the clip.
+    assert reads[0] < 1000 and sorted(reads[1:]) == sorted(decoded) and sum(decoded) < whole_clip / 3

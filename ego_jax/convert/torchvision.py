@@ -7,6 +7,7 @@ JSON metadata entry '__meta__'. Loading it needs NumPy only.
 
 import json
 import re
+import zipfile
 from collections.abc import Mapping
 
 import jax
@@ -179,10 +180,14 @@ def save_imagenet(path, arrays: Mapping[str, np.ndarray], **meta) -> None:
 
 
 def read_imagenet(path) -> tuple[dict[str, np.ndarray], dict]:
-    """.npz artifact -> ({artifact key: array}, metadata)."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files if k != META_KEY}
-        meta = json.loads(str(f[META_KEY])) if META_KEY in f.files else {}
+    """.npz artifact -> ({artifact key: array}, metadata); a damaged or foreign file is a WeightsError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k != META_KEY}
+            meta = json.loads(str(f[META_KEY])) if META_KEY in f.files else {}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise WeightsError(f"{path} is not a readable ImageNet weights artifact ({type(e).__name__}: {e}); "
+                           "re-create it with scripts/convert_weights.py") from e
     return arrays, meta
 
 

@@ -8,7 +8,12 @@ or worker count. Every random choice of an example derives from (seed, epoch, ex
 Positions past the end of an epoch (eval, or drop_remainder=False) are padding with mask False.
 """
 import dataclasses
+import functools
+import os
+import signal
 import sys
+import threading
+import time
 
 import cv2
 import grain
@@ -79,6 +84,14 @@ class ClipSpec:
         out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self.shapes().items()}
         out["index"] = np.int32(-1)
         return out
+
+
+def features(kind: str, *, motion_maps: bool = False) -> tuple[str, ...]:
+    """Dataset features a loader of `kind` reads (motion_maps: the MS targets too), e.g. ('flow_x', 'flow_y')."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown loader kind {kind!r}; expected one of {KINDS}")
+    rgb = ("rgb", "mmaps") if motion_maps else ("rgb",)
+    return (rgb if kind != "flow" else ()) + (("flow_x", "flow_y") if kind != "rgb" else ())
 
 
 def _frames(example, key: str, where: str):
@@ -211,56 +224,126 @@ class _StepBatch:
                 continue
             index = int(order[pos])
             rng = np.random.default_rng([self.seed, epoch, index]) if self.spec.train else None
-            clip = load_clip(self.source[index], self.spec, rng, where=f"example {index}")
+            try:
+                example = self.source[index]
+            except Exception as e:  # noqa: BLE001  (array_record/riegeli raise several types on damaged files)
+                raise OSError(f"cannot read {where_in(self.source, index)}: {type(e).__name__}: {e}. The dataset "
+                              "build is damaged: rebuild it (scripts/build_dataset.py into a fresh --data_dir)") from e
+            clip = load_clip(example, self.spec, rng, where=f"example {index}")
             examples.append(clip | {"index": np.int32(index)})
         return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def _worker_init(worker_index: int, worker_count: int) -> None:
+def where_in(source, index: int) -> str:
+    """'example 5 of split S1+S3 (file .../gtea61-S3.array_record-00000-of-00001, record 1)', as far as known."""
+    split = getattr(source, "split", None)
+    text = f"example {index}" + (f" of split {split}" if split else "")
+    # tfds' ArrayRecordDataSource keeps its files in read instructions (not public API: used only if present).
+    first = 0
+    for ins in getattr(getattr(source, "data_source", None), "_read_instructions", None) or ():
+        count = ins.end - ins.start
+        if index < first + count:
+            return f"{text} (file {ins.filename}, record {ins.start + index - first})"
+        first += count
+    return text
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the main process is gone (even SIGKILL): a worker alone only holds memory
+
+
+def _worker_init(worker_index: int, worker_count: int, *, parent: int) -> None:
     del worker_index, worker_count
     # Each worker is one process per core; OpenCV's own thread pool would oversubscribe the cores.
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: the main process decides (save and stop), not the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Die with the main process `parent` (its pid passed in: it may die while this worker still starts). Not
+    # prctl(PR_SET_PDEATHSIG): it fires when the *thread* that started the worker ends, and grain starts
+    # workers from short-lived threads.
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 class Loader:
-    """Iterable of batches; each iteration starts at `start_step`. `steps_per_epoch`, `num_steps` (None: endless)."""
+    """Iterable of batches; each iteration starts at `start_step`. `steps_per_epoch`, `num_steps` (None: endless).
 
-    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding):
+    keep_workers (finite loaders): iterations share one grain iterator over the loader's steps repeated, taking
+    len(loader) batches each, so worker processes start once (a periodic evaluation), not per iteration; close()
+    stops them. An iteration left before its end stops them too, and the next one starts over.
+    """
+
+    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding,
+                 keep_workers: bool = False):
+        if keep_workers and num_steps is None:
+            raise ValueError("keep_workers needs a finite loader (num_epochs set): an endless one is iterated once")
         self.steps_per_epoch = steps_per_epoch
         self.num_steps = num_steps
         self._dataset = dataset
         self._worker_count = worker_count
         self._read_threads = read_threads
         self._sharding = sharding
+        self._keep_workers = keep_workers
+        self._kept = None  # keep_workers: the shared iterator, at the start of an iteration
 
     def __len__(self) -> int:
         if self.num_steps is None:
             raise TypeError("an endless loader (num_epochs=None) has no length")
         return len(self._dataset)
 
-    def __iter__(self):
-        ds = self._dataset.to_iter_dataset(
+    def _grain_iterator(self, dataset: grain.MapDataset):
+        ds = dataset.to_iter_dataset(
             grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
         if self._worker_count > 0:
             if not flags.FLAGS.is_parsed():
                 # grain's workers read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
-                                worker_init_fn=_worker_init)
-        it = iter(ds)
+                                worker_init_fn=functools.partial(_worker_init, parent=os.getpid()))
+        return iter(ds)
+
+    def _placed(self, batch):
+        return batch if self._sharding is None else jax.make_array_from_process_local_data(self._sharding, batch)
+
+    def __iter__(self):
+        if self._keep_workers:
+            yield from self._kept_iteration()
+            return
+        it = self._grain_iterator(self._dataset)
         try:
             for batch in it:
-                yield batch if self._sharding is None else jax.make_array_from_process_local_data(self._sharding, batch)
+                yield self._placed(batch)
         finally:
             if hasattr(it, "close"):
                 it.close()
+
+    def _kept_iteration(self):
+        if self._kept is None:
+            # The steps repeated: after len(self) batches the iterator is at the start again.
+            self._kept = self._grain_iterator(self._dataset.repeat())
+        taken = 0
+        try:
+            while taken < len(self):
+                batch = next(self._kept)
+                taken += 1
+                yield self._placed(batch)
+        finally:
+            if taken < len(self):
+                self.close()
+
+    def close(self) -> None:
+        """Stops the worker processes kept between iterations (keep_workers); the next iteration starts new ones."""
+        if self._kept is not None and hasattr(self._kept, "close"):
+            self._kept.close()
+        self._kept = None
 
 
 def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
                 crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
                 ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
                 num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
-                method: str = "pil", read_threads: int = 1) -> Loader:
+                method: str = "pil", read_threads: int = 1, keep_workers: bool = False) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
@@ -275,19 +358,20 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     the rows its devices hold (required with several processes). `method`: resize method ('pil' = reference, 'cv2'
     faster, see transforms). `read_threads`: threads per process (each worker, or the main process when
     worker_count=0), each building one batch. len(loader) = steps left from start_step (finite loaders only).
-    worker_count > 0 starts grain worker processes with 'spawn' on every iteration: a script must guard its entry
-    point with `if __name__ == "__main__":`.
+    worker_count > 0 starts grain worker processes with 'spawn' on every iteration (once, for a finite loader with
+    keep_workers=True, until loader.close(); see Loader): a script must guard its entry point with
+    `if __name__ == "__main__":`.
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method)
     return build_loader(source, spec, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                         num_epochs=num_epochs, worker_count=worker_count, sharding=sharding,
-                        drop_remainder=drop_remainder, read_threads=read_threads)
+                        drop_remainder=drop_remainder, read_threads=read_threads, keep_workers=keep_workers)
 
 
 def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 0, start_step: int = 0,
                  num_epochs: int | None = None, worker_count: int = 0, sharding=None,
-                 drop_remainder: bool | None = None, read_threads: int = 1) -> Loader:
+                 drop_remainder: bool | None = None, read_threads: int = 1, keep_workers: bool = False) -> Loader:
     """make_loader with the per-clip arguments given as one ClipSpec (spec.train: train or eval loader)."""
     train = spec.train
     n = len(source)
@@ -310,4 +394,4 @@ def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 
     batcher = _StepBatch(source, spec, seed, global_batch_size, steps_per_epoch, rows, shuffle=train)
     dataset = grain.MapDataset.range(start_step, stop).map(batcher)
     return Loader(dataset, steps_per_epoch=steps_per_epoch, num_steps=num_steps, worker_count=worker_count,
-                  read_threads=read_threads, sharding=sharding)
+                  read_threads=read_threads, sharding=sharding, keep_workers=keep_workers)

@@ -19,7 +19,7 @@ from flax import nnx
 
 from ego_jax import streams
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.train import checkpoint, loaders, recipes, sharding
+from ego_jax.train import checkpoint, loaders, recipes, sharding, workdir_lock
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -198,8 +198,12 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
 
 
 def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names: Sequence[str],
-                 meta: Mapping | None = None) -> dict:
-    """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta)."""
+                 meta: Mapping | None = None, *, all_classes: bool = False) -> dict:
+    """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta).
+
+    confusion.png shows the classes that occur in the split or among the predictions (all_classes: every
+    class); confusion.json always holds the whole matrix.
+    """
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {**(meta or {}), **summarize(confusion, class_names)}
@@ -208,7 +212,10 @@ def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names:
         {"rows": "true", "columns": "predicted", "classes": list(class_names),
          "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
     title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"
-    plots.write_png(outdir / "confusion.png", plots.confusion_image(confusion, class_names, title=title))
+    confusion = np.asarray(confusion)
+    shown = np.ones(len(class_names), bool) if all_classes else (confusion.sum(0) + confusion.sum(1)) > 0
+    plots.write_png(outdir / "confusion.png", plots.confusion_image(
+        confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s], title=title))
     return metrics
 
 
@@ -223,26 +230,35 @@ def stage_of(config, stage: str | None) -> str:
 def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
-    The final checkpoint is the latest one of a finished stage (W/<stage>/DONE); best-epoch selection on
-    the test subject is deliberately not offered. The whole model state is restored (replicated over this
-    process's devices), whatever device count wrote it. allow_unfinished evaluates the latest checkpoint of an
-    unfinished stage (meta['finished'] False). meta: stage, kind, step, finished.
+    Read-only. The final checkpoint is the step W/<stage>/DONE names; best-epoch selection on the test subject is
+    deliberately not offered. The whole model state is restored (replicated over this process's devices),
+    whatever device count wrote it; its digest and finiteness are verified. allow_unfinished evaluates the newest
+    good checkpoint instead, finished or not. meta: stage, kind, step (the one really evaluated), finished (that
+    step is the stage's final one).
     """
     stage = stage_of(config, stage)
     stage_dir = pathlib.Path(workdir) / stage
     done = stage_dir / "DONE"
-    if not done.exists() and not allow_unfinished:
+    final = json.loads(done.read_text()).get("step") if done.exists() else None
+    if final is None and not allow_unfinished:
+        running = workdir_lock.holder(str(workdir))
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
                                 f"(scripts/train.py with the same --config and --workdir), or pass "
-                                f"--allow_unfinished to evaluate its latest checkpoint")
+                                f"--allow_unfinished to evaluate its newest good checkpoint"
+                                + (f"; it is training now ({workdir_lock.describe(running)})" if running else ""))
     ckpt_dir = stage_dir / "checkpoints"
-    tree, step = checkpoint.restore_state(str(ckpt_dir))
+    try:
+        tree, step = checkpoint.restore_state(str(ckpt_dir), step=None if allow_unfinished else final)
+    except checkpoint.BadCheckpoint as e:
+        raise checkpoint.BadCheckpoint(f"{e}\nRerun scripts/train.py with the same --config and --workdir (it "
+                                       f"trains stage {stage!r} again from its newest good checkpoint), or pass "
+                                       f"--allow_unfinished to evaluate that one") from None
     stage_cfg = config.stages[stage]
     model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
                                 seed=config.seed, crop=config.data.crop)
     checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": done.exists()}
+    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": step == final}
 
 
 def _last_stage_scored_by(config, role: str) -> str:
@@ -274,7 +290,8 @@ def make_eval_loader(config, source, protocol: str, *, mesh, kinds: Mapping[str,
 
 def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,
                      rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
-                     flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False) -> dict:
+                     flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
+                     all_classes: bool = False) -> dict:
     """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
 
     stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams). late_fusion
@@ -311,14 +328,16 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
                          dtype=jnp.dtype(config.dtype))
 
     class_names = CLASSES if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
-    meta = {"protocol": protocol, "split": split, "checkpoint": "final", "stages": checkpoints,
+    finished = all(m["finished"] for m in checkpoints.values())
+    meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
+            "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
             "frames": config.data.frames, "crop": config.data.crop}
     if "flow" in protocol_inputs(protocol, kinds):
         meta["flow_stacks"] = flow_stacks(config, protocol, fusion_stacks)
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight
     outdir = workdir / out_name / "eval"
-    metrics = write_report(outdir, confusion, class_names, meta)
+    metrics = write_report(outdir, confusion, class_names, meta, all_classes=all_classes)
     history = workdir / out_name / "metrics.jsonl"
     if history.exists():
         records = plots.read_metrics(history)

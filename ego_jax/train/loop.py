@@ -1,12 +1,14 @@
-"""Runs a recipe's stages in order in a workdir: resumable, sharded, logged, stopped cleanly on SIGTERM.
+"""Runs a recipe's stages in order in a workdir: resumable, sharded, logged, stopped cleanly on SIGTERM/SIGINT.
 
-W/<stage>/checkpoints (orbax), W/<stage>/metrics.jsonl, W/<stage>/eval.json, W/<stage>/DONE (written last),
-plus TensorBoard event files in W/<stage>.
+W/.lock (the one writer), W/config.json (the last run's config), W/<stage>/config.json (what the stage was
+started with: a resume must match it), W/<stage>/checkpoints (orbax, digest-verified), W/<stage>/metrics.jsonl,
+W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files in W/<stage>.
 """
 import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 
@@ -17,44 +19,68 @@ from clu import metric_writers, periodic_actions
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.train import checkpoint, evaluate, loaders, recipes, sharding
+from ego_jax.train import checkpoint, evaluate, loaders, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
+from ego_jax.train.workdir_lock import WorkdirLock
 
 
 class StopRequest:
-    """SIGTERM handler: only sets a flag; the loop saves a checkpoint at the next step boundary and returns."""
+    """SIGTERM / SIGINT handler: sets a flag; the loop saves a checkpoint at the next step boundary and returns.
+
+    A second SIGINT (Ctrl-C twice) aborts at once with KeyboardInterrupt, without saving.
+    """
 
     def __init__(self):
         self.requested = False
 
     def __call__(self, signum=signal.SIGTERM, frame=None):
-        logging.warning("signal %s: saving a checkpoint after the current step, then exiting", signum)
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt("second Ctrl-C: aborted without saving")
+        logging.warning("signal %s: saving a checkpoint after the current step, then exiting%s", signum,
+                        " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "")
         self.requested = True
 
 
-def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None) -> bool:
+def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
+          restart: tuple[str, ...] = ()) -> bool:
     """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
 
+    Holds the workdir lock (process 0) and checks the whole recipe (preflight) before the first step.
+    restart: stages to start over (their directories are moved to W/restarted/, not deleted).
     stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
     """
     stop = stop or StopRequest()
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     try:
-        mesh = sharding.make_mesh()
-        sharding.check_batch_size(config.batch_size, mesh)
-        sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-        for name in config.recipe:
-            if name not in config.stages:
-                raise ValueError(f"config.recipe names stage {name!r}; defined stages: {list(config.stages)}")
-            if "imagenet" in config.stages[name].init_from.values():  # fail now, not after the earlier stages
-                recipes.check_imagenet(config.imagenet_weights)
-        for name in config.recipe:
-            if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step):
-                return False
-        return True
+        with lock:
+            for name in restart:
+                restart_stage(config, workdir, name)
+            mesh = sharding.make_mesh()
+            sources = preflight.check(config, workdir, mesh=mesh)
+            _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+            for name in config.recipe:
+                if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+                                   sources=sources):
+                    return False
+            return True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def restart_stage(config, workdir: str, name: str) -> None:
+    """Start stage `name` over: move W/<name> to W/restarted/<name>-<UTC time> (process 0)."""
+    if name not in config.stages:
+        raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
+    stage_dir = os.path.join(workdir, name)
+    if jax.process_index() == 0 and os.path.exists(stage_dir):
+        target = os.path.join(workdir, "restarted", name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(stage_dir, target)
+        logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
+                        name, target)
 
 
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
@@ -100,17 +126,39 @@ def _write_json(path: str, obj: dict) -> None:
             json.dump(obj, f, indent=1)
 
 
-def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None) -> bool:
-    """Train one stage (skip if DONE, resume from its last checkpoint); -> True when the stage is done.
+def _done(name: str, stage_dir: str) -> bool:
+    """Whether the stage is finished: DONE exists and its final checkpoint verifies (else DONE is set aside)."""
+    done = os.path.join(stage_dir, "DONE")
+    if not os.path.exists(done):
+        return False
+    with open(done) as f:
+        step = json.load(f)["step"]
+    try:
+        checkpoint.verify_digest(os.path.join(stage_dir, "checkpoints", str(step)))
+    except checkpoint.BadCheckpoint as e:
+        logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
+                      "good checkpoint", name, e)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.join(stage_dir, "rejected_checkpoints"), exist_ok=True)
+            os.replace(done, os.path.join(stage_dir, "rejected_checkpoints", f"DONE-{step}"))
+        return False
+    return True
 
-    Its checkpoint manager and metric writers are closed on every path, errors included; DONE is written after.
+
+def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
+                sources=None) -> bool:
+    """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
+
+    sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
+    manager and metric writers are closed on every path, errors included; DONE is written after.
     """
     stage_dir = os.path.join(workdir, name)
-    if os.path.exists(os.path.join(stage_dir, "DONE")):
+    if _done(name, stage_dir):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     with contextlib.ExitStack() as closing:
-        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step, closing=closing)
+        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+                          sources=sources or loaders.load_sources(config), closing=closing)
     if done is None:
         return False
     _write_json(os.path.join(stage_dir, "DONE"), done)
@@ -118,12 +166,12 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     return True
 
 
-def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step,
+def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
                closing: contextlib.ExitStack) -> dict | None:
     """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
     stage, stage_dir = config.stages[name], os.path.join(workdir, name)
     os.makedirs(stage_dir, exist_ok=True)
-    train_source, test_source = loaders.load_sources(config)
+    train_source, test_source = sources
     dtype = jnp.dtype(config.dtype)
     steps_per_epoch = len(train_source) // config.batch_size
     if not steps_per_epoch:
@@ -134,15 +182,22 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     closing.callback(ckpts.close)
 
     def init(model, tx, params):
-        start = ckpts.latest_step() or 0
-        if not start:
+        try:
+            start, opt_state, meta = ckpts.restore_newest_good(model, tx.init(params), sharding.replicated(mesh))
+        except checkpoint.BadCheckpoint as e:
+            raise checkpoint.BadCheckpoint(f"stage {name}: {e}\nStart the stage over with --restart_stage {name} "
+                                           f"(its directory is moved to {workdir}/restarted/)") from None
+        if start is None:
             recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
             return 0, None
-        opt_state, meta = ckpts.restore(start, model, tx.init(params), sharding.replicated(mesh))
+        if start > total:
+            raise ValueError(f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
+                             f"epochs={stage.epochs}; raise the epochs, or start over with --restart_stage {name}")
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
         return start, opt_state
 
     built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
+    preflight.write_record(config, workdir, name)  # checked against any earlier record by preflight
     model, graphdef, state, frozen, train_step = built.model, built.graphdef, built.state, built.frozen, built.train_step
     start, schedules = built.start, built.schedules
     kind = stage.model.kind

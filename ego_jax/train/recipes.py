@@ -4,6 +4,7 @@ A stage config (see configs/common.py) is data: model (kind + kwargs), init_from
 trainable (path regexes over nnx state paths), bn_train / dropout_train (path regexes over module paths),
 optimizer, epochs, loss. Paths are '/'-joined nnx paths such as 'rgb/backbone/layer4/2/conv2/kernel'.
 """
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -101,8 +102,8 @@ def check_imagenet(path: str) -> None:
 def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: str) -> None:
     """Apply a stage's init_from {target ('model' or a submodule path): source}.
 
-    source: 'imagenet' (converted torchvision ResNet-34 .npz into a ResNet), a stage name (its latest
-    checkpoint in `workdir`), or a checkpoint directory path.
+    source: 'imagenet' (converted torchvision ResNet-34 .npz into a ResNet), a stage name (its final checkpoint in
+    `workdir`, the step its DONE names), or a checkpoint directory path (its newest good step).
     """
     for target, source in init_from.items():
         module = _module_at(model, target)
@@ -114,10 +115,15 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
         directory = source if os.sep in source else os.path.join(workdir, source)
         ckpt = os.path.join(directory, "checkpoints") if os.path.isdir(os.path.join(directory, "checkpoints")) \
             else directory
-        if os.sep not in source and not os.path.exists(os.path.join(directory, "DONE")):
-            raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
-                                    f"(no {directory}/DONE); run it first (keep it in config.recipe)")
-        load_flat(module, checkpoint.load_final_state(ckpt), source)
+        step = None  # a checkpoint path: its newest good step
+        if os.sep not in source:
+            done = os.path.join(directory, "DONE")
+            if not os.path.exists(done):
+                raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
+                                        f"(no {done}); run it first (keep it in config.recipe)")
+            with open(done) as f:
+                step = json.load(f).get("step")  # the stage's final checkpoint, not an older one
+        load_flat(module, checkpoint.load_final_state(ckpt, step=step), source)
 
 
 def ms_kind(stage) -> str | None:

@@ -15,6 +15,7 @@ from ego_jax.data.gtea61.layout import (
     MissingModalityError,
     UnknownClassError,
 )
+from ego_jax.data.gtea61.source import ClipSource, DamagedBuildError, Frames
 
 DEFAULT_DATA_DIR = "data/tfds"
 DEFAULT_MANUAL_DIR = "data/manual/GTEA61"
@@ -27,22 +28,47 @@ def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir=DEFAULT_DATA_DIR, config: s
     return builder
 
 
-def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all"):
-    """Random-access source of examples (dicts, see Gtea61._info) for `split`, e.g. 'S1+S3+S4'."""
+def rebuild_command(config: str, data_dir) -> str:
+    """The command that builds gtea61/<config> into `data_dir`."""
+    return f"python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir} --config {config}"
+
+
+def older_builds(config: str, data_dir) -> list[Path]:
+    """Version folders of gtea61/<config> in `data_dir` built by an earlier ego_jax (another layout)."""
+    folder = Path(data_dir) / "gtea61" / config
+    current = str(Gtea61.VERSION)
+    return sorted(p.parent for p in folder.glob("*/dataset_info.json") if p.parent.name != current)
+
+
+def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> ClipSource:
+    """Random-access source of examples for `split`, e.g. 'S1+S3+S4': dicts of label, subject, clip_id, num_frames
+    (maps_filled with motion maps) and one `Frames` sequence of encoded frames per modality of `config`."""
     if config not in CONFIGS:
         raise ValueError(f"unknown gtea61 config {config!r}: expected one of {', '.join(CONFIGS)}")
     builder = Gtea61(config=config, data_dir=str(data_dir))
     if not builder.is_prepared():
+        old = older_builds(config, data_dir)
+        if old:
+            raise FileNotFoundError(
+                f"gtea61/{config} in {Path(data_dir).resolve()} was built by an earlier ego_jax (version "
+                f"{', '.join(p.name for p in old)}, which stored a whole clip per record; this one reads version "
+                f"{Gtea61.VERSION}, which reads only the frames a sample decodes): rebuild with: "
+                f"{rebuild_command(config, data_dir)} (then delete {', '.join(map(str, old))})"
+            )
         raise FileNotFoundError(
-            f"gtea61/{config} is not built in {Path(data_dir).resolve()}: run "
-            f"`python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir} --config {config}`"
+            f"gtea61/{config} is not built in {Path(data_dir).resolve()}: run `{rebuild_command(config, data_dir)}`"
         )
-    return tfds.data_source(f"gtea61/{config}", split=split, data_dir=str(data_dir), download=False)
+    clips = tfds.data_source(f"gtea61/{config}", split=split, data_dir=str(data_dir), download=False)
+    return ClipSource(clips, builder.data_path, sorted(builder.info.splits), CONFIGS[config],
+                      rebuild=f"rebuild with: {rebuild_command(config, data_dir)}")
 
 
 __all__ = [
     "CLASSES",
     "CONFIGS",
+    "ClipSource",
+    "DamagedBuildError",
+    "Frames",
     "DEFAULT_DATA_DIR",
     "DEFAULT_MANUAL_DIR",
     "MODALITIES",
@@ -58,4 +84,6 @@ __all__ = [
     "UnknownClassError",
     "build",
     "load_source",
+    "older_builds",
+    "rebuild_command",
 ]

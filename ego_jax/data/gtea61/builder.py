@@ -1,4 +1,10 @@
-"""tfds builder `gtea61`: one example per clip, frames stored as encoded bytes, written as array_record.
+"""tfds builder `gtea61`: one example per clip (metadata), its frames one per record in a frame file per split.
+
+Layout of a build (data_dir/gtea61/<config>/<version>/): the tfds splits S1..S4 hold one small record per clip
+(label, subject, clip id, frame count, `first_frame`); `frames-<split>.array_record` holds that split's encoded
+frames, one per record, each clip's modalities one after another in config order:
+frame i of modality k of a clip is record first_frame + k * num_frames + i. So a sample reads only the frames it
+decodes (a record holding a whole clip made a 16-frame sample of a 146-frame clip read 10x the bytes it decoded).
 
 Storage, decided by measurement on the real 455x256 sample files (OpenCV, one core, best of 5;
 scripts/measure_storage.py): RGB keeps its source PNG bytes (160 KiB, 1.8 ms to decode; re-encoded
@@ -18,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
 from etils import epath
 
 from ego_jax.data.gtea61 import layout
@@ -32,6 +39,13 @@ CONFIGS = {
 }
 log = logging.getLogger(__name__)
 _PNG_LEVEL = 3  # level 9 is 20x slower to encode for 25% smaller flow; decode time is the same.
+# One record per chunk, so reading a record reads only it; encoded images do not compress further.
+_FRAME_FILE_OPTIONS = "group_size:1,uncompressed"
+
+
+def frame_file(version_dir, split: str) -> Path:
+    """The frame file of `split` in a build's version folder."""
+    return Path(version_dir) / f"frames-{split}.array_record"
 
 
 @dataclasses.dataclass(eq=False)
@@ -85,8 +99,11 @@ def _gray_frame(path: Path, binary: bool) -> tuple[bytes, tuple[int, int]]:
 class Gtea61(tfds.core.GeneratorBasedBuilder):
     """GTEA61 egocentric actions: 61 classes, 4 subjects (one split each), RGB, warp flow, motion maps."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Course PNG and authors' JPEG layouts; one example per clip."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Course PNG and authors' JPEG layouts; one example per clip.",
+        "2.0.0": "Frames one per record in a frame file per split; clip records hold metadata and first_frame.",
+    }
     BUILDER_CONFIGS = [
         Gtea61Config(name=name, modalities=mods, description=f"modalities: {', '.join(mods)}")
         for name, mods in CONFIGS.items()
@@ -110,22 +127,22 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
         super().__init__(file_format=file_format, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        mods = self.builder_config.modalities
-        frames = tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_))
-        features = {m: frames for m in mods}
-        features.update(
+        features = dict(
             label=tfds.features.ClassLabel(names=CLASSES),
             subject=tfds.features.Text(),
             clip_id=tfds.features.Text(),
             num_frames=np.int32,
+            first_frame=np.int64,
         )
-        if "mmaps" in mods:
+        if "mmaps" in self.builder_config.modalities:
             features["maps_filled"] = np.int32
         return tfds.core.DatasetInfo(
             builder=self,
             description=(
-                "GTEA61 clips; frames are encoded image bytes (decode with ego_jax.data.decode): RGB as in the "
-                "source, flow x/y and motion maps as one-channel PNG (flow 128 = no motion, maps {0, 255})."
+                "GTEA61 clips; read them with ego_jax.data.gtea61.load_source, which adds each modality's frames. "
+                "Frames are encoded image bytes (decode with ego_jax.data.decode), in frames-<split>.array_record: "
+                "RGB as in the source, flow x/y and motion maps as one-channel PNG (flow 128 = no motion, maps "
+                "{0, 255})."
             ),
             features=tfds.features.FeaturesDict(features),
         )
@@ -141,25 +158,43 @@ class Gtea61(tfds.core.GeneratorBasedBuilder):
         if filled:
             log.info("filled %d missing motion maps in %d clips from their nearest maps (feature maps_filled)",
                      sum(c.maps_filled for c in filled), len(filled))
-        return {s: self._generate_examples([c for c in clips if c.subject == s]) for s in subjects}
+        # data_path is the build's temporary folder here: tfds moves it into place, frame files included, once every
+        # split is written, and deletes it if the build fails.
+        return {s: self._generate_examples([c for c in clips if c.subject == s], frame_file(self.data_path, s))
+                for s in subjects}
 
-    def _generate_examples(self, clips):
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for clip in clips:
-                yield clip.clip_id, self._example(clip, pool)
+    def _generate_examples(self, clips, frames_path: Path):
+        writer = array_record_module.ArrayRecordWriter(os.fspath(frames_path), _FRAME_FILE_OPTIONS)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                first_frame = 0
+                for clip in clips:
+                    frames = self._frames(clip, pool)
+                    for data in frames:
+                        writer.write(data)
+                    yield clip.clip_id, self._example(clip, first_frame)
+                    first_frame += len(frames)
+        finally:
+            writer.close()
 
-    def _example(self, clip: layout.Clip, pool: concurrent.futures.Executor) -> dict:
-        example, shapes = {}, {}
+    def _frames(self, clip: layout.Clip, pool: concurrent.futures.Executor) -> list[bytes]:
+        """The clip's checked, encoded frames: each modality's in frame order, modalities in config order."""
+        encoded, shapes = [], {}
         for mod, files in clip.files.items():
             read = _rgb_frame if mod == "rgb" else lambda p, b=(mod == "mmaps"): _gray_frame(p, b)
             frames = list(pool.map(read, files))
-            example[mod] = [data for data, _ in frames]
+            encoded += [data for data, _ in frames]
             shapes.update({f: shape for f, (_, shape) in zip(files, frames)})
         if len(set(shapes.values())) > 1:
             by_shape = {shape: f for f, shape in shapes.items()}
             detail = ", ".join(f"{f} is {h}x{w}" for (h, w), f in by_shape.items())
             raise layout.FrameFormatError(f"clip {clip.clip_id}: frames differ in size ({detail}); expected one size")
-        example.update(label=clip.class_name, subject=clip.subject, clip_id=clip.clip_id, num_frames=clip.num_frames)
+        return encoded
+
+    @staticmethod
+    def _example(clip: layout.Clip, first_frame: int) -> dict:
+        example = dict(label=clip.class_name, subject=clip.subject, clip_id=clip.clip_id, num_frames=clip.num_frames,
+                       first_frame=first_frame)
         if "mmaps" in clip.files:
             example["maps_filled"] = clip.maps_filled
         return example
