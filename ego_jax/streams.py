@@ -110,3 +110,4 @@ register(Stream("flow", models.FlowResNet, {"flow": normalize_flow}, loader="flo
                 layout="flow"))
 register(Stream("two_stream", models.TwoStream, {"rgb": normalize_rgb, "flow": normalize_flow},
                 loader="two_stream", protocol="joint", layout="two_stream", builder=_two_stream))
+register(Stream("lsta", models.LSTA, {"rgb": normalize_rgb}, loader="rgb", protocol="rgb", layout="lsta"))

@@ -12,6 +12,7 @@ of the recipe's last RGB and flow stages (or --rgb_stage / --flow_stage); it wri
 Output: metrics.json (accuracy, per-class accuracy, checkpoint step), confusion.json, confusion.png (the classes
 of the split, or --all_classes), and
 curves.png from the stage's metrics.jsonl.
+Multi-process (see README, "Scaling out"): launched like scripts/train.py, with the same launch flags.
 """
 import os
 import sys
@@ -21,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import cli  # noqa: E402
+from ego_jax.train import cli, distributed  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
@@ -36,6 +37,7 @@ flags.DEFINE_bool("allow_unfinished", False, "evaluate the newest good checkpoin
                   "its step)")
 flags.DEFINE_bool("all_classes", False, "confusion.png: every class of the config, not only those in the split")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -43,6 +45,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     cli.setup_logs()
+    distributed.initialize_from_flags()
     from ego_jax.train import evaluate  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
 
     stages = FLAGS.config.recipe if FLAGS.stage == "all" else [FLAGS.stage]

@@ -7,6 +7,7 @@ Rows of the PNG grid: the T centre-cropped frames the model sees, the CAM of eac
 upsampling, JET, blended), the MS head's moving probability and the motion-map target (MS models only).
 Writes W/<stage>/cam/<clip>.png and the same image to TensorBoard (W/<stage>, tag cam/<clip>).
 A two_stream stage shows the attention of its RGB stream; flow stages have no CAM.
+Multi-process (see README, "Scaling out"): launched like scripts/train.py, with the same launch flags.
 """
 import os
 import sys
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import cli  # noqa: E402
+from ego_jax.train import cli, distributed  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
@@ -27,6 +28,7 @@ flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint, fi
                   "its step)")
 flags.DEFINE_integer("min_size", 160, "frames smaller than this (px) are enlarged for display")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +48,7 @@ def find_clip(source, clip: str) -> int:
 def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str | None = None,
               allow_unfinished: bool = False, min_size: int = 160) -> str:
     """Draws the grid of one clip for a stage's final checkpoint; -> path of the PNG."""
+    import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
     import numpy as np  # noqa: PLC0415
     from clu import metric_writers  # noqa: PLC0415
@@ -54,7 +57,7 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     from ego_jax import streams  # noqa: PLC0415
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import build_loader  # noqa: PLC0415
-    from ego_jax.train import evaluate, loaders, recipes  # noqa: PLC0415
+    from ego_jax.train import evaluate, loaders, recipes, sharding  # noqa: PLC0415
     from ego_jax.viz import cam, plots  # noqa: PLC0415
 
     stage = evaluate.stage_of(config, stage)
@@ -77,8 +80,11 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
     grid = loaders.ms_grid(config, rgb_model, rgb_stream.kind)
     spec = loaders.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid, ms_head=recipes.ms_kind(
         config.stages[stage]))
-    batch = next(iter(build_loader([example], spec, global_batch_size=1, num_epochs=1)))
+    loader = build_loader([example], spec, global_batch_size=1, num_epochs=1,
+                          sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
+    batch = next(iter(loader))
     out = nnx.jit(lambda m, b: rgb_stream.forward(m, b, jnp.dtype(config.dtype)))(rgb_model, {"rgb": batch["rgb"]})
+    batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
     if out.get("attention") is None and out.get("ms") is None:
         raise ValueError(f"stage {stage!r}: its {rgb_stream.kind} model has no attention (the ConvLSTM ablation) and "
                          "no MS head; nothing to draw")
@@ -90,21 +96,25 @@ def visualize(config, workdir: str, *, stage: str | None, clip: str, split: str 
         title += f"\npred {CLASSES[int(np.argmax(out['logits'][0]))]}"
     image = cam.cam_grid(
         batch["rgb"][0],
-        attention=None if out.get("attention") is None else np.asarray(out["attention"][0]),
-        ms_pred=None if out.get("ms") is None else np.asarray(out["ms"][0]),
+        attention=None if out.get("attention") is None else out["attention"][0],
+        ms_pred=None if out.get("ms") is None else out["ms"][0],
         ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
         title=title, min_size=min_size)
-    path = plots.write_png(os.path.join(workdir, stage, "cam", clip_id.replace("/", "_") + ".png"), image)
+    path = os.path.join(workdir, stage, "cam", clip_id.replace("/", "_") + ".png")
+    if not distributed.is_writer():  # one writer of the shared workdir
+        return path
+    plots.write_png(path, image)
     writer = metric_writers.create_default_writer(os.path.join(workdir, stage), asynchronous=False)
     writer.write_images(meta["step"], {f"cam/{clip_id}": image[None]})
     writer.close()
-    return str(path)
+    return path
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     cli.setup_logs()
+    distributed.initialize_from_flags()
     try:
         path = visualize(FLAGS.config, os.path.abspath(FLAGS.workdir), stage=FLAGS.stage, clip=FLAGS.clip,
                          split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)

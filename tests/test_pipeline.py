@@ -232,21 +232,27 @@ class _StubSharding:
 
 
 def test_each_process_reads_its_rows_of_the_same_global_batch(source, monkeypatch):
-    assert pipeline._local_rows(_StubSharding(), 8) == (4, 8)
+    assert pipeline._local_rows(_StubSharding(), 8) == (4, 5, 6, 7)
     kwargs = dict(kind="rgb", train=True, global_batch_size=4 * 2, drop_remainder=False, **SMALL)
     global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
-    monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (4, 8))
+    monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (4, 5, 6, 7))
     local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
     _assert_batches_equal(local_batches, [{k: v[4:] for k, v in b.items()} for b in global_batches])
 
 
-def test_non_contiguous_rows_are_refused():
-    class Strided:
-        def addressable_devices_indices_map(self, shape):
-            return {"d0": (slice(0, 2),), "d1": (slice(4, 6),)}
+def test_interleaved_device_order_reads_its_blocks_in_ascending_order(source, monkeypatch):
+    """A mesh that interleaves processes (as jax.make_mesh may on a pod) gives a process several blocks of rows."""
 
-    with pytest.raises(ValueError, match="contiguous"):
-        pipeline._local_rows(Strided(), 8)
+    class Interleaved:
+        def addressable_devices_indices_map(self, shape):
+            return {"d0": (slice(4, 6),), "d1": (slice(0, 2),)}
+
+    assert pipeline._local_rows(Interleaved(), 8) == (0, 1, 4, 5)
+    kwargs = dict(kind="rgb", train=True, global_batch_size=8, drop_remainder=False, **SMALL)
+    global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (0, 1, 4, 5))
+    local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
+    _assert_batches_equal(local_batches, [{k: v[[0, 1, 4, 5]] for k, v in b.items()} for b in global_batches])
 
 
 def test_frames_of_different_sizes_in_one_clip_are_refused():

@@ -1,8 +1,8 @@
-"""Reference Ego-RNN PyTorch checkpoints -> ego_jax EgoRNN / FlowResNet / TwoStream weights.
+"""Reference PyTorch checkpoints -> ego_jax EgoRNN / FlowResNet / TwoStream / LSTA weights.
 
-Key names are those of the reference code's modules (objectAttentionModelConvLSTM.attentionModel,
-flow_resnet.ResNet, twoStreamModel.twoStreamAttentionModel). The whole mapping is the table below
-(`TABLE`, `DUPLICATES`); correct a name there and nowhere else.
+Key names are those of the reference code's modules (Ego-RNN: objectAttentionModelConvLSTM.attentionModel,
+flow_resnet.ResNet, twoStreamModel.twoStreamAttentionModel; LSTA: attentionModel with its MyConvLSTACell).
+The whole mapping is the table below (`TABLE`, `DUPLICATES`); correct a name there and nowhere else.
 
 | model      | reference key (torch layout)              | ego_jax path (nnx layout)    | rule     |
 |------------|-------------------------------------------|------------------------------|----------|
@@ -18,13 +18,26 @@ flow_resnet.ResNet, twoStreamModel.twoStreamAttentionModel). The whole mapping i
 | two_stream | flowModel.<flow key>                      | flow/<flow path>             | flow     |
 | two_stream | fc2.weight, fc2.bias                      | classifier/kernel, /bias     | linear   |
 | two_stream | classifier.1.weight / .bias (== fc2.*)    |                              | duplicates |
+| lsta       | resNet.<torchvision ResNet key>           | backbone/<path>              | resnet   |
+| lsta       | lsta_cell.conv_{i,f,a,o}_s.weight, .bias  | lsta/att_s_conv/kernel, /bias | gates   |
+| lsta       | lsta_cell.conv_{i,f,a,o}_cam.weight       | lsta/att_cam_conv/kernel     | gates    |
+| lsta       | lsta_cell.conv_{i,f,c}_x.weight, .bias    | lsta/x_conv/kernel, /bias    | gates    |
+| lsta       | lsta_cell.conv_{i,f,c}_c.weight           | lsta/h_conv/kernel           | gates    |
+| lsta       | lsta_cell.conv_o_x.weight, .conv_o_c.weight | lsta/o_conv/kernel         | inputs   |
+| lsta       | lsta_cell.conv_o_x.bias                   | lsta/o_conv/bias             | copy     |
+| lsta       | lsta_cell.c_classifier.weight             | lsta/c_classifier/kernel     | weight   |
+| lsta       | lsta_cell.coupling_fc.weight              | lsta/coupling_fc/kernel      | weight   |
+| lsta       | classifier.1.weight, classifier.1.bias    | classifier/kernel, /bias     | linear   |
+| lsta       | fc.weight / fc.bias (== classifier.1.*)   |                              | duplicates |
 
 Rules: resnet = ego_jax.convert.torchvision.torchvision_to_nnx on the keys under the prefix (its
-'*.num_batches_tracked' are ignored); gates = the four per-gate convs OIHW -> HWIO concatenated
-along outputs in the order i, f, c~, o; linear = (out, in) -> (in, out) for the weight, bias copied;
-rgb / flow = the table of that model under the prefix. Duplicates are dropped only when equal to
-their twin. Every other problem (unknown, missing, mis-shaped or unequal-duplicate keys) raises
-WeightsError listing all of them.
+'*.num_batches_tracked' are ignored); gates = the per-gate convs OIHW -> HWIO concatenated along
+outputs in the listed order (Ego-RNN i, f, c~, o; LSTA attention i, f, a~, o and memory i, f, c~,
+the cell's block orders); inputs = convs OIHW -> HWIO concatenated along inputs (LSTA's o_conv reads
+concat(h, c_cam)); copy = the array as it is; linear = (out, in) -> (in, out) for the weight, bias copied;
+weight = a bias-free linear's weight transposed; rgb / flow = the table of that model under the prefix.
+Duplicates are dropped only when equal to their twin. Every other problem (unknown, missing, mis-shaped
+or unequal-duplicate keys) raises WeightsError listing all of them.
 """
 
 from collections.abc import Mapping
@@ -35,17 +48,24 @@ from flax import nnx
 
 from ego_jax import streams
 from ego_jax.convert.torchvision import WeightsError, check_keys, config_of, path_key, torchvision_to_nnx
+from ego_jax.models.lsta_cell import ATTENTION_GATES, MEMORY_GATES
 from ego_jax.models.resnet import ResNet
 
 GATE_ORDER = ("i", "f", "c", "o")  # ego_jax ConvLSTMCell's gate blocks, along the output channels
 
-# model -> rows (ego_jax path, reference key or prefix, rule). '{}' in a gates key is the gate letter.
+
+def _each(key: str, gates) -> tuple[str, ...]:
+    """'conv_{}_xx.weight', 'if' -> ('conv_i_xx.weight', 'conv_f_xx.weight'): the keys of a fused kernel's blocks."""
+    return tuple(key.format(g) for g in gates)
+
+
+# model -> rows (ego_jax path, reference key or prefix (a tuple of keys for gates / inputs), rule).
 TABLE = {
     "rgb": (
         ("backbone", "resNet.", "resnet"),
-        ("lstm/x_conv/kernel", "lstm_cell.conv_{}_xx.weight", "gates"),
-        ("lstm/x_conv/bias", "lstm_cell.conv_{}_xx.bias", "gates"),
-        ("lstm/h_conv/kernel", "lstm_cell.conv_{}_hh.weight", "gates"),
+        ("lstm/x_conv/kernel", _each("lstm_cell.conv_{}_xx.weight", GATE_ORDER), "gates"),
+        ("lstm/x_conv/bias", _each("lstm_cell.conv_{}_xx.bias", GATE_ORDER), "gates"),
+        ("lstm/h_conv/kernel", _each("lstm_cell.conv_{}_hh.weight", GATE_ORDER), "gates"),
         ("classifier", "classifier.1.", "linear"),
     ),
     "flow": (
@@ -57,29 +77,58 @@ TABLE = {
         ("flow", "flowModel.", "flow"),
         ("classifier", "fc2.", "linear"),
     ),
+    "lsta": (
+        ("backbone", "resNet.", "resnet"),
+        ("lsta/att_s_conv/kernel", _each("lsta_cell.conv_{}_s.weight", ATTENTION_GATES), "gates"),
+        ("lsta/att_s_conv/bias", _each("lsta_cell.conv_{}_s.bias", ATTENTION_GATES), "gates"),
+        ("lsta/att_cam_conv/kernel", _each("lsta_cell.conv_{}_cam.weight", ATTENTION_GATES), "gates"),
+        ("lsta/x_conv/kernel", _each("lsta_cell.conv_{}_x.weight", MEMORY_GATES), "gates"),
+        ("lsta/x_conv/bias", _each("lsta_cell.conv_{}_x.bias", MEMORY_GATES), "gates"),
+        ("lsta/h_conv/kernel", _each("lsta_cell.conv_{}_c.weight", MEMORY_GATES), "gates"),
+        # the reference's conv_o_x convolves h_{t-1} (despite its name) and conv_o_c convolves c_cam
+        ("lsta/o_conv/kernel", ("lsta_cell.conv_o_x.weight", "lsta_cell.conv_o_c.weight"), "inputs"),
+        ("lsta/o_conv/bias", "lsta_cell.conv_o_x.bias", "copy"),
+        ("lsta/c_classifier/kernel", "lsta_cell.c_classifier.weight", "weight"),
+        ("lsta/coupling_fc/kernel", "lsta_cell.coupling_fc.weight", "weight"),
+        ("classifier", "classifier.1.", "linear"),
+    ),
 }
 # model -> {duplicate key: twin key}: the reference saves one tensor under both names.
 DUPLICATES = {
     "rgb": {"weight_softmax": "resNet.fc.weight", "fc.weight": "classifier.1.weight", "fc.bias": "classifier.1.bias"},
     "flow": {},
     "two_stream": {"classifier.1.weight": "fc2.weight", "classifier.1.bias": "fc2.bias"},
+    "lsta": {"fc.weight": "classifier.1.weight", "fc.bias": "classifier.1.bias"},
 }
 
 
-def _gates(sd, key, errors):
-    keys = [key.format(g) for g in GATE_ORDER]
+def _blocks(sd, keys, axis, errors):
+    """Per-gate convs (OIHW) or biases under `keys`, concatenated along outputs (axis -1) or conv inputs (-2)."""
     arrays = [sd.pop(k, None) for k in keys]
     missing = [k for k, a in zip(keys, arrays) if a is None]
     if missing:
         errors.append(f"missing keys: {', '.join(missing)}")
         return None
-    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim not in (1, 4):
+    expected = (4,) if axis == -2 else (1, 4)
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim not in expected:
         errors.append(
-            f"wrong shapes: {', '.join(f'{k} {a.shape}' for k, a in zip(keys, arrays))} (expected four equal "
-            "conv weights (out, in, k, k) or biases (out,))"
+            f"wrong shapes: {', '.join(f'{k} {a.shape}' for k, a in zip(keys, arrays))} (expected {len(keys)} equal "
+            + ("conv weights (out, in, k, k))" if axis == -2 else "conv weights (out, in, k, k) or biases (out,))")
         )
         return None
-    return np.concatenate([a.transpose(2, 3, 1, 0) if a.ndim == 4 else a for a in arrays], axis=-1)
+    return np.concatenate([a.transpose(2, 3, 1, 0) if a.ndim == 4 else a for a in arrays], axis=axis)
+
+
+def _single(sd, key, transpose, errors):
+    """The array under `key` ((out, in) -> (in, out) if `transpose`)."""
+    if key not in sd:
+        errors.append(f"missing keys: {key}")
+        return {}
+    value = sd.pop(key)
+    if transpose and value.ndim != 2:
+        errors.append(f"wrong shapes: {key} {value.shape} (expected a linear weight (out, in))")
+        return {}
+    return {"": value.T if transpose else value}
 
 
 def _linear(sd, prefix, errors):
@@ -115,9 +164,11 @@ def _convert(sd: dict, kind: str, errors: list) -> dict[str, np.ndarray]:
             del sd[dup]
     out = {}
     for path, key, rule in TABLE[kind]:
-        if rule == "gates":
-            value = _gates(sd, key, errors)
+        if rule in ("gates", "inputs"):
+            value = _blocks(sd, key, -1 if rule == "gates" else -2, errors)
             parts = {} if value is None else {"": value}
+        elif rule in ("copy", "weight"):
+            parts = _single(sd, key, rule == "weight", errors)
         elif rule == "linear":
             parts = _linear(sd, key, errors)
         elif rule == "resnet":
@@ -149,7 +200,7 @@ def _to_numpy(state_dict) -> dict[str, np.ndarray]:
 
 
 def convert_reference(state_dict: Mapping, kind: str) -> dict[str, np.ndarray]:
-    """Reference state dict (torch names -> tensors/arrays) of kind 'rgb'|'flow'|'two_stream' -> {nnx path: array}.
+    """Reference state dict (torch names -> tensors/arrays) of a kind in TABLE -> {nnx path: array}.
 
     Paths are '/'-joined nnx state paths of the ego_jax model ('lstm/x_conv/kernel',
     'rgb/backbone/layer4/2/conv2/kernel', ...); shapes are checked against the model by `load_reference`.
@@ -194,9 +245,9 @@ def load_reference(model: nnx.Module, source) -> None:
     """
     stream = streams.of_model(model)  # the stream table names each model class's layout in TABLE
     if stream is None or stream.layout is None:
-        names = [s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None]
-        raise TypeError(f"load_reference: expected a model with a reference layout ({', '.join(names[:-1])} or "
-                        f"{names[-1]}; ego_jax/streams.py), got {type(model).__name__}")
+        names = ", ".join(s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None)
+        raise TypeError(f"load_reference: expected an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another model with "
+                        f"a reference layout in ego_jax/streams.py (now: {names}), got {type(model).__name__}")
     kind = stream.layout
     if not isinstance(source, Mapping):
         import torch  # only for reading .pth files; the torch extra of ego_jax

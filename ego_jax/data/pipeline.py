@@ -179,12 +179,16 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
     return out
 
 
-def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
-    """[r0, r1): the rows of a global batch this process holds (all rows without sharding)."""
+def _local_rows(sharding, global_batch_size: int) -> tuple[int, ...]:
+    """The rows of a global batch this process holds, ascending (all rows without sharding).
+
+    Any device order of the mesh works: with several blocks (a mesh that interleaves processes) the rows are the
+    blocks in ascending order, the layout jax.make_array_from_process_local_data expects.
+    """
     if sharding is None:
         if jax.process_count() > 1:
             raise ValueError("multi-process loading needs `sharding` (e.g. NamedSharding(mesh, P('data')))")
-        return 0, global_batch_size
+        return tuple(range(global_batch_size))
     try:
         index_map = sharding.addressable_devices_indices_map((global_batch_size,))
     except (ValueError, IndexError) as e:
@@ -192,13 +196,7 @@ def _local_rows(sharding, global_batch_size: int) -> tuple[int, int]:
             f"cannot split a batch of {global_batch_size} with {sharding}: the sharding must split only the batch "
             f"axis (e.g. NamedSharding(mesh, P('data'))), into equal parts ({e})"
         ) from e
-    rows = sorted({(ix[0].start or 0, global_batch_size if ix[0].stop is None else ix[0].stop)
-                   for ix in index_map.values()})
-    r0, r1 = rows[0][0], rows[-1][1]
-    covered = sum(stop - start for start, stop in rows)
-    if covered != r1 - r0:
-        raise ValueError(f"this process's devices hold rows {rows} of the global batch; expected one contiguous block")
-    return r0, r1
+    return tuple(sorted({row for ix in index_map.values() for row in range(*ix[0].indices(global_batch_size))}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +208,7 @@ class _StepBatch:
     seed: int
     global_batch_size: int
     steps_per_epoch: int
-    rows: tuple[int, int]
+    rows: tuple[int, ...]
     shuffle: bool
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
@@ -218,7 +216,7 @@ class _StepBatch:
         n = len(self.source)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         examples = []
-        for pos in range(b * self.global_batch_size + self.rows[0], b * self.global_batch_size + self.rows[1]):
+        for pos in (b * self.global_batch_size + row for row in self.rows):
             if pos >= n:
                 examples.append(self.spec.padding())
                 continue

@@ -10,24 +10,26 @@ The reference's eight convolutions are held as two: `x_conv` (in -> 4F, with bia
 `flax.linen.ConvLSTMCell` is NOT equivalent (+1 forget bias, bias on h, carry (c, h)).
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ego_jax.models import torch_init
+
 GATES = ("i", "f", "c", "o")  # order of the gate blocks along the conv output channels
 
 
-def xavier_normal_per_gate(key, shape, dtype=jnp.float32):
-    """Untruncated Xavier-normal init of an HWIO kernel (kh,kw,I,4F) whose fans are those of one gate conv (I->F).
+# torch.nn.init.xavier_normal_ on each (in -> F) gate conv, the four held as one (in -> 4F) kernel.
+xavier_normal_per_gate = torch_init.xavier_normal_blocks(1, len(GATES))
 
-    torch.nn.init.xavier_normal_ is applied to each (F-output) gate conv separately and is not
-    truncated, so neither jax's glorot_normal (truncated) nor fan_out=4F would match it.
-    """
-    kh, kw, fan_in_channels, out = shape
-    std = math.sqrt(2.0 / (kh * kw * (fan_in_channels + out // len(GATES))))
-    return std * jax.random.normal(key, shape, dtype)
+
+def grid_padding(kernel_size: int, who: str) -> tuple:
+    """Odd kernel size k -> the reference's symmetric padding (k-1)/2 on both spatial axes, which keeps the grid."""
+    if kernel_size % 2 != 1:
+        raise ValueError(
+            f"{who}: kernel_size must be odd (the reference pads (k-1)/2 to keep the grid), got {kernel_size}."
+        )
+    return ((kernel_size // 2,) * 2,) * 2
 
 
 class ConvLSTMCell(nnx.Module):
@@ -43,15 +45,9 @@ class ConvLSTMCell(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if kernel_size % 2 != 1:
-            raise ValueError(
-                f"ConvLSTMCell: kernel_size must be odd (the reference pads (k-1)/2 to keep the "
-                f"grid), got {kernel_size}."
-            )
-        pad = ((kernel_size // 2,) * 2,) * 2
         conv = dict(
             kernel_size=(kernel_size, kernel_size),
-            padding=pad,
+            padding=grid_padding(kernel_size, "ConvLSTMCell"),
             dtype=dtype,
             param_dtype=param_dtype,
             kernel_init=xavier_normal_per_gate,

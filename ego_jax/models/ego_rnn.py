@@ -78,7 +78,8 @@ class EgoRNN(nnx.Module):
             ms = dict(ms_head)
             self.ms_head = MotionSegmentationHead(features, tuple(ms.pop("grid", (7, 7))), dtype=dtype, rngs=rngs, **ms)
         if motion_guide is not None and set(motion_guide) - {"detach"}:
-            raise ValueError(f"EgoRNN: unknown motion_guide keys {sorted(set(motion_guide) - {'detach'})}; expected detach.")
+            unknown = sorted(set(motion_guide) - {"detach"})
+            raise ValueError(f"EgoRNN: unknown motion_guide keys {unknown}; expected detach.")
         if motion_guide is not None and (not attention or self.ms_head is None or self.ms_head.tap == "attended"):
             raise ValueError(
                 f"EgoRNN: motion_guide steers the CAM attention with the MS head's prediction, so it needs "

@@ -19,7 +19,7 @@ from flax import nnx
 
 from ego_jax import streams
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.train import checkpoint, loaders, recipes, sharding, workdir_lock
+from ego_jax.train import checkpoint, distributed, loaders, recipes, sharding, workdir_lock
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -239,7 +239,10 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     stage = stage_of(config, stage)
     stage_dir = pathlib.Path(workdir) / stage
     done = stage_dir / "DONE"
-    final = json.loads(done.read_text()).get("step") if done.exists() else None
+    # One answer for all processes: process 0 reads DONE.
+    final = distributed.from_process_0(json.loads(done.read_text()).get("step", -1)
+                                       if distributed.is_writer() and done.exists() else -1)
+    final = None if final < 0 else final
     if final is None and not allow_unfinished:
         running = workdir_lock.holder(str(workdir))
         raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
@@ -337,6 +340,8 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None =
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight
     outdir = workdir / out_name / "eval"
+    if not distributed.is_writer():  # one writer of the shared workdir
+        return {**meta, **summarize(confusion, class_names), "outdir": str(outdir)}
     metrics = write_report(outdir, confusion, class_names, meta, all_classes=all_classes)
     history = workdir / out_name / "metrics.jsonl"
     if history.exists():

@@ -19,16 +19,19 @@ from clu import metric_writers, periodic_actions
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.train import checkpoint, evaluate, loaders, preflight, recipes, sharding
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
-from ego_jax.train.workdir_lock import WorkdirLock
+from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked
 
 
 class StopRequest:
     """SIGTERM / SIGINT handler: sets a flag; the loop saves a checkpoint at the next step boundary and returns.
 
     A second SIGINT (Ctrl-C twice) aborts at once with KeyboardInterrupt, without saving.
+
+    With several processes the flags are gathered at log boundaries (config.log_every_steps), so a signal to any
+    one process stops all of them at the same step.
     """
 
     def __init__(self):
@@ -42,6 +45,23 @@ class StopRequest:
         self.requested = True
 
 
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+    """Process 0 holds the workdir lock for all processes of a run; if it cannot, every process raises."""
+    lock, error = WorkdirLock(workdir), None
+    if distributed.is_writer():
+        try:
+            lock.acquire()
+        except WorkdirLocked as e:
+            error = e
+    if distributed.any_process(error is not None):
+        raise error or WorkdirLocked(f"workdir {workdir} is in use by another run (see the log of process 0)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
           restart: tuple[str, ...] = ()) -> bool:
     """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
@@ -52,9 +72,8 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
     """
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     try:
-        with lock:
+        with _workdir_lock(workdir):
             for name in restart:
                 restart_stage(config, workdir, name)
             mesh = sharding.make_mesh()
@@ -153,7 +172,8 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     manager and metric writers are closed on every path, errors included; DONE is written after.
     """
     stage_dir = os.path.join(workdir, name)
-    if _done(name, stage_dir):
+    # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
+    if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     with contextlib.ExitStack() as closing:
@@ -187,6 +207,11 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         except checkpoint.BadCheckpoint as e:
             raise checkpoint.BadCheckpoint(f"stage {name}: {e}\nStart the stage over with --restart_stage {name} "
                                            f"(its directory is moved to {workdir}/restarted/)") from None
+        # Each process restored on its own; they agree unless some do not see the workdir process 0 sees.
+        if distributed.any_process(distributed.from_process_0(start or 0) != (start or 0)):
+            raise ValueError(f"stage {name}: the processes found different newest checkpoints in {ckpts.directory} "
+                             f"(this one, process {jax.process_index()}: step {start}); every process must see the "
+                             "same workdir: put it on a filesystem (or bucket) they all share")
         if start is None:
             recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
             return 0, None
@@ -210,7 +235,8 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                  steps_per_epoch, len(jax.tree.leaves(state.params)), len(jax.tree.leaves(frozen)))
 
     def save(step):
-        nnx.update(model, state.params, state.stats, state.rngs)  # frozen arrays are already in the model
+        # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
+        nnx.update(model, state.params, state.stats, state.rngs, frozen)
         ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
 
     def check(step, metrics):
@@ -250,7 +276,9 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
             window = []
         if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
             last_eval = run_eval(step)
-        stopping = stop.requested or step == stop_at_step
+        # Gathered where the host waits for the device anyway (one process: every step, at no cost).
+        agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+        stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
         if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
             if pending is not None:
                 check(*pending)

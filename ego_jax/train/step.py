@@ -41,12 +41,11 @@ def split_model(model: nnx.Module, trainable: nnx.filterlib.Filter, updated_stat
 
 def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTransformation, mesh, *,
                step: int = 0, opt_state=None):
-    """model -> (graphdef, TrainState, frozen), replicated over `mesh`; opt_state defaults to tx.init(params)."""
+    """model -> (graphdef, TrainState, frozen), replicated over `mesh` (all processes); opt_state default tx.init."""
     graphdef, params, stats, rngs, frozen = split_model(model, trainable, updated_stats)
     opt_state = tx.init(params) if opt_state is None else opt_state
-    rep = sharding.replicated(mesh)
     state = TrainState(jnp.asarray(step, jnp.int32), params, stats, rngs, opt_state)
-    return graphdef, jax.device_put(state, rep), jax.device_put(frozen, rep)
+    return graphdef, sharding.replicate(state, mesh), sharding.replicate(frozen, mesh)
 
 
 def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh):

@@ -1,0 +1,94 @@
+"""Multi-process mode, JAX's own: every process calls jax.distributed.initialize() before any computation.
+
+A launch is either auto-detected by JAX (TPU pod slices, SLURM, Open MPI) or given explicitly with
+--coordinator_address/--num_processes/--process_id; a single process needs nothing. All processes then see one
+global mesh, each feeds its own rows, orbax writes global arrays and process 0 alone writes reports. Any decision
+that changes control flow (stop on a signal, stage done, resume step) goes through `any_process` or
+`from_process_0`, so every process takes the same branch.
+"""
+import logging
+
+import jax
+import numpy as np
+from absl import app, flags
+from jax.experimental import multihost_utils
+
+MODES = ("auto", "off")
+
+
+def define_flags() -> None:
+    """The launch flags of every script: --coordinator_address, --num_processes, --process_id, --distributed."""
+    flags.DEFINE_string("coordinator_address", None,
+                        "multi-process: host:port of process 0 (with --num_processes and --process_id)")
+    flags.DEFINE_integer("num_processes", None, "multi-process: how many processes run this job")
+    flags.DEFINE_integer("process_id", None, "multi-process: this process's index, 0 .. num_processes - 1")
+    flags.DEFINE_enum("distributed", "auto", MODES,
+                      "auto: multi-process when the flags above are given or JAX detects a TPU pod slice, a SLURM "
+                      "job step or an Open MPI launch; off: one process, whatever the environment says")
+
+
+def initialize_from_flags() -> None:
+    """initialize() with the parsed launch flags of define_flags(); bad flags: absl's usage error."""
+    f = flags.FLAGS
+    try:
+        initialize(f.coordinator_address, f.num_processes, f.process_id, mode=f.distributed)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, mode: str = "auto") -> None:
+    """Start multi-process mode if asked for (all three arguments) or detected; otherwise stay one process."""
+    given = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+    if mode not in MODES:
+        raise ValueError(f"distributed mode {mode!r}; expected one of {MODES}")
+    if mode == "off":
+        if any(v is not None for v in given.values()):
+            raise ValueError(f"--distributed=off but {sorted(k for k, v in given.items() if v is not None)} given; "
+                             "drop them, or drop --distributed=off")
+        return
+    if any(v is not None for v in given.values()):
+        missing = sorted(k for k, v in given.items() if v is None)
+        if missing:
+            raise ValueError(f"multi-process launch: --{', --'.join(missing)} missing; give all of "
+                             "--coordinator_address=HOST:PORT --num_processes=N --process_id=I (I = 0 .. N-1)")
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"--process_id={process_id} must be in 0 .. {num_processes - 1} (--num_processes)")
+    elif not _cluster_detected():
+        return
+    # CPU processes reach each other through gloo (jax's default today; explicit so that a change shows here).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    logging.info("multi-process mode: process %d of %d, %d local / %d global devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _cluster_detected() -> bool:
+    """Whether JAX's own cluster detection (the one jax.distributed.initialize() uses) finds a launcher.
+
+    Its opt-in methods (mpi4py) and Kubernetes (which warns without the kubernetes package; GKE TPU slices are
+    found by the TPU detection) are left out.
+    """
+    from jax._src import clusters  # noqa: PLC0415  (the detection is not public API)
+
+    return any(env.is_env_present() for env in clusters.ClusterEnv._cluster_types  # noqa: SLF001
+               if not env.opt_in_only_method and env.name != "k8s")
+
+
+def is_writer() -> bool:
+    """Whether this process writes the shared files (reports, markers, config): process 0."""
+    return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any (one all-gather of a scalar; free with one process)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.bool_))))
+
+
+def from_process_0(value: int) -> int:
+    """Process 0's value of an integer, on every process (free with one process)."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))

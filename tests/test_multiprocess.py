@@ -1,0 +1,157 @@
+"""A real 2-process run of scripts/train.py on 127.0.0.1 (2 processes x 1 CPU device, gloo collectives).
+
+It trains, checkpoints, stops at one agreed step after a SIGTERM to process 1 only, resumes, and ends with
+bitwise the parameters, metrics and test accuracy of 1 process x 2 CPU devices: the same global batches, and a
+2-way gradient sum is the same float sum in either order. Tiny sizes of test_train_e2e (ResNet-18 width 4,
+32 px, T=2, batch 4, 3 steps per epoch); every process has a hard timeout and is killed at teardown.
+"""
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ego_jax.train import checkpoint, distributed, sharding
+from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
+
+STAGE, EPOCHS, STEPS_PER_EPOCH = "rgb_stage1", 3, 3
+TIMEOUT = 400  # seconds per launch, far above its time on a loaded 2-core machine
+
+
+@pytest.fixture
+def launch():
+    """launch(workdir, data_dir, [flags], devices=1) -> Popen of scripts/train.py; all killed at teardown."""
+    procs = []
+
+    def start(workdir, data_dir, extra=(), *, devices=1):
+        cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+               f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
+               f"--config.data.data_dir={data_dir}", "--config.data.crop=32", "--config.data.resize=36",
+               "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
+               "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
+               f"--config.recipe=('{STAGE}',)", f"--config.stages.{STAGE}.epochs={EPOCHS}", *extra]
+        env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pair(launch, workdir, data_dir):
+    port = _free_port()
+    return [launch(workdir, data_dir, [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                                       f"--process_id={i}"]) for i in (0, 1)]
+
+
+def _finish(proc) -> str:
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _rows(workdir) -> dict:
+    """metrics.jsonl by step (a resumed run appends; the last row of a step wins)."""
+    lines = (workdir / STAGE / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines)}
+
+
+def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):  # noqa: F811
+    t0 = time.perf_counter()
+    multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+    reference = launch(single, data_dir, devices=2)
+
+    pair = _pair(launch, multi, data_dir)
+    metrics = multi / STAGE / "metrics.jsonl"
+    deadline = time.time() + TIMEOUT
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        assert all(p.poll() is None for p in pair), [p.communicate()[0][-3000:] for p in pair]
+        time.sleep(0.2)
+    pair[1].send_signal(signal.SIGTERM)  # process 1 only: process 0 learns of it through the agreement
+    outs = [_finish(p) for p in pair]
+    stopped = [re.search(r"stopped at step (\d+)/(\d+)", out) for out in outs]
+    assert all(stopped), "a process did not stop early (did the run end before the signal?)\n" + outs[0][-3000:]
+    step = int(stopped[0][1])
+    assert int(stopped[1][1]) == step < EPOCHS * STEPS_PER_EPOCH
+    assert checkpoint.StageCheckpoints(str(multi / STAGE / "checkpoints")).latest_step() == step
+    assert not (multi / STAGE / "DONE").exists()
+    t_stop = time.perf_counter()
+
+    outs = [_finish(p) for p in _pair(launch, multi, data_dir)]
+    assert all(f"resuming from step {step}" in out for out in outs), outs[1][-3000:]
+    _finish(reference)
+    t_end = time.perf_counter()
+
+    want, got = final_state(single, STAGE), final_state(multi, STAGE)
+    assert want.keys() == got.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    ref_rows, rows = _rows(single), _rows(multi)
+    assert sorted(rows) == sorted(ref_rows) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    for s in rows:  # train loss, accuracy, grad norm, lr of every step; eval accuracy at epoch ends
+        assert rows[s] == ref_rows[s], s
+    for name in ("DONE", "eval.json"):
+        assert json.loads((multi / STAGE / name).read_text()) == json.loads((single / STAGE / name).read_text())
+    print(f"2-process test: stop phase {t_stop - t0:.0f}s, resume + reference {t_end - t_stop:.0f}s")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(coordinator_address="127.0.0.1:1234", num_processes=2), "--process_id missing"),
+    (dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2), r"process_id=2 must be in 0 \.\. 1"),
+    (dict(num_processes=2, process_id=0, mode="off"), "--distributed=off but"),
+    (dict(mode="on"), "distributed mode 'on'"),
+])
+def test_launch_flags_are_checked_before_jax_starts(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        distributed.initialize(**kwargs)
+
+
+def test_one_process_unless_a_launcher_is_detected(monkeypatch):
+    for var in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                "OMPI_MCA_orte_hnp_uri"):
+        monkeypatch.delenv(var, raising=False)
+    assert not distributed._cluster_detected()
+    distributed.initialize()  # nothing to do: one process
+    assert jax.process_count() == 1
+    monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.96.0.1:34911")
+    assert distributed._cluster_detected()
+
+
+@dataclasses.dataclass(frozen=True)
+class _TpuLike:
+    """What mesh construction reads of a device of a 2-slice job."""
+
+    id: int
+    slice_index: int
+    process_index: int
+    platform: str = "cpu"
+    device_kind: str = "cpu"
+
+
+def test_multi_slice_mesh_runs_slice_after_slice():
+    devices = [_TpuLike(i, slice_index=i % 2, process_index=i // 2) for i in range(8)]  # slices interleaved by id
+    order = sharding.device_order(devices)
+    assert [d.slice_index for d in order] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert sorted(d.id for d in order) == list(range(8))
+
+
+def test_one_slice_keeps_jax_make_mesh_order():
+    assert list(sharding.device_order(jax.devices())) == list(jax.make_mesh((4,), ("data",)).devices)
