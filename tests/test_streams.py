@@ -75,5 +75,5 @@ def test_registration_errors(echo):
         streams.register(dict(kind="x"))
     with pytest.raises(ValueError, match="at least one batch key"):
         streams.register(streams.Stream("empty", Echo, {}, loader="rgb", protocol="rgb"))
-    with pytest.raises(ValueError, match=r"model.kind='lsta'.*'ego_rnn', 'flow', 'two_stream', 'echo'.*register"):
-        streams.get("lsta")
+    with pytest.raises(ValueError, match=r"model.kind='ego_rnm'.*'ego_rnn', 'flow', 'two_stream'.*'echo'.*register"):
+        streams.get("ego_rnm")
