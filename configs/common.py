@@ -6,12 +6,15 @@ over module paths (every BatchNorm / Dropout not matched runs in inference mode)
 """
 import ml_collections
 
+RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be the two-stream recipe's RGB stream
+
 # stage1_backbone=train is a deviation for runs without ImageNet weights (the quickstart): RGB stage 1 then also
 # trains the whole backbone (fc included) with its BatchNorms in training mode, instead of the reference's
 # frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
 ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
+# rgb (configs/two_stream.py only): the RGB stream of the two-stream recipe, Ego-RNN's or LSTA's.
 CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"),
-               stage1_backbone=("frozen", "train"))
+               stage1_backbone=("frozen", "train"), rgb=RGB_KINDS)
 
 DATA = dict(
     gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
@@ -19,17 +22,19 @@ DATA = dict(
 )
 
 
-def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-    """'frames=16,data=synthetic' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
-    args = dict(ARGS, **defaults)
+def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
+               example: str = "configs/two_stream.py:frames=16,data=synthetic",
+               **defaults) -> ml_collections.ConfigDict:
+    """'frames=16,data=synthetic' -> ConfigDict of `spec` (overridden by `defaults`, then by `arg`), typed as spec."""
+    args = dict(spec, **defaults)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in args:
             raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(args)}, "
-                             f"e.g. configs/two_stream.py:frames=16,data=synthetic")
+                             f"e.g. {example}")
         args[key] = type(args[key])(value)
-    for key, allowed in CHOICES.items():
-        if allowed and args[key] not in allowed:
+    for key, allowed in choices.items():
+        if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
     return ml_collections.ConfigDict(args)
 
@@ -42,6 +47,9 @@ def base(args) -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.eval_batch_size = 32
     c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)
+    # XLA options of the train step, a pure speed choice: 'auto' = the backend's measured defaults
+    # (ego_jax.train.step.default_compiler_options), '' = XLA's own, or 'xla_name=value;xla_name=value'.
+    c.compiler_options = "auto"
     c.schedule_quirk = True  # reference: scheduler stepped at the start of each epoch (decays one epoch early)
     c.imagenet_weights = "data/weights/resnet34_imagenet.npz"
     c.log_every_steps = 10
@@ -59,6 +67,8 @@ def base(args) -> ml_collections.ConfigDict:
         # 'pil': PIL's antialiased bilinear when shrinking, as the reference's torchvision transforms;
         # 'cv2': plain OpenCV bilinear (deviation: faster, differs on the 256 -> 224 crop by up to 12 levels).
         resize_method="pil",
+        # RGB frames at floor(linspace(1, N, T, endpoint)): False is Ego-RNN's makeDataset, True LSTA's.
+        rgb_endpoint=False,
     ))
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     # pool: the RGB classifier reads the spatial mean of c_T ('c', reference) or of h_T ('h', deviation).
@@ -83,9 +93,15 @@ def flow_resnet(c) -> dict:
                 dropout=0.5)
 
 
-def adam(lr: float, milestones) -> dict:
-    """Reference Adam: eps 1e-4, coupled L2 4e-5, lr x0.1 at the milestones."""
-    return dict(name="adam", lr=lr, weight_decay=4e-5, eps=1e-4, momentum=0.0,
+def lsta(c) -> dict:
+    """LSTA kwargs (the authors' main_rgb.py: memSize 512 = the backbone's 8*width, outPoolSize 100, dropout 0.7)."""
+    return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), pool_classes=100, dropout=0.7,
+                scan_unroll=c.model.get_ref("scan_unroll"))
+
+
+def adam(lr: float, milestones, weight_decay: float = 4e-5) -> dict:
+    """Reference Adam: eps 1e-4, coupled L2 (Ego-RNN 4e-5, LSTA 5e-4), lr x0.1 at the milestones."""
+    return dict(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-4, momentum=0.0,
                 schedule=dict(milestones=tuple(milestones), step_size=0, gamma=0.1), param_groups={})
 
 
@@ -131,6 +147,37 @@ def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_gu
                 loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss))
 
 
+# LSTA's main_rgb.py trains the whole LSTA cell, and in stage 2 also layer4's conv1/conv2 and the ImageNet fc. Two of
+# those only move argmaxes (the cell's coupling_fc, the fc bias): torch leaves their .grad None and its Adam skips
+# them, so they keep their initial values. Leaving them out of the trainable sets keeps them there under the
+# coupled weight decay too.
+LSTA_CELL = (r"lsta/(att_s_conv|att_cam_conv|x_conv|h_conv|o_conv|c_classifier)/.*",)
+LSTA_FINETUNE = LSTA_CELL + (r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
+LSTA_ADAM = dict(lr=1e-3, milestones=(25, 75, 150), weight_decay=5e-4)  # train_rgb.sh
+
+
+def lsta_stage1(c) -> dict:
+    """LSTA cell + classifier on a frozen ImageNet backbone (BN inference mode); Adam 1e-3, wd 5e-4, 200 epochs."""
+    return dict(model=dict(kind="lsta", kwargs=lsta(c)), init_from={"backbone": "imagenet"},
+                trainable=LSTA_CELL + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
+                optimizer=adam(**LSTA_ADAM), epochs=200, loss=NO_MS_LOSS)
+
+
+def lsta_stage2(c) -> dict:
+    """+ layer4 conv1/conv2 kernels and the ImageNet fc kernel (every BN frozen), from stage 1.
+
+    The public code gives no stage-2 command: this is train_rgb.sh with --stage 2 (Adam 1e-3, 200 epochs).
+    """
+    return dict(model=dict(kind="lsta", kwargs=lsta(c)), init_from={"model": "rgb_stage1"},
+                trainable=LSTA_FINETUNE + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
+                optimizer=adam(**LSTA_ADAM), epochs=200, loss=NO_MS_LOSS)
+
+
+def lsta_data(c) -> None:
+    """config.data of LSTA's makeDataset: RGB frames at floor(linspace(1, N, T)) with the last frame included."""
+    c.data.rgb_endpoint = True
+
+
 def flow(c) -> dict:
     """Whole flow ResNet, BN training mode; SGD 1e-2 x0.5 at 150/300/500, 750 epochs."""
     return dict(model=dict(kind="flow", kwargs=flow_resnet(c)), init_from={"backbone": "imagenet"},
@@ -138,14 +185,18 @@ def flow(c) -> dict:
                 optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5), epochs=750, loss=NO_MS_LOSS)
 
 
-def joint(c) -> dict:
-    """Two-stream: group A (lr 1e-2) joint head + RGB ConvLSTM/layer4 convs/fc, group B (1e-4) flow layer4."""
+def joint(c, rgb: str = "ego_rnn") -> dict:
+    """Two-stream: group A (lr 1e-2) joint head + the RGB stream's stage-2 set (Ego-RNN: ConvLSTM/layer4 convs/fc),
+    group B (1e-4) flow layer4. rgb: the RGB stream's kind, 'ego_rnn' (reference) or 'lsta'."""
     optimizer = sgd(1e-2, step_size=1, gamma=0.99)
     optimizer["param_groups"] = {"flow_layer4": dict(params=(r"flow/backbone/layer4/.*",), lr=1e-4)}
-    return dict(model=dict(kind="two_stream", kwargs=dict(rgb=ego_rnn(c, attention=True), flow=flow_resnet(c),
-                                                          dropout=0.5)),
+    if rgb == "ego_rnn":
+        streams, finetune = dict(rgb=ego_rnn(c, attention=True)), RGB_FINETUNE
+    else:
+        streams, finetune = dict(rgb_kind=rgb, rgb=lsta(c)), LSTA_FINETUNE
+    return dict(model=dict(kind="two_stream", kwargs=dict(streams, flow=flow_resnet(c), dropout=0.5)),
                 init_from={"rgb": "rgb_stage2", "flow": "flow"},
-                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in RGB_FINETUNE)
+                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in finetune)
                 + (r"flow/backbone/layer4/.*",),
                 # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
                 bn_train=(r"flow/backbone/layer4/.*",), dropout_train=(r"dropout",),
@@ -160,6 +211,31 @@ def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="m
     return finish(c, args, dict(rgb_stage1=rgb_stage1(c, attention=attention),
                                 rgb_stage2=rgb_stage2(c, attention=attention, ms_head=ms_head,
                                                       ms_reg_loss=ms_reg_loss, motion_guide=motion_guide)))
+
+
+def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Set dotted keys ('data.crop', 'stages.rgb_stage2.optimizer.lr'; 'stages.*.epochs' = every stage) in place.
+
+    Keys must exist (a typo is an error naming the key), as with --config.<key>=value on the command line.
+    """
+    def node(path: str):
+        n = c
+        for part in filter(None, path.split(".")):
+            if not isinstance(n, ml_collections.ConfigDict) or part not in n:
+                return None
+            n = n[part]
+        return n
+
+    for key, value in values.items():
+        head, star, rest = key.partition(".*.")
+        keys = [f"{head}.{name}.{rest}" for name in (node(head) or {})] if star else [key]
+        for target in keys:
+            parent, _, leaf = target.rpartition(".")
+            n = node(parent)
+            if not isinstance(n, ml_collections.ConfigDict) or leaf not in n:
+                raise KeyError(f"override {key!r}: the config has no field {target!r}")
+            n[leaf] = value
+    return c
 
 
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:

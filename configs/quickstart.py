@@ -18,13 +18,17 @@ ConvLSTM picks up the motion), both together every class.
 from configs import common
 
 
+# The quickstart's sizes as overrides of any recipe config (the experiment suites' preset=quickstart uses them too).
+ARGS = dict(data="synthetic", init="scratch", stage1_backbone="train")
+SIZES = {"model.depth": 18, "model.width": 8, "data.crop": 64, "data.resize": 80, "data.stack": 3,
+         "data.flow_eval_stacks": 3, "data.worker_count": 0, "batch_size": 8, "eval_batch_size": 8,
+         "log_every_steps": 10, "eval_every_epochs": 10, "checkpoint_every_epochs": 10}
+
+
 def get_config(arg=None):
-    args = common.parse_args(arg, frames=5, data="synthetic", init="scratch", stage1_backbone="train")
+    args = common.parse_args(arg, frames=5, **ARGS)
     c = common.base(args)
-    c.model.depth, c.model.width = 18, 8
-    c.data.update(dict(crop=64, resize=80, stack=3, flow_eval_stacks=3, worker_count=0))
-    c.batch_size = c.eval_batch_size = 8
-    c.log_every_steps, c.eval_every_epochs, c.checkpoint_every_epochs = 10, 10, 10
+    common.override(c, SIZES)
     stages = dict(rgb_stage1=common.rgb_stage1(c, attention=True), rgb_stage2=common.rgb_stage2(c, attention=True),
                   flow=common.flow(c), joint=common.joint(c))
     for stage, epochs, milestones in (("rgb_stage1", 40, (30,)), ("rgb_stage2", 30, (20,)), ("flow", 100, (70,))):

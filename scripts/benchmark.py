@@ -280,14 +280,17 @@ def args_step(parser):
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage, after the first (compiling) one")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set model.scan_unroll=1 (repeatable)")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                        help="also time every stage with this override in the same rounds, e.g. --compare "
+                             "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)")
     parser.add_argument("--torch", choices=("auto", "yes", "no"), default="auto",
                         help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
                              "rounds; auto: when torch imports")
     parser.add_argument("--json", help="also write the rows to this file")
 
 
-def _config(spec: str, overrides):
-    """'configs/x.py[:args]' + ['a.b=value', ...] -> the locked config, as scripts/train.py would load it."""
+def _config(spec: str, overrides, **sizes):
+    """'configs/x.py[:args]', top-level `sizes`, then ['a.b=value', ...] -> the locked config, as train.py loads it."""
     path, _, arg = spec.partition(":")
     if not os.path.exists(path):
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
@@ -295,6 +298,7 @@ def _config(spec: str, overrides):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(arg or None)
+    config.update(sizes)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -306,7 +310,7 @@ def _config(spec: str, overrides):
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            pass  # a plain string
+            pass  # a plain string (or '' from KEY=)
         node[leaf] = value
     return config
 
@@ -350,13 +354,13 @@ def _torch_device():
 def run_step(args):
     mesh = sharding.make_mesh()
     use_torch = args.torch == "yes" or (args.torch == "auto" and importlib.util.find_spec("torch") is not None)
-    configs = {}
+    configs = {}  # implementation label -> config
     for dtype in args.dtypes.split(","):
-        config = _config(args.config, args.set)
-        config.batch_size, config.dtype = args.batch, dtype
-        config.data.frames, config.data.crop = args.frames, args.size
-        configs[dtype] = config
-    config = configs[args.dtypes.split(",")[0]]
+        for extra in [None] + args.compare:
+            config = _config(args.config, [f"data.frames={args.frames}", f"data.crop={args.size}"] + args.set
+                             + [extra] * bool(extra), batch_size=args.batch, dtype=dtype)
+            configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
+    config = next(iter(configs.values()))
     sharding.check_batch_size(args.batch, mesh)
     stages = args.stages.split(",") if args.stages else list(config.recipe)
     print(f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
@@ -366,8 +370,8 @@ def run_step(args):
 
     runners = {}  # (stage, impl) -> step callable; built one by one, so a failing stage is named
     for name in stages:
-        for dtype, c in configs.items():
-            runners[name, f"ego_jax {dtype}"] = _JaxStage(c, name, mesh)
+        for impl, c in configs.items():
+            runners[name, impl] = _JaxStage(c, name, mesh)
         if use_torch:
             import torch_stages
 

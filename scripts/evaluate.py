@@ -54,7 +54,7 @@ def main(argv):
     for stage in stages:
         try:
             metrics = evaluate.evaluate_workdir(
-                FLAGS.config, os.path.abspath(FLAGS.workdir), stage=stage, protocol=FLAGS.protocol,
+                FLAGS.config, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
                 rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
                 flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,
                 all_classes=FLAGS.all_classes)

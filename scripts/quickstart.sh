@@ -34,7 +34,7 @@ fi
 elapsed "trained"
 "$PYTHON" "$REPO/scripts/evaluate.py" "${CONFIG[@]}" --stage all
 elapsed "evaluated"
-CAM=$("$PYTHON" "$REPO/scripts/visualize_cam.py" "${CONFIG[@]}" --stage rgb_stage2 --clip "$CLIP" | tail -n 1)
+CAM=$("$PYTHON" "$REPO/scripts/visualize_cam.py" "${CONFIG[@]}" --stage rgb_stage2 --clips "$CLIP" | tail -n 1)
 elapsed "CAM of $CLIP: $CAM"
 
 "$PYTHON" - "$TRAIN" <<'EOF'

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import cli, distributed, loop  # noqa: E402
+from ego_jax.train import cli, distributed, loop, paths  # noqa: E402
 from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
@@ -32,7 +32,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     cli.setup_logs()
     distributed.initialize_from_flags()
-    config, workdir = flags.FLAGS.config, os.path.abspath(flags.FLAGS.workdir)
+    config, workdir = flags.FLAGS.config, paths.absolute(flags.FLAGS.workdir)
     logging.info("config:\n%s", config)
     try:
         done = loop.train(config, workdir, restart=tuple(flags.FLAGS.restart_stage))

@@ -121,3 +121,13 @@ def test_default_unroll_per_backend():
 
     assert default_unroll("cpu") is True and default_unroll("gpu") is True  # any loop is slow there (issue 12868)
     assert default_unroll("tpu") == 1
+
+
+def test_first_step_skips_the_zero_h_convolution_without_changing_the_result():
+    """The scan starts with `first_step` (no h convolution of the zero state): equal to `step` from zeros, bitwise."""
+    cell = ConvLSTMCell(3, 4, rngs=nnx.Rngs(0))
+    x_gates = cell.x_conv(jax.random.normal(jax.random.key(1), (2, 5, 5, 3)))
+    want = cell.step(cell.zero_carry(x_gates), x_gates)
+    got = cell.first_step(x_gates)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

@@ -197,14 +197,14 @@ def test_visualize_cam_script_grid_and_tensorboard(workdir):
     clip_id = evaluate.test_source(config)[1]["clip_id"]
     clip_id = clip_id.decode() if isinstance(clip_id, bytes) else clip_id
     out = _script("visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms",
-                  f"--clip={clip_id}")
+                  f"--clips={clip_id}")
     assert out.returncode == 0, out.stderr[-3000:]
     png = pathlib.Path(out.stdout.strip().splitlines()[-1])
     assert png == work / "rgb_ms" / "cam" / (clip_id.replace("/", "_") + ".png")
     image = cv2.imread(str(png))
     size, frames = 160, config.data.frames  # the 32 px crops enlarged to the default --min_size
-    # Title band (4 lines: stage, clip, true, pred) + rows frames / CAM / MS pred / MS target, 2 px gaps.
-    assert image.shape == (4 * 18 + 4 + 4 * (size + 2) - 2, frames * (size + 2) - 2, 3)
+    # Title band (3 lines: clip, true, stage + step + pred) + rows frames / CAM / MS pred / MS target, 2 px gaps.
+    assert image.shape == (3 * 18 + 4 + 4 * (size + 2) - 2, frames * (size + 2) - 2, 3)
     events = list((work / "rgb_ms").glob("events.out.tfevents.*"))
     assert events, os.listdir(work / "rgb_ms")
 
@@ -216,14 +216,11 @@ def test_visualize_cam_script_grid_and_tensorboard(workdir):
 
 def test_visualize_cam_errors(workdir):
     _, config, work, _ = workdir
-    import importlib.util
+    from ego_jax.experiments import cam
 
-    spec = importlib.util.spec_from_file_location("visualize_cam", REPO / "scripts" / "visualize_cam.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     with pytest.raises(ValueError, match="no CAM"):
-        script.visualize(config, str(work), stage="flow", clip="0", split=None, allow_unfinished=False)
+        cam.draw([(config, str(work), "flow", "")], ["0"], out_dir=str(work / "cams"))
     with pytest.raises(ValueError, match="indices 0..2"):
-        script.find_clip(evaluate.test_source(config), "3")
-    with pytest.raises(ValueError, match="not in the split"):
-        script.find_clip(evaluate.test_source(config), "S9/take_bread/1")
+        cam.find_clip(config, config.data.test_split, "3")
+    with pytest.raises(ValueError, match="not in split"):
+        cam.find_clip(config, config.data.test_split, "S9/take_bread/1")

@@ -202,7 +202,8 @@ def test_a_damaged_frame_file_names_itself_its_split_and_the_rebuild(built_rgb, 
     data_dir = _copy(built_rgb, tmp_path)
     frames = data_dir / "gtea61" / "rgb" / str(gtea61.Gtea61.VERSION) / "frames-S1.array_record"
     data = frames.read_bytes()
-    rebuild = re.escape(f"rebuild with: python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir}")
+    rebuild = re.escape("rebuild with: python scripts/build_dataset.py --manual_dir <GTEA61 folder> "
+                        f"--data_dir {data_dir}")
     # Bytes changed inside a frame: found when that frame is read.
     frames.write_bytes(data[:2000] + bytes(255 - b for b in data[2000:2100]) + data[2100:])
     source = gtea61.load_source("S1", data_dir=data_dir, config="rgb")

@@ -66,6 +66,14 @@ def test_eval_batches_follow_the_reference_sampling(source):
             np.testing.assert_array_equal(batch["flow"][b, 16, 16, 1::2], 10 + frames)
 
 
+def test_lsta_frame_sampling_includes_the_last_frame(source):
+    spec = pipeline.ClipSpec("rgb", False, **SMALL, rgb_endpoint=True)
+    for index, n in enumerate(COUNTS):
+        frames = pipeline.load_clip(source[index], spec, None)["rgb"][:, 16, 16, 1]
+        np.testing.assert_array_equal(frames, sampling.rgb_indices(n, 4, endpoint=True))
+        assert frames[-1] == n - 1
+
+
 def test_motion_targets_through_the_loader(source):
     batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
                                            **SMALL)))

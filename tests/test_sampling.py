@@ -23,6 +23,21 @@ def test_rgb_indices(n, t, expected_1based):
 
 
 @pytest.mark.parametrize(
+    "n, t, expected_1based",
+    [
+        # LSTA's makeDataset: linspace(1, N, T, endpoint=True) = 1, 1.67, 2.33, 3, 3.67, 4.33, 5 -> frame N is used.
+        (5, 7, [1, 1, 2, 3, 3, 4, 5]),
+        (1, 3, [1, 1, 1]),
+        (16, 16, list(range(1, 17))),
+        # 1 + 33i/6 = 1, 6.5, 12, 17.5, 23, 28.5, 34.
+        (34, 7, [1, 6, 12, 17, 23, 28, 34]),
+    ],
+)
+def test_rgb_indices_with_endpoint(n, t, expected_1based):
+    np.testing.assert_array_equal(sampling.rgb_indices(n, t, endpoint=True), np.array(expected_1based) - 1)
+
+
+@pytest.mark.parametrize(
     "n, start",
     [
         (3, 1),  # N < stack

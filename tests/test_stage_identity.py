@@ -45,3 +45,13 @@ def test_upstream_changes_reach_the_joint_stage_and_the_identity_is_json():
 def test_the_flow_stack_size_changes_the_stages_that_read_flow():
     assert diff(stage_identity(_config(), "flow"), stage_identity(_config(**{"data.stack": 2}), "flow")) == [
         "stage.model.kwargs.stack: 5 -> 2"]
+
+
+def test_lsta_frame_sampling_changes_the_rgb_stages_but_not_flow():
+    """data.rgb_endpoint (LSTA's frames) is part of what an RGB stage reads; a flow stage stays shareable."""
+    changed = _config(**{"data.rgb_endpoint": True})
+    assert diff(stage_identity(_config(), "rgb_stage1"), stage_identity(changed, "rgb_stage1")) == [
+        "data.rgb_endpoint: False -> True"]
+    assert diff(stage_identity(_config(), "flow"), stage_identity(changed, "flow")) == []
+    lsta = two_stream.get_config("frames=2,data=synthetic,init=scratch,rgb=lsta")
+    assert diff(stage_identity(_config(), "flow"), stage_identity(lsta, "flow")) == []

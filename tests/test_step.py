@@ -160,3 +160,19 @@ def test_typo_in_a_filter_regex_is_a_clear_error():
         recipes.param_filter((r"classifer/.*",), model)
     with pytest.raises(ValueError, match="matches no BatchNorm"):
         recipes.set_modes(model, bn_train=("layer/7/.*",), dropout_train=())
+
+
+def test_compiler_options_parse_and_reach_xla():
+    from ego_jax.train.step import compiler_options
+
+    assert compiler_options("") == {}
+    assert compiler_options(" xla_a=1; xla_b=x,y ") == {"xla_a": "1", "xla_b": "x,y"}
+    with pytest.raises(ValueError, match="xla_<option>=<value>"):
+        compiler_options("ynn=off")
+    model = StandIn(rngs=nnx.Rngs(0))
+    mesh = sharding.make_mesh()
+    tx = optax.sgd(0.1)
+    graphdef, state, frozen = init_state(model, nnx.Param, nnx.BatchStat, tx, mesh)
+    step = make_train_step(graphdef, loss_fn, tx, mesh, compiler_options={"xla_no_such_option": "1"})
+    with pytest.raises(Exception, match="xla_no_such_option"):  # XLA itself refuses it: the options reach it
+        step(state, frozen, batches(1)[0])

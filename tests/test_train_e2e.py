@@ -79,12 +79,35 @@ L4_CONVS = [f"backbone/layer4/{b}/conv{c}/kernel" for b in (0, 1) for c in (1, 2
 FC = "backbone/fc/kernel"
 
 
+EVAL_LOADERS = {"made": [], "closed": []}  # of two_stream_run
+
+
+def _counted_eval_loaders(make):
+    def counted(*args, **kwargs):
+        loader = make(*args, **kwargs)
+        close = loader.close
+        loader.close = lambda: EVAL_LOADERS["closed"].append(loader) or close()
+        EVAL_LOADERS["made"].append(loader)
+        return loader
+    return counted
+
+
 @pytest.fixture(scope="module")
 def two_stream_run(data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("two_stream"))
     config = tiny(two_stream, data_dir, joint=2)
-    assert loop.train(config, workdir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate, "make_eval_loader", _counted_eval_loaders(evaluate.make_eval_loader))
+        assert loop.train(config, workdir)
     return config, workdir
+
+
+def test_each_stage_builds_its_eval_loader_once_for_all_its_evaluations(two_stream_run):
+    config, w = two_stream_run
+    evaluations = [r for stage in config.recipe for r in map(json.loads, open(os.path.join(w, stage, "metrics.jsonl")))
+                   if "eval/accuracy" in r]
+    assert len(evaluations) == len(config.recipe) + 1  # joint trains 2 epochs, evaluated after each
+    assert len(EVAL_LOADERS["made"]) == len(config.recipe) and EVAL_LOADERS["closed"] == EVAL_LOADERS["made"]
 
 
 def test_two_stream_all_stages_and_trainable_subsets(two_stream_run):

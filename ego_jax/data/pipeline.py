@@ -40,6 +40,7 @@ class ClipSpec:
     ms_threshold: float | None = None
     eval_stacks: int = 1
     method: str = "pil"
+    rgb_endpoint: bool = False  # RGB frames at floor(linspace(1, N, T, endpoint)): Ego-RNN False, LSTA True
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -122,7 +123,7 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
     decoded = {}  # key -> (indices, {index: frame})
     if spec.uses_rgb:
         rgb = _frames(example, "rgb", where)
-        idx = sampling.rgb_indices(len(rgb), spec.frames)
+        idx = sampling.rgb_indices(len(rgb), spec.frames, spec.rgb_endpoint)
         decoded["rgb"] = idx, _decoded(rgb, idx, decode.decode_rgb, "rgb", where)
         if spec.ms_grid is not None:
             mmaps = _frames(example, "mmaps", where)
@@ -341,7 +342,8 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
                 crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
                 ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
                 num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
-                method: str = "pil", read_threads: int = 1, keep_workers: bool = False) -> Loader:
+                method: str = "pil", read_threads: int = 1, keep_workers: bool = False,
+                rgb_endpoint: bool = False) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
@@ -361,7 +363,7 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     `if __name__ == "__main__":`.
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
-                    ms_threshold, eval_stacks, method)
+                    ms_threshold, eval_stacks, method, rgb_endpoint)
     return build_loader(source, spec, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                         num_epochs=num_epochs, worker_count=worker_count, sharding=sharding,
                         drop_remainder=drop_remainder, read_threads=read_threads, keep_workers=keep_workers)

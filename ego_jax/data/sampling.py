@@ -1,4 +1,4 @@
-"""Temporal sampling of Ego-RNN: which frames of an N-frame clip each input uses.
+"""Temporal sampling of Ego-RNN (and LSTA's RGB variant): which frames of an N-frame clip each input uses.
 
 The reference states its formulas on 1-based frame numbers; every function here evaluates the
 formula as written and returns 0-based indices into the clip's frame list.
@@ -13,11 +13,15 @@ def _check(num_frames: int, length: int, what: str) -> None:
         raise ValueError(f"{what} must be >= 1, got {length}")
 
 
-def rgb_indices(num_frames: int, frames: int) -> np.ndarray:
-    """(frames,) int 0-based: floor(linspace(1, N, T, endpoint=False)) - 1, train and test alike."""
+def rgb_indices(num_frames: int, frames: int, endpoint: bool = False) -> np.ndarray:
+    """(frames,) int 0-based: floor(linspace(1, N, T, endpoint)) - 1, train and test alike.
+
+    endpoint=False is Ego-RNN's formula (frame N itself is never sampled), endpoint=True LSTA's (first and last
+    frame always sampled).
+    """
     _check(num_frames, frames, "frames")
-    # Short clips repeat frames (the formula never exceeds N); frame N itself is never sampled.
-    return np.floor(np.linspace(1, num_frames, frames, endpoint=False)).astype(np.int64) - 1
+    # Short clips repeat frames (the formula never exceeds N).
+    return np.floor(np.linspace(1, num_frames, frames, endpoint=endpoint)).astype(np.int64) - 1
 
 
 def stack_indices(starts, num_frames: int, stack: int) -> np.ndarray:

@@ -67,7 +67,14 @@ class ConvLSTMCell(nnx.Module):
     def step(self, carry, x_gates: jax.Array):
         """One step from precomputed x_conv(x) (N,h,w,4F); returns the new (h, c)."""
         h, c = carry
-        i, f, g, o = jnp.split(x_gates + self.h_conv(h), len(GATES), axis=-1)
+        return self._update(x_gates + self.h_conv(h), c)
+
+    def first_step(self, x_gates: jax.Array):
+        """`step` from the zero state, without its h convolution: h_conv(0) = 0 (no bias), so the result is the same."""
+        return self._update(x_gates, self.zero_carry(x_gates)[1])
+
+    def _update(self, gates, c):
+        i, f, g, o = jnp.split(gates, len(GATES), axis=-1)
         c = jnp.tanh(g) * jax.nn.sigmoid(i) + c * jax.nn.sigmoid(f)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return h, c
@@ -108,7 +115,10 @@ def convlstm(cell: ConvLSTMCell, xs: jax.Array, return_sequence: bool = False, u
         carry = cell.step(carry, xg)
         return carry, (carry if return_sequence else None)
 
-    final, seq = jax.lax.scan(body, cell.zero_carry(x_gates[0]), x_gates, unroll=unroll or default_unroll())
+    # The first step starts from zeros: its h convolution is skipped (1/T of the recurrent convolutions' work).
+    first = cell.first_step(x_gates[0])
+    final, seq = jax.lax.scan(body, first, x_gates[1:], unroll=unroll or default_unroll())
     if not return_sequence:
         return final
+    seq = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, seq)
     return final, jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), seq)

@@ -13,15 +13,16 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from ego_jax.train import paths
 from ego_jax.train.sharding import make_mesh, replicated
 
 def model_tree(model: nnx.Module) -> dict:
@@ -71,38 +72,34 @@ class BadCheckpoint(ValueError):
     """A saved step that fails verification (damaged, incomplete or non-finite); the message names its path."""
 
 
-def _files(step_dir: str) -> dict[str, str]:
-    out = {}
-    for root, _, names in os.walk(step_dir):
-        for name in names:
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, step_dir)
-            if rel != DIGEST:
-                out[rel] = path
-    return out
+def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
+    files = (root / name for root, _, names in step_dir.walk() for name in names if name != DIGEST)
+    return {str(p.relative_to(step_dir)): p for p in files}
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
+def _sha256(path: epath.Path) -> str:
+    with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def write_digest(step_dir: str) -> None:
+def write_digest(step_dir: str | epath.Path) -> None:
     """Record {file: [size, sha256]} of a committed step in step_dir/DIGEST (atomically: tmp file + rename)."""
-    digest = {rel: [os.path.getsize(path), _sha256(path)] for rel, path in sorted(_files(step_dir).items())}
-    tmp = os.path.join(step_dir, DIGEST + ".tmp")
-    with open(tmp, "w") as f:
+    step_dir = epath.Path(step_dir)
+    digest = {rel: [path.stat().length, _sha256(path)] for rel, path in sorted(_files(step_dir).items())}
+    tmp = step_dir / (DIGEST + ".tmp")
+    with tmp.open("w") as f:
         json.dump(dict(files=digest), f)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(step_dir, DIGEST))
+        if hasattr(f, "fileno"):  # a local file: on disk before the rename
+            os.fsync(f.fileno())
+    tmp.replace(step_dir / DIGEST)
 
 
-def verify_digest(step_dir: str) -> None:
+def verify_digest(step_dir: str | epath.Path) -> None:
     """Raise BadCheckpoint naming step_dir and the first differing files unless every file matches DIGEST."""
+    step_dir = epath.Path(step_dir)
     try:
-        with open(os.path.join(step_dir, DIGEST)) as f:
-            recorded = json.load(f)["files"]
+        recorded = json.loads((step_dir / DIGEST).read_text())["files"]
     except FileNotFoundError:
         raise BadCheckpoint(f"checkpoint {step_dir} has no {DIGEST} (its save did not complete, or it was written "
                             "before ego_jax recorded digests): cannot verify it") from None
@@ -114,8 +111,8 @@ def verify_digest(step_dir: str) -> None:
         path = present.get(rel)
         if path is None:
             problems.append(f"{rel} missing")
-        elif os.path.getsize(path) != size:
-            problems.append(f"{rel} has {os.path.getsize(path)} bytes, {size} when saved")
+        elif path.stat().length != size:
+            problems.append(f"{rel} has {path.stat().length} bytes, {size} when saved")
         elif _sha256(path) != sha:
             problems.append(f"{rel} content changed since it was saved")
     if problems:
@@ -131,7 +128,7 @@ def check_finite(tree, where: str) -> None:
         raise BadCheckpoint(f"{where} holds non-finite values in {bad[:4]}" + (" ..." if len(bad) > 4 else ""))
 
 
-def _manager(directory: str, *, read_only: bool, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+def _manager(directory: epath.Path, *, read_only: bool, max_to_keep: int | None = None) -> ocp.CheckpointManager:
     # Handlers named up front: a manager that only knows item names cannot read item metadata (and warns).
     handlers = dict(state=ocp.StandardCheckpointHandler(), opt_state=ocp.StandardCheckpointHandler(),
                     meta=ocp.JsonCheckpointHandler())
@@ -145,14 +142,14 @@ def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
     Each failing step is logged by path and skipped. -> (None, None) with no steps; BadCheckpoint naming every
     failure when steps exist but none is good.
     """
-    directory, failures = str(manager.directory), []
+    directory, failures = epath.Path(manager.directory), []
     for step in sorted(manager.all_steps() if steps is None else steps, reverse=True):
         try:
             return step, restore(step)
         except BadCheckpoint as e:
             failures.append(str(e))
         except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise many types on damaged files)
-            failures.append(f"checkpoint {os.path.join(directory, str(step))} cannot be read: "
+            failures.append(f"checkpoint {directory / str(step)} cannot be read: "
                             f"{type(e).__name__}: {str(e)[:300]}")
         logging.error("%s; skipping it for an older step", failures[-1])
     if failures:
@@ -163,8 +160,8 @@ def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
 class StageCheckpoints:
     """CheckpointManager for W/<stage>/checkpoints; saves are synchronous so the next step may donate buffers."""
 
-    def __init__(self, directory: str, *, max_to_keep: int = 2):
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 2):
+        self.directory = paths.absolute(directory)
         self.max_to_keep = max_to_keep
         self.manager = _manager(self.directory, read_only=False, max_to_keep=max_to_keep)
 
@@ -181,11 +178,11 @@ class StageCheckpoints:
             meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
         if jax.process_index() == 0:
-            write_digest(os.path.join(self.directory, str(step)))
+            write_digest(self.directory / str(step))
 
     def verify(self, step: int) -> None:
         """Raise BadCheckpoint unless step's files are the ones saved (digest only; restore checks finiteness)."""
-        verify_digest(os.path.join(self.directory, str(step)))
+        verify_digest(self.directory / str(step))
 
     def restore(self, step: int, model: nnx.Module, opt_state, sharding) -> tuple:
         """Load verified checkpoint `step` into `model`; -> (opt_state shaped like the given one, meta dict)."""
@@ -194,7 +191,7 @@ class StageCheckpoints:
             state=ocp.args.StandardRestore(_abstract(model_tree(model), sharding)),
             opt_state=ocp.args.StandardRestore(_abstract(opt_state, sharding)),
             meta=ocp.args.JsonRestore()))
-        where = os.path.join(self.directory, str(step))
+        where = self.directory / str(step)
         check_finite(out["state"], f"checkpoint {where}")
         check_finite(out["opt_state"], f"checkpoint {where} (optimiser state)")
         load_model_tree(model, out["state"])
@@ -214,13 +211,13 @@ class StageCheckpoints:
     def set_aside(self, steps) -> None:
         """Move `steps` to W/<stage>/rejected_checkpoints/<step>[-<time>] (kept for inspection, never deleted)."""
         if jax.process_index() == 0:
-            rejected = os.path.join(os.path.dirname(self.directory), "rejected_checkpoints")
-            os.makedirs(rejected, exist_ok=True)
+            rejected = self.directory.parent / "rejected_checkpoints"
+            rejected.mkdir(parents=True, exist_ok=True)
             for step in steps:
-                target = os.path.join(rejected, str(step))
-                if os.path.exists(target):
-                    target += time.strftime("-%Y%m%dT%H%M%S")
-                shutil.move(os.path.join(self.directory, str(step)), target)
+                target = rejected / str(step)
+                if target.exists():
+                    target = rejected / (str(step) + time.strftime("-%Y%m%dT%H%M%S"))
+                (self.directory / str(step)).rename(target)
                 logging.warning("moved damaged checkpoint step %d to %s", step, target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils  # noqa: PLC0415
@@ -232,7 +229,7 @@ class StageCheckpoints:
         self.manager.close()
 
 
-def restore_state(directory: str, *, step: int | None = None) -> tuple[dict, int]:
+def restore_state(directory: str | epath.Path, *, step: int | None = None) -> tuple[dict, int]:
     """Newest good 'state' item of a checkpoint directory (or exactly `step`) -> (nested dict of arrays, its step).
 
     Read-only. Good = digest verified and every floating array finite; a damaged step is logged and skipped
@@ -240,17 +237,17 @@ def restore_state(directory: str, *, step: int | None = None) -> tuple[dict, int
     devices: the run that wrote it may have used a device count that does not exist here. For init_from and
     evaluation (resume: StageCheckpoints).
     """
-    directory = os.path.abspath(directory)
-    if not os.path.isdir(directory):
+    directory = paths.absolute(directory)
+    if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint in {directory} (no such directory)")
     manager = _manager(directory, read_only=True)
 
     def restore(s):
-        verify_digest(os.path.join(directory, str(s)))
+        verify_digest(directory / str(s))
         saved = manager.item_metadata(s)["state"]
         target = _abstract(saved, replicated(make_mesh()))
         tree = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-        check_finite(tree, f"checkpoint {os.path.join(directory, str(s))}")
+        check_finite(tree, f"checkpoint {directory / str(s)}")
         return tree
 
     try:
@@ -262,7 +259,7 @@ def restore_state(directory: str, *, step: int | None = None) -> tuple[dict, int
     return tree, int(found)
 
 
-def load_final_state(directory: str, *, step: int | None = None) -> dict[str, np.ndarray]:
+def load_final_state(directory: str | epath.Path, *, step: int | None = None) -> dict[str, np.ndarray]:
     """Newest good (or exactly `step`) 'state' of a checkpoint directory -> flat {'/'-joined nnx path: array}."""
     flat = jax.tree_util.tree_flatten_with_path(restore_state(directory, step=step)[0])[0]
     return {_path(path): np.asarray(v) for path, v in flat}

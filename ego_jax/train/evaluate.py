@@ -4,22 +4,20 @@
 uint8 batch into logits the protocol's way and accumulates a (C, C) confusion matrix of the
 unpadded examples; `summarize` and `write_report` turn it into accuracy, per-class accuracy and
 files. The model-free pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
-Each model is normalised and called the way its stream kind's entry in ego_jax.streams says; protocols only
-decide which models they combine and how (stack averaging, fusion).
 """
 import functools
 import json
-import pathlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from ego_jax import streams
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.train import checkpoint, distributed, loaders, recipes, sharding, workdir_lock
+from ego_jax.train import checkpoint, distributed, loaders, paths, recipes, sharding, workdir_lock
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -197,14 +195,14 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
     }
 
 
-def write_report(outdir: str | pathlib.Path, confusion: np.ndarray, class_names: Sequence[str],
+def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: Sequence[str],
                  meta: Mapping | None = None, *, all_classes: bool = False) -> dict:
     """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta).
 
     confusion.png shows the classes that occur in the split or among the predictions (all_classes: every
     class); confusion.json always holds the whole matrix.
     """
-    outdir = pathlib.Path(outdir)
+    outdir = paths.absolute(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {**(meta or {}), **summarize(confusion, class_names)}
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -227,7 +225,7 @@ def stage_of(config, stage: str | None) -> str:
     return stage
 
 
-def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_unfinished: bool = False):
+def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unfinished: bool = False):
     """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
     Read-only. The final checkpoint is the step W/<stage>/DONE names; best-epoch selection on the test subject is
@@ -237,7 +235,7 @@ def load_stage_model(config, workdir: str | pathlib.Path, stage: str, *, allow_u
     step is the stage's final one).
     """
     stage = stage_of(config, stage)
-    stage_dir = pathlib.Path(workdir) / stage
+    stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
     # One answer for all processes: process 0 reads DONE.
     final = distributed.from_process_0(json.loads(done.read_text()).get("step", -1)
@@ -284,24 +282,25 @@ def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
 
 
 def make_eval_loader(config, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
-                     fusion_stacks: int = 10):
+                     fusion_stacks: int = 10, keep_workers: bool = False):
     """config.data's padded one-epoch loader of `source` for `protocol` (and its roles' stream `kinds`), batches
-    sharded over mesh's 'data' axis."""
+    sharded over mesh's 'data' axis. keep_workers: for an evaluation repeated during training (close() it)."""
     return loaders.eval_loader(config, source, protocol_loader(protocol, kinds),
-                               eval_stacks=flow_stacks(config, protocol, fusion_stacks), mesh=mesh)
+                               eval_stacks=flow_stacks(config, protocol, fusion_stacks), mesh=mesh,
+                               keep_workers=keep_workers)
 
 
-def evaluate_workdir(config, workdir: str | pathlib.Path, *, stage: str | None = None, protocol: str | None = None,
+def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
                      rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
                      flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
                      all_classes: bool = False) -> dict:
     """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
 
-    stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams). late_fusion
-    combines rgb_stage and flow_stage (default: the recipe's last stages scored by the rgb / flow protocols) and writes
+    stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams).
+    late_fusion combines rgb_stage and flow_stage (default: the recipe's last rgb / flow protocol stages) and writes
     <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = paths.absolute(workdir)
     stage = stage_of(config, stage)
     protocol = protocol or streams.get(config.stages[stage].model.kind).protocol
     if protocol not in PROTOCOLS:

@@ -40,7 +40,7 @@ def clip_spec(config, loader: str, *, train: bool, ms_grid=None, ms_head: str | 
     return ClipSpec(loader, train, frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                     ms_grid=None if ms_grid is None else tuple(ms_grid),
                     ms_threshold=d.ms_threshold if ms_grid and ms_head == "cls" else None,
-                    eval_stacks=eval_stacks, method=d.resize_method)
+                    eval_stacks=eval_stacks, method=d.resize_method, rgb_endpoint=d.rgb_endpoint)
 
 
 def ms_grid(config, model: nnx.Module, kind: str):
@@ -64,8 +64,11 @@ def train_loader(config, stage, model: nnx.Module, source, *, start_step: int, m
                         sharding=sharding.batch_sharding(mesh))
 
 
-def eval_loader(config, source, loader: str, *, eval_stacks: int, mesh) -> Loader:
-    """config.data's padded one-epoch loader of pipeline kind `loader`, batches sharded over mesh's 'data' axis."""
+def eval_loader(config, source, loader: str, *, eval_stacks: int, mesh, keep_workers: bool = False) -> Loader:
+    """config.data's padded one-epoch loader of pipeline kind `loader`, batches sharded over mesh's 'data' axis.
+
+    keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
     return build_loader(source, clip_spec(config, loader, train=False, eval_stacks=eval_stacks),
                         global_batch_size=config.eval_batch_size, seed=config.seed, num_epochs=1,
-                        worker_count=config.data.worker_count, sharding=sharding.batch_sharding(mesh))
+                        worker_count=config.data.worker_count, sharding=sharding.batch_sharding(mesh),
+                        keep_workers=keep_workers)

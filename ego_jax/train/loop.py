@@ -7,8 +7,6 @@ W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files
 import contextlib
 import json
 import logging
-import os
-import shutil
 import signal
 import time
 
@@ -16,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers, periodic_actions
+from etils import epath
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.train import checkpoint, distributed, evaluate, loaders, preflight, recipes, sharding
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked
@@ -70,6 +69,7 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
     restart: stages to start over (their directories are moved to W/restarted/, not deleted).
     stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
     """
+    workdir = paths.absolute(workdir)
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -78,7 +78,7 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
                 restart_stage(config, workdir, name)
             mesh = sharding.make_mesh()
             sources = preflight.check(config, workdir, mesh=mesh)
-            _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+            _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
             for name in config.recipe:
                 if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
                                    sources=sources):
@@ -93,11 +93,11 @@ def restart_stage(config, workdir: str, name: str) -> None:
     """Start stage `name` over: move W/<name> to W/restarted/<name>-<UTC time> (process 0)."""
     if name not in config.stages:
         raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
-    stage_dir = os.path.join(workdir, name)
-    if jax.process_index() == 0 and os.path.exists(stage_dir):
-        target = os.path.join(workdir, "restarted", name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(stage_dir, target)
+    stage_dir = paths.absolute(workdir) / name
+    if jax.process_index() == 0 and stage_dir.exists():
+        target = stage_dir.parent / "restarted" / (name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage_dir.rename(target)
         logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
                         name, target)
 
@@ -106,24 +106,25 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
                    dtype, kind: str | None = None) -> dict:
     """Accuracy of the model (of stream `kind`, default the protocol's) at a train state with evaluate.py's `protocol`.
 
-    -> dict(accuracy, correct, count); padding excluded by the batch mask. Evaluation switches a traced
-    copy to eval mode, so the training modes in `graphdef` and the train state are untouched.
+    -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
+    batch mask. Evaluation switches a traced copy to eval mode, so the training modes in `graphdef` and the
+    train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
     role = evaluate.MODELS[protocol][0]
     kinds = None if kind is None else {role: kind}
     confusion = evaluate.evaluate(batches, protocol, {role: model}, num_classes, kinds=kinds, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
-    return dict(accuracy=correct / max(count, 1), correct=correct, count=count)
+    return dict(accuracy=correct / max(count, 1), correct=correct, count=count, confusion=confusion.tolist())
 
 
 class _Log:
     """Scalars to the clu writer (TensorBoard + console) and to metrics.jsonl."""
 
-    def __init__(self, stage_dir: str):
+    def __init__(self, stage_dir: epath.Path):
         self.writer = metric_writers.create_default_writer(
-            stage_dir, just_logging=jax.process_index() > 0, asynchronous=False)
-        self.jsonl = open(os.path.join(stage_dir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+            str(stage_dir), just_logging=jax.process_index() > 0, asynchronous=False)
+        self.jsonl = (stage_dir / "metrics.jsonl").open("a") if jax.process_index() == 0 else None
 
     def __call__(self, step: int, scalars: dict):
         scalars = {k: float(v) for k, v in scalars.items()}
@@ -138,28 +139,26 @@ class _Log:
             self.jsonl.close()
 
 
-def _write_json(path: str, obj: dict) -> None:
+def _write_json(path: epath.Path, obj: dict) -> None:
     """One writer on a shared filesystem: process 0."""
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=1)
+        path.write_text(json.dumps(obj, indent=1))
 
 
-def _done(name: str, stage_dir: str) -> bool:
+def _done(name: str, stage_dir: epath.Path) -> bool:
     """Whether the stage is finished: DONE exists and its final checkpoint verifies (else DONE is set aside)."""
-    done = os.path.join(stage_dir, "DONE")
-    if not os.path.exists(done):
+    done = stage_dir / "DONE"
+    if not done.exists():
         return False
-    with open(done) as f:
-        step = json.load(f)["step"]
+    step = json.loads(done.read_text())["step"]
     try:
-        checkpoint.verify_digest(os.path.join(stage_dir, "checkpoints", str(step)))
+        checkpoint.verify_digest(stage_dir / "checkpoints" / str(step))
     except checkpoint.BadCheckpoint as e:
         logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
                       "good checkpoint", name, e)
         if jax.process_index() == 0:
-            os.makedirs(os.path.join(stage_dir, "rejected_checkpoints"), exist_ok=True)
-            os.replace(done, os.path.join(stage_dir, "rejected_checkpoints", f"DONE-{step}"))
+            (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
+            done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
         return False
     return True
 
@@ -169,9 +168,9 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
     sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
-    manager and metric writers are closed on every path, errors included; DONE is written after.
+    manager, eval loader and metric writers are closed on every path, errors included; DONE is written after.
     """
-    stage_dir = os.path.join(workdir, name)
+    stage_dir = paths.absolute(workdir) / name
     # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
     if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
@@ -181,7 +180,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                           sources=sources or loaders.load_sources(config), closing=closing)
     if done is None:
         return False
-    _write_json(os.path.join(stage_dir, "DONE"), done)
+    _write_json(stage_dir / "DONE", done)
     logging.info("stage %s: done, test accuracy %.4f", name, done["accuracy"])
     return True
 
@@ -189,8 +188,8 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
                closing: contextlib.ExitStack) -> dict | None:
     """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
-    stage, stage_dir = config.stages[name], os.path.join(workdir, name)
-    os.makedirs(stage_dir, exist_ok=True)
+    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
+    stage_dir.mkdir(parents=True, exist_ok=True)
     train_source, test_source = sources
     dtype = jnp.dtype(config.dtype)
     steps_per_epoch = len(train_source) // config.batch_size
@@ -198,7 +197,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
                          f"batch_size={config.batch_size}")
     total = steps_per_epoch * stage.epochs
-    ckpts = checkpoint.StageCheckpoints(os.path.join(stage_dir, "checkpoints"))
+    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
     closing.callback(ckpts.close)
 
     def init(model, tx, params):
@@ -246,8 +245,12 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                 f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind},
+                                     keep_workers=True)
+    closing.callback(test.close)
+
     def run_eval(step):
-        test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind})
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
             graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype, kind=kind))
         log(step, {"eval/accuracy": result["accuracy"]})
@@ -255,43 +258,59 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
 
     loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
-    for step, batch in zip(range(start + 1, total + 1), loader):
-        state, metrics = train_step(state, frozen, batch)
-        if pending is not None:  # checked one step late, so the host never waits for the device here
-            window.append(jax.device_get(pending[1]))
-            check(pending[0], window[-1])
-        pending = (step, metrics)
-        if step == start + 1:
-            logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
-        report(step)
-        boundary = step % steps_per_epoch == 0
-        epoch = step // steps_per_epoch
-        if step % config.log_every_steps == 0 or step == total:
-            window.append(jax.device_get(metrics))
-            check(step, window[-1])
-            pending = None
-            log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
-                       **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
-                       "epoch": epoch})
-            window = []
-        if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
-            last_eval = run_eval(step)
-        # Gathered where the host waits for the device anyway (one process: every step, at no cost).
-        agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
-        stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
-        if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+    completed = start  # the last step applied to `state`
+    try:
+        for step, batch in zip(range(start + 1, total + 1), loader):
+            state, metrics = train_step(state, frozen, batch)
+            completed = step
+            if pending is not None:  # checked one step late, so the host never waits for the device here
+                window.append(jax.device_get(pending[1]))
+                check(pending[0], window[-1])
+            pending = (step, metrics)
+            if step == start + 1:
+                logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
+            report(step)
+            boundary = step % steps_per_epoch == 0
+            epoch = step // steps_per_epoch
+            if step % config.log_every_steps == 0 or step == total:
+                window.append(jax.device_get(metrics))
+                check(step, window[-1])
+                pending = None
+                log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
+                           **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
+                           "epoch": epoch})
+                window = []
+            if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
+                last_eval = run_eval(step)
+            # Gathered where the host waits for the device anyway (one process: every step, at no cost).
+            agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+            stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
+            if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+                if pending is not None:
+                    check(*pending)
+                save(step)
+            if stopping and step < total:
+                break
+    except Exception as e:
+        # Ctrl-C reaches the loader workers too, and one still starting dies of it: the train state is intact.
+        # (One process alone: with several, the save is collective and the others would wait for it.)
+        if not stop.requested or jax.process_count() > 1:
+            raise
+        logging.warning("stage %s: %s: %s after the stop request; saving step %d", name, type(e).__name__, e,
+                        completed)
+        if completed > start:
             if pending is not None:
                 check(*pending)
-            save(step)
-        if stopping and step < total:
-            logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
-                            name, step, total)
-            return None
+            save(completed)
+    if completed < total:
+        logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
+                        name, completed, total)
+        return None
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
     save(total)
-    _write_json(os.path.join(stage_dir, "eval.json"), dict(stage=name, split=config.data.test_split, **last_eval))
+    _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
     return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
 
 

@@ -10,7 +10,7 @@ import jax
 
 from ego_jax import streams
 from ego_jax.data.pipeline import features
-from ego_jax.train import loaders, recipes, sharding
+from ego_jax.train import loaders, paths, recipes, sharding
 from ego_jax.train.stage_identity import diff, stage_identity
 
 # Config values that must be integers >= 1 (>= 0 for the worker count).
@@ -97,7 +97,7 @@ def check_sources(config, workdir: str) -> list[str]:
             if source not in config.stages:
                 problems.append(f"stage {name!r} init_from {target}: {source!r} is neither 'imagenet', a stage of the "
                                 f"config {list(config.stages)} nor a checkpoint path")
-            elif source not in config.recipe[:i] and not os.path.exists(os.path.join(workdir, source, "DONE")):
+            elif source not in config.recipe[:i] and not (paths.absolute(workdir) / source / "DONE").exists():
                 problems.append(f"stage {name!r} starts from stage {source!r}, which neither runs before it in "
                                 f"config.recipe {tuple(config.recipe)} nor is finished in {workdir}")
     return problems
@@ -105,20 +105,17 @@ def check_sources(config, workdir: str) -> list[str]:
 
 def record(workdir: str, name: str) -> dict | None:
     """The recorded {identity, config} of stage `name` in workdir, or None."""
-    path = os.path.join(workdir, name, RECORD)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    path = paths.absolute(workdir) / name / RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_record(config, workdir: str, name: str) -> None:
     """Record stage `name`'s identity and full config in W/<stage>/config.json (process 0)."""
     if jax.process_index() == 0:
-        os.makedirs(os.path.join(workdir, name), exist_ok=True)
-        with open(os.path.join(workdir, name, RECORD), "w") as f:
-            json.dump(dict(identity=stage_identity(config, name), config=json.loads(config.to_json_best_effort())),
-                      f, indent=1)
+        stage_dir = paths.absolute(workdir) / name
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / RECORD).write_text(json.dumps(
+            dict(identity=stage_identity(config, name), config=json.loads(config.to_json_best_effort())), indent=1))
 
 
 def check_records(config, workdir: str) -> list[str]:
@@ -129,14 +126,14 @@ def check_records(config, workdir: str) -> list[str]:
         if recorded is None:
             continue
         old, new = recorded["identity"], stage_identity(config, name)
-        if not os.path.exists(os.path.join(workdir, name, "DONE")):  # an unfinished stage may change its length
+        if not (paths.absolute(workdir) / name / "DONE").exists():  # an unfinished stage may change its length
             old, new = ({**i, "stage": {k: v for k, v in i["stage"].items() if k != "epochs"}} for i in (old, new))
         changes = diff(old, new)
         if changes:
             problems.append(
                 f"stage {name!r} in {workdir} was started with another config; these keys determine its result:\n    "
                 + "\n    ".join(changes)
-                + f"\n  Rerun with the recorded values (in {os.path.join(workdir, name, RECORD)}), use another "
+                + f"\n  Rerun with the recorded values (in {paths.absolute(workdir) / name / RECORD}), use another "
                 f"--workdir, or start the stage over with --restart_stage {name}")
     return problems
 

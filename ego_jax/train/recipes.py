@@ -16,9 +16,8 @@ from flax import nnx
 from ego_jax import streams
 from ego_jax.convert.torchvision import load_imagenet
 from ego_jax.models import action_loss, ms_loss
-from ego_jax.train import checkpoint
+from ego_jax.train import checkpoint, paths
 from ego_jax.train.optim import matches
-
 
 def _path(parts) -> str:
     return "/".join(map(str, parts))
@@ -112,17 +111,15 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
             kind = "rgb" if module.conv1.in_features == 3 else "flow"
             load_imagenet(module, imagenet_weights, kind=kind)
             continue
-        directory = source if os.sep in source else os.path.join(workdir, source)
-        ckpt = os.path.join(directory, "checkpoints") if os.path.isdir(os.path.join(directory, "checkpoints")) \
-            else directory
+        directory = paths.absolute(source) if os.sep in source else paths.absolute(workdir) / source
+        ckpt = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
         step = None  # a checkpoint path: its newest good step
         if os.sep not in source:
-            done = os.path.join(directory, "DONE")
-            if not os.path.exists(done):
+            done = directory / "DONE"
+            if not done.exists():
                 raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
                                         f"(no {done}); run it first (keep it in config.recipe)")
-            with open(done) as f:
-                step = json.load(f).get("step")  # the stage's final checkpoint, not an older one
+            step = json.loads(done.read_text()).get("step")  # the stage's final checkpoint, not an older one
         load_flat(module, checkpoint.load_final_state(ckpt, step=step), source)
 
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from ego_jax.train import recipes
 from ego_jax.train.optim import make_optimizer
-from ego_jax.train.step import TrainState, init_state, make_train_step, split_model
+from ego_jax.train.step import TrainState, compiler_options, init_state, make_train_step, split_model
 
 # (model, tx, params) -> (start step, opt_state or None): loads the stage's starting point into `model`
 # (initialisation or a checkpoint); `params` is the trainable subset, for the optimiser state's structure.
@@ -47,6 +47,7 @@ def build(config, name: str, mesh, *, steps_per_epoch: int, init: InitFn | None 
                                    steps_per_epoch=steps_per_epoch, quirk=config.schedule_quirk)
     start, opt_state = init(model, tx, params) if init else (0, None)
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
-    train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh)
+    train_step = make_train_step(graphdef, recipes.make_loss_fn(stage, dtype), tx, mesh,
+                                 compiler_options=compiler_options(config.compiler_options))
     return Stage(model, graphdef, state, frozen, train_step, schedules, start)
 

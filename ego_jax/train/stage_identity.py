@@ -1,15 +1,15 @@
 """What determines a stage's trained parameters: `stage_identity(config, name)`; every other key is harmless.
 
 Result-determining: the seed, the global batch size, the compute dtype, the schedule quirk, the number of
-classes, what data the stage trains on (dataset name, build config, train split, frames, crop, resize, resize
-method; the motion-map threshold for an MS classification stage), the stage itself (model, init_from,
-trainable and mode filters, optimiser and schedule, epochs, loss; the flow stack size through the flow
-model's kwargs) and, recursively, the identity of every stage it initialises from (and the ImageNet weights
-file when it starts from them).
+classes, what data the stage trains on (dataset name, build config, train split, crop, resize, resize
+method; the motion-map threshold for an MS classification stage; for a stage that reads RGB frames, their
+count and which ones, data.rgb_endpoint), the stage itself (model, init_from, trainable and mode filters,
+optimiser and schedule, epochs, loss; the flow stack size through the flow model's kwargs) and, recursively,
+the identity of every stage it initialises from (and the ImageNet weights file when it starts from them).
 Harmless (free to change between runs and on resume): logging, evaluation and checkpoint cadence, the eval
-batch size, flow eval stacks and test split (they change reports, not parameters), worker count, the data
-and manual directories (where the data lives, not what it is), the scan unroll (a speed choice), and the
-other stages.
+batch size, flow eval stacks and test split (they change reports, not parameters), the RGB frame count of a
+flow stage (it samples flow stacks only), worker count, the data and manual directories (where the data
+lives, not what it is), the scan unroll (a speed choice), and the other stages.
 The experiment runner identifies a stage by this dict; a resumed stage must match its recorded one (see
 `diff`), except that an unfinished stage may change its epochs (the schedule and the data order of the epochs
 already run do not depend on the total; the loop checks the stage has not passed the new end).
@@ -41,8 +41,12 @@ def stage_identity(config, name: str) -> dict:
     stage = config.stages[name]
     ident = {k: _plain(config[k]) for k in CONFIG_KEYS}
     head = stage.model.kwargs.get("ms_head")
+    reads_rgb = stage.model.kind != "flow"
     ident["data"] = {k: _plain(config.data[k]) for k in DATA_KEYS
-                     if k != "ms_threshold" or (head and head.kind == "cls")}  # the MS classification target
+                     if (k != "ms_threshold" or (head and head.kind == "cls"))  # the MS classification target
+                     and (k != "frames" or reads_rgb)}
+    if reads_rgb:  # which RGB frames it reads (a flow stage stays shareable between recipes and frame counts)
+        ident["data"]["rgb_endpoint"] = _plain(config.data.rgb_endpoint)
     ident["stage"] = {k: _without(_plain(stage[k]), SPEED_ONLY) for k in STAGE_KEYS}
     sources = {}
     for target, source in stage.init_from.items():

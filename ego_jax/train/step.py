@@ -48,8 +48,38 @@ def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTr
     return graphdef, sharding.replicate(state, mesh), sharding.replicate(frozen, mesh)
 
 
-def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh):
-    """-> jitted (state, frozen, batch) -> (state, metrics); state donated, batch sharded on 'data'."""
+def default_compiler_options(backend: str | None = None) -> dict:
+    """XLA options of the train step on `backend` (default: jax's), chosen by measurement; {} = XLA's own defaults.
+
+    CPU (jaxlib 0.10): convolutions run through XLA's Eigen kernels instead of its default YNNPACK fusions, which
+    are slower on the ConvLSTM's 7x7-grid convolutions and their gradients: RGB stage 1 at 224 px, batch 2, 7
+    frames, 0.74x the step time (README "Performance"); the flow stage's step is unchanged.
+    Other backends: none (the option is CPU-only).
+    """
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if (backend or jax.default_backend()) == "cpu" else {}
+
+
+def compiler_options(spec: str, backend: str | None = None) -> dict:
+    """config.compiler_options -> XLA options: 'auto' -> default_compiler_options(backend); '' -> none;
+    'name=value;name=value' -> those (values as XLA parses them, e.g. 'xla_cpu_use_thunk_runtime=false')."""
+    if spec == "auto":
+        return default_compiler_options(backend)
+    options = {}
+    for item in filter(None, spec.split(";")):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name.startswith("xla_"):
+            raise ValueError(f"compiler_options item {item!r}: expected xla_<option>=<value> items separated by ';', "
+                             "'auto' (the backend's measured defaults) or '' (XLA's own defaults)")
+        options[name] = value
+    return options
+
+
+def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh, *,
+                    compiler_options: dict | None = None):
+    """-> jitted (state, frozen, batch) -> (state, metrics); state donated, batch sharded on 'data'.
+
+    compiler_options: XLA options for this step's compilation (see `compiler_options`); None = XLA's defaults.
+    """
 
     def train_step(state: TrainState, frozen: nnx.State, batch: dict):
         def loss_of(params):
@@ -70,7 +100,7 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
 
     rep = sharding.replicated(mesh)
     return jax.jit(train_step, in_shardings=(rep, rep, sharding.batch_sharding(mesh)),
-                   out_shardings=(rep, rep), donate_argnums=(0,))
+                   out_shardings=(rep, rep), donate_argnums=(0,), compiler_options=compiler_options or None)
 
 
 def _like(full: nnx.State, subset: nnx.State) -> nnx.State:

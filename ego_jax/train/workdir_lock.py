@@ -8,6 +8,7 @@ A lock left by a crash (SIGKILL, power loss) is stale when its process no longer
 or the pid now belongs to a process started later); the next writer takes it over with a warning. A lock from
 another host cannot be checked from here: the message says how to remove it once that run is known to be gone.
 Several processes of one multi-process run share one lock: process 0 takes it for all of them.
+W/.lock.guard stays behind: an empty file that serialises takeovers on one host (flock).
 """
 import contextlib
 import fcntl

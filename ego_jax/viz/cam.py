@@ -107,6 +107,16 @@ def cam_grid(
     under a white band with the lines of `title` when given. Frames smaller than `min_size` px (short side)
     are enlarged for display (bilinear) before the maps are laid over them.
     """
+    return compare_grid(frames, [dict(label="", attention=attention, ms_pred=ms_pred, ms_target=ms_target)],
+                        alpha=alpha, title=title, min_size=min_size)
+
+
+def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, title: str = "",
+                 min_size: int = 0) -> np.ndarray:
+    """cam_grid for several models of the same clip: the frames once, then per model its CAM / MS pred / target rows.
+
+    models: dicts of label (row title prefix) and attention, ms_pred, ms_target (each None or as in cam_grid).
+    """
     frames = np.asarray(frames)
     height, width = frames.shape[1:3]
     zoom = max(1.0, min_size / min(height, width))
@@ -114,15 +124,19 @@ def cam_grid(
         size = (round(width * zoom), round(height * zoom))
         frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
     rows, titles = [list(frames)], ["frames"]
-    if attention is not None:
-        rows.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(attention), strict=True)])
-        titles.append("CAM")
-    if ms_pred is not None:
-        rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, motion_probability(ms_pred), strict=True)])
-        titles.append("MS pred")
-    if ms_target is not None:
-        rows.append([overlay_motion(f, m, alpha) for f, m in zip(frames, np.asarray(ms_target), strict=True)])
-        titles.append("MS target")
+    for m in models:
+        prefix = f"{m['label']} " if m["label"] else ""
+        if m.get("attention") is not None:
+            rows.append([overlay_attention(f, a, alpha)
+                         for f, a in zip(frames, np.asarray(m["attention"]), strict=True)])
+            titles.append(prefix + "CAM")
+        if m.get("ms_pred") is not None:
+            rows.append([overlay_motion(f, p, alpha)
+                         for f, p in zip(frames, motion_probability(m["ms_pred"]), strict=True)])
+            titles.append(prefix + "MS pred")
+        if m.get("ms_target") is not None:
+            rows.append([overlay_motion(f, t, alpha) for f, t in zip(frames, np.asarray(m["ms_target"]), strict=True)])
+            titles.append(prefix + "MS target")
     grid = image_grid(rows, titles)
     lines = title.splitlines()
     if not lines:

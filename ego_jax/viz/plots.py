@@ -1,11 +1,11 @@
 """Confusion-matrix and learning-curve images drawn with OpenCV (no plotting library needed); uint8 RGB arrays."""
 import json
 import math
-import pathlib
 from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
+from etils import epath
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BLACK = (0, 0, 0)
@@ -24,12 +24,14 @@ def _text_width(text: str, scale: float) -> int:
     return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
 
 
-def write_png(path: str | pathlib.Path, image: np.ndarray) -> pathlib.Path:
+def write_png(path: str | epath.Path, image: np.ndarray) -> epath.Path:
     """Writes an (H, W, 3) uint8 RGB image as PNG (parents created); returns the path."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write PNG {path}")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode PNG {path}")
+    path.write_bytes(png.tobytes())
     return path
 
 
@@ -81,9 +83,9 @@ def confusion_image(
     return image
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict]:
+def read_metrics(path: str | epath.Path) -> list[dict]:
     """metrics.jsonl (one JSON object per line) -> list of dicts; blank lines skipped."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -184,3 +186,54 @@ def curves_image(
     return np.concatenate(
         [np.concatenate(panels[i:i + columns], axis=1) for i in range(0, len(panels), columns)], axis=0
     )
+
+
+def bar_chart_image(categories: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
+                    title: str = "", ylabel: str = "", height: int = 320, bar: int = 18) -> np.ndarray:
+    """Grouped bars: categories along x, one bar per series in each, error bars +-err -> (H, W, 3) uint8 image.
+
+    series: name -> (values, errors), each of len(categories); NaN values draw no bar. Negative values go below
+    the zero line (for differences).
+    """
+    values = {k: np.asarray(v, np.float64) for k, (v, _) in series.items()}
+    errors = {k: np.nan_to_num(np.asarray(e, np.float64)) for k, (_, e) in series.items()}
+    for name, v in values.items():
+        if v.shape != (len(categories),) or errors[name].shape != (len(categories),):
+            raise ValueError(f"bar_chart_image: series {name!r} needs {len(categories)} values and errors, got "
+                             f"{v.shape} and {errors[name].shape}")
+    lo = min([0.0] + [float(np.nanmin(v - errors[k])) for k, v in values.items() if np.isfinite(v).any()])
+    hi = max([0.0] + [float(np.nanmax(v + errors[k])) for k, v in values.items() if np.isfinite(v).any()])
+    hi = hi if hi > lo else lo + 1.0
+    scale, left, top, bottom, gap = 0.4, 60, 24 + 14 * len(series), 90, 14
+    group = bar * len(series) + gap
+    width = left + group * len(categories) + 10
+    image = np.full((height, max(width, 320), 3), 255, np.uint8)
+
+    def y_px(y):
+        return int(round(height - bottom - (y - lo) / (hi - lo) * (height - top - bottom)))
+
+    _text(image, title, (left, 15), 0.45)
+    for y in (lo, 0.0, hi):
+        _text(image, f"{y:.3g}", (2, y_px(y) + 4), scale)
+    _text(image, ylabel, (2, top - 6), scale, _GREY)
+    cv2.line(image, (left, y_px(0.0)), (width - 10, y_px(0.0)), _GREY, 1)
+    for n, name in enumerate(series):
+        colour = _LINE_COLOURS[n % len(_LINE_COLOURS)]
+        _text(image, name, (left, 30 + 14 * n), scale, colour)
+        for i, (v, e) in enumerate(zip(values[name], errors[name])):
+            if not np.isfinite(v):
+                continue
+            x0 = left + gap // 2 + i * group + n * bar
+            cv2.rectangle(image, (x0, y_px(v)), (x0 + bar - 3, y_px(0.0)), colour, -1)
+            if e > 0:
+                xc = x0 + (bar - 3) // 2
+                cv2.line(image, (xc, y_px(v - e)), (xc, y_px(v + e)), _BLACK, 1)
+                for y in (v - e, v + e):
+                    cv2.line(image, (xc - 3, y_px(y)), (xc + 3, y_px(y)), _BLACK, 1)
+    for i, cat in enumerate(categories):  # labels written downwards (rotated), so long class names fit
+        label = np.full((14, bottom - 6, 3), 255, np.uint8)
+        _text(label, cat[: (bottom - 6) // 7], (0, 10), scale)
+        label = np.rot90(label, k=-1)
+        x0 = left + i * group + (group - label.shape[1]) // 2
+        image[height - bottom + 4: height - 2, x0: x0 + label.shape[1]] = label[: bottom - 6]
+    return image

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from ego_jax.data.gtea61 import clip_index
 from ego_jax.data.gtea61.builder import CONFIGS, Gtea61, Gtea61Config
 from ego_jax.data.gtea61.classes import CLASSES, NUM_CLASSES
 from ego_jax.data.gtea61.layout import (
@@ -25,6 +26,7 @@ def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir=DEFAULT_DATA_DIR, config: s
     """Builds gtea61/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
     builder = Gtea61(config=config, data_dir=str(data_dir))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    clip_index.write_index(builder, data_dir)
     return builder
 
 
@@ -63,6 +65,13 @@ def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -
                       rebuild=f"rebuild with: {rebuild_command(config, data_dir)}")
 
 
+def clip_ids(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> list[str]:
+    """Clip ids of `split` in source order, from the index written at build time (no clip record is read)."""
+    if config not in CONFIGS or not Gtea61(config=config, data_dir=str(data_dir)).is_prepared():
+        load_source(split, data_dir=data_dir, config=config)  # raises the error that says how to build it
+    return clip_index.clip_ids(Gtea61(config=config, data_dir=str(data_dir)), data_dir, split)
+
+
 __all__ = [
     "CLASSES",
     "CONFIGS",
@@ -83,6 +92,7 @@ __all__ = [
     "MissingModalityError",
     "UnknownClassError",
     "build",
+    "clip_ids",
     "load_source",
     "older_builds",
     "rebuild_command",

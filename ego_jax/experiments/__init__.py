@@ -1,0 +1,1 @@
+"""Experiment suites: runs, shared stages, hyperparameter selection, tables (scripts/experiment.py)."""

@@ -1,0 +1,138 @@
+"""A suite (configs/experiments/*.py) as runs: which recipe config, with which arguments and overrides, where.
+
+A run is one recipe trained with one seed: a table run (train on the suite's training subjects, test on the
+test subject) or a validation run of a hyperparameter set (train without the validation subject, test on
+it). Its workdir W/runs/<row>/<column>/<name> holds one symlink per stage into the shared store
+W/stages/<stage_key> (ego_jax.train.stage_identity + the test split), so a stage needed by several runs is
+trained once.
+"""
+import dataclasses
+import hashlib
+import importlib
+import itertools
+import json
+import os
+
+import numpy as np
+
+from configs import common
+from ego_jax import streams
+from ego_jax.train.stage_identity import stage_identity
+
+TABLE, VALIDATION = "table", "validation"
+
+
+def stage_fields(config, stage: str) -> dict:
+    """What a stored stage's results depend on: its identity (trained parameters) and what its eval.json reads."""
+    report = dict(test_split=config.data.test_split)
+    if streams.get(config.stages[stage].model.kind).protocol == "flow":  # the protocol that averages flow stacks
+        report["flow_eval_stacks"] = config.data.flow_eval_stacks
+    return dict(identity=stage_identity(config, stage), report=report)
+
+
+def stage_key(config, stage: str) -> str:
+    """'<stage>-<12 hex digits>': the stage name (for people browsing W/stages) and a hash of stage_fields."""
+    text = json.dumps(stage_fields(config, stage), sort_keys=True)
+    return f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One recipe x seed of a suite; `config` is the complete recipe config it trains."""
+
+    row: str
+    column: int | None  # None: the run does not depend on the column (shown in every column)
+    seed: int
+    phase: str  # TABLE | VALIDATION
+    set_index: int | None  # hyperparameter set of a searched row, else None
+    path: str  # run workdir relative to the suite workdir
+    args: str  # config arguments of the recipe file
+    config: object = dataclasses.field(compare=False, repr=False)
+
+
+def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
+    """Hyperparameter sets of a space ((dotted key, values), ...): -> [{key: value}], set 0 = first values.
+
+    sampler 'grid': every combination (sets ignored). 'random': set 0, then each hyperparameter runs through its
+    other values in a random order (seeded) before repeating, so every one of them takes min(sets, len(values))
+    distinct values; a set equal to an earlier one is replaced by a random new combination.
+    """
+    keys = [k for k, _ in space]
+    sizes = [len(values) for _, values in space]
+    grid = list(itertools.product(*(range(n) for n in sizes)))
+    if sampler != "grid" and sets > len(grid):
+        raise ValueError(f"sets={sets} hyperparameter sets asked for, but the space has only {len(grid)} "
+                         f"combinations; use search=grid or fewer sets")
+    if sampler == "grid":
+        chosen = grid
+    else:
+        rng = np.random.default_rng(seed)
+        cycles = [[int(i) for i in 1 + rng.permutation(n - 1)] + [0] for n in sizes]
+        chosen = [grid[0]]
+        for i in range(sets - 1):
+            combo = tuple(c[i % len(c)] for c in cycles)
+            while combo in chosen:
+                combo = grid[int(rng.integers(len(grid)))]
+            chosen.append(combo)
+    return [{k: values[j] for k, (_, values), j in zip(keys, space, combo)} for combo in chosen]
+
+
+def _recipe_config(path: str, args: str):
+    """'configs/convlstm.py', 'frames=7,seed=1' -> that module's get_config(args)."""
+    module = os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")
+    return importlib.import_module(module).get_config(args)
+
+
+class Plan:
+    """The runs of `suite` in `workdir` (data paths resolved) and their stage identities."""
+
+    def __init__(self, suite, workdir: str):
+        self.suite, self.workdir = suite, workdir
+        self.rows = {r["key"]: r for r in suite.rows}
+        if suite.data_dir:
+            self.data_dir = os.path.abspath(suite.data_dir)
+        else:
+            self.data_dir = os.path.join(workdir, "data", "tfds") if suite.synthetic_preset else ""
+        self.manual_dir = os.path.join(os.path.dirname(self.data_dir), "manual") if self.data_dir else ""
+
+    def columns(self, row) -> list:
+        return list(self.suite.columns) if row["per_column"] else [None]
+
+    def sets(self, row) -> list[dict]:
+        """The hyperparameter sets of a searched row ([{}] for a row without search)."""
+        if not row["search"]:
+            return [{}]
+        sel = self.suite.selection
+        return search_sets(row["search"], sel["sets"], sel["sampler"], sel["seed"])
+
+    def run(self, row_key: str, column, seed: int, *, phase: str = TABLE, set_index: int | None = None) -> Run:
+        """The run of a row, column and seed (with hyperparameter set `set_index` of a searched row)."""
+        row, s, p = self.rows[row_key], self.suite, self.suite.protocol
+        args = ",".join(filter(None, [row["args"], s.args, f"seed={seed}"]
+                               + ([f"{s.column_key}={column}"] if column is not None else [])))
+        config = _recipe_config(row["config"], args)
+        common.override(config, dict(s.overrides))
+        if self.data_dir:
+            common.override(config, {"data.data_dir": self.data_dir, "data.manual_dir": self.manual_dir})
+        if phase == VALIDATION:
+            train = "+".join(x for x in p["train"].split("+") if x != p["val"])
+            splits = {"data.train_split": train, "data.test_split": p["val"]}
+        else:
+            splits = {"data.train_split": p["train"], "data.test_split": p["test"]}
+        common.override(config, splits)
+        if set_index is not None:
+            common.override(config, self.sets(row)[set_index])
+        col = "any" if column is None else f"{s.column_key}{column}"
+        name = f"seed{seed}" if phase == TABLE else f"val-set{set_index}-seed{seed}"
+        return Run(row_key, column, seed, phase, set_index, os.path.join("runs", row_key, col, name), args, config)
+
+    def validation_runs(self) -> list[Run]:
+        """Every validation run: searched rows x columns x hyperparameter sets x selection seeds."""
+        return [self.run(r["key"], col, seed, phase=VALIDATION, set_index=k)
+                for r in self.suite.rows if r["search"] for col in self.columns(r)
+                for k in range(len(self.sets(r))) for seed in self.suite.selection["seeds"]]
+
+    def table_runs(self, chosen: dict) -> list[Run]:
+        """Every table run; chosen[(row, column)] = the selected set index of a searched row."""
+        return [self.run(r["key"], col, seed, set_index=chosen[(r["key"], col)] if r["search"] else None)
+                for r in self.suite.rows for col in self.columns(r) for seed in self.suite.seeds]

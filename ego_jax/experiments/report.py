@@ -1,0 +1,153 @@
+"""A suite's results: W/results.md (the table, footnotes, validation table), W/results.json, bar chart PNGs."""
+import datetime
+import importlib.metadata
+import json
+import os
+import subprocess
+
+import jax
+import numpy as np
+
+from ego_jax.train import evaluate
+from ego_jax.viz import plots
+
+
+def _git_commit() -> str:
+    """HEAD of the checkout ego_jax runs from ('+ local changes' when dirty), or 'unknown' outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + local changes" if dirty else "")
+
+
+def _class_names(num_classes: int) -> list[str]:
+    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
+
+    return list(CLASSES) if len(CLASSES) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def cell(runs: list[dict]) -> dict:
+    """The table runs of one cell -> mean, std (over seeds, ddof 1; None for one seed), n, accuracies, wall_s.
+
+    wall_s sums the training time of every distinct stage the cell's runs use (a stage shared with another
+    cell counts in both).
+    """
+    accs = [r["accuracy"] for r in runs]
+    stages = {s["identity"]: s["wall_s"] or 0.0 for r in runs for s in r["stages"].values()}
+    return dict(mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+                n=len(accs), accuracies=accs, seeds=[r["seed"] for r in runs], workdirs=[r["workdir"] for r in runs],
+                wall_s=float(sum(stages.values())))
+
+
+def _fmt(c: dict) -> str:
+    if c["std"] is None:
+        return f"{100 * c['mean']:.1f} (1 seed)"
+    return f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f} ({c['n']} seeds)"
+
+
+def _hp(hp: dict) -> str:
+    return ", ".join(f"{k.removeprefix('stages.rgb_stage2.')}={v}" for k, v in hp.items()) or "(reference)"
+
+
+def write(p, results: list[dict], validation: list[dict], *, wall_s: float) -> dict:
+    """Tabulate table-run results (runner.result_of + row, column, seed, workdir) -> results dict; writes files."""
+    s, w = p.suite, p.workdir
+    names = _class_names(len(results[0]["confusion"]))
+    for r in results:
+        r["per_class_accuracy"] = evaluate.summarize(np.asarray(r.pop("confusion")), names)["per_class_accuracy"]
+    columns = list(s.columns)
+    rows = []
+    for row in s.rows:
+        cells = {col: cell([r for r in results if r["row"] == row["key"] and r["column"] in (col, None)])
+                 for col in columns}
+        chosen = {col: next((r["set"] for r in results if r["row"] == row["key"] and r["column"] == col), None)
+                  for col in columns}
+        rows.append(dict(key=row["key"], name=row["name"], stage=row["stage"], config=row["config"],
+                         per_column=row["per_column"], cells=cells,
+                         chosen_set={c: k for c, k in chosen.items() if k is not None}))
+    diff = _per_class_diff(s, results, columns) if s.diff else {}
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                ego_jax=importlib.metadata.version("ego_jax"), commit=_git_commit(),
+                device=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
+                data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=dict(s.protocol),
+                wall_s=wall_s)
+    out = dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
+               notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
+    with open(os.path.join(w, "results.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    plots.write_png(os.path.join(w, "results.png"), plots.bar_chart_image(
+        [f"{c} {s.column_key}" for c in columns],
+        {r["name"]: ([r["cells"][c]["mean"] for c in columns], [r["cells"][c]["std"] or 0.0 for c in columns])
+         for r in rows}, title=s.title, ylabel="test accuracy, mean +- std over seeds"))
+    if diff:
+        present = [k for k in names if any(diff["columns"][c].get(k) is not None for c in columns)]
+        plots.write_png(os.path.join(w, "per_class_diff.png"), plots.bar_chart_image(
+            present, {f"{c} {s.column_key}": ([_nan(diff["columns"][c].get(k)) for k in present], [0.0] * len(present))
+                      for c in columns}, title=f"per-class accuracy: {diff['b']} minus {diff['a']}"))
+    with open(os.path.join(w, "results.md"), "w") as f:
+        f.write(markdown(out))
+    return out
+
+
+def _nan(x):
+    return float("nan") if x is None else x
+
+
+def _per_class_diff(s, results, columns) -> dict:
+    """Mean over seeds of per-class accuracy, row b minus row a (s.diff = (a, b)), per column; classes in test."""
+    a, b = s.diff
+    out = dict(a=a, b=b, columns={})
+    for col in columns:
+        means = {}
+        for key in (a, b):
+            runs = [r["per_class_accuracy"] for r in results if r["row"] == key and r["column"] in (col, None)]
+            means[key] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if runs[0][k] is not None}
+        out["columns"][col] = {k: means[b][k] - means[a][k] for k in means[a]}
+    return out
+
+
+def markdown(out: dict) -> str:
+    """results.md: title, the table (rows x columns, mean ± std (n seeds)), footnotes, wall times, extras."""
+    cols, key = out["columns"], out["column_key"]
+    lines = [f"# {out['title']}", "", "| | " + " | ".join(f"{c} {key}" for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    lines += [f"| {r['name']} | " + " | ".join(_fmt(r["cells"][c]) for c in cols) + " |" for r in out["rows"]]
+    m = out["meta"]
+    lines += ["", "Test accuracy (%) on the test subject of the final epoch, mean ± sample std over seeds "
+              f"{out['seeds']}; train {m['protocol']['train']}, test {m['protocol']['test']}."]
+    lines += [f"- {n}" for n in out.get("notes", [])]
+    lines += [f"- Data: {m['data']}. Date: {m['date']}. ego_jax {m['ego_jax']}, commit {m['commit']}. "
+              f"Device: {m['device']}. Suite wall time this session: {m['wall_s']:.0f} s."]
+    searched = [r for r in out["rows"] if r["chosen_set"]]
+    if searched:
+        lines.append("- Chosen hyperparameter sets (on the validation subject, see below): " + "; ".join(
+            f"{r['name']} {c} {key}: set {k}" for r in searched for c, k in r["chosen_set"].items()) + ".")
+    lines += ["", "Wall time per cell (s; training time of every stage the cell's runs use, a shared stage counted "
+              "in each cell using it):", "", "| | " + " | ".join(f"{c} {key}" for c in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    lines += [f"| {r['name']} | " + " | ".join(f"{r['cells'][c]['wall_s']:.0f}" for c in cols) + " |"
+              for r in out["rows"]]
+    diff = out["per_class_diff"]
+    if diff:
+        lines += ["", f"Per-class accuracy, {diff['b']} minus {diff['a']} (mean over seeds; classes of the test "
+                  "subject; largest changes first; per_class_diff.png):", ""]
+        for c in cols:
+            ranked = sorted(diff["columns"][c].items(), key=lambda kv: -abs(kv[1]))
+            shown = [f"{k} {100 * v:+.0f}" for k, v in ranked if v][:12]
+            lines.append(f"- {c} {key}: " + (", ".join(shown) if shown else "no class differs"))
+    if out["validation"]:
+        val = out["validation"][0]["split"]
+        lines += ["", f"Validation (hyperparameter selection; trained without {val}, scored on {val}; the test subject "
+                  "is not read):", "", "| row | column | set | hyperparameters | validation accuracy | chosen |",
+                  "|---|---|---|---|---|---|"]
+        names = {r["key"]: r["name"] for r in out["rows"]}
+        for v in out["validation"]:
+            acc = ", ".join(f"{100 * a:.1f}" for a in v["accuracies"])
+            lines.append(f"| {names[v['row']]} | {v['column']} {key} | {v['set']} | {_hp(v['hyperparameters'])} | "
+                         f"{acc} | {'yes' if v['chosen'] else ''} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,211 @@
+"""Runs a suite in W: data, validation runs and hyperparameter selection, table runs, results, CAM comparison.
+
+Each run's workdir W/runs/... holds one symlink per stage into W/stages/<stage_key>; a stage is trained by the
+first run that needs it (ego_jax.train.loop.train_stage) and found DONE by the others. Everything is resumable:
+rerun the same command after a kill and finished stages are skipped, an interrupted one resumes from its
+checkpoint, and the results are recomputed from the stages' eval.json files.
+"""
+import json
+import logging
+import os
+import signal
+import time
+
+from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import report
+from ego_jax.train import loaders, loop, preflight, sharding
+from ego_jax.train.workdir_lock import WorkdirLock
+
+SELECTION = "selection.json"
+
+
+def prepare_data(p: plan_lib.Plan) -> None:
+    """Generate and build the suite's synthetic set in p.data_dir unless it is built already."""
+    if not p.suite.synthetic_preset:
+        return
+    from ego_jax.data import gtea61, synthetic  # noqa: PLC0415
+
+    if gtea61.Gtea61(config="all", data_dir=p.data_dir).is_prepared():
+        return
+    logging.info("generating the synthetic %r set in %s", p.suite.synthetic_preset, p.manual_dir)
+    synthetic.make_synthetic(p.manual_dir, preset=p.suite.synthetic_preset, workers=2)
+    gtea61.build(manual_dir=p.manual_dir, data_dir=p.data_dir, config="all")
+
+
+def stage_dir(workdir: str, config, stage: str) -> str:
+    """W/stages/<stage_key> of `stage` of a run's config."""
+    return os.path.join(workdir, "stages", plan_lib.stage_key(config, stage))
+
+
+def link_stages(workdir: str, run: plan_lib.Run) -> str:
+    """Make the run's workdir with one symlink per stage into the store; -> the run's absolute workdir."""
+    run_dir = os.path.join(workdir, run.path)
+    os.makedirs(run_dir, exist_ok=True)
+    for name in run.config.recipe:
+        target = stage_dir(workdir, run.config, name)
+        os.makedirs(target, exist_ok=True)
+        fields = os.path.join(target, "identity.json")
+        if not os.path.exists(fields):
+            with open(fields, "w") as f:
+                json.dump(plan_lib.stage_fields(run.config, name), f, indent=1)
+        link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
+        if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
+            os.remove(link)
+        if not os.path.lexists(link):
+            os.symlink(rel, link)
+        elif not os.path.islink(link):
+            raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
+                                  f"written by scripts/train.py? Use a fresh --workdir for the suite")
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(run.config.to_json_best_effort(indent=1))
+    return run_dir
+
+
+def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) -> bool:
+    """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
+    run_dir = link_stages(workdir, run)
+    config = run.config
+    todo = [name for name in config.recipe if not os.path.exists(os.path.join(run_dir, name, "DONE"))]
+    if not todo:
+        return True
+    sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
+    for name in todo:
+        logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
+        t0 = time.perf_counter()
+        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
+        wall = os.path.join(run_dir, name, "wall.json")  # summed over sessions (a resumed stage adds up)
+        before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
+        with open(wall, "w") as f:
+            json.dump(dict(seconds=before + time.perf_counter() - t0), f)
+        if not done:
+            return False
+    return True
+
+
+def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
+    """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
+    run_dir = os.path.join(workdir, run.path)
+    stages = {}
+    for name in run.config.recipe:
+        wall = os.path.join(run_dir, name, "wall.json")
+        stages[name] = dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
+                            wall_s=json.load(open(wall))["seconds"] if os.path.exists(wall) else None)
+    return dict(json.load(open(os.path.join(run_dir, stage, "eval.json"))), stages=stages)
+
+
+def _train_all(workdir, runs, *, mesh, stop) -> bool:
+    for run in runs:
+        if not train_run(workdir, run, mesh=mesh, stop=stop):
+            return False
+    return True
+
+
+def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
+    """Train the validation runs and choose each searched (row, column)'s best set on the validation subject.
+
+    -> {'chosen': {(row, column): set index}, 'validation': [records]} (written to W/selection.json), or None
+    when stopped. Ties go to the lower set index (set 0 = the reference values).
+    """
+    runs = p.validation_runs()
+    if not _train_all(p.workdir, runs, mesh=mesh, stop=stop):
+        return None
+    records, chosen = [], {}
+    for row in p.suite.rows:
+        if not row["search"]:
+            continue
+        sets = p.sets(row)
+        for column in p.columns(row):
+            scores = []
+            for k, hp in enumerate(sets):
+                mine = [r for r in runs if (r.row, r.column, r.set_index) == (row["key"], column, k)]
+                accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
+                scores.append(sum(accs) / len(accs))
+                records.append(dict(row=row["key"], column=column, set=k, hyperparameters=hp, accuracies=accs,
+                                    split=p.suite.protocol["val"], workdirs=[r.path for r in mine]))
+            chosen[(row["key"], column)] = max(range(len(sets)), key=lambda k: (scores[k], -k))
+    for rec in records:
+        rec["chosen"] = chosen[(rec["row"], rec["column"])] == rec["set"]
+    with open(os.path.join(p.workdir, SELECTION), "w") as f:
+        json.dump(dict(validation=records), f, indent=1)
+    return dict(chosen=chosen, validation=records)
+
+
+def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
+    """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped."""
+    workdir = os.path.abspath(workdir)
+    p = plan_lib.Plan(suite, workdir)
+    stop = stop or loop.StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with WorkdirLock(workdir):  # one suite process per W: it alone writes the store
+            return _run(p, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(p: plan_lib.Plan, stop) -> dict | None:
+    """run_suite's body, under the suite workdir's lock."""
+    suite, workdir = p.suite, p.workdir
+    prepare_data(p)
+    mesh = sharding.make_mesh()
+    t0 = time.perf_counter()
+    selection = select(p, mesh=mesh, stop=stop)
+    if selection is None:
+        return None
+    runs = p.table_runs(selection["chosen"])
+    if not _train_all(workdir, runs, mesh=mesh, stop=stop):
+        return None
+    results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
+                    **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
+    out = report.write(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
+    if suite.cam["rows"] and suite.cam["clips"]:
+        from ego_jax.experiments import cam  # noqa: PLC0415
+
+        out["cam"] = cam.draw_suite(p, runs)
+    return out
+
+
+def dry_run(suite, workdir: str) -> str:
+    """Every job, the stages it trains or shares, and the train steps per stage; trains nothing."""
+    workdir = os.path.abspath(workdir)
+    p = plan_lib.Plan(suite, workdir)
+    runs = p.validation_runs()
+    provisional = {(r["key"], c): 0 for r in suite.rows if r["search"] for c in p.columns(r)}
+    table = p.table_runs(provisional)
+    users: dict[str, list[str]] = {}
+    for run in runs + table:
+        for name in run.config.recipe:
+            users.setdefault(plan_lib.stage_key(run.config, name), []).append(run.path)
+    lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
+             f"(store {workdir}/stages)"]
+    steps_cache: dict[str, str] = {}
+    for title, group in (("validation runs (hyperparameter selection; test subject never read)", runs),
+                         ("table runs" + (" (searched rows shown with set 0; the chosen set replaces it)"
+                                          if provisional else ""), table)):
+        lines.append(f"\n{title}:")
+        for run in group:
+            hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
+            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
+                         f" test {run.config.data.test_split}{hp}")
+            for name in run.config.recipe:
+                sid = plan_lib.stage_key(run.config, name)
+                shared = len(set(users[sid])) - 1
+                lines.append(f"    {name:<11} {sid}  {_steps(run.config, name, steps_cache)}"
+                             + (f"  shared with {shared} other run(s)" if shared else ""))
+    return "\n".join(lines)
+
+
+def _steps(config, stage: str, cache: dict) -> str:
+    """'E epochs x S steps = N steps' (S from the built train split; '?' when the data is not built yet)."""
+    epochs = config.stages[stage].epochs
+    key = (config.data.data_dir, config.data.train_split, config.batch_size)
+    if key not in cache:
+        try:
+            cache[key] = str(len(loaders.load_split(config, config.data.train_split)) // config.batch_size)
+        except (FileNotFoundError, ValueError):
+            cache[key] = "?"
+    per_epoch = cache[key]
+    total = epochs * int(per_epoch) if per_epoch != "?" else "?"
+    return f"{epochs} epochs x {per_epoch} steps = {total} steps" + (" (data not built)" if per_epoch == "?" else "")

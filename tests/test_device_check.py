@@ -1,0 +1,41 @@
+"""scripts/device_check.sh --smoke: the accelerator check runs end to end on CPU (tiny shapes) and prints its table."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 900
+
+
+def test_step_benchmark_imports_nothing_that_needs_tensorflow():
+    """The accelerator machine has no TensorFlow, grain or tfds: the step benchmark must not import them."""
+    code = ("import sys; sys.argv = ['benchmark']; import runpy; runpy.run_path('scripts/benchmark.py'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'grain', 'tensorflow_datasets', "
+            "'clu', 'array_record'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_device_check_smoke(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    # Its own session, so a timeout ends the script and every process it started.
+    proc = subprocess.Popen(["bash", "scripts/device_check.sh", "--smoke"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output = proc.communicate(timeout=TIMEOUT_S)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0]
+        raise AssertionError(f"device_check.sh --smoke ran past {TIMEOUT_S} s; output:\n{output}") from None
+    assert proc.returncode == 0, output
+    step = json.loads((tmp_path / "step.json").read_text())
+    impls = {(r["stage"], r["impl"]) for r in step["rows"]}
+    assert {("rgb_stage1", "ego_jax float32"), ("rgb_stage1", "ego_jax bfloat16")} <= impls, impls
+    assert all(r["clips_per_s"] > 0 and r["first_step_s"] > 0 for r in step["rows"])
+    table = output[output.index("== table"):]
+    assert "| rgb_stage1 | ego_jax bfloat16 |" in table, output
+    has_loader = "loader benchmark skipped" not in output
+    assert has_loader == (tmp_path / "data.json").exists(), output

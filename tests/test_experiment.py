@@ -1,0 +1,244 @@
+"""Experiment suites: stage identity, hyperparameter sets, the step1 and ms suites end to end at tiny sizes.
+
+The suites run at preset=quickstart with the test's smaller sizes on top (ResNet-18 width 4, 32 px crops, 1 epoch,
+tiny synthetic set with the quickstart's 6 classes); asserted is the structure, never an accuracy.
+"""
+import json
+import os
+import re
+
+import cv2
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import attention, common, flow, ms_cls, two_stream
+from configs.experiments import ms, step1
+from ego_jax.data import gtea61, synthetic
+from ego_jax.experiments import plan, runner
+from ego_jax.train import loop
+
+TINY = (("model.width", 4), ("data.crop", 32), ("data.resize", 36), ("data.stack", 2), ("data.flow_eval_stacks", 2),
+        ("batch_size", 4), ("eval_batch_size", 4), ("stages.*.epochs", 1))
+
+
+def ids(config) -> dict:
+    return {name: plan.stage_key(config, name) for name in config.recipe}
+
+
+def changed(config, values) -> dict:
+    return ids(common.override(config, values))
+
+
+def test_identity_changes_with_result_fields_only():
+    base = ids(attention.get_config("frames=7"))
+    for harmless in ({"log_every_steps": 1}, {"eval_batch_size": 3}, {"eval_every_epochs": 1},
+                     {"checkpoint_every_epochs": 1}, {"data.worker_count": 0}, {"model.scan_unroll": 1},
+                     {"data.data_dir": "/elsewhere"}, {"data.flow_eval_stacks": 2}):
+        assert changed(attention.get_config("frames=7"), harmless) == base, harmless
+    assert ids(attention.get_config("frames=16")).keys() == base.keys()
+    for name in base:  # every stage reads RGB frames
+        assert ids(attention.get_config("frames=16"))[name] != base[name]
+    # stage 1's learning rate changes stage 1 and, through init_from, stage 2
+    lr1 = changed(attention.get_config("frames=7"), {"stages.rgb_stage1.optimizer.lr": 5e-4})
+    assert lr1["rgb_stage1"] != base["rgb_stage1"] and lr1["rgb_stage2"] != base["rgb_stage2"]
+    lr2 = changed(attention.get_config("frames=7"), {"stages.rgb_stage2.optimizer.lr": 5e-4})
+    assert lr2["rgb_stage1"] == base["rgb_stage1"] and lr2["rgb_stage2"] != base["rgb_stage2"]
+    # the stored eval.json is on the test split: a stage tested elsewhere is another stored stage
+    for field in ({"seed": 1}, {"batch_size": 16}, {"data.train_split": "S1+S3"}, {"stages.rgb_stage2.epochs": 3},
+                  {"data.test_split": "S4"}):
+        assert changed(attention.get_config("frames=7"), field)["rgb_stage2"] != base["rgb_stage2"], field
+
+
+def test_identity_shares_what_recipes_share():
+    ts7, ts16 = ids(two_stream.get_config("frames=7")), ids(two_stream.get_config("frames=16"))
+    assert ts7["flow"] == ts16["flow"] == ids(flow.get_config())["flow"]  # flow does not read the RGB frame count
+    assert changed(flow.get_config(), {"data.flow_eval_stacks": 2})["flow"] != ts7["flow"]  # its eval.json does
+    assert ts7["joint"] != ts16["joint"]
+    att = ids(attention.get_config("frames=7"))
+    assert att == {k: ts7[k] for k in att}
+    cls = ids(ms_cls.get_config("frames=7"))
+    assert cls["rgb_stage1"] == att["rgb_stage1"] and cls["rgb_stage2"] != att["rgb_stage2"]
+    # the MS threshold matters to the classification head only
+    assert changed(ms_cls.get_config("frames=7"), {"data.ms_threshold": 0.4})["rgb_stage2"] != cls["rgb_stage2"]
+    assert changed(attention.get_config("frames=7"), {"data.ms_threshold": 0.4}) == att
+
+
+def test_search_sets():
+    space = (("a", (1, 2, 3)), ("b", ("x", "y")), ("c", (0.1, 0.2, 0.3, 0.4)))
+    for n in (2, 3, 5, 24):
+        sets = plan.search_sets(space, n, "random", 0)
+        assert sets[0] == {"a": 1, "b": "x", "c": 0.1} and len({tuple(s.items()) for s in sets}) == n
+        for key, values in space:  # every hyperparameter of the space is varied as far as the sets allow
+            assert len({s[key] for s in sets}) == min(n, len(values)), (n, key)
+    assert plan.search_sets(space, 3, "random", 0) == plan.search_sets(space, 3, "random", 0)
+    assert len({str(plan.search_sets(space, 3, "random", seed)) for seed in range(5)}) > 1  # seeded
+    assert len(plan.search_sets(space, 1, "grid", 0)) == 24
+    with pytest.raises(ValueError, match="only 24 combinations"):
+        plan.search_sets(space, 25, "random", 0)
+
+
+def test_suite_arguments():
+    s = ms.get_config("val=S3,sets=4")
+    assert s.protocol.to_dict() == {"train": "S1+S3+S4", "test": "S2", "val": "S3"} and s.selection.sets == 4
+    with pytest.raises(ValueError, match="never the test subject"):
+        ms.get_config("val=S2")
+    with pytest.raises(ValueError, match="unknown rows"):
+        step1.get_config("rows=lstm")
+    assert [r["key"] for r in step1.get_config("rows=flow+convlstm").rows] == ["convlstm", "flow"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The quickstart's 6 classes, 1 clip per class and subject: train S1+S3+S4 = 18 clips (4 steps of 4)."""
+    tmp = tmp_path_factory.mktemp("gtea61")
+    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=synthetic.PRESETS["quickstart"]["classes"],
+                             clips_per_class=1, workers=1)
+    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
+    return str(tmp / "tfds")
+
+
+def tiny(module, data_dir, arg="", columns=(2, 3)):
+    s = module.get_config(f"preset=quickstart,seeds=2,data_dir={data_dir}" + (f",{arg}" if arg else ""))
+    s.overrides = s.overrides + TINY
+    s.columns = columns
+    return s
+
+
+@pytest.fixture(scope="module")
+def step1_run(data_dir, tmp_path_factory):
+    w = str(tmp_path_factory.mktemp("step1"))
+    suite = tiny(step1, data_dir, "seeds=1")
+    out = runner.run_suite(suite, w)
+    return suite, w, out
+
+
+def test_step1_table_structure(step1_run):
+    suite, w, out = step1_run
+    md = open(os.path.join(w, "results.md")).read()
+    assert re.search(r"^\| \| 2 frames \| 3 frames \|$", md, re.M)
+    for name in ("ConvLSTM", "ConvLSTM-attention", "temporal warp flow", "two-stream (joint train)"):
+        assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d \(1 seed\) \| \d+\.\d \(1 seed\) \|$", md, re.M), name
+    assert "Flow row" in md and os.path.getsize(os.path.join(w, "results.png")) > 0
+    assert os.path.exists(os.path.join(w, "per_class_diff.png"))
+    saved = json.load(open(os.path.join(w, "results.json")))
+    for row in saved["rows"]:
+        for col, c in row["cells"].items():
+            # each cell is the mean of its own runs' eval.json, read back here from the run workdirs
+            accs = [json.load(open(os.path.join(w, d, row["stage"], "eval.json")))["accuracy"] for d in c["workdirs"]]
+            assert c["accuracies"] == accs and c["mean"] == pytest.approx(sum(accs) / len(accs))
+            want = "runs/flow/any/seed0" if row["key"] == "flow" else f"runs/{row['key']}/frames{col}/seed0"
+            assert c["workdirs"] == [want]
+        assert sum(v is not None for v in saved["runs"][0]["per_class_accuracy"].values()) == 6
+
+
+def test_step1_shared_stages_trained_once(step1_run):
+    _, w, _ = step1_run
+    real = {}
+    for row, col in (("attention", "frames2"), ("two_stream", "frames2"), ("flow", "any"), ("two_stream", "frames3")):
+        for stage in os.listdir(os.path.join(w, "runs", row, col, "seed0")):
+            if stage != "config.json":
+                real.setdefault(stage, set()).add(os.path.realpath(os.path.join(w, "runs", row, col, "seed0", stage)))
+    assert len(real["flow"]) == 1  # the flow row's stage is two-stream's, at both frame counts
+    two_stream_2 = os.path.join(w, "runs", "two_stream", "frames2", "seed0")
+    attention_2 = os.path.join(w, "runs", "attention", "frames2", "seed0")
+    for stage in ("rgb_stage1", "rgb_stage2"):
+        assert os.path.realpath(os.path.join(two_stream_2, stage)) == os.path.realpath(os.path.join(attention_2, stage))
+    stages = os.listdir(os.path.join(w, "stages"))
+    assert len(stages) == 11  # (convlstm 2 + attention 2) x 2 columns + flow + joint x 2
+    for sid in stages:  # each trained in one session: every step logged once
+        steps = [json.loads(x)["step"] for x in open(os.path.join(w, "stages", sid, "metrics.jsonl"))
+                 if "train/loss" in x]
+        assert steps and len(steps) == len(set(steps)), sid
+
+
+class StopAfter(loop.StopRequest):
+    """A kill after `steps` train steps of the suite (the loop reads `requested` once a step)."""
+
+    def __init__(self, steps):
+        self.left = steps
+        super().__init__()
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return self.left < 0
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+def test_killed_suite_resumes_to_the_same_table(step1_run, data_dir, tmp_path):
+    _, w_full, full = step1_run
+    suite = tiny(step1, data_dir, "seeds=1,rows=convlstm", columns=(2,))
+    w = str(tmp_path)
+    # rgb_stage1 has 4 steps: it finishes, then rgb_stage2 stops after 2 steps with a checkpoint
+    assert runner.run_suite(suite, w, stop=StopAfter(6)) is None
+    assert os.path.exists(os.path.join(w, "runs/convlstm/frames2/seed0/rgb_stage1/DONE"))
+    assert not os.path.exists(os.path.join(w, "runs/convlstm/frames2/seed0/rgb_stage2/DONE"))
+    out = runner.run_suite(suite, w)
+    assert out["rows"][0]["cells"][2]["accuracies"] == full["rows"][0]["cells"][2]["accuracies"]
+    stage2 = os.path.realpath(os.path.join(w, "runs/convlstm/frames2/seed0/rgb_stage2"))
+    assert os.path.basename(stage2) == os.path.basename(
+        os.path.realpath(os.path.join(w_full, "runs/convlstm/frames2/seed0/rgb_stage2")))
+    assert runner.run_suite(suite, w)["rows"] == out["rows"]  # a third run trains nothing and changes nothing
+
+
+def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
+    w = str(tmp_path)
+    opened = []
+    real = tfds.data_source
+
+    def recording(name, *, split, **kw):
+        opened.append((split, os.path.exists(os.path.join(w, runner.SELECTION))))
+        return real(name, split=split, **kw)
+
+    monkeypatch.setattr(tfds, "data_source", recording)
+    suite = tiny(ms, data_dir, "seeds=1", columns=(2,))
+    out = runner.run_suite(suite, w)
+    during_selection = {split for split, after in opened if not after}
+    assert during_selection == {"S1+S3", "S4"}
+    assert ("S2", True) in opened  # the recorder does see the table runs' test split
+    val = out["validation"]
+    assert [(v["row"], v["set"]) for v in val] == [(r, k) for r in ("ms_cls", "ms_reg") for k in range(3)]
+    for key in ("ms_cls", "ms_reg"):
+        chosen = [v for v in val if v["row"] == key and v["chosen"]]
+        assert len(chosen) == 1
+        best = max(sum(v["accuracies"]) for v in val if v["row"] == key)
+        assert sum(chosen[0]["accuracies"]) == best
+        row = next(r for r in out["rows"] if r["key"] == key)
+        assert row["chosen_set"] == {2: chosen[0]["set"]}
+        # the table run trains the chosen set on all training subjects
+        fields = json.load(open(os.path.join(w, row["cells"][2]["workdirs"][0], "rgb_stage2", "identity.json")))
+        assert fields["identity"]["data"]["train_split"] == "S1+S3+S4"
+        for k, v in chosen[0]["hyperparameters"].items():
+            assert _field(fields, k) == v, k
+    md = open(os.path.join(w, "results.md")).read()
+    assert "Validation (hyperparameter selection" in md and md.count("| yes |") == 2
+    # CAM comparison of the three rows on the suite's clips: frames, baseline CAM, then CAM + MS pred + MS target
+    # for each MS model; 32 px frames enlarged to 160, 2 px gaps, under a title band of clip, truth, 3 models.
+    assert out["cam"] == [os.path.join(w, "cam", "frames2", c.replace("/", "_") + ".png") for c in suite.cam["clips"]]
+    image = cv2.imread(out["cam"][0])
+    assert image.shape == (5 * 18 + 4 + 8 * 162 - 2, 2 * 162 - 2, 3)
+
+
+def test_clip_index_finds_clips_without_reading_examples(data_dir, monkeypatch):
+    source = gtea61.load_source("S1+S3", data_dir=data_dir)
+    ids = [x.decode() for x in (source[i]["clip_id"] for i in range(len(source)))]
+    assert gtea61.clip_ids("S1+S3", data_dir=data_dir) == ids and len(ids) == 12
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the clip index must not read the dataset")
+
+    monkeypatch.setattr(tfds, "data_source", no_reading)  # the index was written at build time
+    s2 = gtea61.clip_ids("S2", data_dir=data_dir)
+    assert sorted(s2) == sorted(f"S2/{c}/1" for c in synthetic.PRESETS["quickstart"]["classes"])
+
+
+def _field(fields: dict, key: str):
+    """identity.json value of a dotted config key of the MS search space ('data.x' or 'stages.<stage>.x.y')."""
+    parts = key.split(".")
+    node = fields["identity"]["data"] if parts[0] == "data" else fields["identity"]["stage"]
+    for part in parts[1 if parts[0] == "data" else 2:]:
+        node = node[part]
+    return node
