@@ -26,7 +26,8 @@ from PIL import Image, ImageOps
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from ego_jax.data import sampling, transforms  # noqa: E402
-from ego_jax.train import recipes, sharding, stage  # noqa: E402
+from ego_jax import streams  # noqa: E402
+from ego_jax.train import loaders, recipes, sharding, stage  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -316,17 +317,18 @@ def _config(spec: str, overrides, **sizes):
 
 def _example_batch(config, name: str, model, mesh):
     """Random uint8 frames and labels with the keys, shapes and dtypes of the stage's train loader, on the mesh."""
-    kind, d, b = config.stages[name].model.kind, config.data, config.batch_size
+    stage_cfg, b = config.stages[name], config.batch_size
+    kind = stage_cfg.model.kind
+    spec = loaders.clip_spec(config, streams.get(kind).loader, train=True, ms_grid=loaders.ms_grid(config, model, kind),
+                             ms_head=recipes.ms_kind(stage_cfg))
     rng = np.random.default_rng(0)
     batch = dict(label=rng.integers(0, config.num_classes, b).astype(np.int32), mask=np.ones(b, bool),
                  index=np.arange(b, dtype=np.int32))
-    if kind != "flow":
-        batch["rgb"] = rng.integers(0, 256, (b, d.frames, d.crop, d.crop, 3), np.uint8)
-    if kind != "ego_rnn":
-        batch["flow"] = rng.integers(0, 256, (b, d.crop, d.crop, 2 * d.stack), np.uint8)
-    grid = recipes.ms_grid(model, kind, frames=d.frames, crop=d.crop)
-    if grid:
-        batch["ms_target"] = (rng.random((b, d.frames, *grid)) < 0.3).astype(np.float32)
+    for key, (shape, dtype) in spec.shapes().items():
+        if dtype == np.uint8:
+            batch[key] = rng.integers(0, 256, (b, *shape), np.uint8)
+    if spec.ms_grid:
+        batch["ms_target"] = (rng.random((b, *spec.shapes()["ms_target"][0])) < 0.3).astype(np.float32)
     return jax.device_put(batch, sharding.batch_sharding(mesh))
 
 

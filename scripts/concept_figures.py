@@ -1,7 +1,7 @@
 """The pictures of docs/concepts.md, drawn from one test clip of a built dataset and (optionally) a trained RGB stage.
 
   python scripts/concept_figures.py --config configs/quickstart.py --workdir W --out docs/figures \\
-      --config.data.data_dir=... [--stage rgb_stage2] [--clip 0]
+      --config.data.data_dir=... [--stage rgb_stage2] [--clip S2/take_jam/1]
 
 Without --workdir the model is freshly initialised (its maps are then meaningless: a smoke run).
 Writes to --out:
@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "training workdir of the config (default: an untrained model)")
 flags.DEFINE_string("stage", "rgb_stage2", "RGB (or two_stream) stage whose model draws the model figures")
-flags.DEFINE_integer("clip", 0, "index of the clip in the test split")
+flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_jam/1) or its index in the split")
 flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
 flags.DEFINE_integer("size", 96, "display size (px) of each tile's short side")
 flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
@@ -100,7 +100,7 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
                 cell=np.asarray(jnp.mean(jnp.abs(cs[0]), axis=-1)), p_true=np.asarray(p_true))
 
 
-def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: int = 0,
+def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
          size: int = 96, pan: float = 3.0) -> list[str]:
     """Writes FIGURES into `out` for one test clip -> their paths."""
     import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
@@ -108,6 +108,7 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
     from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import ClipSpec, load_clip  # noqa: PLC0415
+    from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
     from ego_jax.models import layer4_grid  # noqa: PLC0415
     from ego_jax.train import evaluate, recipes  # noqa: PLC0415
     from ego_jax.viz import cam  # noqa: PLC0415
@@ -124,9 +125,7 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
         model.eval()
     model = model.rgb if kind == "two_stream" else model
     source = evaluate.test_source(config)
-    if not 0 <= clip < len(source):
-        raise ValueError(f"--clip {clip}: the test split has {len(source)} clips (indices 0..{len(source) - 1})")
-    example = source[clip]
+    example = source[find_clip(config, config.data.test_split, clip)]
     label = int(example["label"])
     n = len(example["rgb"])
 

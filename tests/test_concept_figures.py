@@ -38,7 +38,7 @@ def grid_shape(rows, columns, aspect):
 
 
 def test_writes_every_figure(data_dir, tmp_path):
-    proc = run(data_dir, tmp_path, "--clip=0")
+    proc = run(data_dir, tmp_path, f"--clip=S2/{gtea61.CLASSES[0]}/1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     images = {name: cv2.imread(str(tmp_path / name)) for name in
               ("rgb_flow.png", "optical_vs_warp.png", "cam.png", "convlstm.png", "ms_target.png")}
@@ -57,3 +57,5 @@ def test_clear_error_for_a_flow_stage(data_dir, tmp_path):
     assert proc.returncode != 0 and "not an RGB or two_stream stage" in proc.stderr
     proc = run(data_dir, tmp_path, "--clip=1")  # S2 holds one clip
     assert proc.returncode != 0 and "indices 0..0" in proc.stderr
+    proc = run(data_dir, tmp_path, "--clip=S9/take_jam/1")
+    assert proc.returncode != 0 and "is not in split S2" in proc.stderr

@@ -46,13 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.convert.torchvision import WeightsError, check_keys, config_of, path_key, torchvision_to_nnx
-from ego_jax.models.ego_rnn import EgoRNN
-from ego_jax.models.flow import FlowResNet
-from ego_jax.models.lsta import LSTA
 from ego_jax.models.lsta_cell import ATTENTION_GATES, MEMORY_GATES
 from ego_jax.models.resnet import ResNet
-from ego_jax.models.two_stream import TwoStream
 
 GATE_ORDER = ("i", "f", "c", "o")  # ego_jax ConvLSTMCell's gate blocks, along the output channels
 
@@ -103,7 +100,6 @@ DUPLICATES = {
     "two_stream": {"classifier.1.weight": "fc2.weight", "classifier.1.bias": "fc2.bias"},
     "lsta": {"fc.weight": "classifier.1.weight", "fc.bias": "classifier.1.bias"},
 }
-MODEL_KIND = ((TwoStream, "two_stream"), (EgoRNN, "rgb"), (FlowResNet, "flow"), (LSTA, "lsta"))
 
 
 def _blocks(sd, keys, axis, errors):
@@ -239,19 +235,20 @@ def _describe(cfg: dict) -> str:
     return f"depth {cfg['depth']}, width {cfg['width']}, {cfg['in_channels']} input channels"
 
 
-def load_reference(model: EgoRNN | FlowResNet | TwoStream | LSTA, source) -> None:
+def load_reference(model: nnx.Module, source) -> None:
     """Apply a reference checkpoint (a state dict, or a .pth path read with torch) to `model` in place.
 
+    The checkpoint layout (TABLE key) is the one the stream table (ego_jax.streams) names for the model's class.
     The model must have the checkpoint's architecture (depth, width, stack, classes; an EgoRNN without
     ms_head, since the reference has none); otherwise WeightsError lists the missing, unknown and
     mis-shaped nnx paths.
     """
-    kind = next((k for cls, k in MODEL_KIND if isinstance(model, cls)), None)
-    if kind is None:
-        raise TypeError(
-            f"load_reference: expected an EgoRNN, FlowResNet or TwoStream (Ego-RNN) or an LSTA, "
-            f"got {type(model).__name__}"
-        )
+    stream = streams.of_model(model)  # the stream table names each model class's layout in TABLE
+    if stream is None or stream.layout is None:
+        names = ", ".join(s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None)
+        raise TypeError(f"load_reference: expected an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another model with "
+                        f"a reference layout in ego_jax/streams.py (now: {names}), got {type(model).__name__}")
+    kind = stream.layout
     if not isinstance(source, Mapping):
         import torch  # only for reading .pth files; the torch extra of ego_jax
 

@@ -364,6 +364,16 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     """
     spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method, rgb_endpoint)
+    return build_loader(source, spec, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                        num_epochs=num_epochs, worker_count=worker_count, sharding=sharding,
+                        drop_remainder=drop_remainder, read_threads=read_threads, keep_workers=keep_workers)
+
+
+def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 0, start_step: int = 0,
+                 num_epochs: int | None = None, worker_count: int = 0, sharding=None,
+                 drop_remainder: bool | None = None, read_threads: int = 1, keep_workers: bool = False) -> Loader:
+    """make_loader with the per-clip arguments given as one ClipSpec (spec.train: train or eval loader)."""
+    train = spec.train
     n = len(source)
     if n == 0:
         raise ValueError("the source has no examples; check the split and data_dir")

@@ -13,9 +13,9 @@ from clu import metric_writers
 from flax import nnx
 
 from ego_jax.data import gtea61
-from ego_jax.data.pipeline import make_loader
-from ego_jax.data.transforms import normalize_rgb
-from ego_jax.train import distributed, evaluate, recipes, sharding
+from ego_jax import streams
+from ego_jax.data.pipeline import build_loader
+from ego_jax.train import distributed, evaluate, loaders, recipes, sharding
 from ego_jax.viz import cam, plots
 
 
@@ -42,28 +42,31 @@ def find_clip(config, split: str, clip: str) -> int:
 def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> tuple[dict, dict]:
     """One model on one example -> (compare_grid entry without label, batch); meta in the entry."""
     kind = config.stages[stage].model.kind
-    if kind == "flow":
-        raise ValueError(f"stage {stage!r} is a flow model: it has no CAM; pick an RGB or two_stream stage")
+    if "rgb" not in streams.get(kind).inputs:
+        raise ValueError(f"stage {stage!r} is a {kind} model without RGB input: it has no CAM; pick an RGB or "
+                         "two_stream stage")
     model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
-    rgb_model = model.rgb if kind == "two_stream" else model
-    # An LSTA always attends and has no MS head.
-    if getattr(rgb_model, "attention", True) is False and getattr(rgb_model, "ms_head", None) is None:
+    # A model reading more than RGB (two_stream) shows the attention of its RGB stream, held as `.rgb`.
+    rgb_model = model if tuple(streams.get(kind).inputs) == ("rgb",) else getattr(model, "rgb", None)
+    rgb_stream = streams.of_model(rgb_model) if rgb_model is not None else None
+    if rgb_stream is None or tuple(rgb_stream.inputs) != ("rgb",):
+        raise ValueError(f"stage {stage!r}: its {kind} model has no registered RGB stream (an RGB-only stream "
+                         "kind, itself or as its `.rgb`) whose attention could be drawn")
+    grid = loaders.ms_grid(config, rgb_model, rgb_stream.kind)
+    spec = loaders.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid,
+                             ms_head=recipes.ms_kind(config.stages[stage]))
+    loader = build_loader([example], spec, global_batch_size=1, num_epochs=1,
+                          sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
+    batch = next(iter(loader))
+    out = nnx.jit(lambda m, b: rgb_stream.forward(m, b, jnp.dtype(config.dtype)))(rgb_model, {"rgb": batch["rgb"]})
+    batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
+    if out.get("attention") is None and out.get("ms") is None:
         raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "
                          "nothing to draw")
-    d = config.data
-    grid = recipes.ms_grid(rgb_model, "ego_rnn", frames=d.frames, crop=d.crop)
-    head = recipes.ms_kind(config.stages[stage]) if kind == "ego_rnn" else None
-    loader = make_loader([example], kind="rgb", train=False, global_batch_size=1, frames=d.frames, stack=d.stack,
-                         crop=d.crop, resize=d.resize, ms_grid=grid,
-                         ms_threshold=d.ms_threshold if head == "cls" else None, num_epochs=1, method=d.resize_method,
-                         rgb_endpoint=d.rgb_endpoint, sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
-    batch = next(iter(loader))
-    out = nnx.jit(lambda m, x: m(x))(rgb_model, normalize_rgb(batch["rgb"], jnp.dtype(config.dtype)))
-    batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
     # a two_stream stage's RGB classifier is not the joint model's: no prediction shown
-    pred = int(np.argmax(out["logits"][0])) if kind in recipes.RGB_KINDS else None
-    return dict(attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
-                ms_pred=None if out["ms"] is None else np.asarray(out["ms"][0]),
+    pred = int(np.argmax(out["logits"][0])) if rgb_model is model else None
+    return dict(attention=None if out.get("attention") is None else np.asarray(out["attention"][0]),
+                ms_pred=None if out.get("ms") is None else np.asarray(out["ms"][0]),
                 ms_target=batch["ms_target"][0] if "ms_target" in batch else None,
                 step=meta["step"], finished=meta["finished"], pred=pred), batch
 

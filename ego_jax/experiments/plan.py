@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from configs import common
+from ego_jax import streams
 from ego_jax.train.stage_identity import stage_identity
 
 TABLE, VALIDATION = "table", "validation"
@@ -24,7 +25,7 @@ TABLE, VALIDATION = "table", "validation"
 def stage_fields(config, stage: str) -> dict:
     """What a stored stage's results depend on: its identity (trained parameters) and what its eval.json reads."""
     report = dict(test_split=config.data.test_split)
-    if config.stages[stage].model.kind == "flow":
+    if streams.get(config.stages[stage].model.kind).protocol == "flow":  # the protocol that averages flow stacks
         report["flow_eval_stacks"] = config.data.flow_eval_stacks
     return dict(identity=stage_identity(config, stage), report=report)
 

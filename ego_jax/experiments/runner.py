@@ -13,7 +13,7 @@ import time
 
 from ego_jax.experiments import plan as plan_lib
 from ego_jax.experiments import report
-from ego_jax.train import loop, preflight, sharding
+from ego_jax.train import loaders, loop, preflight, sharding
 from ego_jax.train.workdir_lock import WorkdirLock
 
 SELECTION = "selection.json"
@@ -203,7 +203,7 @@ def _steps(config, stage: str, cache: dict) -> str:
     key = (config.data.data_dir, config.data.train_split, config.batch_size)
     if key not in cache:
         try:
-            cache[key] = str(len(loop.load_split(config, config.data.train_split)) // config.batch_size)
+            cache[key] = str(len(loaders.load_split(config, config.data.train_split)) // config.batch_size)
         except (FileNotFoundError, ValueError):
             cache[key] = "?"
     per_epoch = cache[key]

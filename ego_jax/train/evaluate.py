@@ -15,23 +15,17 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import checkpoint, distributed, paths, recipes, sharding, workdir_lock
+from ego_jax import streams
+from ego_jax.data.gtea61.classes import CLASSES
+from ego_jax.train import checkpoint, distributed, loaders, paths, recipes, sharding, workdir_lock
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
-# Which models (keys of `models`) and which batch entries each protocol reads.
+# The roles (keys of `models`) each protocol reads. A single-model protocol's role is its own name, filled by a
+# stream kind whose table entry (ego_jax.streams) names that protocol; late_fusion combines an rgb and a flow one.
 MODELS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("joint",), "late_fusion": ("rgb", "flow")}
-INPUTS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("rgb", "flow"), "late_fusion": ("rgb", "flow")}
-# The protocol that evaluates a stage's model kind (recipes' model.kind) on its own.
-PROTOCOL_OF_KIND = {"ego_rnn": "rgb", "flow": "flow", "two_stream": "joint", "lsta": "rgb"}
-# Loader arguments the reference protocol uses (make_loader kind and eval_stacks).
-LOADER = {
-    "rgb": dict(kind="rgb", eval_stacks=1),
-    "flow": dict(kind="flow", eval_stacks=5),
-    "joint": dict(kind="two_stream", eval_stacks=1),
-    "late_fusion": dict(kind="two_stream", eval_stacks=10),
-}
+# Loader kind of the multi-model protocols (a single-model protocol reads its stream's own loader).
+FUSION_LOADER = {"late_fusion": "two_stream"}
 
 
 def average_over_stacks(logits_fn: Callable[[jax.Array], jax.Array], flow: jax.Array) -> jax.Array:
@@ -63,89 +57,110 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, mask: jax.Array,
     return counts.at[labels, predictions].add(mask.astype(jnp.int32), mode="drop")
 
 
-def _single_stack(flow: jax.Array) -> jax.Array:
+def _single_stack(protocol: str, flow: jax.Array) -> jax.Array:
     if flow.ndim == 5:
         if flow.shape[1] != 1:
             raise ValueError(
-                f"joint protocol: expected one centre flow stack, got {flow.shape[1]} stacks (flow {flow.shape}); "
+                f"{protocol} protocol: expected one centre flow stack, got {flow.shape[1]} stacks (flow {flow.shape}); "
                 "build the loader with eval_stacks=1"
             )
         return flow[:, 0]
     return flow
 
 
+def role_kinds(protocol: str, kinds: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{role: stream kind} of `protocol`'s models: `kinds`, else the first registered kind scored by the role."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    kinds = dict(kinds or {})
+    for role in MODELS[protocol]:
+        if role not in kinds:
+            kinds[role] = next(s.kind for s in streams.STREAMS.values() if s.protocol == role)
+    return {role: kinds[role] for role in MODELS[protocol]}
+
+
+def protocol_inputs(protocol: str, kinds: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Batch keys `protocol` reads: its streams' inputs (ego_jax.streams)."""
+    return tuple(dict.fromkeys(key for kind in role_kinds(protocol, kinds).values()
+                               for key in streams.get(kind).inputs))
+
+
+def protocol_loader(protocol: str, kinds: Mapping[str, str] | None = None) -> str:
+    """Pipeline loader kind of `protocol`: its stream's own loader, or FUSION_LOADER for a multi-model protocol."""
+    kinds = role_kinds(protocol, kinds)
+    return FUSION_LOADER.get(protocol) or streams.get(kinds[protocol]).loader
+
+
 def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
-                    *, flow_weight: float = 0.5, dtype=jnp.float32) -> jax.Array:
+                    *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
+                    dtype=jnp.float32) -> jax.Array:
     """uint8 batch -> (B, C) float32 logits of `protocol` ('rgb', 'flow', 'joint', 'late_fusion'); call inside jit.
 
-    models: 'rgb' (EgoRNN-like: rgb (B,T,S,S,3) -> dict logits), 'flow' (FlowResNet-like: (N,S,S,2*stack)),
-    'joint' (TwoStream-like: (rgb, flow)); only the ones the protocol needs (MODELS[protocol]).
+    models: one per role of the protocol (MODELS[protocol]); kinds: each role's stream kind (default: ego_rnn for
+    'rgb', flow for 'flow', two_stream for 'joint'), whose table entry normalises the inputs and calls the model.
+    The flow protocol averages the logits over the flow stacks; the others read one centre stack.
     dtype: compute dtype the normalised inputs are cast to (the models' `dtype`).
     """
-    def rgb_in():
-        return normalize_rgb(batch["rgb"], dtype)
+    kinds = role_kinds(protocol, kinds)
 
-    def flow_in(x):
-        return normalize_flow(x, dtype)
+    def logits(role, inputs):
+        return streams.get(kinds[role]).forward(models[role], inputs, dtype)["logits"].astype(jnp.float32)
 
-    def rgb_logits():
-        return models["rgb"](rgb_in())["logits"].astype(jnp.float32)
+    def stack_mean(role):
+        return average_over_stacks(lambda flow: logits(role, {**batch, "flow": flow}), batch["flow"])
 
-    def flow_logits():
-        return average_over_stacks(lambda x: models["flow"](flow_in(x))["logits"].astype(jnp.float32), batch["flow"])
-
-    if protocol == "rgb":
-        return rgb_logits()
     if protocol == "flow":
-        return flow_logits()
-    if protocol == "joint":
-        return models["joint"](rgb_in(), flow_in(_single_stack(batch["flow"])))["logits"].astype(jnp.float32)
+        return stack_mean("flow")
     if protocol == "late_fusion":
-        return late_fusion(flow_logits(), rgb_logits(), flow_weight)
-    raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+        return late_fusion(stack_mean("flow"), logits("rgb", batch), flow_weight)
+    one_stack = {**batch, "flow": _single_stack(protocol, batch["flow"])} if "flow" in batch else batch
+    return logits(protocol, one_stack)
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("protocol", "num_classes", "flow_weight", "dtype"))
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("protocol", "kinds", "num_classes", "flow_weight", "dtype"))
 def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
-              num_classes: int, flow_weight: float = 0.5, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+              kinds: tuple[tuple[str, str], ...], num_classes: int, flow_weight: float = 0.5,
+              dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples.
 
-    Jitted once per (graphdef, protocol, shapes): periodic evaluation in the train loop does not recompile.
+    kinds: ((role, stream kind), ...). Jitted once per (graphdef, protocol, kinds, shapes): periodic evaluation in
+    the train loop does not recompile.
     """
     models = nnx.merge(graphdef, state)
     # Eval mode on this traced copy only: the caller's modules keep their training modes.
     for module in models.values():
         module.eval()
-    logits = protocol_logits(protocol, models, batch, flow_weight=flow_weight, dtype=dtype)
+    logits = protocol_logits(protocol, models, batch, kinds=dict(kinds), flow_weight=flow_weight, dtype=dtype)
     confusion = confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
     return confusion, jnp.sum(batch["mask"], dtype=jnp.int32)
 
 
 def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: str,
-             models: Mapping[str, nnx.Module], num_classes: int, *, flow_weight: float = 0.5,
-             dtype=jnp.float32) -> np.ndarray:
+             models: Mapping[str, nnx.Module], num_classes: int, *, kinds: Mapping[str, str] | None = None,
+             flow_weight: float = 0.5, dtype=jnp.float32) -> np.ndarray:
     """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
 
-    Batches may be numpy or global (sharded) jax.Arrays; with sharded batches, pass models whose state is
-    replicated over the same mesh. A batch without 'mask' counts every example. Counts stay on the devices
-    until the end (no host sync per batch).
+    kinds: {role: stream kind} of the models (see protocol_logits). Batches may be numpy or global (sharded)
+    jax.Arrays; with sharded batches, pass models whose state is replicated over the same mesh. A batch without
+    'mask' counts every example. Counts stay on the devices until the end (no host sync per batch).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    kinds = role_kinds(protocol, kinds)
     missing = [name for name in MODELS[protocol] if name not in models]
     if missing:
         raise ValueError(f"protocol {protocol!r} needs models {MODELS[protocol]}, missing {missing}")
     graphdef, state = nnx.split({name: models[name] for name in MODELS[protocol]})
+    needed = protocol_inputs(protocol, kinds) + ("label",)
     total = expected = None
     for n, batch in enumerate(batches):
-        absent = [key for key in INPUTS[protocol] + ("label",) if key not in batch]
+        absent = [key for key in needed if key not in batch]
         if absent:
-            raise ValueError(f"evaluate: batch {n} lacks {absent} needed by protocol {protocol!r}; "
-                             f"build the loader with {LOADER[protocol]}")
-        inputs = {key: batch[key] for key in INPUTS[protocol] + ("label",)}
+            raise ValueError(f"evaluate: batch {n} lacks {absent} needed by protocol {protocol!r}; build the loader "
+                             f"with kind={protocol_loader(protocol, kinds)!r} and eval_stacks as flow_stacks() says")
+        inputs = {key: batch[key] for key in needed}
         inputs["mask"] = batch["mask"] if "mask" in batch else np.ones(np.shape(batch["label"]), bool)
-        counts, count = eval_step(graphdef, state, inputs, protocol=protocol, num_classes=num_classes,
-                                  flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        counts, count = eval_step(graphdef, state, inputs, protocol=protocol, kinds=tuple(kinds.items()),
+                                  num_classes=num_classes, flow_weight=flow_weight, dtype=jnp.dtype(dtype))
         total, expected = (counts, count) if total is None else (total + counts, expected + count)
     if total is None:
         raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
@@ -247,19 +262,18 @@ def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unf
     return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": step == final}
 
 
-def _last_stage_of_kind(config, kind: str, what: str) -> str:
-    stages = [name for name in config.recipe if config.stages[name].model.kind == kind]
+def _last_stage_scored_by(config, role: str) -> str:
+    stages = [name for name in config.recipe if streams.get(config.stages[name].model.kind).protocol == role]
     if not stages:
-        raise ValueError(f"late_fusion needs a {what} stage (model kind {kind!r}); the recipe has "
-                         f"{[(n, config.stages[n].model.kind) for n in config.recipe]}: pass --{what}_stage")
+        kinds = [s.kind for s in streams.STREAMS.values() if s.protocol == role]
+        raise ValueError(f"late_fusion needs a {role} stage (model kind {' or '.join(map(repr, kinds))}); the recipe "
+                         f"has {[(n, config.stages[n].model.kind) for n in config.recipe]}: pass --{role}_stage")
     return stages[-1]
 
 
 def test_source(config, split: str | None = None):
     """The config's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
-    from ego_jax.train.loop import load_split  # noqa: PLC0415  (loop imports tfds lazily too)
-
-    return load_split(config, split or config.data.test_split)
+    return loaders.load_split(config, split or config.data.test_split)
 
 
 def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
@@ -267,18 +281,13 @@ def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
     return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
-def make_eval_loader(config, source, protocol: str, *, mesh, fusion_stacks: int = 10, keep_workers: bool = False):
-    """config.data's padded one-epoch loader of `source` for `protocol`, batches sharded over mesh's 'data' axis.
-
-    keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
-    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
-
-    d = config.data
-    return make_loader(source, kind=LOADER[protocol]["kind"], train=False, global_batch_size=config.eval_batch_size,
-                       frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
-                       eval_stacks=flow_stacks(config, protocol, fusion_stacks),
-                       seed=config.seed, num_epochs=1, worker_count=d.worker_count, method=d.resize_method,
-                       rgb_endpoint=d.rgb_endpoint, sharding=sharding.batch_sharding(mesh), keep_workers=keep_workers)
+def make_eval_loader(config, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
+                     fusion_stacks: int = 10, keep_workers: bool = False):
+    """config.data's padded one-epoch loader of `source` for `protocol` (and its roles' stream `kinds`), batches
+    sharded over mesh's 'data' axis. keep_workers: for an evaluation repeated during training (close() it)."""
+    return loaders.eval_loader(config, source, protocol_loader(protocol, kinds),
+                               eval_stacks=flow_stacks(config, protocol, fusion_stacks), mesh=mesh,
+                               keep_workers=keep_workers)
 
 
 def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
@@ -287,37 +296,37 @@ def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = N
                      all_classes: bool = False) -> dict:
     """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
 
-    stage: default the recipe's last; protocol: default the stage's own (PROTOCOL_OF_KIND). late_fusion
-    combines rgb_stage and flow_stage (default: the recipe's last EgoRNN / FlowResNet stages) and writes
+    stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams).
+    late_fusion combines rgb_stage and flow_stage (default: the recipe's last rgb / flow protocol stages) and writes
     <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
     """
-    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-
     workdir = paths.absolute(workdir)
     stage = stage_of(config, stage)
-    protocol = protocol or PROTOCOL_OF_KIND[config.stages[stage].model.kind]
+    protocol = protocol or streams.get(config.stages[stage].model.kind).protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     if protocol == "late_fusion":
-        names = {"rgb": rgb_stage or _last_stage_of_kind(config, "ego_rnn", "rgb"),
-                 "flow": flow_stage or _last_stage_of_kind(config, "flow", "flow")}
+        given = {"rgb": rgb_stage, "flow": flow_stage}
+        names = {role: given[role] or _last_stage_scored_by(config, role) for role in MODELS[protocol]}
         out_name = "late_fusion"
     else:
-        names = {MODELS[protocol][0]: stage}
+        names = {protocol: stage}
         out_name = stage
-    models, checkpoints = {}, {}
+    models, checkpoints, kinds = {}, {}, {}
     for role, name in names.items():
-        kind = config.stages[name].model.kind
-        if PROTOCOL_OF_KIND[kind] != role:
+        kinds[role] = kind = config.stages[name].model.kind
+        own = streams.get(kind).protocol
+        if own != role:
             raise ValueError(f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
-                             f"{kind} model (evaluate it with --protocol {PROTOCOL_OF_KIND[kind]})")
+                             f"{kind} model (evaluate it with --protocol {own})")
         models[role], checkpoints[name] = load_stage_model(config, workdir, name, allow_unfinished=allow_unfinished)
 
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     split = split or config.data.test_split
-    loader = make_eval_loader(config, test_source(config, split), protocol, mesh=mesh, fusion_stacks=fusion_stacks)
-    confusion = evaluate(loader, protocol, models, config.num_classes, flow_weight=flow_weight,
+    loader = make_eval_loader(config, test_source(config, split), protocol, mesh=mesh, kinds=kinds,
+                              fusion_stacks=fusion_stacks)
+    confusion = evaluate(loader, protocol, models, config.num_classes, kinds=kinds, flow_weight=flow_weight,
                          dtype=jnp.dtype(config.dtype))
 
     class_names = CLASSES if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
@@ -325,7 +334,7 @@ def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = N
     meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
             "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
             "frames": config.data.frames, "crop": config.data.crop}
-    if "flow" in INPUTS[protocol]:
+    if "flow" in protocol_inputs(protocol, kinds):
         meta["flow_stacks"] = flow_stacks(config, protocol, fusion_stacks)
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight

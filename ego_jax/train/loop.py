@@ -17,7 +17,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from flax import nnx
 
-from ego_jax.train import checkpoint, distributed, evaluate, paths, preflight, recipes, sharding
+from ego_jax import streams
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked
@@ -101,48 +102,18 @@ def restart_stage(config, workdir: str, name: str) -> None:
                         name, target)
 
 
-def load_split(config, split: str):
-    """config.data's gtea61 split as a random-access source; a missing build names the commands that make it."""
-    from ego_jax.data.gtea61 import load_source  # noqa: PLC0415
-
-    d = config.data
-    try:
-        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
-    except FileNotFoundError as e:
-        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
-        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
-               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
-        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
-
-
-def load_sources(config):
-    """-> (train source, test source) of config.data (see load_split)."""
-    return load_split(config, config.data.train_split), load_split(config, config.data.test_split)
-
-
-def _train_loader(config, stage, source, *, ms_grid, start_step: int, mesh):
-    from ego_jax.data.pipeline import make_loader  # noqa: PLC0415
-
-    d = config.data
-    return make_loader(
-        source, kind=evaluate.LOADER[evaluate.PROTOCOL_OF_KIND[stage.model.kind]]["kind"], train=True, global_batch_size=config.batch_size,
-        frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize, ms_grid=ms_grid,
-        ms_threshold=d.ms_threshold if ms_grid and recipes.ms_kind(stage) == "cls" else None,
-        seed=config.seed, start_step=start_step, num_epochs=stage.epochs,
-        worker_count=d.worker_count, method=d.resize_method, rgb_endpoint=d.rgb_endpoint,
-        sharding=sharding.batch_sharding(mesh))
-
-
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
-                   dtype) -> dict:
-    """Accuracy of the model at a train state with evaluate.py's `protocol` over padded eval batches.
+                   dtype, kind: str | None = None) -> dict:
+    """Accuracy of the model (of stream `kind`, default the protocol's) at a train state with evaluate.py's `protocol`.
 
     -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
     batch mask. Evaluation switches a traced copy to eval mode, so the training modes in `graphdef` and the
     train state are untouched.
     """
     model = nnx.merge(graphdef, state.params, state.stats, state.rngs, frozen)
-    confusion = evaluate.evaluate(batches, protocol, {evaluate.MODELS[protocol][0]: model}, num_classes, dtype=dtype)
+    role = evaluate.MODELS[protocol][0]
+    kinds = None if kind is None else {role: kind}
+    confusion = evaluate.evaluate(batches, protocol, {role: model}, num_classes, kinds=kinds, dtype=dtype)
     correct, count = int(np.trace(confusion)), int(confusion.sum())
     return dict(accuracy=correct / max(count, 1), correct=correct, count=count, confusion=confusion.tolist())
 
@@ -163,7 +134,7 @@ class _Log:
             self.jsonl.flush()
 
     def close(self):
-        self.writer.flush()
+        self.writer.close()
         if self.jsonl:
             self.jsonl.close()
 
@@ -196,15 +167,30 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 sources=None) -> bool:
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
-    sources: (train, test) sources already loaded (default: load_sources(config)).
+    sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
+    manager, eval loader and metric writers are closed on every path, errors included; DONE is written after.
     """
-    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
+    stage_dir = paths.absolute(workdir) / name
     # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
     if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
+    with contextlib.ExitStack() as closing:
+        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+                          sources=sources or loaders.load_sources(config), closing=closing)
+    if done is None:
+        return False
+    _write_json(stage_dir / "DONE", done)
+    logging.info("stage %s: done, test accuracy %.4f", name, done["accuracy"])
+    return True
+
+
+def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
+               closing: contextlib.ExitStack) -> dict | None:
+    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
+    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
-    train_source, test_source = sources or load_sources(config)
+    train_source, test_source = sources
     dtype = jnp.dtype(config.dtype)
     steps_per_epoch = len(train_source) // config.batch_size
     if not steps_per_epoch:
@@ -212,6 +198,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                          f"batch_size={config.batch_size}")
     total = steps_per_epoch * stage.epochs
     ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
+    closing.callback(ckpts.close)
 
     def init(model, tx, params):
         try:
@@ -237,9 +224,10 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     preflight.write_record(config, workdir, name)  # checked against any earlier record by preflight
     model, graphdef, state, frozen, train_step = built.model, built.graphdef, built.state, built.frozen, built.train_step
     start, schedules = built.start, built.schedules
-    grid = recipes.ms_grid(model, stage.model.kind, frames=config.data.frames, crop=config.data.crop)
-    protocol = evaluate.PROTOCOL_OF_KIND[stage.model.kind]
+    kind = stage.model.kind
+    protocol = streams.get(kind).protocol
     log = _Log(stage_dir)
+    closing.callback(log.close)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
                                              every_steps=config.log_every_steps)
     logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
@@ -258,15 +246,17 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
     # Built once per stage: each evaluation iterates it again, its worker processes started once.
-    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, keep_workers=True)
+    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind},
+                                     keep_workers=True)
+    closing.callback(test.close)
 
     def run_eval(step):
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
-            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype))
+            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype, kind=kind))
         log(step, {"eval/accuracy": result["accuracy"]})
         return result
 
-    loader = _train_loader(config, stage, train_source, ms_grid=grid, start_step=start, mesh=mesh)
+    loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
     completed = start  # the last step applied to `state`
     try:
@@ -313,23 +303,14 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
                 check(*pending)
             save(completed)
     if completed < total:
-        test.close()
-        log.close()
-        ckpts.close()
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
                         name, completed, total)
-        return False
+        return None
 
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
-    test.close()
     save(total)
     _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
-    log.close()
-    ckpts.close()
-    _write_json(stage_dir / "DONE",
-                dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"]))
-    logging.info("stage %s: done, test accuracy %.4f", name, last_eval["accuracy"])
-    return True
+    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
 
 

@@ -8,7 +8,9 @@ import os
 
 import jax
 
-from ego_jax.train import evaluate, paths, recipes, sharding
+from ego_jax import streams
+from ego_jax.data.pipeline import features
+from ego_jax.train import loaders, paths, recipes, sharding
 from ego_jax.train.stage_identity import diff, stage_identity
 
 # Config values that must be integers >= 1 (>= 0 for the worker count).
@@ -44,11 +46,8 @@ def check_ranges(config) -> list[str]:
 
 def stage_features(config, name: str) -> tuple[str, ...]:
     """Dataset features stage `name` reads for training and evaluation (e.g. ('rgb', 'mmaps'))."""
-    from ego_jax.data.pipeline import features  # noqa: PLC0415  (grain/cv2: imported when training)
-
     stage = config.stages[name]
-    kind = evaluate.LOADER[evaluate.PROTOCOL_OF_KIND[stage.model.kind]]["kind"]
-    return features(kind, motion_maps=recipes.ms_kind(stage) is not None)
+    return features(streams.get(stage.model.kind).loader, motion_maps=recipes.ms_kind(stage) is not None)
 
 
 def check_data(config, train_source, test_source) -> list[str]:
@@ -141,14 +140,12 @@ def check_records(config, workdir: str) -> list[str]:
 
 def check(config, workdir: str, *, mesh) -> tuple:
     """All checks before the first step -> (train source, test source); ValueError listing every problem."""
-    from ego_jax.train.loop import load_sources  # noqa: PLC0415
-
     problems = check_ranges(config)
     if problems:  # the other checks divide by these
         raise ValueError("config problems:\n  " + "\n  ".join(problems))
     for size, what in ((config.batch_size, "batch_size"), (config.eval_batch_size, "eval_batch_size")):
         sharding.check_batch_size(size, mesh, what)
-    train_source, test_source = load_sources(config)
+    train_source, test_source = loaders.load_sources(config)
     problems = (check_sources(config, workdir) + check_data(config, train_source, test_source)
                 + check_weights(config) + check_records(config, workdir))
     if problems:

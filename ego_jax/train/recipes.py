@@ -9,41 +9,24 @@ import logging
 import os
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ego_jax import streams
+from ego_jax.convert.torchvision import load_imagenet
+from ego_jax.models import action_loss, ms_loss
 from ego_jax.train import checkpoint, paths
 from ego_jax.train.optim import matches
-
-# model.kind of a stage config; the loader and evaluation protocol of each are in ego_jax.train.evaluate.
-MODEL_KINDS = ("ego_rnn", "flow", "two_stream", "lsta")
-RGB_KINDS = ("ego_rnn", "lsta")  # RGB streams, alone or as a two_stream's `rgb` (its kwargs' rgb_kind)
-
 
 def _path(parts) -> str:
     return "/".join(map(str, parts))
 
 
 def build_model(model_cfg, *, num_classes: int, dtype, seed: int, crop: int) -> nnx.Module:
-    """model config (kind, kwargs) -> freshly initialised EgoRNN | FlowResNet | TwoStream | LSTA for crop x crop input."""
-    from ego_jax import models  # noqa: PLC0415  (train -> models; imported late so configs load without it)
-
-    kw = model_cfg.kwargs.to_dict()
-    if kw.get("ms_head"):  # the MS head predicts on the layer4 grid of this input size
-        kw["ms_head"] = dict(kw["ms_head"], grid=models.layer4_grid(crop, crop))
-    rngs = nnx.Rngs(seed)
-    rgb_models = {"ego_rnn": models.EgoRNN, "lsta": models.LSTA}
-    if model_cfg.kind in RGB_KINDS:
-        return rgb_models[model_cfg.kind](num_classes, **kw, dtype=dtype, rngs=rngs)
-    if model_cfg.kind == "flow":
-        return models.FlowResNet(num_classes, **kw, dtype=dtype, rngs=rngs)
-    if model_cfg.kind == "two_stream":
-        rgb = rgb_models[kw.pop("rgb_kind", "ego_rnn")](num_classes, **kw.pop("rgb"), dtype=dtype, rngs=rngs)
-        flow = models.FlowResNet(num_classes, **kw.pop("flow"), dtype=dtype, rngs=rngs)
-        return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kw, dtype=dtype, rngs=rngs)
-    raise ValueError(f"model.kind={model_cfg.kind!r}: expected one of {MODEL_KINDS}")
+    """model config (kind, kwargs) -> freshly initialised model of that stream kind (ego_jax.streams), crop x crop."""
+    return streams.get(model_cfg.kind).build(num_classes, model_cfg.kwargs.to_dict(), dtype=dtype,
+                                             rngs=nnx.Rngs(seed), crop=crop)
 
 
 def param_filter(patterns: Sequence[str], model: nnx.Module, what: str = "trainable"):
@@ -125,8 +108,6 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
         module = _module_at(model, target)
         if source == "imagenet":
             check_imagenet(imagenet_weights)
-            from ego_jax.convert.torchvision import load_imagenet  # noqa: PLC0415
-
             kind = "rgb" if module.conv1.in_features == 3 else "flow"
             load_imagenet(module, imagenet_weights, kind=kind)
             continue
@@ -142,22 +123,6 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
         load_flat(module, checkpoint.load_final_state(ckpt, step=step), source)
 
 
-def _inputs(kind: str, batch: dict, dtype):
-    from ego_jax.data.transforms import normalize_flow, normalize_rgb  # noqa: PLC0415
-
-    rgb = normalize_rgb(batch["rgb"], dtype) if kind in (*RGB_KINDS, "two_stream") else None
-    flow = normalize_flow(batch["flow"], dtype) if kind in ("flow", "two_stream") else None
-    return rgb, flow
-
-
-def _forward(kind: str, model, rgb, flow) -> dict:
-    if kind in RGB_KINDS:
-        return model(rgb)
-    if kind == "flow":
-        return model(flow)
-    return model(rgb, flow)
-
-
 def ms_kind(stage) -> str | None:
     """'cls' | 'reg' for a stage whose model has a motion-segmentation head, else None."""
     head = stage.model.kwargs.get("ms_head")
@@ -166,12 +131,10 @@ def ms_kind(stage) -> str | None:
 
 def make_loss_fn(stage, dtype):
     """Stage -> loss_fn(model, uint8 batch) -> (loss, metrics): cross-entropy (+ alpha * MS loss)."""
-    from ego_jax.models import action_loss, ms_loss  # noqa: PLC0415
-
-    kind, loss_cfg, head = stage.model.kind, stage.loss, ms_kind(stage)
+    stream, loss_cfg, head = streams.get(stage.model.kind), stage.loss, ms_kind(stage)
 
     def loss_fn(model, batch):
-        out = _forward(kind, model, *_inputs(kind, batch, dtype))
+        out = stream.forward(model, batch, dtype)
         logits = out["logits"].astype(jnp.float32)
         loss = action_loss(logits, batch["label"])
         metrics = dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))
@@ -182,12 +145,3 @@ def make_loss_fn(stage, dtype):
         return loss, metrics
 
     return loss_fn
-
-
-def ms_grid(model: nnx.Module, kind: str, *, frames: int, crop: int):
-    """(h, w) of the MS head's output for crop x crop frames, or None without an MS head (shape-only trace)."""
-    if kind != "ego_rnn" or getattr(model, "ms_head", None) is None:
-        return None
-    x = jax.ShapeDtypeStruct((1, frames, crop, crop, 3), jnp.float32)
-    out = nnx.eval_shape(lambda m, x: m(x), model, x)
-    return tuple(out["ms"].shape[2:4])
