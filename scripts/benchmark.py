@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from ego_jax.data import sampling, transforms  # noqa: E402
 from ego_jax import streams  # noqa: E402
-from ego_jax.train import loaders, recipes, sharding, stage  # noqa: E402
+from ego_jax.train import clips, recipes, sharding, stage  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -319,7 +319,7 @@ def _example_batch(config, name: str, model, mesh):
     """Random uint8 frames and labels with the keys, shapes and dtypes of the stage's train loader, on the mesh."""
     stage_cfg, b = config.stages[name], config.batch_size
     kind = stage_cfg.model.kind
-    spec = loaders.clip_spec(config, streams.get(kind).loader, train=True, ms_grid=loaders.ms_grid(config, model, kind),
+    spec = clips.clip_spec(config, streams.get(kind).loader, train=True, ms_grid=clips.ms_grid(config, model, kind),
                              ms_head=recipes.ms_kind(stage_cfg))
     rng = np.random.default_rng(0)
     batch = dict(label=rng.integers(0, config.num_classes, b).astype(np.int32), mask=np.ones(b, bool),

@@ -15,7 +15,7 @@ from flax import nnx
 from ego_jax.data import gtea61
 from ego_jax import streams
 from ego_jax.data.pipeline import build_loader
-from ego_jax.train import distributed, evaluate, loaders, recipes, sharding
+from ego_jax.train import clips, distributed, evaluate, recipes, sharding
 from ego_jax.viz import cam, plots
 
 
@@ -52,8 +52,8 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
     if rgb_stream is None or tuple(rgb_stream.inputs) != ("rgb",):
         raise ValueError(f"stage {stage!r}: its {kind} model has no registered RGB stream (an RGB-only stream "
                          "kind, itself or as its `.rgb`) whose attention could be drawn")
-    grid = loaders.ms_grid(config, rgb_model, rgb_stream.kind)
-    spec = loaders.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid,
+    grid = clips.ms_grid(config, rgb_model, rgb_stream.kind)
+    spec = clips.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid,
                              ms_head=recipes.ms_kind(config.stages[stage]))
     loader = build_loader([example], spec, global_batch_size=1, num_epochs=1,
                           sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
