@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ego_jax.train import cli, distributed  # noqa: E402
+from ego_jax.train import cli, distributed, paths  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
@@ -46,25 +46,25 @@ def main(argv):
     from ego_jax.train import evaluate  # noqa: PLC0415
 
     try:
-        workdir = os.path.abspath(FLAGS.workdir)
+        workdir = paths.absolute(FLAGS.workdir)
         config = FLAGS.config or cam.workdir_config(workdir)
         stage = evaluate.stage_of(config, FLAGS.stage)
-        models = [(config, workdir, stage, os.path.basename(workdir) if FLAGS.compare else "")]
+        models = [(config, workdir, stage, workdir.name if FLAGS.compare else "")]
         for spec in FLAGS.compare:
             path, sep, other = spec.rpartition(":")
             if not sep:
                 raise ValueError(f"--compare {spec!r}: expected WORKDIR:STAGE")
-            other_config = cam.workdir_config(os.path.abspath(path))
-            models.append((other_config, os.path.abspath(path), evaluate.stage_of(other_config, other),
-                           os.path.basename(os.path.abspath(path))))
-        out = os.path.abspath(FLAGS.out) if FLAGS.out else os.path.join(workdir, stage, "cam")
-        paths = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
-                         tensorboard_dir=None if FLAGS.compare else os.path.join(workdir, stage),
-                         allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
+            other_dir = paths.absolute(path)
+            other_config = cam.workdir_config(other_dir)
+            models.append((other_config, other_dir, evaluate.stage_of(other_config, other), other_dir.name))
+        out = paths.absolute(FLAGS.out) if FLAGS.out else workdir / stage / "cam"
+        pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
+                            tensorboard_dir=None if FLAGS.compare else workdir / stage,
+                            allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
     except (FileNotFoundError, ValueError) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")
-    print("\n".join(paths))
+    print("\n".join(pictures))
 
 
 if __name__ == "__main__":

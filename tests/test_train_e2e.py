@@ -227,11 +227,16 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_pat
     assert not loop.train(config, str(tmp_path), stop_at_step=4)
     assert not (tmp_path / "joint" / "DONE").exists()
     assert checkpoint.StageCheckpoints(str(tmp_path / "joint" / "checkpoints")).latest_step() == 4
+    metrics = tmp_path / "joint" / "metrics.jsonl"
+    with open(metrics, "a") as f:  # what a crash after logging step 5 and in the middle of writing step 6 leaves
+        f.write(json.dumps({"step": 5, "train/loss": 1.0}) + "\n" + '{"step": 6, "train/lo')
     assert loop.train(config, str(tmp_path))
     want, got = final_state(w, "joint"), final_state(tmp_path, "joint")
     assert want.keys() == got.keys()
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # the rows of steps after the checkpoint are logged again, once: the file of an uninterrupted run
+    assert metrics.read_text() == open(os.path.join(w, "joint", "metrics.jsonl")).read()
 
 
 def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path):
@@ -337,4 +342,3 @@ def test_train_stage_closes_its_writers_and_checkpoints_on_errors(data_dir, tmp_
     with pytest.raises(FloatingPointError):
         loop.train(config, str(tmp_path))
     assert closed.keys() == {"_Log", "StageCheckpoints"}
-    assert closed["_Log"].jsonl.closed

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import metric_writers
+from etils import epath
 from flax import nnx
 
 from ego_jax.data import gtea61
@@ -19,12 +20,12 @@ from ego_jax.train import clips, distributed, evaluate, recipes, sharding
 from ego_jax.viz import cam, plots
 
 
-def workdir_config(workdir: str) -> ml_collections.ConfigDict:
+def workdir_config(workdir) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (W/config.json, written by train.py and experiment.py)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass --config (the config {workdir} was trained with)")
-    return ml_collections.ConfigDict(json.load(open(path)))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def find_clip(config, split: str, clip: str) -> int:
@@ -71,7 +72,7 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
                 step=meta["step"], finished=meta["finished"], pred=pred), batch
 
 
-def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir: str | None = None,
+def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None,
          split: str | None = None, allow_unfinished: bool = False, min_size: int = 160) -> list[str]:
     """models: (config, workdir, stage, label) -> one PNG per clip in out_dir -> paths; images also to TensorBoard
     in tensorboard_dir (default out_dir), tag cam/<clip id>.
@@ -87,7 +88,7 @@ def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir
                              f"{first.data.frames}/{first.data.crop}; compare models that see the same frames")
     split = split or first.data.test_split
     source = evaluate.test_source(first, split)
-    writer = (metric_writers.create_default_writer(tensorboard_dir or out_dir, asynchronous=False)
+    writer = (metric_writers.create_default_writer(str(tensorboard_dir or out_dir), asynchronous=False)
               if distributed.is_writer() else None)
     paths = []
     for clip in clips:
@@ -101,7 +102,7 @@ def draw(models: list[tuple], clips: list[str], *, out_dir: str, tensorboard_dir
                          + (f", pred {CLASSES[entry['pred']]}" if entry["pred"] is not None else ""))
         lines.insert(1, f"true {CLASSES[int(batch['label'][0])]}")
         image = cam.compare_grid(batch["rgb"][0], entries, title="\n".join(lines), min_size=min_size)
-        paths.append(os.path.join(out_dir, clip_id.replace("/", "_") + ".png"))
+        paths.append(str(epath.Path(out_dir) / (clip_id.replace("/", "_") + ".png")))
         if writer:  # one writer of the shared workdir
             plots.write_png(paths[-1], image)
             writer.write_images(entries[0]["step"], {f"cam/{clip_id}": image[None]})

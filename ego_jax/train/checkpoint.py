@@ -12,7 +12,6 @@ reuse its step number moves it to W/<stage>/rejected_checkpoints/).
 import hashlib
 import json
 import logging
-import os
 import time
 
 import jax
@@ -86,13 +85,7 @@ def write_digest(step_dir: str | epath.Path) -> None:
     """Record {file: [size, sha256]} of a committed step in step_dir/DIGEST (atomically: tmp file + rename)."""
     step_dir = epath.Path(step_dir)
     digest = {rel: [path.stat().length, _sha256(path)] for rel, path in sorted(_files(step_dir).items())}
-    tmp = step_dir / (DIGEST + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(dict(files=digest), f)
-        f.flush()
-        if hasattr(f, "fileno"):  # a local file: on disk before the rename
-            os.fsync(f.fileno())
-    tmp.replace(step_dir / DIGEST)
+    paths.write_atomic(step_dir / DIGEST, json.dumps(dict(files=digest)))
 
 
 def verify_digest(step_dir: str | epath.Path) -> None:

@@ -67,12 +67,19 @@ def _cluster_detected() -> bool:
     """Whether JAX's own cluster detection (the one jax.distributed.initialize() uses) finds a launcher.
 
     Its opt-in methods (mpi4py) and Kubernetes (which warns without the kubernetes package; GKE TPU slices are
-    found by the TPU detection) are left out.
+    found by the TPU detection) are left out. The detection is not public API: if a jax release moves it, this
+    says so and stays one process (the explicit flags still work).
     """
-    from jax._src import clusters  # noqa: PLC0415  (the detection is not public API)
+    try:
+        from jax._src import clusters  # noqa: PLC0415
 
-    return any(env.is_env_present() for env in clusters.ClusterEnv._cluster_types  # noqa: SLF001
-               if not env.opt_in_only_method and env.name != "k8s")
+        envs = clusters.ClusterEnv._cluster_types  # noqa: SLF001
+    except (ImportError, AttributeError) as e:
+        logging.warning("jax %s has no jax._src.clusters.ClusterEnv (%s): launchers are not detected; start a "
+                        "multi-process run with --coordinator_address, --num_processes and --process_id",
+                        jax.__version__, e)
+        return False
+    return any(env.is_env_present() for env in envs if not env.opt_in_only_method and env.name != "k8s")
 
 
 def is_writer() -> bool:
@@ -92,3 +99,19 @@ def from_process_0(value: int) -> int:
     if jax.process_count() == 1:
         return int(value)
     return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+
+
+def on_process_0(write, *, elsewhere: Exception):
+    """Run `write()` (a write to the shared workdir) on process 0 only; every process returns once it is done.
+
+    If it raised, process 0 re-raises its error and every other process raises `elsewhere`, so none waits for
+    a process that gave up.
+    """
+    error = None
+    if is_writer():
+        try:
+            write()
+        except Exception as e:  # noqa: BLE001  (re-raised below, after the others have heard of it)
+            error = e
+    if any_process(error is not None):
+        raise error or elsewhere

@@ -21,7 +21,7 @@ from ego_jax import streams
 from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, recipes, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
-from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked
+from ego_jax.train.workdir_lock import run_lock
 
 
 class StopRequest:
@@ -44,23 +44,6 @@ class StopRequest:
         self.requested = True
 
 
-@contextlib.contextmanager
-def _workdir_lock(workdir: str):
-    """Process 0 holds the workdir lock for all processes of a run; if it cannot, every process raises."""
-    lock, error = WorkdirLock(workdir), None
-    if distributed.is_writer():
-        try:
-            lock.acquire()
-        except WorkdirLocked as e:
-            error = e
-    if distributed.any_process(error is not None):
-        raise error or WorkdirLocked(f"workdir {workdir} is in use by another run (see the log of process 0)")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
           restart: tuple[str, ...] = ()) -> bool:
     """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
@@ -73,7 +56,7 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _workdir_lock(workdir):
+        with run_lock(workdir):
             for name in restart:
                 restart_stage(config, workdir, name)
             mesh = sharding.make_mesh()
@@ -94,12 +77,16 @@ def restart_stage(config, workdir: str, name: str) -> None:
     if name not in config.stages:
         raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
     stage_dir = paths.absolute(workdir) / name
-    if jax.process_index() == 0 and stage_dir.exists():
-        target = stage_dir.parent / "restarted" / (name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        stage_dir.rename(target)
-        logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
-                        name, target)
+
+    def move_aside():
+        if stage_dir.exists():
+            target = stage_dir.parent / "restarted" / (name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stage_dir.rename(target)
+            logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
+                            name, target)
+
+    distributed.on_process_0(move_aside, elsewhere=OSError(f"process 0 could not move {stage_dir} aside (see its log)"))
 
 
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
@@ -119,30 +106,42 @@ def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: st
 
 
 class _Log:
-    """Scalars to the clu writer (TensorBoard + console) and to metrics.jsonl."""
+    """Scalars to the clu writer (TensorBoard + console) and to metrics.jsonl (process 0).
 
-    def __init__(self, stage_dir: epath.Path):
+    metrics.jsonl is rewritten whole at each log (paths.write_atomic): never torn by a crash, and the same code on
+    a bucket, which cannot append. A resumed stage keeps the rows of the steps its checkpoint holds and logs the
+    later ones again, so the file has one row per logged step, as an uninterrupted run writes it.
+    """
+
+    def __init__(self, stage_dir: epath.Path, start: int):
         self.writer = metric_writers.create_default_writer(
-            str(stage_dir), just_logging=jax.process_index() > 0, asynchronous=False)
-        self.jsonl = (stage_dir / "metrics.jsonl").open("a") if jax.process_index() == 0 else None
+            str(stage_dir), just_logging=not distributed.is_writer(), asynchronous=False)
+        self.path, self.lines = stage_dir / "metrics.jsonl", []
+        if distributed.is_writer() and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line torn by a crash while an earlier ego_jax appended to the file
+                    logging.warning("%s: dropping a line that is not JSON: %r", self.path, line[:80])
+                    continue
+                if row.get("step", 0) <= start:
+                    self.lines.append(line)
 
     def __call__(self, step: int, scalars: dict):
         scalars = {k: float(v) for k, v in scalars.items()}
         self.writer.write_scalars(step, scalars)
-        if self.jsonl:
-            self.jsonl.write(json.dumps(dict(step=step, **scalars)) + "\n")
-            self.jsonl.flush()
+        if distributed.is_writer():
+            self.lines.append(json.dumps(dict(step=step, **scalars)))
+            paths.write_atomic(self.path, "\n".join(self.lines) + "\n")
 
     def close(self):
         self.writer.close()
-        if self.jsonl:
-            self.jsonl.close()
 
 
 def _write_json(path: epath.Path, obj: dict) -> None:
-    """One writer on a shared filesystem: process 0."""
-    if jax.process_index() == 0:
-        path.write_text(json.dumps(obj, indent=1))
+    """Process 0 writes `path`; every process returns once it is written (it is read next by all of them)."""
+    distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)),
+                             elsewhere=OSError(f"process 0 could not write {path} (see its log)"))
 
 
 def _done(name: str, stage_dir: epath.Path) -> bool:
@@ -222,11 +221,12 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
 
     built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
     preflight.write_record(config, workdir, name)  # checked against any earlier record by preflight
-    model, graphdef, state, frozen, train_step = built.model, built.graphdef, built.state, built.frozen, built.train_step
+    model, graphdef, state, frozen = built.model, built.graphdef, built.state, built.frozen
+    train_step = built.train_step
     start, schedules = built.start, built.schedules
     kind = stage.model.kind
     protocol = streams.get(kind).protocol
-    log = _Log(stage_dir)
+    log = _Log(stage_dir, start)
     closing.callback(log.close)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
                                              every_steps=config.log_every_steps)

@@ -8,3 +8,19 @@ def absolute(path: str | os.PathLike) -> epath.Path:
     """`path` -> epath.Path, a local relative path made absolute (orbax wants absolute); URLs unchanged."""
     path = epath.Path(path)
     return path if path.is_absolute() else path.absolute()
+
+
+def write_atomic(path: epath.Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader, or a crash, never sees half of it.
+
+    Works on every epath filesystem (a bucket, which cannot append or rename atomically, still creates each object
+    whole).
+    """
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        if hasattr(f, "fileno"):  # a local file: on disk before the rename
+            os.fsync(f.fileno())
+    tmp.replace(path)

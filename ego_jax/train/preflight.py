@@ -114,7 +114,7 @@ def write_record(config, workdir: str, name: str) -> None:
     if jax.process_index() == 0:
         stage_dir = paths.absolute(workdir) / name
         stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / RECORD).write_text(json.dumps(
+        paths.write_atomic(stage_dir / RECORD, json.dumps(
             dict(identity=stage_identity(config, name), config=json.loads(config.to_json_best_effort())), indent=1))
 
 
