@@ -16,9 +16,7 @@ from configs.experiments import ms, step1
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import plan, runner
 from ego_jax.train import loop
-
-TINY = (("model.width", 4), ("data.crop", 32), ("data.resize", 36), ("data.stack", 2), ("data.flow_eval_stacks", 2),
-        ("batch_size", 4), ("eval_batch_size", 4), ("stages.*.epochs", 1))
+from tiny_suite import TINY
 
 
 def ids(config) -> dict:
@@ -85,6 +83,12 @@ def test_suite_arguments():
     with pytest.raises(ValueError, match="unknown rows"):
         step1.get_config("rows=lstm")
     assert [r["key"] for r in step1.get_config("rows=flow+convlstm").rows] == ["convlstm", "flow"]
+
+
+def test_a_bucket_workdir_is_refused_with_the_reason():
+    for run in (runner.dry_run, runner.run_suite):
+        with pytest.raises(ValueError, match="symlinks, which a bucket cannot hold"):
+            run(step1.get_config("seeds=1"), "gs://bucket/suite")
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +198,13 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
         return real(name, split=split, **kw)
 
     monkeypatch.setattr(tfds, "data_source", recording)
-    suite = tiny(ms, data_dir, "seeds=1", columns=(2,))
+    suite = tiny(ms, data_dir, "seeds=1,sets=2", columns=(2,))
     out = runner.run_suite(suite, w)
     during_selection = {split for split, after in opened if not after}
     assert during_selection == {"S1+S3", "S4"}
     assert ("S2", True) in opened  # the recorder does see the table runs' test split
     val = out["validation"]
-    assert [(v["row"], v["set"]) for v in val] == [(r, k) for r in ("ms_cls", "ms_reg") for k in range(3)]
+    assert [(v["row"], v["set"]) for v in val] == [(r, k) for r in ("ms_cls", "ms_reg") for k in range(2)]
     for key in ("ms_cls", "ms_reg"):
         chosen = [v for v in val if v["row"] == key and v["chosen"]]
         assert len(chosen) == 1

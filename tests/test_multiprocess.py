@@ -1,9 +1,11 @@
-"""A real 2-process run of scripts/train.py on 127.0.0.1 (2 processes x 1 CPU device, gloo collectives).
+"""Real 2-process runs of scripts/train.py and scripts/experiment.py on 127.0.0.1 (2 processes x 1 CPU device,
+gloo collectives), each against 1 process x 2 CPU devices.
 
-It trains, checkpoints, stops at one agreed step after a SIGTERM to process 1 only, resumes, and ends with
-bitwise the parameters, metrics and test accuracy of 1 process x 2 CPU devices: the same global batches, and a
-2-way gradient sum is the same float sum in either order. Tiny sizes of test_train_e2e (ResNet-18 width 4,
-32 px, T=2, batch 4, 3 steps per epoch); every process has a hard timeout and is killed at teardown.
+train.py trains, checkpoints, stops at one agreed step after a SIGTERM to process 1 only, resumes, and ends with
+bitwise the parameters, metrics and test accuracy of 1 process: the same global batches, and a 2-way gradient sum
+is the same float sum in either order. experiment.py runs a tiny suite to the same table, stages and parameters.
+Tiny sizes of test_train_e2e (ResNet-18 width 4, 32 px, T=2, batch 4, 3 steps per epoch); every process has a
+hard timeout and is killed at teardown.
 """
 import dataclasses
 import json
@@ -28,19 +30,14 @@ TIMEOUT = 400  # seconds per launch, far above its time on a loaded 2-core machi
 
 @pytest.fixture
 def launch():
-    """launch(workdir, data_dir, [flags], devices=1) -> Popen of scripts/train.py; all killed at teardown."""
+    """launch([script, args...], devices=1) -> Popen of scripts/<script>; all killed at teardown."""
     procs = []
 
-    def start(workdir, data_dir, extra=(), *, devices=1):
-        cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-               f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
-               f"--config.data.data_dir={data_dir}", "--config.data.crop=32", "--config.data.resize=36",
-               "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
-               "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
-               f"--config.recipe=('{STAGE}',)", f"--config.stages.{STAGE}.epochs={EPOCHS}", *extra]
+    def start(argv, *, devices=1):
         env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
                    TF_CPP_MIN_LOG_LEVEL="3")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", argv[0]), *argv[1:]], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         return procs[-1]
 
     yield start
@@ -50,16 +47,24 @@ def launch():
         p.communicate()
 
 
+def _train(workdir, data) -> list[str]:
+    return ["train.py", f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
+            f"--config.data.data_dir={data}", "--config.data.crop=32", "--config.data.resize=36",
+            "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
+            "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
+            f"--config.recipe=('{STAGE}',)", f"--config.stages.{STAGE}.epochs={EPOCHS}"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _pair(launch, workdir, data_dir):
+def _pair(launch, argv):
     port = _free_port()
-    return [launch(workdir, data_dir, [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                       f"--process_id={i}"]) for i in (0, 1)]
+    return [launch([*argv, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"])
+            for i in (0, 1)]
 
 
 def _finish(proc) -> str:
@@ -69,7 +74,7 @@ def _finish(proc) -> str:
 
 
 def _rows(workdir) -> dict:
-    """metrics.jsonl by step (a resumed run appends; the last row of a step wins)."""
+    """metrics.jsonl by step."""
     lines = (workdir / STAGE / "metrics.jsonl").read_text().splitlines()
     return {r["step"]: r for r in map(json.loads, lines)}
 
@@ -77,9 +82,9 @@ def _rows(workdir) -> dict:
 def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):  # noqa: F811
     t0 = time.perf_counter()
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
-    reference = launch(single, data_dir, devices=2)
+    reference = launch(_train(single, data_dir), devices=2)
 
-    pair = _pair(launch, multi, data_dir)
+    pair = _pair(launch, _train(multi, data_dir))
     metrics = multi / STAGE / "metrics.jsonl"
     deadline = time.time() + TIMEOUT
     while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
@@ -95,7 +100,7 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
     assert not (multi / STAGE / "DONE").exists()
     t_stop = time.perf_counter()
 
-    outs = [_finish(p) for p in _pair(launch, multi, data_dir)]
+    outs = [_finish(p) for p in _pair(launch, _train(multi, data_dir))]
     assert all(f"resuming from step {step}" in out for out in outs), outs[1][-3000:]
     _finish(reference)
     t_end = time.perf_counter()
@@ -106,11 +111,44 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     ref_rows, rows = _rows(single), _rows(multi)
     assert sorted(rows) == sorted(ref_rows) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
-    for s in rows:  # train loss, accuracy, grad norm, lr of every step; eval accuracy at epoch ends
-        assert rows[s] == ref_rows[s], s
+    # train loss, accuracy, grad norm, lr of every step and eval accuracy at epoch ends, each once: the resumed
+    # run logged again what came after its checkpoint, in place of what the stopped run had logged
+    assert (multi / STAGE / "metrics.jsonl").read_text() == (single / STAGE / "metrics.jsonl").read_text()
     for name in ("DONE", "eval.json"):
         assert json.loads((multi / STAGE / name).read_text()) == json.loads((single / STAGE / name).read_text())
     print(f"2-process test: stop phase {t_stop - t0:.0f}s, resume + reference {t_end - t_stop:.0f}s")
+
+
+def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,  # noqa: F811
+                                                                             tmp_path):
+    """The flow row of the Step-1 suite (1 stage, 1 seed) through scripts/experiment.py."""
+    multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+
+    def suite(workdir):
+        return ["experiment.py", f"--suite={os.path.join(ROOT, 'tests', 'tiny_suite.py')}:data_dir={data_dir},"
+                "rows=flow,seeds=1", f"--workdir={workdir}"]
+
+    reference = launch(suite(single), devices=2)
+    outs = [_finish(p) for p in _pair(launch, suite(multi))]
+    _finish(reference)
+    assert "results.md" in outs[0] and "results.md" not in outs[1], outs[1][-3000:]  # process 0 alone reports
+
+    want, got = (json.loads((w / "results.json").read_text()) for w in (single, multi))
+    fields = ("row", "column", "seed", "workdir", "step", "accuracy", "correct", "count", "per_class_accuracy")
+    assert [{k: r[k] for k in fields} for r in got["runs"]] == [{k: r[k] for k in fields} for r in want["runs"]]
+    assert len(got["runs"]) == 1
+    assert ({r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in got["rows"]}
+            == {r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in want["rows"]})
+    stages = sorted(os.listdir(single / "stages"))
+    assert sorted(os.listdir(multi / "stages")) == stages and len(stages) == 1
+    for sid in stages:
+        name = sid.rsplit("-", 1)[0]
+        w, g = (checkpoint.load_final_state(str(root / "stages" / sid / "checkpoints")) for root in (single, multi))
+        assert w.keys() == g.keys()
+        for k in w:
+            np.testing.assert_array_equal(g[k], w[k], err_msg=f"{sid} {k}")
+        assert ((multi / "stages" / sid / "metrics.jsonl").read_text()
+                == (single / "stages" / sid / "metrics.jsonl").read_text()), name
 
 
 @pytest.mark.parametrize("kwargs, match", [

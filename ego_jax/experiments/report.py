@@ -54,9 +54,9 @@ def _hp(hp: dict) -> str:
     return ", ".join(f"{k.removeprefix('stages.rgb_stage2.')}={v}" for k, v in hp.items()) or "(reference)"
 
 
-def write(p, results: list[dict], validation: list[dict], *, wall_s: float) -> dict:
-    """Tabulate table-run results (runner.result_of + row, column, seed, workdir) -> results dict; writes files."""
-    s, w = p.suite, p.workdir
+def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -> dict:
+    """Table-run results (runner.result_of + row, column, seed, workdir) -> the results dict that write() writes."""
+    s = p.suite
     names = _class_names(len(results[0]["confusion"]))
     for r in results:
         r["per_class_accuracy"] = evaluate.summarize(np.asarray(r.pop("confusion")), names)["per_class_accuracy"]
@@ -76,22 +76,27 @@ def write(p, results: list[dict], validation: list[dict], *, wall_s: float) -> d
                 device=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
                 data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=dict(s.protocol),
                 wall_s=wall_s)
-    out = dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
-               notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
+    return dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
+                notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
+
+
+def write(p, out: dict) -> None:
+    """W/results.json, results.md, results.png and (with a diff) per_class_diff.png of tabulate()'s results."""
+    s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
     with open(os.path.join(w, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
     plots.write_png(os.path.join(w, "results.png"), plots.bar_chart_image(
         [f"{c} {s.column_key}" for c in columns],
         {r["name"]: ([r["cells"][c]["mean"] for c in columns], [r["cells"][c]["std"] or 0.0 for c in columns])
-         for r in rows}, title=s.title, ylabel="test accuracy, mean +- std over seeds"))
+         for r in out["rows"]}, title=s.title, ylabel="test accuracy, mean +- std over seeds"))
     if diff:
+        names = list(out["runs"][0]["per_class_accuracy"])
         present = [k for k in names if any(diff["columns"][c].get(k) is not None for c in columns)]
         plots.write_png(os.path.join(w, "per_class_diff.png"), plots.bar_chart_image(
             present, {f"{c} {s.column_key}": ([_nan(diff["columns"][c].get(k)) for k in present], [0.0] * len(present))
                       for c in columns}, title=f"per-class accuracy: {diff['b']} minus {diff['a']}"))
     with open(os.path.join(w, "results.md"), "w") as f:
         f.write(markdown(out))
-    return out
 
 
 def _nan(x):

@@ -4,6 +4,10 @@ Each run's workdir W/runs/... holds one symlink per stage into W/stages/<stage_k
 first run that needs it (ego_jax.train.loop.train_stage) and found DONE by the others. Everything is resumable:
 rerun the same command after a kill and finished stages are skipped, an interrupted one resumes from its
 checkpoint, and the results are recomputed from the stages' eval.json files.
+
+Multi-process (scripts/experiment.py takes train.py's launch flags): every process runs the same plan and trains
+each stage together with the others; process 0 alone writes the store's links, records and reports
+(distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
 import json
 import logging
@@ -13,8 +17,8 @@ import time
 
 from ego_jax.experiments import plan as plan_lib
 from ego_jax.experiments import report
-from ego_jax.train import loaders, loop, preflight, sharding
-from ego_jax.train.workdir_lock import WorkdirLock
+from ego_jax.train import distributed, loaders, loop, preflight, sharding
+from ego_jax.train.workdir_lock import run_lock
 
 SELECTION = "selection.json"
 
@@ -30,6 +34,19 @@ def prepare_data(p: plan_lib.Plan) -> None:
     logging.info("generating the synthetic %r set in %s", p.suite.synthetic_preset, p.manual_dir)
     synthetic.make_synthetic(p.manual_dir, preset=p.suite.synthetic_preset, workers=2)
     gtea61.build(manual_dir=p.manual_dir, data_dir=p.data_dir, config="all")
+
+
+def _on_process_0(write, what: str) -> None:
+    distributed.on_process_0(write, elsewhere=OSError(f"process 0 could not {what} (see the log of process 0)"))
+
+
+def filesystem_workdir(workdir: str) -> str:
+    """The suite workdir made absolute; a bucket URL is refused (the runs' stages are symlinks into the store)."""
+    if "://" in workdir:
+        raise ValueError(f"--workdir {workdir}: a suite links each run's stages into its shared store with symlinks, "
+                         "which a bucket cannot hold; use a filesystem every process sees (local disk, NFS, Lustre). "
+                         "scripts/train.py takes a bucket workdir")
+    return os.path.abspath(workdir)
 
 
 def stage_dir(workdir: str, config, stage: str) -> str:
@@ -63,9 +80,11 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
 
 def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) -> bool:
     """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
-    run_dir = link_stages(workdir, run)
+    run_dir = os.path.join(workdir, run.path)
+    _on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
     config = run.config
-    todo = [name for name in config.recipe if not os.path.exists(os.path.join(run_dir, name, "DONE"))]
+    todo = [name for name in config.recipe
+            if not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
     if not todo:
         return True
     sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
@@ -73,13 +92,19 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
         done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
-        wall = os.path.join(run_dir, name, "wall.json")  # summed over sessions (a resumed stage adds up)
-        before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
-        with open(wall, "w") as f:
-            json.dump(dict(seconds=before + time.perf_counter() - t0), f)
+        _on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
+                      f"record the training time of {run_dir}/{name}")
         if not done:
             return False
     return True
+
+
+def _add_wall_time(stage_dir: str, seconds: float) -> None:
+    """W/stages/<stage>/wall.json: training seconds summed over sessions (a resumed stage adds up)."""
+    wall = os.path.join(stage_dir, "wall.json")
+    before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
+    with open(wall, "w") as f:
+        json.dump(dict(seconds=before + seconds), f)
 
 
 def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
@@ -122,23 +147,27 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
                 scores.append(sum(accs) / len(accs))
                 records.append(dict(row=row["key"], column=column, set=k, hyperparameters=hp, accuracies=accs,
                                     split=p.suite.protocol["val"], workdirs=[r.path for r in mine]))
-            chosen[(row["key"], column)] = max(range(len(sets)), key=lambda k: (scores[k], -k))
+            best = max(range(len(sets)), key=lambda k: (scores[k], -k))
+            chosen[(row["key"], column)] = distributed.from_process_0(best)  # one choice, whatever each process read
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"])] == rec["set"]
-    with open(os.path.join(p.workdir, SELECTION), "w") as f:
-        json.dump(dict(validation=records), f, indent=1)
+
+    def write():
+        with open(os.path.join(p.workdir, SELECTION), "w") as f:
+            json.dump(dict(validation=records), f, indent=1)
+
+    _on_process_0(write, f"write {p.workdir}/{SELECTION}")
     return dict(chosen=chosen, validation=records)
 
 
 def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped."""
-    workdir = os.path.abspath(workdir)
+    workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     stop = stop or loop.StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with WorkdirLock(workdir):  # one suite process per W: it alone writes the store
+        with run_lock(workdir):  # one suite run per W (process 0 holds the lock for all of its processes)
             return _run(p, stop)
     finally:
         for sig, handler in previous.items():
@@ -148,7 +177,7 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> d
 def _run(p: plan_lib.Plan, stop) -> dict | None:
     """run_suite's body, under the suite workdir's lock."""
     suite, workdir = p.suite, p.workdir
-    prepare_data(p)
+    _on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
     mesh = sharding.make_mesh()
     t0 = time.perf_counter()
     selection = select(p, mesh=mesh, stop=stop)
@@ -159,7 +188,8 @@ def _run(p: plan_lib.Plan, stop) -> dict | None:
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
                     **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
-    out = report.write(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
+    out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
+    _on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
     if suite.cam["rows"] and suite.cam["clips"]:
         from ego_jax.experiments import cam  # noqa: PLC0415
 
@@ -169,7 +199,7 @@ def _run(p: plan_lib.Plan, stop) -> dict | None:
 
 def dry_run(suite, workdir: str) -> str:
     """Every job, the stages it trains or shares, and the train steps per stage; trains nothing."""
-    workdir = os.path.abspath(workdir)
+    workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     runs = p.validation_runs()
     provisional = {(r["key"], c): 0 for r in suite.rows if r["search"] for c in p.columns(r)}
