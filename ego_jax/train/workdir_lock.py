@@ -144,7 +144,8 @@ class WorkdirLock:
                     f"{LEASE_S:.0f} s after its last renewal), remove {self.path}") from None
             logging.warning("workdir %s: taking over the stale lock of %s (that process is gone)",
                             self.workdir, describe(other) if other else "a process that crashed")
-            self.path.replace(self.path.parent / (LOCK + ".stale"))
+            with contextlib.suppress(FileNotFoundError):  # (on a bucket another start may have moved it first)
+                self.path.replace(self.path.parent / (LOCK + ".stale"))
         raise WorkdirLocked(f"could not take {self.path} (it keeps changing); remove it if no run uses {self.workdir}")
 
     def _create_exclusive(self, record: dict) -> bool:
