@@ -88,7 +88,7 @@ def test_the_holder_renews_its_lease_until_released(tmp_path, monkeypatch):
 
 def test_bucket_protocol_one_writer_the_holder_named(tmp_path, monkeypatch):
     """Where there is no exclusive create (gs://): write, wait SETTLE_S, read back whose write won."""
-    monkeypatch.setattr(workdir_lock, "_local", lambda path: False)
+    monkeypatch.setattr(workdir_lock.paths, "is_local", lambda path: False)
     monkeypatch.setattr(workdir_lock, "SETTLE_S", 0.05)
     with WorkdirLock(str(tmp_path)):
         assert not (tmp_path / (LOCK + ".guard")).exists()  # no flock: a bucket has none

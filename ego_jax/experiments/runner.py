@@ -17,7 +17,7 @@ import time
 
 from ego_jax.experiments import plan as plan_lib
 from ego_jax.experiments import report
-from ego_jax.train import distributed, loaders, loop, preflight, sharding
+from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
 SELECTION = "selection.json"
@@ -36,13 +36,9 @@ def prepare_data(p: plan_lib.Plan) -> None:
     gtea61.build(manual_dir=p.manual_dir, data_dir=p.data_dir, config="all")
 
 
-def _on_process_0(write, what: str) -> None:
-    distributed.on_process_0(write, elsewhere=OSError(f"process 0 could not {what} (see the log of process 0)"))
-
-
 def filesystem_workdir(workdir: str) -> str:
     """The suite workdir made absolute; a bucket URL is refused (the runs' stages are symlinks into the store)."""
-    if "://" in workdir:
+    if not paths.is_local(workdir):
         raise ValueError(f"--workdir {workdir}: a suite links each run's stages into its shared store with symlinks, "
                          "which a bucket cannot hold; use a filesystem every process sees (local disk, NFS, Lustre). "
                          "scripts/train.py takes a bucket workdir")
@@ -81,7 +77,7 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
 def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) -> bool:
     """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
     run_dir = os.path.join(workdir, run.path)
-    _on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
+    distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
     config = run.config
     todo = [name for name in config.recipe
             if not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
@@ -92,8 +88,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
         done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
-        _on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
-                      f"record the training time of {run_dir}/{name}")
+        distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
+                                 f"record the training time of {run_dir}/{name}")
         if not done:
             return False
     return True
@@ -156,7 +152,7 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
         with open(os.path.join(p.workdir, SELECTION), "w") as f:
             json.dump(dict(validation=records), f, indent=1)
 
-    _on_process_0(write, f"write {p.workdir}/{SELECTION}")
+    distributed.on_process_0(write, f"write {p.workdir}/{SELECTION}")
     return dict(chosen=chosen, validation=records)
 
 
@@ -177,7 +173,7 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> d
 def _run(p: plan_lib.Plan, stop) -> dict | None:
     """run_suite's body, under the suite workdir's lock."""
     suite, workdir = p.suite, p.workdir
-    _on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
+    distributed.on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
     mesh = sharding.make_mesh()
     t0 = time.perf_counter()
     selection = select(p, mesh=mesh, stop=stop)
@@ -189,7 +185,7 @@ def _run(p: plan_lib.Plan, stop) -> dict | None:
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
                     **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
     out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
-    _on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
+    distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
     if suite.cam["rows"] and suite.cam["clips"]:
         from ego_jax.experiments import cam  # noqa: PLC0415
 

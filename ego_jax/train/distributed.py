@@ -101,17 +101,17 @@ def from_process_0(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
 
 
-def on_process_0(write, *, elsewhere: Exception):
+def on_process_0(write, what: str, *, error: type[Exception] = OSError) -> None:
     """Run `write()` (a write to the shared workdir) on process 0 only; every process returns once it is done.
 
-    If it raised, process 0 re-raises its error and every other process raises `elsewhere`, so none waits for
-    a process that gave up.
+    If it raised, process 0 re-raises its error and every other process raises `error` saying process 0 could not
+    `what`, so none waits for a process that gave up.
     """
-    error = None
+    failure = None
     if is_writer():
         try:
             write()
         except Exception as e:  # noqa: BLE001  (re-raised below, after the others have heard of it)
-            error = e
-    if any_process(error is not None):
-        raise error or elsewhere
+            failure = e
+    if any_process(failure is not None):
+        raise failure or error(f"process 0 could not {what} (see the log of process 0)")

@@ -86,7 +86,7 @@ def restart_stage(config, workdir: str, name: str) -> None:
             logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
                             name, target)
 
-    distributed.on_process_0(move_aside, elsewhere=OSError(f"process 0 could not move {stage_dir} aside (see its log)"))
+    distributed.on_process_0(move_aside, f"move {stage_dir} aside")
 
 
 def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
@@ -140,8 +140,7 @@ class _Log:
 
 def _write_json(path: epath.Path, obj: dict) -> None:
     """Process 0 writes `path`; every process returns once it is written (it is read next by all of them)."""
-    distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)),
-                             elsewhere=OSError(f"process 0 could not write {path} (see its log)"))
+    distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)), f"write {path}")
 
 
 def _done(name: str, stage_dir: epath.Path) -> bool:

@@ -10,6 +10,11 @@ def absolute(path: str | os.PathLike) -> epath.Path:
     return path if path.is_absolute() else path.absolute()
 
 
+def is_local(path: str | os.PathLike) -> bool:
+    """Whether `path` is on a filesystem (local or mounted) rather than a bucket URL (gs://, s3://)."""
+    return "://" not in os.fspath(path)
+
+
 def write_atomic(path: epath.Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: a reader, or a crash, never sees half of it.
 

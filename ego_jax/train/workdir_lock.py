@@ -71,11 +71,6 @@ def _read(path: epath.Path) -> dict | None:
         return {}  # being written, or left empty by a crash between create and write
 
 
-def _local(path: epath.Path) -> bool:
-    """Whether `path` is on a filesystem (local or mounted) rather than a bucket URL."""
-    return "://" not in os.fspath(path)
-
-
 def describe(record: dict) -> str:
     """Lock record -> 'pid 123 on host h since 2026-01-01 10:00:00 UTC (python scripts/train.py ...)'."""
     def utc(t):
@@ -109,7 +104,7 @@ class WorkdirLock:
         record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=_start_time(os.getpid()),
                       time=now, renewed=now, command=" ".join([os.path.basename(sys.executable), *sys.argv])[:300],
                       token=uuid.uuid4().hex)
-        if _local(self.path):
+        if paths.is_local(self.path):
             # Takeovers are serialised on this host by flock on a guard file, so two starters never both remove
             # a stale lock and then each other's fresh one.
             with open(os.fspath(self.path) + ".guard", "a") as guard:
@@ -163,11 +158,7 @@ class WorkdirLock:
         self.path.write_text(json.dumps(record))
         time.sleep(SETTLE_S)
         current = _read(self.path)
-        if current and current.get("token") == record["token"]:
-            return True
-        if current == {} or current is None:  # not ours, and a competing write not done yet: say who holds it
-            time.sleep(SETTLE_S)
-        return False
+        return bool(current) and current.get("token") == record["token"]
 
     def _renew(self) -> None:
         """Rewrite `renewed` every LEASE_S / 10 while held, so other hosts see the run alive."""
@@ -208,8 +199,7 @@ def run_lock(workdir):
     from ego_jax.train import distributed  # noqa: PLC0415  (jax: only for runs, not for readers of the lock)
 
     lock = WorkdirLock(workdir)
-    distributed.on_process_0(lock.acquire, elsewhere=WorkdirLocked(
-        f"workdir {workdir}: process 0 could not take its lock (see the log of process 0)"))
+    distributed.on_process_0(lock.acquire, f"take the lock of workdir {workdir}", error=WorkdirLocked)
     try:
         yield
     finally:
