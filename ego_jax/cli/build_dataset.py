@@ -1,6 +1,7 @@
-"""Builds the gtea61 tfds dataset (array_record) from a GTEA61 folder; TensorFlow is not needed.
+"""Builds the gtea61 tfds dataset (array_record) from a GTEA61 folder; TensorFlow is not needed (installed as
+ego-jax-build-dataset; from a checkout: python scripts/build_dataset.py).
 
-  python scripts/build_dataset.py --manual_dir data/manual/GTEA61 --data_dir data/tfds --config all
+  ego-jax-build-dataset --manual_dir data/manual/GTEA61 --data_dir data/tfds --config all
 
 Configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow. Splits S1..S4.
 (The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam installed; use this script.)

@@ -1,6 +1,7 @@
-"""The pictures of docs/concepts.md, drawn from one test clip of a built dataset and (optionally) a trained RGB stage.
+"""The pictures of docs/concepts.md, drawn from one test clip of a built dataset and (optionally) a trained RGB stage
+(installed as ego-jax-concept-figures; from a checkout: python scripts/concept_figures.py).
 
-  python scripts/concept_figures.py --config configs/quickstart.py --workdir W --out docs/figures \\
+  ego-jax-concept-figures --config configs/quickstart.py --workdir W --out docs/figures \\
       --config.data.data_dir=... [--stage rgb_stage2] [--clip S2/take_jam/1]
 
 Without --workdir the model is freshly initialised (its maps are then meaningless: a smoke run).
@@ -21,23 +22,27 @@ PNGs are written with a 128-colour palette to keep them small.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import cv2
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from PIL import Image
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-from PIL import Image  # noqa: E402
+from ego_jax.cli import common
 
-config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
-flags.DEFINE_string("workdir", None, "training workdir of the config (default: an untrained model)")
-flags.DEFINE_string("stage", "rgb_stage2", "RGB (or two_stream) stage whose model draws the model figures")
-flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_jam/1) or its index in the split")
-flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
-flags.DEFINE_integer("size", 96, "display size (px) of each tile's short side")
-flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
-flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
+    flags.DEFINE_string("workdir", None, "training workdir of the config (default: an untrained model)")
+    flags.DEFINE_string("stage", "rgb_stage2", "RGB (or two_stream) stage whose model draws the model figures")
+    flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_jam/1) or its index in the split")
+    flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
+    flags.DEFINE_integer("size", 96, "display size (px) of each tile's short side")
+    flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
+    flags.mark_flags_as_required(["config"])
+
 
 FIGURES = ("rgb_flow.png", "optical_vs_warp.png", "cam.png", "convlstm.png", "ms_target.png")
 
@@ -199,7 +204,7 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
-def main(argv):
+def figures(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
@@ -211,5 +216,9 @@ def main(argv):
     print("\n".join(paths))
 
 
+def main(argv: list[str] | None = None) -> None:
+    common.run(figures, __doc__, define_flags, argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -1,6 +1,7 @@
-"""Convert a torchvision ResNet-18/34 .pth state dict into ego_jax's torch-free ImageNet artifact.
+"""Convert a torchvision ResNet-18/34 .pth state dict into ego_jax's torch-free ImageNet artifact (installed as
+ego-jax-convert-weights; from a checkout: python scripts/convert_weights.py).
 
-  python scripts/convert_weights.py resnet34-b627a593.pth data/weights/resnet34_imagenet.npz
+  ego-jax-convert-weights resnet34-b627a593.pth data/weights/resnet34_imagenet.npz
 
 The .npz holds arrays keyed by '/'-joined nnx paths plus '__meta__'; training loads it with
 `ego_jax.convert.torchvision.load_imagenet(model.backbone, path, kind='rgb'|'flow')`, without torch.
@@ -38,7 +39,7 @@ def read_state_dict(path: pathlib.Path) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", type=pathlib.Path, help="torchvision ResNet-18/34 state dict (.pth)")
     parser.add_argument("output", type=pathlib.Path, help="artifact to write (.npz)")
     args = parser.parse_args(argv)

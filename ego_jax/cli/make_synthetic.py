@@ -1,7 +1,8 @@
-"""Writes a synthetic GTEA61 release (course layout) for the quickstart, tests and benchmarks.
+"""Writes a synthetic GTEA61 release (course layout) for the quickstart, tests and benchmarks (installed as
+ego-jax-make-synthetic; from a checkout: python scripts/make_synthetic.py).
 
-  python scripts/make_synthetic.py --root data/manual/synthetic --preset small
-  python scripts/build_dataset.py --manual_dir data/manual/synthetic --data_dir data/tfds
+  ego-jax-make-synthetic --root data/manual/synthetic --preset small
+  ego-jax-build-dataset --manual_dir data/manual/synthetic --data_dir data/tfds
 """
 import argparse
 import os
