@@ -28,6 +28,7 @@ from ego_jax.data.clip_spec import ClipSpec, features
 from ego_jax.data.pipeline import build_loader
 from ego_jax.train import clips, evaluate, loaders, paths, sharding
 
+log = logging.getLogger(__name__)
 # Model outputs carried per clip besides the logits and probabilities (those the model has).
 MAPS = ("feature", "attention", "ms")
 
@@ -153,7 +154,7 @@ def load(workdir, stage: str | None = None, *, config=None, allow_unfinished: bo
     allow_unfinished: the newest good checkpoint of a stage still training. batch_size: default the config's
     eval_batch_size, rounded up to a multiple of the local device count.
     """
-    from ego_jax.experiments.cam import workdir_config  # noqa: PLC0415  (the workdir's saved config)
+    from ego_jax.experiments.cam import workdir_config  # (lazily: clu's writers)
 
     workdir = paths.absolute(workdir)
     config = config or workdir_config(workdir)
@@ -178,8 +179,8 @@ def from_reference(path, kind: str, *, class_names: Sequence[str] | None = None,
     '0'..'C-1'). The preprocessing is the reference evaluation's: frames, crop, resize, flow stack and stacks
     averaged by the flow protocol (rgb_endpoint=True for LSTA's frame sampling).
     """
-    from ego_jax.convert.reference import load_reference  # noqa: PLC0415  (reads .pth with torch)
-    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
+    from ego_jax.convert.reference import load_reference  # (lazily: torch)
+    from ego_jax.data.gtea61.classes import CLASSES
 
     if class_names is None:
         class_names = CLASSES if num_classes in (None, len(CLASSES)) else [str(i) for i in range(num_classes)]
@@ -191,6 +192,6 @@ def from_reference(path, kind: str, *, class_names: Sequence[str] | None = None,
                     crop=crop, resize=resize, eval_stacks=flow_stacks if protocol == "flow" else 1,
                     rgb_endpoint=rgb_endpoint)
     devices = jax.local_device_count()
-    logging.info("reference %s checkpoint %s: %d classes", kind, path, len(class_names))
+    log.info("reference %s checkpoint %s: %d classes", kind, path, len(class_names))
     return Predictor(model, kind, spec, list(class_names), batch_size=batch_size or devices,
-                     info=dict(kind=kind, checkpoint=str(epath.Path(path))))
+                     info={"kind": kind, "checkpoint": str(epath.Path(path))})
