@@ -123,7 +123,7 @@ def test_step1_table_structure(step1_run):
     assert re.search(r"^\| \| 2 frames \| 3 frames \|$", md, re.M)
     for name in ("ConvLSTM-attention", "temporal warp flow", "two-stream (joint train)"):
         assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d \(1 seed\) \| \d+\.\d \(1 seed\) \|$", md, re.M), name
-    assert "Flow row" in md and os.path.getsize(os.path.join(w, "results.png")) > 0
+    assert "Flow row" in md and all(os.path.getsize(os.path.join(w, f"results.{x}")) > 0 for x in ("png", "svg", "pdf"))
     assert not os.path.exists(os.path.join(w, "per_class_diff.png"))  # its rows (ConvLSTM vs attention) not both run
     saved = json.load(open(os.path.join(w, "results.json")))
     for row in saved["rows"]:

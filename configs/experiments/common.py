@@ -4,10 +4,12 @@ A suite is a ConfigDict:
   name, title            the results' heading
   column_key, columns    the config argument a table column sets, and its values (frames=7, frames=16)
   seeds                  every run of the table is trained with each seed; cells are mean +- std over seeds
-  rows                   tuple of dict(key, name, config, args, stage, per_column, search): `config` is a recipe
-                         file, `args` its config arguments (the column's and the suite's are added), `stage` the
-                         stage whose test accuracy the cell reports; per_column False: the run does not depend on
-                         the column (trained once, shown in every column); search: hyperparameter space or None
+  rows                   tuple of dict(key, name, config, args, stage, per_column, search, published): `config` is
+                         a recipe file, `args` its config arguments (the column's and the suite's are added),
+                         `stage` the stage whose test accuracy the cell reports; per_column False: the run does not
+                         depend on the column (trained once, shown in every column); search: hyperparameter space
+                         or None; published: {column: accuracy % or (low, high)} drawn beside the bars (GTEA61
+                         at the reference preset only), or None
   args, overrides        config arguments and (dotted key, value) overrides of every run ('stages.*.epochs': all)
   data_dir               '' = the recipe configs' data_dir; synthetic_preset: generate that synthetic set there
                          (W/data when data_dir is '') if it is not built
@@ -33,6 +35,12 @@ CHOICES = dict(data=("gtea61", "synthetic"), preset=("reference", "quickstart"),
 # preset=quickstart: the quickstart's sizes and data, frame columns of its scale, and few epochs.
 QUICKSTART_COLUMNS = (3, 5)
 QUICKSTART_EPOCHS = 2
+# Accuracy (%) on GTEA61, test subject S2, that reimplementations reported (range over them), per frame count
+# (shared/reference/sparnet.md, "Results reported by reimplementations").
+PUBLISHED = dict(attention={7: (55, 61), 16: (63, 67)}, two_stream={7: (57, 67), 16: (66, 76)},
+                 ms_cls={7: (60, 67), 16: (62, 75)}, ms_reg={7: (59, 68), 16: (66, 73)})
+PUBLISHED_NOTE = ("Black diamonds in results.png: the range of test accuracies that reimplementations reported for "
+                  "that row (SparNet's reproduction study).")
 
 
 def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -64,7 +72,9 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     s.column_key = "frames"
     s.columns = (7, 16)
     s.seeds = tuple(range(args.seeds))
-    s.rows = tuple(dict(r, search=r.get("search")) for r in rows if r["key"] in wanted)
+    reference = args.data == "gtea61" and args.preset == "reference"
+    s.rows = tuple(dict(r, search=r.get("search"), published=r.get("published") if reference else None)
+                   for r in rows if r["key"] in wanted)
     s.args = f"data={args.data}"
     s.overrides = ()
     s.data_dir = args.data_dir
@@ -77,7 +87,7 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     s.selection = dict(seeds=tuple(range(args.selection_seeds)), sets=args.sets, sampler=args.search, seed=0)
     s.diff = tuple(d for d in diff if d in wanted) if all(d in wanted for d in diff) else ()
     s.cam = dict(rows=tuple(r for r in cam_rows if r in wanted), clips=tuple(cam_clips))
-    s.notes = tuple(notes)
+    s.notes = tuple(notes) + ((PUBLISHED_NOTE,) if any(r["published"] for r in s.rows) else ())
     if args.preset == "quickstart":
         s.args = ",".join(f"{k}={v}" for k, v in quickstart.ARGS.items() if k != "stage1_backbone")
         # stage1_backbone=train only where there is an RGB stage 1 (the flow recipe refuses the argument)

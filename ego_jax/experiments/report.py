@@ -9,7 +9,10 @@ import jax
 import numpy as np
 
 from ego_jax.train import evaluate
-from ego_jax.viz import plots
+from ego_jax.viz import charts
+
+
+VECTOR = ("svg", "pdf")  # beside each PNG, for papers
 
 
 def _git_commit() -> str:
@@ -67,8 +70,9 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
                  for col in columns}
         chosen = {col: next((r["set"] for r in results if r["row"] == row["key"] and r["column"] == col), None)
                   for col in columns}
+        published = row.get("published") or {}
         rows.append(dict(key=row["key"], name=row["name"], stage=row["stage"], config=row["config"],
-                         per_column=row["per_column"], cells=cells,
+                         per_column=row["per_column"], cells=cells, published=[published.get(c) for c in columns],
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -81,20 +85,24 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
 
 
 def write(p, out: dict) -> None:
-    """W/results.json, results.md, results.png and (with a diff) per_class_diff.png of tabulate()'s results."""
+    """W/results.json, results.md, results.{png,svg,pdf} and (with a diff) per_class_diff.{png,svg,pdf} of
+    tabulate()'s results."""
     s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
     with open(os.path.join(w, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
-    plots.write_png(os.path.join(w, "results.png"), plots.bar_chart_image(
-        [f"{c} {s.column_key}" for c in columns],
-        {r["name"]: ([r["cells"][c]["mean"] for c in columns], [r["cells"][c]["std"] or 0.0 for c in columns])
-         for r in out["rows"]}, title=s.title, ylabel="test accuracy, mean +- std over seeds"))
+    groups = [f"{c} {s.column_key}" for c in columns]
+    bars = {r["name"]: dict(points=[[100 * a for a in r["cells"][c]["accuracies"]] for c in columns],
+                            published=r.get("published")) for r in out["rows"]}
+    charts.save(charts.accuracy_bars(groups, bars, title=s.title, published_label="published (range)",
+                                     ylabel=f"test accuracy (%), mean ± sample std over seeds {out['seeds']}"),
+                os.path.join(w, "results.png"), vector=VECTOR)
     if diff:
         names = list(out["runs"][0]["per_class_accuracy"])
         present = [k for k in names if any(diff["columns"][c].get(k) is not None for c in columns)]
-        plots.write_png(os.path.join(w, "per_class_diff.png"), plots.bar_chart_image(
-            present, {f"{c} {s.column_key}": ([_nan(diff["columns"][c].get(k)) for k in present], [0.0] * len(present))
-                      for c in columns}, title=f"per-class accuracy: {diff['b']} minus {diff['a']}"))
+        charts.save(charts.differences(
+            present, {g: [100 * _nan(diff["columns"][c].get(k)) for k in present] for g, c in zip(groups, columns)},
+            title=f"per-class test accuracy: {diff['b']} minus {diff['a']} (mean over seeds)"),
+            os.path.join(w, "per_class_diff.png"), vector=VECTOR)
     with open(os.path.join(w, "results.md"), "w") as f:
         f.write(markdown(out))
 
