@@ -8,6 +8,7 @@ import subprocess
 import jax
 import numpy as np
 
+from ego_jax.experiments import hparams
 from ego_jax.train import evaluate
 from ego_jax.viz import charts
 
@@ -85,8 +86,8 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
 
 
 def write(p, out: dict) -> None:
-    """W/results.json, results.md, results.{png,svg,pdf} and (with a diff) per_class_diff.{png,svg,pdf} of
-    tabulate()'s results."""
+    """W/results.json, results.md, results.{png,svg,pdf}, (with a diff) per_class_diff.{png,svg,pdf} and W/hparams
+    (TensorBoard's HParams dashboard) of tabulate()'s results."""
     s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
     with open(os.path.join(w, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
@@ -105,6 +106,7 @@ def write(p, out: dict) -> None:
             os.path.join(w, "per_class_diff.png"), vector=VECTOR)
     with open(os.path.join(w, "results.md"), "w") as f:
         f.write(markdown(out))
+    hparams.write(p, out)
 
 
 def _nan(x):
