@@ -4,13 +4,15 @@
 #      stage of configs/two_stream.py, with the reference's stages re-stated in torch timed beside when torch imports;
 #   2. scripts/benchmark.py data on generated full-size clips with every core as grain workers (skipped, with a
 #      line saying so, where grain or tensorflow-datasets is missing);
-#   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input.
+#   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input;
+#   4. the fast tests (models, train step, checkpoints, the deprecated-API grep) under the machine's own jax and flax,
+#      which may be newer than the CPU machines' (README "Versions"); where pytest is missing, a line says so.
 #
 #   bash scripts/device_check.sh            # on the accelerator machine; writes $OUT (or ./device_check) *.json/log
 #   bash scripts/device_check.sh --smoke    # tiny shapes on CPU in seconds (tests/test_device_check.py)
 #
 # Runs from the checkout (PYTHONPATH), not from an installed package: the machine's jax may be newer than
-# pyproject's pin. Packages it lacks travel as wheels in .whl/ (installed to a temporary folder first), e.g.
+# pyproject's pin, and step 4 is how a newer jax gets tested. Packages it lacks travel as wheels in .whl/ (installed to a temporary folder first), e.g.
 # ml_collections (the configs) and, for the loader part, grain and tensorflow-datasets with their needs:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       -d .whl ml_collections==1.1.0
@@ -37,9 +39,13 @@ fi
 if (( SMOKE )); then
   STEP=(--batch 2 --frames 2 --size 32 --steps 1 --stages rgb_stage1 --set model.depth=18 --set model.width=4)
   DATA_TIMEOUT=120
+  TESTS=(tests/test_forward_compat.py)
 else
   STEP=(--batch 32 --frames 16 --size 224 --steps 10)
   DATA_TIMEOUT=180
+  TESTS=(tests/test_forward_compat.py tests/test_resnet.py tests/test_convlstm.py tests/test_attention.py
+         tests/test_ego_rnn.py tests/test_two_stream.py tests/test_lsta.py tests/test_motion_head.py
+         tests/test_motion_guided.py tests/test_step.py tests/test_optim.py tests/test_checkpoint.py)
 fi
 echo "== step ($(date -u +%H:%M:%S))"
 "$PY" scripts/benchmark.py step "${STEP[@]}" --dtypes float32,bfloat16 --json "$RESULTS/step.json" \
@@ -68,6 +74,15 @@ else
     echo "loader benchmark failed or ran past ${DATA_TIMEOUT} s (see $RESULTS/data.log)"
   fi
   rm -rf "$WORK"
+fi
+
+echo "== fast tests ($(date -u +%H:%M:%S))"
+if "$PY" -c "import pytest" 2>/dev/null; then
+  # A file whose imports this machine lacks is reported and the others still run; failures are reported, not fatal.
+  "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors "${TESTS[@]}" >"$RESULTS/tests.log" 2>&1 || true
+  echo "fast tests under jax $("$PY" -c 'import jax; print(jax.__version__)'): $(tail -n 1 "$RESULTS/tests.log")"
+else
+  echo "fast tests skipped: pytest is not importable here (carry its wheel in .whl/)"
 fi
 
 echo "== table ($(date -u +%H:%M:%S))"

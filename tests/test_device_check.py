@@ -39,3 +39,4 @@ def test_device_check_smoke(tmp_path):
     assert "| rgb_stage1 | ego_jax bfloat16 |" in table, output
     has_loader = "loader benchmark skipped" not in output
     assert has_loader == (tmp_path / "data.json").exists(), output
+    assert "fast tests under jax" in output and "passed" in (tmp_path / "tests.log").read_text(), output
