@@ -10,13 +10,13 @@ import re
 import cv2
 import pytest
 import tensorflow_datasets as tfds
+from tiny_suite import TINY
 
 from configs import attention, common, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import plan, runner
 from ego_jax.train import loop
-from tiny_suite import TINY
 
 
 def sessions(w) -> dict:

@@ -20,9 +20,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
 
 from ego_jax.train import checkpoint, distributed, sharding
-from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
 
 STAGE, EPOCHS, STEPS_PER_EPOCH = "rgb_stage1", 3, 3
 TIMEOUT = 400  # seconds per launch, far above its time on a loaded 2-core machine

@@ -26,8 +26,7 @@ import os
 
 import ml_collections
 
-from configs import common as recipe_common
-from configs import quickstart
+from configs import common as recipe_common, quickstart
 
 ARGS = dict(seeds=3, data="gtea61", preset="reference", rows="all", sets=3, search="random", val="S4",
             selection_seeds=1, data_dir="")

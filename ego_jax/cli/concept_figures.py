@@ -178,7 +178,8 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
     cell_peak = float(maps["cell"].max()) or 1.0
     cells = [cam.blend(f, cam.upsample_map(c / cell_peak, shape, normalize=False))
              for f, c in zip(frames, maps["cell"])]
-    write("convlstm.png", [frames, cells], ["frames", "mean |c_t|"], captions=[None, [f"p {p:.2f}" for p in maps["p_true"]]],
+    write("convlstm.png", [frames, cells], ["frames", "mean |c_t|"],
+          captions=[None, [f"p {p:.2f}" for p in maps["p_true"]]],
           title=f"p: the classifier's probability of the true class ({CLASSES[label]}) from c_t")
     spatial = transforms.eval_spatial(*raw("mmaps", 0).shape, resize=d.resize, crop=d.crop)
     mmaps = [transforms.apply(raw("mmaps", i), spatial, method=d.resize_method) / 255.0

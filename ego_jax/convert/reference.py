@@ -195,7 +195,9 @@ def _to_numpy(state_dict) -> dict[str, np.ndarray]:
             f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: pass the model's "
             "state dict (e.g. checkpoint['state_dict']), not the training checkpoint"
         )
-    as_np = lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+    def as_np(v):
+        return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
     return {k: as_np(v) for k, v in state_dict.items()}
 
 

@@ -13,8 +13,8 @@ from clu import metric_writers
 from etils import epath
 from flax import nnx
 
-from ego_jax.data import gtea61
 from ego_jax import streams
+from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
 from ego_jax.train import clips, distributed, evaluate, recipes, sharding
 from ego_jax.viz import cam

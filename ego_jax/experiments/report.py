@@ -12,7 +12,6 @@ from ego_jax.experiments import hparams
 from ego_jax.train import evaluate
 from ego_jax.viz import charts
 
-
 VECTOR = ("svg", "pdf")  # beside each PNG, for papers
 
 
@@ -76,7 +75,7 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
                          per_column=row["per_column"], cells=cells, published=[published.get(c) for c in columns],
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
-    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = dict(date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 ego_jax=importlib.metadata.version("ego_jax"), commit=_git_commit(),
                 device=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
                 data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=dict(s.protocol),

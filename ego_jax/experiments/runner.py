@@ -9,14 +9,14 @@ Multi-process (scripts/experiment.py takes train.py's launch flags): every proce
 each stage together with the others; process 0 alone writes the store's links, records and reports
 (distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
+import functools
 import json
 import logging
 import os
 import signal
 import time
 
-from ego_jax.experiments import plan as plan_lib
-from ego_jax.experiments import report
+from ego_jax.experiments import plan as plan_lib, report
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
@@ -88,8 +88,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
         done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
-        distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
-                                 f"record the training time of {run_dir}/{name}")
+        record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
+        distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
         if not done:
             return False
     return True

@@ -24,6 +24,7 @@ from flax import nnx
 from ego_jax.train import paths
 from ego_jax.train.sharding import make_mesh, replicated
 
+
 def model_tree(model: nnx.Module) -> dict:
     """Whole model state as a nested dict of arrays; PRNG keys as raw key data (orbax stores plain arrays)."""
     return jax.tree.map(_unwrap_key, nnx.to_pure_dict(nnx.state(model)))

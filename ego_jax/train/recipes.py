@@ -19,6 +19,7 @@ from ego_jax.models import action_loss, ms_loss
 from ego_jax.train import checkpoint, paths
 from ego_jax.train.optim import matches
 
+
 def _path(parts) -> str:
     return "/".join(map(str, parts))
 

@@ -264,7 +264,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], 
                 ax.set_ylabel(row_titles[i], fontsize=font, rotation=0, ha="right", va="center", labelpad=6)
         y -= below[i] + gap
     if colorbar and mappable is not None:
-        bar = fig.add_axes(((width - right + 0.15) / width, y / height + 0.02, 0.12 / width, (height - top - y) / height - 0.04))
+        extent = (height - top - y) / height - 0.04
+        bar = fig.add_axes(((width - right + 0.15) / width, y / height + 0.02, 0.12 / width, extent))
         fig.colorbar(mappable, cax=bar, label=colorbar[0])
     if title:
         fig.suptitle(title, fontsize=font + 1, y=1 - 0.05 / height, va="top")
