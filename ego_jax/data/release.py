@@ -1,0 +1,147 @@
+"""What the video releases' builders share (EGTEA Gaze+, GTEA71, GTEA Gaze+): clips cut from videos by their
+annotations, their frames and warp flow in the authors' per-clip layout, and opening a build by protocol split.
+
+A release's builder lists its clips (`VideoClip`: id, subject, label fields, the video and the frame range the
+annotation gives). Each clip's frames come from, in order:
+  1. a folder the user extracted already, in the authors' layout under the manual folder
+     (`frames/<clip_id>/image_00001.jpg`, `flow_x/<clip_id>/flow_x_00001.jpg`, `flow_y/...`; LSTA's EGTEA
+     loader reads exactly this, swathikirans/LSTA gen_splits.py gen_split_egtea_twoStream);
+  2. the same layout under `extract_dir` (default <data_dir>/<dataset>_extracted), written by an earlier build;
+  3. extraction from the video (frames, then TV-L1 warp flow quantised as dense_flow) into extract_dir.
+Step 3 is ego_jax.data.flow's per-clip extraction (issue 16); until it is in this version a build needs 1 or 2,
+and says so naming the clip and the folders it looked in.
+"""
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ego_jax.data import clip_index
+from ego_jax.data.clip_source import ClipSource
+from ego_jax.data.frame_records import FrameBuilder
+from ego_jax.data.manual_dir import MissingModalityError, authors_clip
+
+log = logging.getLogger(__name__)
+CONFIGS = {"rgb_flow": ("rgb", "flow_x", "flow_y"), "rgb": ("rgb",), "flow": ("flow_x", "flow_y")}
+CLASSES_FILE = "classes.json"  # {label field: [class names]} of a build, written by the builder
+
+
+@dataclasses.dataclass
+class VideoClip:
+    """One annotated clip of a release: `video` frames first..last (1-based, inclusive; None: the whole video)."""
+
+    clip_id: str
+    subject: str
+    record: dict  # label fields (indices), as the builder's features
+    video: Path | None
+    first: int | None = None
+    last: int | None = None
+    files: dict = dataclasses.field(default_factory=dict)  # {modality: frame paths}, filled by the builder
+
+
+@dataclasses.dataclass(eq=False)
+class ReleaseConfig(tfds.core.BuilderConfig):
+    """A modality subset of a video release."""
+
+    modalities: tuple[str, ...] = ()
+
+
+def builder_configs():
+    return [ReleaseConfig(name=name, modalities=mods, description=f"modalities: {', '.join(mods)}")
+            for name, mods in CONFIGS.items()]
+
+
+class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
+    """Frame-level builder of a release of videos + annotations; a subclass gives `_release_clips`, `_features`,
+    `_class_names` and `_label_fields`."""
+
+    DEFAULT_BUILDER_CONFIG_NAME = "rgb_flow"
+
+    def __init__(self, *, extract_dir=None, **kwargs):
+        super().__init__(**kwargs)
+        self._extract_dir = Path(extract_dir) if extract_dir else Path(self.data_dir_root) / f"{self.name}_extracted"
+
+    def _release_clips(self, manual_dir: Path) -> tuple[Path, list[VideoClip]]:
+        """(the release folder holding the annotations, every clip with its record), checked before any writing."""
+        raise NotImplementedError
+
+    def _features(self) -> dict:
+        raise NotImplementedError
+
+    def _class_names(self) -> dict[str, list[str]]:
+        """{label field: class names} of the clips just listed (written beside the build)."""
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = dict(self._features(), subject=tfds.features.Text(), clip_id=tfds.features.Text(),
+                        num_frames=np.int32, first_frame=np.int64)
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict(features),
+            description=(f"{self.name} clips; read them with ego_jax.data.{self.name}.load_source, which adds each "
+                         "modality's frames (frame_records.py). Class names: classes.json in the build folder."))
+
+    def _clips(self, manual_dir: Path) -> dict[str, list[VideoClip]]:
+        root, clips = self._release_clips(manual_dir)
+        modalities = self.builder_config.modalities
+        ignored, todo = [], []
+        for clip in clips:
+            for where in (root, self._extract_dir):
+                files = authors_clip(where, clip.clip_id, modalities, ignored)
+                if files is not None:
+                    clip.files = files
+                    break
+            else:
+                todo.append(clip)
+        if todo:
+            raise MissingModalityError(
+                f"{len(todo)} clips have no extracted frames and flow, e.g. {todo[0].clip_id} (video {todo[0].video}): "
+                f"looked in {root}/frames/<clip>/ and {self._extract_dir}/frames/<clip>/. Computing frames and warp "
+                "flow from the videos needs ego_jax.data.flow (issue 16), which this version does not have yet: "
+                "extract them into either folder in the authors' layout (image_00001.jpg, flow_x_00001.jpg, "
+                "flow_y_00001.jpg per clip)")
+        if ignored:
+            log.info("ignored %d files that are not frames in the clips' folders", len(ignored))
+        (Path(self.data_path) / CLASSES_FILE).write_text(json.dumps(self._class_names()) + "\n")
+        subjects = sorted({c.subject for c in clips})
+        return {s: [c for c in clips if c.subject == s] for s in subjects}
+
+    def _record(self, clip: VideoClip) -> dict:
+        return dict(clip.record, subject=clip.subject, clip_id=clip.clip_id,
+                    num_frames=len(next(iter(clip.files.values()))))
+
+
+def rebuild_command(name: str, config: str, data_dir) -> str:
+    """The command that builds <name>/<config> into `data_dir`."""
+    return (f"python scripts/build_dataset.py --dataset {name} --manual_dir <{name} folder> --data_dir {data_dir} "
+            f"--config {config}")
+
+
+def build(builder: FrameBuilder, manual_dir) -> FrameBuilder:
+    """Builds `builder` from the release in `manual_dir` (no-op if already built) and indexes its clip ids."""
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    clip_index.write_index(builder, builder.data_dir_root)
+    return builder
+
+
+def open_source(builder: FrameBuilder, split: str, *, named: dict[str, list[str]] | None = None,
+                target: str = "label", rebuild: str | None = None) -> ClipSource:
+    """Random-access source of `split` of a prepared build: its own splits joined ('S1+S3') or, with `named`, one
+    protocol split {name: clip ids} laid over all of them (EGTEA's train1); `target` read as the label; `rebuild`:
+    the command that builds it (errors name it)."""
+    data_dir, config = builder.data_dir_root, builder.builder_config.name
+    modalities = builder.builder_config.modalities
+    rebuild = f"rebuild with: {rebuild or rebuild_command(builder.name, config, data_dir)}"
+    splits = sorted(builder.info.splits)
+    indices, name = None, None
+    if named is not None and split in named:
+        index = {cid: i for i, cid in enumerate(clip_index.clip_ids(builder, data_dir, "+".join(splits)))}
+        missing = [c for c in named[split] if c not in index]
+        if missing:
+            raise FileNotFoundError(f"split {split} of {builder.name}/{config} names {len(missing)} clips the build "
+                                    f"does not hold (e.g. {missing[0]}): {rebuild}")
+        indices, name, split = [index[c] for c in named[split]], split, "+".join(splits)
+    clips = tfds.data_source(f"{builder.name}/{config}", split=split, data_dir=str(data_dir), download=False)
+    return ClipSource(clips, builder.data_path, splits, modalities, rebuild, indices=indices, target=target, name=name)
