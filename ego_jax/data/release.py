@@ -27,6 +27,7 @@ from ego_jax.data.manual_dir import MissingModalityError, authors_clip
 log = logging.getLogger(__name__)
 CONFIGS = {"rgb_flow": ("rgb", "flow_x", "flow_y"), "rgb": ("rgb",), "flow": ("flow_x", "flow_y")}
 CLASSES_FILE = "classes.json"  # {label field: [class names]} of a build, written by the builder
+SKIPPED_FILE = "skipped.json"  # clips the annotations list that the build left out (neither video nor frames)
 
 
 @dataclasses.dataclass
@@ -86,15 +87,17 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
     def _clips(self, manual_dir: Path) -> dict[str, list[VideoClip]]:
         root, clips = self._release_clips(manual_dir)
         modalities = self.builder_config.modalities
-        ignored, todo = [], []
+        ignored, kept, skipped, todo = [], [], [], []
         for clip in clips:
             for where in (root, self._extract_dir):
                 files = authors_clip(where, clip.clip_id, modalities, ignored)
                 if files is not None:
                     clip.files = files
+                    kept.append(clip)
                     break
             else:
-                todo.append(clip)
+                # A clip with neither video nor frames: a partial download; it is left out and listed.
+                (todo if clip.video is not None else skipped).append(clip)
         if todo:
             raise MissingModalityError(
                 f"{len(todo)} clips have no extracted frames and flow, e.g. {todo[0].clip_id} (video {todo[0].video}): "
@@ -102,11 +105,21 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
                 "flow from the videos needs ego_jax.data.flow (issue 16), which this version does not have yet: "
                 "extract them into either folder in the authors' layout (image_00001.jpg, flow_x_00001.jpg, "
                 "flow_y_00001.jpg per clip)")
+        if skipped:
+            log.warning("left out %d clips that have neither a video nor extracted frames (partial download?): %s%s",
+                        len(skipped), ", ".join(c.clip_id for c in skipped[:5]), " ..." if len(skipped) > 5 else "")
         if ignored:
             log.info("ignored %d files that are not frames in the clips' folders", len(ignored))
-        (Path(self.data_path) / CLASSES_FILE).write_text(json.dumps(self._class_names()) + "\n")
-        subjects = sorted({c.subject for c in clips})
-        return {s: [c for c in clips if c.subject == s] for s in subjects}
+        if not kept:
+            raise MissingModalityError(f"no clip of {manual_dir} has a video or extracted frames")
+        self._write_metadata(Path(self.data_path), kept)
+        (Path(self.data_path) / SKIPPED_FILE).write_text(json.dumps([c.clip_id for c in skipped]) + "\n")
+        subjects = sorted({c.subject for c in kept})
+        return {s: [c for c in kept if c.subject == s] for s in subjects}
+
+    def _write_metadata(self, folder: Path, kept: list[VideoClip]) -> None:
+        """Files beside the build (folder: its temporary version folder): the class names."""
+        (folder / CLASSES_FILE).write_text(json.dumps(self._class_names()) + "\n")
 
     def _record(self, clip: VideoClip) -> dict:
         return dict(clip.record, subject=clip.subject, clip_id=clip.clip_id,
@@ -145,3 +158,40 @@ def open_source(builder: FrameBuilder, split: str, *, named: dict[str, list[str]
         indices, name, split = [index[c] for c in named[split]], split, "+".join(splits)
     clips = tfds.data_source(f"{builder.name}/{config}", split=split, data_dir=str(data_dir), download=False)
     return ClipSource(clips, builder.data_path, splits, modalities, rebuild, indices=indices, target=target, name=name)
+
+
+class SubjectRelease:
+    """The API of a release built with one split per subject (GTEA71, GTEA Gaze+): build, sources, ids, names."""
+
+    def __init__(self, name: str, builder_cls, subjects: tuple[str, ...], manual_dir: str):
+        self.name, self._cls, self.subjects, self.default_manual_dir = name, builder_cls, subjects, manual_dir
+
+    def build(self, *, manual_dir=None, data_dir="data/tfds", config: str = "rgb_flow", extract_dir=None):
+        """Builds <name>/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
+        builder = self._cls(config=config, data_dir=str(data_dir), extract_dir=extract_dir)
+        return build(builder, manual_dir or self.default_manual_dir)
+
+    def _prepared(self, data_dir, config: str):
+        if config not in CONFIGS:
+            raise ValueError(f"unknown {self.name} config {config!r}: expected one of {', '.join(CONFIGS)}")
+        builder = self._cls(config=config, data_dir=str(data_dir))
+        if not builder.is_prepared():
+            raise FileNotFoundError(f"{self.name}/{config} is not built in {Path(data_dir).resolve()}: run "
+                                    f"`{rebuild_command(self.name, config, data_dir)}`")
+        return builder
+
+    def load_source(self, split: str, *, data_dir="data/tfds", config: str = "rgb_flow",
+                    target: str = "action") -> ClipSource:
+        """Examples of `split`: subjects joined with '+' (e.g. 'S1+S3+S4')."""
+        if target != "action":
+            raise ValueError(f"{self.name} has one label, the action: target must be 'action', got {target!r}")
+        return open_source(self._prepared(data_dir, config), split)
+
+    def clip_ids(self, split: str, *, data_dir="data/tfds", config: str = "rgb_flow") -> list[str]:
+        """Clip ids of `split` in source order (no clip record is read)."""
+        return clip_index.clip_ids(self._prepared(data_dir, config), data_dir, split)
+
+    def class_names(self, *, data_dir="data/tfds", config: str = "rgb_flow", target: str = "action") -> list[str]:
+        """The build's class names (label = position)."""
+        del target
+        return json.loads((Path(self._prepared(data_dir, config).data_dir) / CLASSES_FILE).read_text())["label"]
