@@ -44,7 +44,7 @@ def base(args) -> ml_collections.ConfigDict:
     c.seed = args.seed
     if args.target != "action" and args.data != "egtea":
         raise ValueError(f"config argument target={args.target}: only egtea has verb and noun labels")
-    c.num_classes = datasets.NUM_CLASSES[args.data] if args.target == "action" else {"verb": 19, "noun": 51}[args.target]
+    c.num_classes = {"action": datasets.NUM_CLASSES[args.data], "verb": 19, "noun": 51}[args.target]
     c.batch_size = 32
     c.eval_batch_size = 32
     c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)

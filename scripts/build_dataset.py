@@ -50,7 +50,8 @@ def main(argv=None):
     except gtea61.ManualDirError as e:
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
-    print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): clips per split {splits}")
+    print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): "
+          f"clips per split {splits}")
     if args.dataset == "gtea61":
         for old in gtea61.older_builds(config, args.data_dir):
             print(f"{old} is a build of an earlier ego_jax that this one does not read; delete it to free its space")

@@ -115,7 +115,8 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
         s.columns = QUICKSTART_COLUMNS
         s.overrides = tuple(quickstart.SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
         s.synthetic_preset = "quickstart" if args.data in ("gtea61", "synthetic") else ""
-        s.notes = s.notes + (f"preset=quickstart: {'synthetic quickstart data (6 classes)' if stand_in else args.data}, "
+        data = "synthetic quickstart data (6 classes)" if stand_in else args.data
+        s.notes = s.notes + (f"preset=quickstart: {data}, "
                              f"the quickstart's sizes "
                              f"(configs/quickstart.py), {QUICKSTART_EPOCHS} epochs per stage, frame columns "
                              f"{QUICKSTART_COLUMNS}: a smoke test of the machinery, not a result.",)

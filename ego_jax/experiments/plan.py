@@ -147,4 +147,5 @@ class Plan:
         """Every table run; chosen[(row, column, fold)] = the selected set index of a searched row."""
         return [self.run(r["key"], col, seed, set_index=chosen[(r["key"], col, fold)] if r["search"] else None,
                          fold=fold)
-                for r in self.suite.rows for col in self.columns(r) for fold in self.folds() for seed in self.suite.seeds]
+                for r in self.suite.rows for col in self.columns(r) for fold in self.folds()
+                for seed in self.suite.seeds]

@@ -149,7 +149,8 @@ def markdown(out: dict) -> str:
         lines += [f"- Per split ({r['name']}): " + "; ".join(
             f"{c} {key}: " + ", ".join(f"{k} {100 * v['mean']:.1f}" for k, v in r["cells"][c]["folds"].items())
             for c in cols if "folds" in r["cells"][c]) for r in out["rows"]]
-    lines += [f"- Published ({r['name']}): {r['published']['value']:.2f}, {r['published']['source']}." for r in published]
+    lines += [f"- Published ({r['name']}): {r['published']['value']:.2f}, {r['published']['source']}."
+              for r in published]
     lines += [f"- {n}" for n in out.get("notes", [])]
     lines += [f"- Data: {m['data']}. Date: {m['date']}. ego_jax {m['ego_jax']}, commit {m['commit']}. "
               f"Device: {m['device']}. Suite wall time this session: {m['wall_s']:.0f} s."]
@@ -181,6 +182,7 @@ def markdown(out: dict) -> str:
         for v in out["validation"]:
             acc = ", ".join(f"{100 * a:.1f}" for a in v["accuracies"])
             fold = f" (split {v['fold']})" if len(folds) > 1 else ""
-            lines.append(f"| {names[v['row']]} | {v['column']} {key}{fold} | {v['set']} | {_hp(v['hyperparameters'])} | "
+            lines.append(f"| {names[v['row']]} | {v['column']} {key}{fold} | {v['set']} | "
+                         f"{_hp(v['hyperparameters'])} | "
                          f"{acc} | {'yes' if v['chosen'] else ''} |")
     return "\n".join(lines) + "\n"

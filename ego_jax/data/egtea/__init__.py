@@ -54,7 +54,8 @@ def protocol_splits(builder: Egtea) -> dict[str, list[str]]:
     return splits
 
 
-def load_source(split: str, *, data_dir="data/tfds", config: str = DEFAULT_CONFIG, target: str = "action") -> ClipSource:
+def load_source(split: str, *, data_dir="data/tfds", config: str = DEFAULT_CONFIG,
+                target: str = "action") -> ClipSource:
     """Examples of `split` ('train1', 'test1', 'val1', 'fit1', or participants 'P01+P02'); label = `target`."""
     if target not in TARGETS:
         raise ValueError(f"unknown egtea target {target!r}: expected one of {', '.join(TARGETS)}")

@@ -27,7 +27,8 @@ def find_release(root: Path) -> Path:
     """The folder holding action_annotation/: `root` or one of its sub-folders."""
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"manual folder {root} does not exist: put the EGTEA Gaze+ download there or pass --manual_dir")
+        raise LayoutError(f"manual folder {root} does not exist: put the EGTEA Gaze+ download there or pass "
+                          "--manual_dir")
     found = [p.parent for p in [root / "action_annotation", *root.glob("*/action_annotation")] if p.is_dir()]
     if len(found) != 1:
         raise LayoutError(f"{'several' if found else 'no'} EGTEA Gaze+ action_annotation/ folders in {root} (it holds: "
@@ -71,7 +72,8 @@ class Egtea(release.VideoReleaseBuilder):
                     if labels.setdefault(clip, (tuple(ids), path))[0] != tuple(ids):
                         raise AnnotationError(f"clip {clip} has labels {tuple(i + 1 for i in ids)} in {path} but "
                                               f"{tuple(i + 1 for i in labels[clip][0])} in {labels[clip][1]}")
-        videos = {p.stem: p for p in (root / "cropped_clips").rglob("*.mp4")} if (root / "cropped_clips").is_dir() else {}
+        clips_dir = root / "cropped_clips"
+        videos = {p.stem: p for p in clips_dir.rglob("*.mp4")} if clips_dir.is_dir() else {}
         unlisted = sorted(set(videos) - set(labels))
         if unlisted:
             log.info("ignored %d videos no split lists (e.g. %s)", len(unlisted), unlisted[0])

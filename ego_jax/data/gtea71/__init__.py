@@ -20,4 +20,5 @@ DEFAULT_MANUAL_DIR = "data/manual/GTEA"
 PUBLISHED = {"two_stream": {"mean": 77.0}}
 _RELEASE = SubjectRelease(NAME, Gtea71, SUBJECTS, DEFAULT_MANUAL_DIR)
 CONFIGS, DEFAULT_CONFIG = release.CONFIGS, "rgb_flow"
-build, load_source, clip_ids, class_names = _RELEASE.build, _RELEASE.load_source, _RELEASE.clip_ids, _RELEASE.class_names
+build, load_source = _RELEASE.build, _RELEASE.load_source
+clip_ids, class_names = _RELEASE.clip_ids, _RELEASE.class_names
