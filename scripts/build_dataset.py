@@ -6,8 +6,9 @@
   python scripts/build_dataset.py --dataset gtea_gaze --manual_dir data/manual/GTEA_Gaze_Plus --data_dir data/tfds
 
 gtea61 configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow; splits S1..S4. egtea, gtea71,
-gtea_gaze configs: rgb_flow (default), rgb, flow; their frames and flow come from folders extracted in the authors'
-layout (ego_jax/data/release.py). (The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam.)
+gtea_gaze configs: rgb_flow (default), rgb, flow; their frames and warp flow are read from folders in the authors'
+layout, extracted from the videos first where missing (ego_jax/data/release.py; --extract_dir). (The `tfds build`
+CLI of tfds 4.9.10 does not start without apache-beam.)
 """
 import argparse
 import logging
@@ -23,8 +24,8 @@ def main(argv=None):
     parser.add_argument("--manual_dir", help="the download (default: data/manual/<dataset's folder>)")
     parser.add_argument("--data_dir", default=gtea61.DEFAULT_DATA_DIR, help="where the built dataset goes")
     parser.add_argument("--config", help="modalities to build (default: gtea61 all, the others rgb_flow)")
-    parser.add_argument("--extract_dir", help="egtea/gtea71/gtea_gaze: where extracted frames and flow are found "
-                                              "(default: <data_dir>/<dataset>_extracted)")
+    parser.add_argument("--extract_dir", help="egtea/gtea71/gtea_gaze: where frames and flow extracted from the "
+                                              "videos go (default: <data_dir>/<dataset>_extracted)")
     args = parser.parse_args(argv)
     module = datasets.module(args.dataset)
     config = args.config or datasets.BUILDER_CONFIG.get(args.dataset, "rgb_flow")

@@ -5,15 +5,18 @@ import os
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_suite import TINY
 
 from configs import two_stream
 from configs.experiments import step1
-from ego_jax.data import datasets, egtea, gtea61, gtea71, gtea_gaze, standins, synthetic
-from ego_jax.data.manual_dir import AnnotationError, CorruptFrameError, MissingModalityError
+from ego_jax.data import datasets, egtea, flow, gtea61, gtea71, gtea_gaze, release, standins, synthetic
+from ego_jax.data.decode import decode_gray
+from ego_jax.data.manual_dir import AnnotationError, CorruptFrameError, CorruptVideoError
 from ego_jax.experiments import runner
 
+FAST = flow.FlowSpec(tvl1=flow.TVL1(nscales=1, warps=1, inner_iterations=3))  # few TV-L1 iterations
 BUILD = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
 
 
@@ -65,9 +68,30 @@ def test_egtea_errors_name_the_file(tmp_path):
     split.write_text(split.read_text() + "P01-R01-PastaSalad-1-2-F000001-F000002 1 1\n")
     with pytest.raises(AnnotationError, match=rf"{split}:\d+: expected '<clip> <action> <verb> <noun>'"):
         egtea.build(manual_dir=tmp_path / "m", data_dir=tmp_path / "d2")
-    standins.make_egtea(tmp_path / "m", classes=1, participants=1, extracted=False)
-    with pytest.raises(MissingModalityError, match=r"no extracted frames and flow, e\.g\. P01-.*\.mp4"):
-        egtea.build(manual_dir=tmp_path / "m", data_dir=tmp_path / "d3")
+    stand_in = standins.make_egtea(tmp_path / "m", classes=1, participants=1, extracted=False, corrupt_videos=1)
+    with pytest.raises(CorruptVideoError, match=rf"cannot decode video {stand_in.corrupt[0]}"):
+        release.build(egtea.Egtea(config="rgb_flow", data_dir=str(tmp_path / "d3"), flow_spec=FAST), tmp_path / "m")
+
+
+def test_frames_and_warp_flow_are_extracted_from_the_videos(tmp_path):
+    """No extracted folders: the builders decode the videos and compute warp flow (ego_jax.data.flow, few TV-L1
+    iterations); a clip cut from a video holds exactly its annotated frames, a clip video loses its first."""
+    lengths = {}
+    for name, module, builder in (("egtea", egtea, egtea.Egtea), ("gtea71", gtea71, gtea71.Gtea71)):
+        kwargs = dict(classes=2, participants=1) if name == "egtea" else dict(classes=2, subjects=("S1",))
+        stand_in = standins.MAKERS[name](tmp_path / name, extracted=False, **kwargs)
+        release.build(builder(config="rgb_flow", data_dir=str(tmp_path / "d"), flow_spec=FAST), tmp_path / name)
+        source = module.load_source("P01" if name == "egtea" else "S1", data_dir=tmp_path / "d")
+        assert records(source) == stand_in.labels
+        for i in range(len(source)):
+            clip = source[i]["clip_id"].decode()
+            lengths[clip] = len(source[i]["rgb"]), len(source[i]["flow_x"])
+            moving = decode_gray(source[i]["flow_x"][len(source[i]["flow_x"]) // 2])
+            assert np.abs(moving.astype(int) - 128).max() > 2, clip  # the moving item shows in the warp flow
+    for clip, (n, m) in lengths.items():
+        first, last = (int(x) for x in clip.rsplit("/", 1)[1].split("-")) if "/" in clip else (0, 0)
+        expected = last - first + 1 if "/" in clip else int(clip.split("-F")[-1]) - int(clip.split("-F")[-2])
+        assert n == m == expected, clip
 
 
 @pytest.mark.parametrize("name", ["gtea71", "gtea_gaze"])

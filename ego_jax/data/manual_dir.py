@@ -44,6 +44,10 @@ class CorruptFrameError(ManualDirError, DecodeError):
     """A frame file that cannot be read or decoded."""
 
 
+class CorruptVideoError(ManualDirError):
+    """A video that cannot be decoded, or that ends before a frame its annotations name."""
+
+
 class AnnotationError(ManualDirError):
     """An annotation file (labels, class index, split list) that is missing or has a line of the wrong syntax."""
 

@@ -7,9 +7,12 @@ annotation gives). Each clip's frames come from, in order:
      (`frames/<clip_id>/image_00001.jpg`, `flow_x/<clip_id>/flow_x_00001.jpg`, `flow_y/...`; LSTA's EGTEA
      loader reads exactly this, swathikirans/LSTA gen_splits.py gen_split_egtea_twoStream);
   2. the same layout under `extract_dir` (default <data_dir>/<dataset>_extracted), written by an earlier build;
-  3. extraction from the video (frames, then TV-L1 warp flow quantised as dense_flow) into extract_dir.
-Step 3 is ego_jax.data.flow's per-clip extraction (issue 16); until it is in this version a build needs 1 or 2,
-and says so naming the clip and the folders it looked in.
+  3. extraction from the video into extract_dir by ego_jax.data.flow (frames, TV-L1 warp flow quantised as
+     dense_flow; `flow_spec`, default warp_tvl1 on OpenCV with dense_flow's parameters, frames resized to a
+     256 px short side like GTEA61's released 455x256 frames). As dense_flow, T frames give T - 1 pairs and image k
+     is the second frame of pair k: a clip cut from a video by frames first..last is extracted from frames
+     first-1..last, so its images are exactly frames first..last (first = 1: frames 2..last); a clip that is its
+     own video (EGTEA) loses its first frame. Extraction is resumable (a finished clip is skipped).
 """
 import dataclasses
 import json
@@ -22,7 +25,7 @@ import tensorflow_datasets as tfds
 from ego_jax.data import clip_index
 from ego_jax.data.clip_source import ClipSource
 from ego_jax.data.frame_records import FrameBuilder
-from ego_jax.data.manual_dir import MissingModalityError, authors_clip
+from ego_jax.data.manual_dir import CorruptVideoError, MissingModalityError, authors_clip
 
 log = logging.getLogger(__name__)
 CONFIGS = {"rgb_flow": ("rgb", "flow_x", "flow_y"), "rgb": ("rgb",), "flow": ("flow_x", "flow_y")}
@@ -61,9 +64,10 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
 
     DEFAULT_BUILDER_CONFIG_NAME = "rgb_flow"
 
-    def __init__(self, *, extract_dir=None, **kwargs):
+    def __init__(self, *, extract_dir=None, flow_spec=None, **kwargs):
         super().__init__(**kwargs)
         self._extract_dir = Path(extract_dir) if extract_dir else Path(self.data_dir_root) / f"{self.name}_extracted"
+        self._flow_spec = flow_spec
 
     def _release_clips(self, manual_dir: Path) -> tuple[Path, list[VideoClip]]:
         """(the release folder holding the annotations, every clip with its record), checked before any writing."""
@@ -99,12 +103,11 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
                 # A clip with neither video nor frames: a partial download; it is left out and listed.
                 (todo if clip.video is not None else skipped).append(clip)
         if todo:
-            raise MissingModalityError(
-                f"{len(todo)} clips have no extracted frames and flow, e.g. {todo[0].clip_id} (video {todo[0].video}): "
-                f"looked in {root}/frames/<clip>/ and {self._extract_dir}/frames/<clip>/. Computing frames and warp "
-                "flow from the videos needs ego_jax.data.flow (issue 16), which this version does not have yet: "
-                "extract them into either folder in the authors' layout (image_00001.jpg, flow_x_00001.jpg, "
-                "flow_y_00001.jpg per clip)")
+            log.info("extracting frames and warp flow of %d clips into %s", len(todo), self._extract_dir)
+            extract(todo, self._extract_dir, self._flow_spec)
+            for clip in todo:
+                clip.files = authors_clip(self._extract_dir, clip.clip_id, modalities, ignored)
+            kept = sorted(kept + todo, key=lambda c: c.clip_id)
         if skipped:
             log.warning("left out %d clips that have neither a video nor extracted frames (partial download?): %s%s",
                         len(skipped), ", ".join(c.clip_id for c in skipped[:5]), " ..." if len(skipped) > 5 else "")
@@ -124,6 +127,56 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
     def _record(self, clip: VideoClip) -> dict:
         return dict(clip.record, subject=clip.subject, clip_id=clip.clip_id,
                     num_frames=len(next(iter(clip.files.values()))))
+
+
+def _checked_video(video: Path, short_side: int | None):
+    """(1-based number, (H, W, 3) RGB frame) of `video` one by one; a decoding failure names the file."""
+    from ego_jax.data import video as video_lib  # noqa: PLC0415  (PyAV only where videos are decoded)
+
+    try:
+        yield from enumerate(video_lib.iter_frames(video, short_side), 1)
+    except video_lib.VideoError as e:
+        raise CorruptVideoError(f"{e} (a clip of this dataset is cut from it)") from e
+
+
+def extract(clips: list[VideoClip], out: Path, spec=None) -> None:
+    """Frames and warp flow of `clips` in the authors' layout under `out` (ego_jax.data.flow), one decoding pass per
+    video; clips already finished there are skipped."""
+    from ego_jax.data import flow  # noqa: PLC0415  (OpenCV's optflow and JAX only where flow is computed)
+
+    spec = spec or flow.FlowSpec(short_side=256)
+    by_video: dict[Path, list[VideoClip]] = {}
+    for clip in clips:
+        if not flow.done(out, clip.clip_id, spec):
+            by_video.setdefault(clip.video, []).append(clip)
+    for video, mine in by_video.items():
+        for clip in (c for c in mine if c.first is None):  # a clip that is its own video (EGTEA's cropped clips)
+            _write(out, clip, np.stack([f for _, f in _checked_video(video, spec.short_side)]), spec)
+        cut = sorted((c for c in mine if c.first is not None), key=lambda c: c.first)
+        if not cut:
+            continue
+        kept, k = {}, 0
+        for k, frame in _checked_video(video, spec.short_side):
+            if any(max(c.first - 1, 1) <= k <= c.last for c in cut):
+                kept[k] = frame
+            while cut and cut[0].last == k:
+                clip = cut.pop(0)
+                _write(out, clip, np.stack([kept[i] for i in range(max(clip.first - 1, 1), clip.last + 1)]), spec)
+            low = min((max(c.first - 1, 1) for c in cut), default=k + 1)
+            kept = {i: f for i, f in kept.items() if i >= low}
+        if cut:
+            raise CorruptVideoError(f"{video} ends at frame {k}, but its annotations name frames {cut[0].first}-"
+                                    f"{cut[0].last} (clip {cut[0].clip_id}): is the video truncated?")
+
+
+def _write(out: Path, clip: VideoClip, frames: np.ndarray, spec) -> None:
+    from ego_jax.data import flow  # noqa: PLC0415
+
+    if len(frames) < 2:
+        raise CorruptVideoError(f"clip {clip.clip_id} of {clip.video} has {len(frames)} frame: warp flow needs at "
+                                "least 2 consecutive frames")
+    fields, _ = flow.clip_flow(frames, spec)
+    flow.write_clip(out, clip.clip_id, frames, fields, spec)
 
 
 def rebuild_command(name: str, config: str, data_dir) -> str:

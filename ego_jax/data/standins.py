@@ -6,7 +6,7 @@ shaking camera over a subject's table; the same pixels are written as an H.264 v
 `extracted=True`, as the authors' per-clip layout (frames/, flow_x/, flow_y/ JPEG; flow = the rendering's true
 camera-compensated motion, 128 = none), which a builder reads instead of extracting from the video.
 Release quirks on request: clips listed but not downloaded, unlisted videos and stray files, clips of 1-4
-frames, a truncated (corrupt) frame, and for the GTEA family lines that are no action or no class.
+frames, a truncated (corrupt) frame or video, and for the GTEA family lines that are no action or no class.
 """
 import dataclasses
 import shutil
@@ -104,7 +104,7 @@ def _corrupt(files: list[Path], k: int, rng) -> tuple[Path, ...]:
 
 def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class: int = 2, size=(48, 64),
                frames=(6, 10), seed: int = 0, extracted: bool = True, missing: int = 0, stray: bool = False,
-               short_clips: int = 0, corrupt: int = 0) -> StandIn:
+               short_clips: int = 0, corrupt: int = 0, corrupt_videos: int = 0) -> StandIn:
     """An EGTEA Gaze+ tree: action_annotation/ (106 actions, 19 verbs, 51 nouns, 3 train/test splits) and
     cropped_clips/<session>/<clip>.mp4 for `classes` actions x participants x clips_per_class.
 
@@ -154,6 +154,9 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
         strays[1].write_bytes(b"\x00\x00\x00\x01Bud1")
         strays[2].write_text("not a clip\n")
     bad = _corrupt([w for w in written if w.parent.parent.name == "frames"], corrupt, rng) if corrupt else ()
+    if corrupt_videos:
+        videos = sorted(root / "cropped_clips" / "-".join(n.split("-")[:3]) / f"{n}.mp4" for n in order if n not in gone)
+        bad += _corrupt(videos, corrupt_videos, rng)
     return StandIn(root, {n: c for n, c in names.items() if n not in gone}, gone, tuple(strays), bad)
 
 

@@ -4,7 +4,8 @@ participant; the protocol splits train{1,2,3} / test{1,2,3} are clip lists of th
 Manual folder (the release as downloaded; annotations.py says where each format detail comes from):
   action_annotation/{action,verb,noun}_idx.txt, {train,test}_split{1,2,3}.txt
   cropped_clips/<session>/<clip>.mp4        (a flat cropped_clips/<clip>.mp4 is found too)
-  frames/<clip>/, flow_x/<clip>/, flow_y/<clip>/   optional: frames and flow extracted already (release.py)
+  frames/<clip>/, flow_x/<clip>/, flow_y/<clip>/   optional: frames and flow extracted already (else computed from
+                                                   the videos into extract_dir, release.py)
 Quirks survived: a listed clip with neither a video nor extracted frames (partial download) is left out of the
 build and of every split, listed in the log and in skipped.json; videos no split lists, and files that are not
 clips (.DS_Store, copies like x(1).mp4), are ignored; a clip listed with two different labels is an error.
