@@ -1,5 +1,4 @@
-"""Frames and optical / warp flow of videos in the authors' layout: ego_jax/cli/extract_flow.py (also installed as
-ego-jax-extract-flow)."""
+"""ego-jax-extract-flow from a checkout; the code and its --help: ego_jax/cli/extract_flow.py."""
 import os
 import sys
 
