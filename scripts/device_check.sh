@@ -5,7 +5,10 @@
 #   2. scripts/benchmark.py data on generated full-size clips with every core as grain workers (skipped, with a
 #      line saying so, where grain or tensorflow-datasets is missing);
 #   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input;
-#   4. the fast tests (models, train step, checkpoints, the deprecated-API grep) under the machine's own jax and flax,
+#   4. scripts/benchmark.py flow: TV-L1 and warp-flow pairs/s of the opencv (CPU) and jax (all local devices) backends
+#      at 340x256 and 224x224 with dense_flow's parameters, and their end-point errors on known motions (skipped,
+#      with a line saying so, where OpenCV's contrib modules, PyAV or matplotlib are missing);
+#   5. the fast tests (models, train step, checkpoints, the deprecated-API grep) under the machine's own jax and flax,
 #      which may be newer than the CPU machines' (README "Versions"); where pytest is missing, a line says so.
 #
 #   bash scripts/device_check.sh            # on the accelerator machine; writes $OUT (or ./device_check) *.json/log
@@ -39,10 +42,15 @@ fi
 if (( SMOKE )); then
   STEP=(--batch 2 --frames 2 --size 32 --steps 1 --stages rgb_stage1 --set model.depth=18 --set model.width=4)
   DATA_TIMEOUT=120
+  FLOW=(--sizes 32x48 --methods warp_tvl1 --pairs 2 --batch 2 --repeats 1 --tvl1 nscales=1 --tvl1 warps=1
+        --tvl1 inner_iterations=5)
+  FLOW_TIMEOUT=120
   TESTS=(tests/test_forward_compat.py)
 else
   STEP=(--batch 32 --frames 16 --size 224 --steps 10)
   DATA_TIMEOUT=180
+  FLOW=(--sizes 256x340,224x224 --pairs 4 --repeats 2 --parity)
+  FLOW_TIMEOUT=300
   TESTS=(tests/test_forward_compat.py tests/test_resnet.py tests/test_convlstm.py tests/test_attention.py
          tests/test_ego_rnn.py tests/test_two_stream.py tests/test_lsta.py tests/test_motion_head.py
          tests/test_motion_guided.py tests/test_step.py tests/test_optim.py tests/test_checkpoint.py)
@@ -74,6 +82,14 @@ else
     echo "loader benchmark failed or ran past ${DATA_TIMEOUT} s (see $RESULTS/data.log)"
   fi
   rm -rf "$WORK"
+fi
+
+echo "== flow ($(date -u +%H:%M:%S))"
+if ! "$PY" -c "import cv2, av, matplotlib; cv2.optflow" 2>/dev/null; then
+  echo "flow benchmark skipped: OpenCV's contrib modules (opencv-contrib-python-headless), PyAV or matplotlib is not importable here (carry their wheels in .whl/)"
+elif ! timeout "$FLOW_TIMEOUT" "$PY" scripts/benchmark.py flow "${FLOW[@]}" --json "$RESULTS/flow.json" \
+    | tee "$RESULTS/flow.log"; then
+  echo "flow benchmark failed or ran past ${FLOW_TIMEOUT} s (see $RESULTS/flow.log)"
 fi
 
 echo "== fast tests ($(date -u +%H:%M:%S))"

@@ -26,11 +26,11 @@ def get_config(arg=None):
     args = common.parse_args(arg)
     rows = [
         dict(key="baseline", name="attention, no MS (baseline)", config="configs/attention.py", args="",
-             stage="rgb_stage2", per_column=True, published=common.PUBLISHED["attention"]),
+             stage="rgb_stage2", per_column=True),
         dict(key="ms_cls", name="+ MS classification", config="configs/ms_cls.py", args="", stage="rgb_stage2",
-             per_column=True, search=SEARCH["ms_cls"], published=common.PUBLISHED["ms_cls"]),
+             per_column=True, search=SEARCH["ms_cls"]),
         dict(key="ms_reg", name="+ MS regression", config="configs/ms_reg.py", args="", stage="rgb_stage2",
-             per_column=True, search=SEARCH["ms_reg"], published=common.PUBLISHED["ms_reg"]),
+             per_column=True, search=SEARCH["ms_reg"]),
     ]
     notes = ["Hyperparameters: chosen per method and frame count on the validation subject (table below); the "
              "chosen set is retrained with every seed on all training subjects. Baseline: the reference stage 2.",

@@ -22,7 +22,7 @@ def get_config(arg=None):
     args = common.parse_args(arg)
     rows = [
         dict(key="attention", name="Ego-RNN attention (baseline)", config="configs/attention.py", args="",
-             stage="rgb_stage2", per_column=True, published=common.PUBLISHED["attention"]),
+             stage="rgb_stage2", per_column=True),
         dict(key="lsta", name="LSTA", config="configs/lsta.py", args="", stage="rgb_stage2", per_column=True),
         dict(key="ms_cls", name="Ego-RNN + MS classification (w = 0)", config="configs/ms_cls.py", args="",
              stage="rgb_stage2", per_column=True),
