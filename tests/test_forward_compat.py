@@ -18,6 +18,7 @@ KNOWN = {
     r"\boptax\.global_norm\b": "deprecated: optax.tree.norm",
     r"(?<!nnx)\.(to_pure_dict|replace_by_pure_dict)\(": "nnx.State methods deprecated: nnx.to_pure_dict(state), "
                                                          "nnx.replace_by_pure_dict(state, tree)",
+    r"\bState\.from_flat_path\(": "nnx.State methods deprecated: nnx.from_flat_state(flat)",
 }
 SOURCES = ("ego_jax", "configs", "scripts", "tests")
 

@@ -274,4 +274,4 @@ def load_reference(model: nnx.Module, source) -> None:
         f"the reference {kind} checkpoint vs the {type(model).__name__} model",
     )
     new = {p: jnp.asarray(arrays[path_key(p)], v.dtype) for p, v in flat}
-    nnx.update(model, nnx.State.from_flat_path(new))
+    nnx.update(model, nnx.from_flat_state(new))

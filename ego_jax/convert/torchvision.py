@@ -232,4 +232,4 @@ def load_imagenet(resnet: ResNet, source, *, kind: str = "rgb") -> None:
     check_keys({k: np.shape(v) for k, v in arrays.items()}, weight_shapes(resnet), f"the artifact for {name}")
     state = nnx.state(resnet, (nnx.Param, nnx.BatchStat))
     new = {p: jax.numpy.asarray(arrays[path_key(p)], v.dtype) for p, v in nnx.to_flat_state(state)}
-    nnx.update(resnet, nnx.State.from_flat_path(new))
+    nnx.update(resnet, nnx.from_flat_state(new))
