@@ -11,6 +11,7 @@ import stat
 import pytest
 import submitit
 
+import shard_command
 from ego_jax.experiments import executors, plan, runner, stage_job
 from ego_jax.train import loop
 from tiny_suite import get_config as tiny_suite
@@ -19,10 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = {
     "sbatch": 'n=$(( $(cat "$FAKE/next" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE/next"\n'
               'cp "$1" "$FAKE/sbatch-$n.sh"; echo "Submitted batch job $n"\n',
-    # sacct -o JobID,State,NodeList --parsable2 -j ID ...: the state in $FAKE/states ("ID STATE" lines), else PENDING
+    # sacct -o JobID,State,NodeList --parsable2 -j ID ...: the states of ID and its array elements ID_I in
+    # $FAKE/states ("ID STATE" lines), else ID PENDING
     "sacct": 'echo "JobID|State|NodeList"\nwhile [ $# -gt 0 ]; do\n  if [ "$1" = -j ]; then\n'
-             '    s=$(awk -v id="$2" \'$1 == id {print $2}\' "$FAKE/states" 2>/dev/null)\n'
-             '    echo "$2|${s:-PENDING}|node1"; shift\n  fi\n  shift\ndone\n',
+             '    s=$(awk -v id="$2" \'$1 == id || index($1, id "_") == 1 {print $1 "|" $2 "|node1"}\' '
+             '"$FAKE/states" 2>/dev/null)\n'
+             '    echo "${s:-$2|PENDING|node1}"; shift\n  fi\n  shift\ndone\n',
     "srun": "exit 0\n",
     "scontrol": 'echo "$@" >> "$FAKE/scontrol"\n',
     "scancel": 'echo "$@" >> "$FAKE/scancel"\n',
@@ -113,8 +116,8 @@ def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_
     assert again["flow"][0] not in ids.values() and again["joint"][0] not in ids.values()
     assert _sbatch(again["flow"][1]).get("dependency") is None
     assert _after(_sbatch(again["joint"][1])["dependency"]) == {ids["rgb_stage2"], again["flow"][0]}
-    assert f"job {ids['flow']} ended without finishing; submitting it again. Its log: {folder}/{ids['flow']}_0_log.err" \
-        in caplog.text
+    log = f"{folder}/{ids['flow']}_0_log.err"
+    assert f"job {ids['flow']} ended without finishing; submitting it again. Its log: {log}" in caplog.text
     assert f"job {ids['rgb_stage1']} (submitted by an earlier driver) is still running" in caplog.text
 
 
@@ -128,3 +131,45 @@ def test_executor_flags_are_checked(fake_slurm, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ValueError, match="no srun on PATH"):
         executors.Executor("slurm")
+
+
+def test_sharded_command_as_local_jobs(tmp_path, monkeypatch):
+    """A --shard I/N command (extract_flow's interface) with --executor local --shards 2: one process per shard."""
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}:{os.path.join(ROOT, 'tests')}")  # the jobs import shard_command
+    out, jobs = tmp_path / "out", str(tmp_path / "out" / "jobs")
+    argv = [f"--out={out}", "--executor", "local", "--shards=2"]
+    with pytest.raises(executors.JobsFailed, match=r"shard-1-of-2: job \d+ ended without finishing: .*_log\.err"):
+        shard_command.main([*argv, "--fail=1"])
+    assert (out / "shard-0.txt").exists() and not (out / "shard-1.txt").exists()
+    assert shard_command.main(argv) == 0  # the rerun submits the failed shard only
+    assert [len(executors.submissions(jobs, f"shard-{i}-of-2")) for i in range(2)] == [1, 2]
+    pids = [int((out / f"shard-{i}.txt").read_text()) for i in range(2)]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert [a["pid"] for a in executors.attempts(jobs, "shard-0-of-2")] == pids[:1]
+    assert [a["argv"] for a in executors.attempts(jobs, "shard-1-of-2")][-1] == [f"--out={out}", "--shard=1/2"]
+    assert shard_command.main(argv) == 0 and len(executors.submissions(jobs, "shard-0-of-2")) == 1  # all done
+
+
+def test_sharded_command_as_a_slurm_job_array(fake_slurm, tmp_path):
+    jobs = str(tmp_path / "jobs")
+    argv = executors.job_argv([f"--out={tmp_path}", "--executor", "slurm", "--shards", "3", "--slurm.partition=cpu"])
+    assert argv == [f"--out={tmp_path}"]
+    executor = executors.Executor("slurm", options=dict(partition="cpu"))
+    assert not executor.run(executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(),
+                            array="shard_command")
+    ((array_id, text),) = _scripts(fake_slurm).values()
+    params = _sbatch(text)
+    assert params["array"] == "0-2%3" and params["partition"] == "cpu" and "dependency" not in params
+    assert params["output"].endswith("/%A_%a_0_log.out")
+    for i in range(3):
+        (record,) = executors.submissions(jobs, f"shard-{i}-of-3")
+        assert record["job_id"] == f"{array_id}_{i}"
+        job = submitit.helpers.DelayedSubmission.load(
+            os.path.join(jobs, "submitit", f"{array_id}_{i}_submitted.pkl")).function
+        assert job.argv == [f"--out={tmp_path}", f"--shard={i}/3"]
+    (fake_slurm / "states").write_text(f"{array_id}_0 COMPLETED\n{array_id}_1 FAILED\n{array_id}_2 RUNNING\n")
+    (tmp_path / "jobs" / "shard-0-of-3" / "DONE").write_text("{}")  # what shard 0's job wrote
+    assert not executor.run(executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(),
+                            array="shard_command")
+    assert [len(executors.submissions(jobs, f"shard-{i}-of-3")) for i in range(3)] == [1, 2, 1]
+

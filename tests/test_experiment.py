@@ -269,10 +269,10 @@ def _jobs(w) -> dict:
     return {k.rsplit("-", 1)[0]: (k, executors.submissions(jobs, k), executors.attempts(jobs, k)) for k in keys}
 
 
-def _wait_for(found, driver):
+def _wait_for(found, driver, log):
     deadline = time.time() + TIMEOUT
     while not found():
-        assert driver.poll() is None, driver.communicate()[0][-4000:]
+        assert driver.poll() is None, open(log).read()[-4000:]
         assert time.time() < deadline, "timed out"
         time.sleep(0.2)
     return found()
@@ -290,18 +290,20 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
     """--executor local --workers 2: each stage a process of its own, in dependency order; stage 2's job preempted
     (submitit's USR2) and requeued; the driver SIGKILLed meanwhile and rerun. The table is the serial run's."""
     _, w_serial, serial = step1_run
-    w, arg = str(tmp_path), f"data_dir={data_dir},rows=attention+flow+two_stream,seeds=1"
+    w, arg = str(tmp_path / "w"), f"data_dir={data_dir},rows=attention+flow+two_stream,seeds=1"
     for k, v in dict(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4", TF_CPP_MIN_LOG_LEVEL="3").items():
         monkeypatch.setenv(k, v)  # the jobs' environment: the 4 CPU devices of the serial run (conftest)
-    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "experiment.py"),
-                               f"--suite={ROOT}/tests/tiny_suite.py:{arg}", f"--workdir={w}", "--executor=local",
-                               "--workers=2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = str(tmp_path / "driver.log")  # a file, not a pipe: the jobs inherit it and outlive the driver
+    with open(log, "w") as f:
+        driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "experiment.py"),
+                                   f"--suite={ROOT}/tests/tiny_suite.py:{arg}", f"--workdir={w}", "--executor=local",
+                                   "--workers=2"], stdout=f, stderr=subprocess.STDOUT)
     try:
         # stage 2 starts once stage 1 is done; it trains one step, saves, exits to be requeued and resumes
-        first = _wait_for(lambda: _jobs(w).get("rgb_stage2", (0, 0, []))[2], driver)[0]
+        first = _wait_for(lambda: _jobs(w).get("rgb_stage2", (0, 0, []))[2], driver, log)[0]
         os.kill(first["pid"], executors.preempt_signal())
         driver.kill()  # the rerun finds stage 1 done, the running jobs by their ids, and submits the rest
-        driver.communicate(timeout=60)
+        driver.wait(timeout=60)
         out = runner.run_suite(tiny_suite(arg), w, executor=executors.Executor("local", workers=2))
     finally:
         if driver.poll() is None:

@@ -22,12 +22,15 @@ not depend on them and raises JobsFailed naming each one's log. A job writes job
 .json each time it runs (host, pid, start, end, device, outcome: done, preempted (then requeued), stopped or error),
 so a requeued job shows one attempt per run.
 """
+import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -82,6 +85,27 @@ def from_flags() -> "Executor | None":
     if f.executor == "serial":
         return None
     return Executor(f.executor, workers=f.workers, options=(f.local if f.executor == "local" else f.slurm).to_dict())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """define_flags() for an argparse command that takes --shard I/N: --executor, --shards, --local.*, --slurm.*."""
+    group = parser.add_argument_group("jobs (submitit): --shards jobs, each with its --shard I/N")
+    group.add_argument("--executor", choices=KINDS, default="serial",
+                       help="serial: this process does it all (its --shard); local: --shards local processes at once; "
+                            "slurm: a job array of --shards jobs")
+    group.add_argument("--shards", type=int, default=1, help="--executor local|slurm: jobs, shard I of N each")
+    for kind, defaults in (("local", local_defaults()), ("slurm", slurm_defaults())):
+        for key in defaults:
+            group.add_argument(f"--{kind}.{key}", dest=f"{kind}.{key}", type=defaults.get_type(key),
+                               default=defaults[key], help=argparse.SUPPRESS)
+
+
+def from_args(args: argparse.Namespace) -> "Executor | None":
+    """The executor the arguments of add_arguments() ask for (None for serial); locally all shards run at once."""
+    if args.executor == "serial":
+        return None
+    options = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(args.executor + ".")}
+    return Executor(args.executor, workers=args.shards, options=options)
 
 
 class JobsFailed(RuntimeError):
@@ -235,6 +259,20 @@ class Executor:
         waits = [str(live[d].job_id) for d in node.after if d in live]
         dependency = f"afterok:{':'.join(waits)}" if waits else None
         job = self._submitit(jobs_dir, name=node.name, slot=slot, dependency=dependency).submit(node.fn)
+        self._record(node, job, jobs_dir, slot=slot, live=live, dependency=dependency)
+        return job
+
+    def _submit_array(self, nodes: list[Node], jobs_dir: str, *, name: str) -> list:
+        """Submit nodes that wait for no job as one SLURM job array (submitit's executor.batch()); -> their Jobs."""
+        ex = self._submitit(jobs_dir, name=name)
+        with ex.batch():
+            jobs = [ex.submit(node.fn) for node in nodes]
+        for node, job in zip(nodes, jobs):
+            self._record(node, job, jobs_dir, slot=0, live={}, dependency=None)
+        return jobs
+
+    def _record(self, node: Node, job, jobs_dir: str, *, slot: int, live: dict, dependency: str | None) -> None:
+        """Add the submission of `node` as `job` to jobs_dir/<name>/submitted.json."""
         after = {d: str(live[d].job_id) if d in live else (submissions(jobs_dir, d) or [{}])[-1].get("job_id")
                  for d in node.after}
         record = dict(executor=self.kind, job_id=str(job.job_id), submitted=time.time(), host=socket.gethostname(),
@@ -247,7 +285,6 @@ class Executor:
         paths.write_atomic(path, json.dumps(submissions(jobs_dir, node.name) + [record], indent=1))
         logging.info("%s: submitted job %s%s, log %s", node.name, job.job_id, f" ({dependency})" if dependency else "",
                      record["log"]["err"])
-        return job
 
     def _find(self, record: dict, jobs_dir: str):
         """The job of an earlier driver's submission record, to wait for it."""
@@ -255,8 +292,10 @@ class Executor:
             return _LocalProcess(record)
         return submitit.SlurmJob(os.path.join(jobs_dir, SUBMITIT), record["job_id"])
 
-    def run(self, nodes: list[Node], jobs_dir: str, *, stop) -> bool:
+    def run(self, nodes: list[Node], jobs_dir: str, *, stop, array: str | None = None) -> bool:
         """Run every unfinished node (listed after the nodes it runs after); -> True when all are done.
+
+        array: on SLURM, submit the nodes that wait for no job as one job array of that name (alike jobs: shards).
 
         False when `stop.requested` (a signal to the driver): its jobs go on, and a rerun finds them. JobsFailed
         (after everything that could run has) when jobs ended without finishing.
@@ -282,8 +321,9 @@ class Executor:
                     if not by_name[name].finished():
                         failed[name] = f"job {job.job_id} ended without finishing: {_log(jobs_dir, name)}"
                         logging.error("%s: %s", name, failed[name])
+            batch = []  # array members of this pass
             for node in nodes:
-                if node.name in live or node.name in failed or node.finished():
+                if node.name in live or node.name in failed or node in batch or node.finished():
                     continue
                 blocked = [d for d in node.after if d in failed]
                 if blocked:
@@ -293,9 +333,15 @@ class Executor:
                     continue
                 if self.kind == "local" and len(live) >= self.workers:
                     break
+                if array and self.kind == "slurm" and not any(d in live for d in node.after):
+                    batch.append(node)
+                    continue
                 slot = min(set(range(self.workers)) - set(slots.values())) if self.kind == "local" else 0
                 live[node.name] = self._submit(node, jobs_dir, slot=slot, live=live)
                 slots[node.name] = slot
+            if batch:
+                for node, job in zip(batch, self._submit_array(batch, jobs_dir, name=array)):
+                    live[node.name], slots[node.name] = job, 0
             if not live:
                 break
             if stop.requested:
@@ -307,6 +353,76 @@ class Executor:
             raise JobsFailed(f"{len(failed)} job(s) did not finish; rerun the same command to submit them again:\n  "
                              + "\n  ".join(f"{name}: {why}" for name, why in failed.items()))
         return True
+
+
+class Command(submitit.helpers.Checkpointable):
+    """A job running an ego_jax command: `main(argv)` of `module`; its DONE marker `done` written when it returns 0.
+
+    A command that skips the work it finished (extract_flow) resumes when submitit requeues it (checkpoint():
+    the same command again).
+    """
+
+    def __init__(self, module: str, argv: list[str], done: str):
+        self.module, self.argv, self.done = module, argv, done
+
+    def __call__(self) -> None:
+        name = os.path.basename(os.path.dirname(self.done))
+        attempt = Attempt(os.path.dirname(os.path.dirname(self.done)), name, argv=self.argv)
+        code = importlib.import_module(self.module).main(self.argv)
+        attempt.end("done" if not code else "error")
+        if code:
+            sys.exit(code)
+        paths.write_atomic(self.done, json.dumps(dict(argv=self.argv)))
+
+
+def shards(module: str, argv: list[str], count: int, jobs_dir: str) -> list[Node]:
+    """A command taking --shard I/N as `count` Nodes (markers jobs_dir/shard-I-of-N/DONE), for run(array=...)."""
+    out = []
+    for i in range(count):
+        name = f"shard-{i}-of-{count}"
+        done = os.path.join(jobs_dir, name, "DONE")
+        out.append(Node(name=name, fn=Command(module, [*argv, f"--shard={i}/{count}"], done), after=(), done=done))
+    return out
+
+
+def job_argv(argv: list[str]) -> list[str]:
+    """A command line without add_arguments()'s arguments and --shard (a shard job's own command line)."""
+    ours = ("--executor", "--shards", "--shard", "--local.", "--slurm.")
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in ours[:3] or arg.startswith(ours[3:]):
+            skip = "=" not in arg  # '--shards 4': its value is the next word
+        else:
+            out.append(arg)
+    return out
+
+
+class _Stop:
+    """SIGINT / SIGTERM to a driver: stop waiting (its jobs go on)."""
+
+    requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+
+
+def run_sharded(executor: "Executor", module: str, argv: list[str], count: int, jobs_dir: str) -> int:
+    """Run command `module` (argv: its command line) as `count` shard jobs of `executor` -> an exit status.
+
+    0 when every shard is done; 1 when stopped (rerun the command: finished shards are skipped, running ones
+    waited for); JobsFailed when shards failed.
+    """
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        done = executor.run(shards(module, job_argv(argv), count, jobs_dir), jobs_dir, stop=stop,
+                            array=module.rsplit(".", 1)[-1])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if done else 1
 
 
 def _log(jobs_dir: str, name: str) -> str:
