@@ -96,6 +96,7 @@ def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_
         assert params["dependency"].startswith("afterok:") if want else "dependency" not in params
         assert _after(params.get("dependency")) == want, stage
         assert f"export PYTHONPATH={ROOT}" in text and "module load cuda/12.4" in text
+        assert f"export JAX_COMPILATION_CACHE_DIR=${{JAX_COMPILATION_CACHE_DIR:-{w}/jobs/xla_cache}}" in text
         assert re.search(rf"^srun --unbuffered .* -u -m submitit.core._submit {re.escape(folder)}$", text, re.M)
         # the pickled job: StageJob of that stage, through the first run using it, 8 processes (2 nodes x 4 GPUs)
         job = submitit.helpers.DelayedSubmission.load(os.path.join(folder, f"{job_id}_submitted.pkl")).function

@@ -28,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -42,6 +43,7 @@ from ego_jax.train import paths, workdir_lock
 
 KINDS = ("serial", "local", "slurm")
 SUBMITIT = "submitit"  # jobs_dir/submitit: submitit's folder (pickled jobs, results, logs, sbatch scripts)
+XLA_CACHE = "xla_cache"  # jobs_dir/xla_cache: the jobs' persistent compilation cache (--*.compilation_cache)
 POLL_S = {"local": 1.0, "slurm": 20.0}  # how often the driver looks at its jobs (sacct is rate-limited by submitit)
 
 
@@ -51,6 +53,7 @@ def local_defaults() -> config_dict.ConfigDict:
         gpus_per_job=0,  # GPUs each job sees (worker slot i: GPUs i*G .. i*G+G-1); 0: CPU jobs
         timeout_min=7 * 24 * 60,  # a job is signalled (USR2: checkpoint and requeue) signal_delay_s before this
         signal_delay_s=30,
+        compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
         setup=""))  # shell lines run before each job
 
 
@@ -65,6 +68,7 @@ def slurm_defaults() -> config_dict.ConfigDict:
         timeout_min=24 * 60,
         signal_delay_s=120,  # USR2 this long before the time limit: the job checkpoints and is requeued
         max_requeues=3,  # time limits a job may hit (submitit's max_num_timeout); preemptions do not count
+        compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
         setup=""))  # shell lines run before the job, e.g. 'module load cuda/12.4'
 
 
@@ -233,7 +237,13 @@ class Executor:
         o, folder = self.options, os.path.join(jobs_dir, SUBMITIT)
         # Jobs import the ego_jax (and configs/) this driver runs, installed or not.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"] + ([o["setup"]] if o["setup"] else [])
+        setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
+        if o["compilation_cache"]:  # each job is a fresh process: it compiles only what no job before it did
+            cache = shlex.quote(os.path.join(os.path.abspath(jobs_dir), XLA_CACHE))
+            least = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # default 1 s; model inits are many short ones
+            setup += [f"export JAX_COMPILATION_CACHE_DIR=${{JAX_COMPILATION_CACHE_DIR:-{cache}}}",
+                      f"export {least}=${{{least}:-0}}"]
+        setup += [o["setup"]] if o["setup"] else []
         if self.kind == "local":
             ex = submitit.LocalExecutor(folder)
             gpus = o["gpus_per_job"]
