@@ -12,8 +12,11 @@ import pytest
 import submitit
 
 import shard_command
+from ego_jax.cli import extract_flow
+from ego_jax.data import video
 from ego_jax.experiments import executors, plan, runner, stage_job
 from ego_jax.train import loop
+from test_extract_flow import _panning_frames
 from tiny_suite import get_config as tiny_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,4 +176,25 @@ def test_sharded_command_as_a_slurm_job_array(fake_slurm, tmp_path):
     assert not executor.run(executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(),
                             array="shard_command")
     assert [len(executors.submissions(jobs, f"shard-{i}-of-3")) for i in range(3)] == [1, 2, 1]
+
+
+def test_extract_flow_as_local_shard_jobs(tmp_path, monkeypatch):
+    """extract_flow --executor local --shards 2: the files of the serial extraction, from two processes."""
+    for name in ("S1/a/1", "S1/a/2", "S2/b/1"):
+        video.write_video(tmp_path / "in" / f"{name}.mp4", _panning_frames(3, size=(32, 48)), fps=10)
+    common = ["--input", str(tmp_path / "in"), "--method", "tvl1", "--backend", "opencv", "--tvl1", "nscales=1",
+              "--tvl1", "inner_iterations=5"]
+    assert extract_flow.main([*common, "--out", str(tmp_path / "serial")]) == 0
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    jobs = str(tmp_path / "sharded" / "jobs")
+    assert extract_flow.main([*common, "--out", str(tmp_path / "sharded"), "--executor=local", "--shards=2"]) == 0
+    for kind in ("frames", "flow_x", "flow_y"):
+        serial = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / kind).rglob("*.jpg"))
+        assert len(serial) == 6 and serial == sorted(
+            p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded" / kind).rglob("*.jpg"))
+        for f in serial:
+            assert (tmp_path / "sharded" / f).read_bytes() == (tmp_path / "serial" / f).read_bytes(), f
+    runs = [executors.attempts(jobs, f"shard-{i}-of-2") for i in range(2)]
+    assert [[a["argv"][-1] for a in r] for r in runs] == [["--shard=0/2"], ["--shard=1/2"]]
+    assert len({r[0]["pid"] for r in runs} - {os.getpid()}) == 2
 

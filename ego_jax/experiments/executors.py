@@ -109,7 +109,10 @@ def from_args(args: argparse.Namespace) -> "Executor | None":
     if args.executor == "serial":
         return None
     options = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(args.executor + ".")}
-    return Executor(args.executor, workers=args.shards, options=options)
+    if options.get("nodes_per_job", 1) != 1:
+        raise ValueError("--slurm.nodes_per_job: a shard job is one process on one node; more shards (--shards) "
+                         "spread the work further")
+    return Executor(args.executor, workers=args.shards, options=options, tasks=1)
 
 
 class JobsFailed(RuntimeError):
@@ -198,14 +201,15 @@ class _LocalProcess:
 class Executor:
     """submitit's LocalExecutor or SlurmExecutor driving a graph of Nodes (see the module doc)."""
 
-    def __init__(self, kind: str, *, workers: int = 1, options: dict | None = None):
+    def __init__(self, kind: str, *, workers: int = 1, options: dict | None = None, tasks: int | None = None):
+        """tasks: processes per job (default: one per GPU on SLURM, one locally; see tasks_per_job)."""
         if kind not in KINDS[1:]:
             raise ValueError(f"executor {kind!r}: expected one of {KINDS[1:]} (serial needs no executor)")
         defaults = (local_defaults() if kind == "local" else slurm_defaults()).to_dict()
         unknown = sorted(set(options or {}) - set(defaults))
         if unknown:
             raise ValueError(f"--{kind}.{unknown[0]}: not an option of the {kind} executor ({sorted(defaults)})")
-        self.kind, self.workers, self.options = kind, workers, {**defaults, **(options or {})}
+        self.kind, self.workers, self.options, self.tasks = kind, workers, {**defaults, **(options or {})}, tasks
         o = self.options
         if workers < 1:
             raise ValueError(f"--workers={workers}: expected at least 1 job at once")
@@ -219,6 +223,8 @@ class Executor:
     @property
     def tasks_per_job(self) -> int:
         """Processes of one job: one per GPU on SLURM (one a node without GPUs), one locally."""
+        if self.tasks is not None:
+            return self.tasks
         if self.kind == "local":
             return 1
         return max(self.options["gpus_per_job"], self.options["nodes_per_job"])
