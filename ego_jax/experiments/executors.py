@@ -100,8 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--shards", type=int, default=1, help="--executor local|slurm: jobs, shard I of N each")
     for kind, defaults in (("local", local_defaults()), ("slurm", slurm_defaults())):
         for key in defaults:
-            group.add_argument(f"--{kind}.{key}", dest=f"{kind}.{key}", type=defaults.get_type(key),
-                               default=defaults[key], help=argparse.SUPPRESS)
+            kind_of = defaults.get_type(key)
+            group.add_argument(f"--{kind}.{key}", dest=f"{kind}.{key}", default=defaults[key], help=argparse.SUPPRESS,
+                               type=(lambda v: v.lower() in ("1", "true", "yes")) if kind_of is bool else kind_of)
 
 
 def from_args(args: argparse.Namespace) -> "Executor | None":
