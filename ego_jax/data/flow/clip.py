@@ -78,15 +78,22 @@ def gray(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else frames[..., 0]
 
 
-def clip_flow(frames: np.ndarray, spec: FlowSpec = FlowSpec(), *, batch: int = 32,
-              workers: int = 1) -> tuple[np.ndarray, list[warp.Camera] | None]:
+def clip_flow(frames: np.ndarray, spec: FlowSpec = FlowSpec(), *, batch: int = 32, workers: int = 1,
+              pairs=None) -> tuple[np.ndarray, list[warp.Camera] | None]:
     """(T, H, W, 3) uint8 RGB frames of one clip -> flow of its T - 1 consecutive pairs (T - 1, H, W, 2) float32
-    px, and each pair's Camera for warp flow (None otherwise)."""
+    px, and each pair's Camera for warp flow (None otherwise).
+
+    pairs: only these pairs (k: frames k, k + 1), (len(pairs), H, W, 2), each exactly as in the whole clip's flow
+    (with the quirks, every pair still matches against the clip's first frame); what inference computes of a
+    video: the pairs its sampled flow stacks read.
+    """
     g = gray(frames)
+    k = np.arange(len(g) - 1) if pairs is None else np.asarray(pairs, np.int64)
     if spec.method == "warp_tvl1":
-        return warp.warp_flow(g[:-1], g[1:], backend=spec.backend, params=spec.tvl1, batch=batch,
-                              quirks=spec.quirks, workers=workers)
-    return optical.optical_flow(g[:-1], g[1:], method=spec.method, backend=spec.backend, params=spec.tvl1,
+        reference = warp.Features.of(g[0]) if spec.quirks and len(k) else None
+        return warp.warp_flow(g[k], g[k + 1], backend=spec.backend, params=spec.tvl1, batch=batch,
+                              quirks=spec.quirks, reference=reference, workers=workers)
+    return optical.optical_flow(g[k], g[k + 1], method=spec.method, backend=spec.backend, params=spec.tvl1,
                                 batch=batch), None
 
 
