@@ -18,6 +18,7 @@ of a dataset clip), start / end (s, with --window), logits (with --logits).
 with CAM attention or a motion head; with --window also DIR/<stage>/<video>_timeline.{csv,png}: the top classes
 of each window over time.
 """
+import fractions
 import json
 import sys
 
@@ -42,12 +43,26 @@ def define_flags() -> None:
     flags.DEFINE_float("window", None, "slide windows of this many seconds over each video (a timeline)")
     flags.DEFINE_float("stride", None, "seconds between windows (default: --window)")
     flags.DEFINE_float("fps", None, "frame rate of frame-folder inputs (windows are in seconds; videos: their own)")
+    define_flow_flags()
     flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
     flags.DEFINE_bool("logits", False, "add each clip's logits to its line")
     flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_integer("min_size", 160, "CAM videos: frames smaller than this (px) are enlarged")
     flags.DEFINE_float("cam_fps", 4.0, "CAM videos: frames per second")
     flags.mark_flags_as_required(["input"])
+
+
+def define_flow_flags() -> None:
+    """How flow is computed from the frames of clips without flow files (ego_jax.data.flow.FlowSpec)."""
+    flags.DEFINE_enum("flow_method", "warp_tvl1", ["warp_tvl1", "tvl1", "farneback"],
+                      "flow from frames: warp_tvl1 = dense_flow's warp flow, GTEA61's (ego_jax.data.flow)")
+    flags.DEFINE_enum("flow_backend", "opencv", ["opencv", "jax"], "flow from frames: OpenCV on the CPU, or JAX")
+
+
+def set_flow(predictor, flow) -> None:
+    """The flow flags -> predictor.flow_spec (flow at the evaluation's frame size)."""
+    predictor.flow_spec = flow.FlowSpec(method=FLAGS.flow_method, backend=FLAGS.flow_backend,
+                                        short_side=predictor.spec.resize)
 
 
 def _predictors(inference, cam):
@@ -90,7 +105,8 @@ def _cam_video(clip: dict, predictor, folder, viz_cam, video) -> None:
         viz_cam.write_gif(path, frames, FLAGS.cam_fps)
     else:
         # H.264 wants even sizes.
-        video.write_video(path, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps=FLAGS.cam_fps)
+        video.write_video(path, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2],
+                          fps=fractions.Fraction(FLAGS.cam_fps).limit_denominator(1000))
 
 
 def predict(argv: list[str]) -> None:
@@ -100,7 +116,7 @@ def predict(argv: list[str]) -> None:
         raise app.UsageError("--stride needs --window")
     common.setup_logs()
     from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
-    from ego_jax.data import video  # noqa: PLC0415
+    from ego_jax.data import flow, video  # noqa: PLC0415
     from ego_jax.experiments import cam  # noqa: PLC0415
     from ego_jax.train import paths  # noqa: PLC0415
     from ego_jax.viz import cam as viz_cam, timeline  # noqa: PLC0415
@@ -109,9 +125,13 @@ def predict(argv: list[str]) -> None:
     try:
         config, predictors = _predictors(inference, cam)
         for predictor in predictors:
+            set_flow(predictor, flow)
             folder = out / str(predictor.info.get("stage", predictor.kind)) if out else None
             for text in FLAGS.input:
-                windows = FLAGS.window and not text.startswith("split:")
+                # Windows slide over one video (file or frame folder); a folder of clips is predicted clip by clip.
+                path = paths.absolute(text)
+                windows = FLAGS.window and not text.startswith("split:") and (
+                    video.is_video(text) or (path.is_dir() and bool(video.image_files(path))))
                 if windows:
                     clips = predictor.video(text, window=FLAGS.window, stride=FLAGS.stride, fps=FLAGS.fps,
                                             top=FLAGS.top, frames=bool(out))
@@ -127,7 +147,7 @@ def predict(argv: list[str]) -> None:
                         rows.append((clip["start"], clip["end"], clip["probs"]))
                 if windows and folder:
                     starts, ends, probs = zip(*rows)
-                    stem = folder / (paths.absolute(text).stem + "_timeline")
+                    stem = folder / (path.stem + "_timeline")
                     folder.mkdir(parents=True, exist_ok=True)
                     timeline.write_csv(f"{stem}.csv", starts, ends, probs, predictor.class_names, FLAGS.top)
                     timeline.plot(f"{stem}.png", starts, ends, probs, predictor.class_names, FLAGS.top,
