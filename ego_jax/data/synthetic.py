@@ -131,7 +131,7 @@ def _clip_length(rng, preset):
     return int(np.clip(round(n), _MIN_LEN, p["max_len"]))
 
 
-def _subject_look(seed: int, subject: int, size: tuple[int, int], margin: int):
+def subject_look(seed: int, subject: int, size: tuple[int, int], margin: int):
     """Table (background) of one subject, larger than a frame by `margin` for the shake; and its lighting."""
     rng = np.random.default_rng([seed, subject, 1_000_003])
     h, w = size[0] + 2 * margin, size[1] + 2 * margin
@@ -188,11 +188,19 @@ def _trajectory(verb, n, size, rng):
 
 def _render_clip(job: _Job, seed: int, size, table, gain, margin):
     """Frames of one clip: rgb (n, H, W, 3), flow_x / flow_y (n, H, W), maps (n, H, W), all uint8."""
+    verb, items = verb_object(CLASSES[job.label])
     rng = np.random.default_rng([seed, job.subject, job.label, job.instance])
+    return render_action(verb, items, job.num_frames, size, rng, table, gain, margin)
+
+
+def render_action(verb: str, items, n: int, size, rng, table, gain, margin) -> dict[str, np.ndarray]:
+    """`verb` (VERBS) moving items[0] (ITEMS) among the other items on `table` for n frames, the camera shaking.
+
+    -> rgb (n, H, W, 3), flow_x / flow_y (n, H, W) camera-compensated flow, mmaps (n, H, W), all uint8.
+    table, gain, margin: a subject's look (subject_look); rng draws every other choice.
+    """
     h, w = size
     hc, wc = table.shape[:2]
-    verb, items = verb_object(CLASSES[job.label])
-    n = job.num_frames
     r = 0.12 * h * rng.uniform(0.85, 1.15)
     jitter = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
@@ -246,7 +254,7 @@ def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[s
 
 
 def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folder, skip):
-    table, gain = _subject_look(seed, job.subject, size, margin)
+    table, gain = subject_look(seed, job.subject, size, margin)
     frames = _render_clip(job, seed, size, table, gain, margin)
     clip_id = f"{SUBJECTS[job.subject]}/{CLASSES[job.label]}/{job.instance}"
     for mod, (folder, name) in _clip_dirs(root, layout, rgb_folder, clip_id).items():
