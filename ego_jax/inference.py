@@ -184,7 +184,11 @@ class Predictor:
                                             "at least 2 frames")
         n = len(frames) - 1
         pairs = np.unique(pipeline.flow_indices(n, self.spec))
-        fields, _ = flow.clip_flow(np.stack(frames), self.flow_spec, pairs=pairs)
+        gray = flow.gray(np.stack(frames))
+        # Each pair exactly as in the whole clip's flow (flow.clip_flow): dense_flow's quirk matches every pair's
+        # keypoints against the clip's first frame.
+        fields, _ = flow.pairs_flow(gray[pairs], gray[pairs + 1], self.flow_spec,
+                                    first_frames=[gray[0]] * len(pairs))
         images = flow.quantise(fields, self.flow_spec.bound)
         return {"rgb": frames[1:], "flow_x": _Pairs(n, pairs, images[..., 0]),
                 "flow_y": _Pairs(n, pairs, images[..., 1])}
