@@ -180,7 +180,7 @@ def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
     assert "classifier replaced" in caplog.text and f"classifier/kernel ({width}, 61) -> ({width}, 3)" in caplog.text
     np.testing.assert_array_equal(model.classifier.kernel.value, fresh)
     np.testing.assert_array_equal(model.backbone.conv1.kernel.value, flat["backbone/conv1/kernel"])
-    flat["backbone/conv1/kernel"] = flat["backbone/conv1/kernel"][..., :3]  # any other mismatch stays an error
+    flat["backbone/conv1/kernel"] = flat["backbone/conv1/kernel"][:, :, :2]  # any other mismatch stays an error
     with pytest.raises(ValueError, match="backbone/conv1/kernel has shape"):
         recipes.load_flat(model, flat, "W/flow")
 
@@ -229,7 +229,8 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
 def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained, tmp_path, caplog):
     """A folder of class-named videos -> the folder dataset (frames and flow computed at build time) -> the flow
     recipe fine-tuned from the trained workdir's flow stage (its 61-class classifier replaced by a 3-class one,
-    logged) -> evaluated, and predicting on the videos with the build's class names."""
+    logged) and evaluated on the test split by the train loop, then predicting on the videos with the build's
+    class names."""
     config, work, _ = trained
     stand_in = standins.make_folder(tmp_path / "videos", classes=3, videos_per_class=4)
     built = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", test_fraction=0.25,
@@ -248,11 +249,11 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
         assert loop.train(tuned, str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
     assert json.loads((tmp_path / "W" / "config.json").read_text())["num_classes"] == 3
-    metrics = evaluate.evaluate_workdir(tuned, tmp_path / "W")
-    assert metrics["num_examples"] == 3 and sorted(metrics["per_class_accuracy"]) == names
+    assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 
     predictor = inference.load(tmp_path / "W")
     predictor.flow_spec = flow.FlowSpec(method="farneback", short_side=config.data.resize)
+    assert predictor.class_names == names
     clips = list(predictor.predict(predictor.files(tmp_path / "videos")))
     assert [c["clip"] for c in clips] == sorted(stand_in.labels)
     assert all(c["top"][0][0] in names and len(c["probs"]) == 3 for c in clips)
