@@ -27,7 +27,8 @@ from jax.sharding import Mesh
 
 from ego_jax import streams
 from ego_jax.data import clip_files, decode, flow, pipeline, video
-from ego_jax.data.clip_spec import ClipSpec, features
+from ego_jax.data.clip_spec import ClipSpec
+from ego_jax.data.clip_spec import features as loader_features
 from ego_jax.train import clips, evaluate, loaders, paths, sharding
 
 log = logging.getLogger(__name__)
@@ -121,15 +122,16 @@ class Predictor:
     @property
     def features(self) -> tuple[str, ...]:
         """Example keys a clip needs: 'rgb' and/or 'flow_x', 'flow_y' (sequences of frames, encoded or uint8)."""
-        return features(self.spec.kind)
+        return loader_features(self.spec.kind)
 
     def predict(self, source, *, top: int = 5, frames: bool = False) -> Iterator[dict]:
         """Clips of `source` (a built split, or a sequence of example dicts holding self.features and optionally
         clip_id and label) -> one dict per clip (see the class), in source order, batched over the devices."""
         if len(source) == 0:
             return
-        loader = pipeline.build_loader(_Unlabelled(source), self.spec, global_batch_size=self.batch_size, num_epochs=1,
-                              worker_count=self.worker_count, sharding=sharding.batch_sharding(self.mesh))
+        loader = pipeline.build_loader(_Unlabelled(source), self.spec, global_batch_size=self.batch_size,
+                                       num_epochs=1, worker_count=self.worker_count,
+                                       sharding=sharding.batch_sharding(self.mesh))
         graphdef, state = nnx.split(self.model)
         ids = getattr(source, "ids", None)
         for batch in loader:
