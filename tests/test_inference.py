@@ -170,15 +170,15 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
 def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
     model = FlowResNet(3, stack=2, depth=18, width=2, rngs=nnx.Rngs(0))
     trained_61 = FlowResNet(61, stack=2, depth=18, width=2, rngs=nnx.Rngs(1))
-    flat = {"/".join(map(str, p)): np.asarray(v.value)
+    flat = {"/".join(map(str, p)): np.asarray(v[...])
             for p, v in nnx.to_flat_state(nnx.state(trained_61, (nnx.Param, nnx.BatchStat)))}
-    fresh = np.asarray(model.classifier.kernel.value)
+    fresh = np.asarray(model.classifier.kernel[...])
     with caplog.at_level("WARNING"):
         recipes.load_flat(model, flat, "W/flow")
     width = model.classifier.in_features
     assert "classifier replaced" in caplog.text and f"classifier/kernel ({width}, 61) -> ({width}, 3)" in caplog.text
-    np.testing.assert_array_equal(model.classifier.kernel.value, fresh)
-    np.testing.assert_array_equal(model.backbone.conv1.kernel.value, flat["backbone/conv1/kernel"])
+    np.testing.assert_array_equal(model.classifier.kernel[...], fresh)
+    np.testing.assert_array_equal(model.backbone.conv1.kernel[...], flat["backbone/conv1/kernel"])
     flat["backbone/conv1/kernel"] = flat["backbone/conv1/kernel"][:, :, :2]  # any other mismatch stays an error
     with pytest.raises(ValueError, match="backbone/conv1/kernel has shape"):
         recipes.load_flat(model, flat, "W/flow")
