@@ -4,22 +4,25 @@ Defaults are the reference recipe (shared/reference/ego-rnn.md, "Training recipe
 Paths in `trainable` are regexes over '/'-joined nnx state paths; `bn_train` / `dropout_train` are regexes
 over module paths (every BatchNorm / Dropout not matched runs in inference mode).
 """
+import os
+
 import ml_collections
+
+from ego_jax.data import datasets
 
 RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be the two-stream recipe's RGB stream
 
 # stage1_backbone=train is a deviation for runs without ImageNet weights (the quickstart): RGB stage 1 then also
 # trains the whole backbone (fc included) with its BatchNorms in training mode, instead of the reference's
 # frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
-ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
+# data: the dataset (ego_jax/data/datasets.py); split: its protocol split k (0 = the dataset's default: GTEA61's
+# fixed test subject S2, EGTEA's split 1, ...), which sets the train/test splits; target: EGTEA's label field.
+ARGS = dict(frames=25, data="gtea61", split=0, target="action", seed=0, init="imagenet", stage1_backbone="frozen")
 # rgb (configs/two_stream.py only): the RGB stream of the two-stream recipe, Ego-RNN's or LSTA's.
-CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"),
+# init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
+INITS = ("imagenet", "scratch")
+CHOICES = dict(frames=None, data=datasets.NAMES, target=("action", "verb", "noun"), init=None,
                stage1_backbone=("frozen", "train"), rgb=RGB_KINDS)
-
-DATA = dict(
-    gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
-    synthetic=dict(data_dir="data/tfds_synthetic", manual_dir="data/manual/synthetic"),
-)
 
 
 def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
@@ -36,6 +39,9 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
     for key, allowed in choices.items():
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
+    if "init" in args and args["init"] not in INITS and not os.path.isdir(args["init"]):
+        raise ValueError(f"config argument init={args['init']!r}: expected one of {INITS} or a trained workdir to "
+                         "fine-tune (a folder holding <stage>/DONE)")
     return ml_collections.ConfigDict(args)
 
 
@@ -43,7 +49,9 @@ def base(args) -> ml_collections.ConfigDict:
     """Everything but the stages: data, batch, logging, checkpoints, shared model sizes."""
     c = ml_collections.ConfigDict()
     c.seed = args.seed
-    c.num_classes = 61
+    if args.target != "action" and args.data != "egtea":
+        raise ValueError(f"config argument target={args.target}: only egtea has verb and noun labels")
+    c.num_classes = {"action": datasets.NUM_CLASSES[args.data], "verb": 19, "noun": 51}[args.target]
     c.batch_size = 32
     c.eval_batch_size = 32
     c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)
@@ -56,10 +64,13 @@ def base(args) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 5
     c.checkpoint_every_epochs = 10
 
+    protocol = datasets.protocol(args.data, args.split)
     c.data = ml_collections.ConfigDict(dict(
-        name=args.data, **DATA[args.data],
-        builder_config="all",
-        train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
+        name=args.data, data_dir="data/tfds_synthetic" if args.data == "synthetic" else "data/tfds",
+        manual_dir=datasets.MANUAL_DIR[args.data],
+        builder_config=datasets.BUILDER_CONFIG.get(args.data, "rgb_flow"),
+        # GTEA61: the course / paper's fixed split (train S1+S3+S4, test S2)
+        train_split=protocol.train, test_split=protocol.test, target=args.target,
         frames=args.frames, stack=5, crop=224, resize=256,
         flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
         ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
@@ -243,11 +254,18 @@ def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.Confi
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
     """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config.
 
+    init=W (a trained workdir): fine-tuning; each stage that starts from ImageNet starts instead from the whole model
+    of W's stage of the same name (its final checkpoint; a classifier whose class count differs is replaced, and
+    the log says so), the later stages from these as usual.
     stage1_backbone=train adds the whole backbone to rgb_stage1's trainable set and puts its BNs in training mode.
     """
     if args.init == "scratch":
         for stage in stages.values():
             stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    elif args.init != "imagenet":
+        for name, stage in stages.items():
+            if "imagenet" in stage["init_from"].values():
+                stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
             raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages {list(stages)})")
