@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from ego_jax.data import sampling, transforms  # noqa: E402
 from ego_jax import streams  # noqa: E402
 from ego_jax.train import clips, recipes, sharding, stage  # noqa: E402
+from ego_jax.train.step import compiler_options  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -373,6 +374,8 @@ def run_step(args):
     for name in stages:
         for impl, c in configs.items():
             runners[name, impl] = _JaxStage(c, name, mesh)
+            options = compiler_options(c.compiler_options, kind=c.stages[name].model.kind)
+            print(f"{name} | {impl}: XLA options {options or 'XLA defaults'}")
         if use_torch:
             import torch_stages
 
