@@ -14,6 +14,7 @@ import time
 import cv2
 import pytest
 import tensorflow_datasets as tfds
+from tiny_suite import TINY, get_config as tiny_suite
 
 from configs import attention, common, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
@@ -21,8 +22,6 @@ from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import executors, plan, runner
 from ego_jax.train import loop, sharding
 from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked, process_alive
-from tiny_suite import TINY
-from tiny_suite import get_config as tiny_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600  # seconds for a local-executor suite, far above its time on a loaded 2-core machine

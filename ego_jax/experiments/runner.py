@@ -16,8 +16,7 @@ import os
 import signal
 import time
 
-from ego_jax.experiments import executors, report
-from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import executors, plan as plan_lib, report
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 

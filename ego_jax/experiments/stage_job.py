@@ -24,8 +24,7 @@ import time
 
 import submitit
 
-from ego_jax.experiments import executors, report, runner
-from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import executors, plan as plan_lib, report, runner
 from ego_jax.train import checkpoint, distributed, loop, sharding
 from ego_jax.train.workdir_lock import WorkdirLocked
 
