@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from PIL import Image
 
 from ego_jax.viz import charts
 
@@ -98,7 +99,7 @@ def test_differences_rank_classes_and_skip_missing_values(tmp_path):
     assert _png_shape(charts.save(fig, tmp_path / "d.png")[0])[1] >= 1000
 
 
-def test_image_grid_rows_titles_captions_and_a_shared_colorbar():
+def test_image_grid_rows_titles_captions_and_a_shared_colorbar(tmp_path):
     rgb = np.zeros((20, 30, 3), np.uint8)
     flow = np.linspace(0, 4, 600).reshape(20, 30)
     fig = charts.image_grid([[rgb, rgb, rgb], [flow, flow]], ["frames", "flow"], captions=[None, ["a", "b"]],
@@ -106,5 +107,8 @@ def test_image_grid_rows_titles_captions_and_a_shared_colorbar():
     tiles, bar = fig.axes[:5], fig.axes[5:]  # a tile per image, row after row, then the colorbar
     assert [ax.get_ylabel() for ax in tiles] == ["frames", "", "", "flow", ""] and tiles[4].get_xlabel() == "b"
     assert len(bar) == 1 and bar[0].get_ylabel() == "px" and tiles[3].get_images()[0].get_clim() == (0, 4.0)
+    [full] = charts.save(fig, tmp_path / "full.png")
+    [small] = charts.save(fig, tmp_path / "small.png", colors=16)  # docs' pictures: a palette PNG
+    assert Image.open(small).mode == "P" and os.path.getsize(small) < os.path.getsize(full)
     first, second = (ax.get_position() for ax in tiles[:2])
     assert second.x0 > first.x1 and tiles[3].get_position().y1 < first.y0  # columns left to right, rows downwards

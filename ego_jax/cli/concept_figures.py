@@ -18,7 +18,8 @@ Writes to --out:
                        would answer from c_t if the clip ended there
   ms_target.png        the motion maps (255 = moving) of the frames, the MS classification target on the feature
                        grid (moving fraction > data.ms_threshold), and the MS head's prediction when it has one
-Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid); the overlays are image compositing (viz.cam).
+Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid; PNGs with a 128-colour palette to keep them small);
+the overlays are image compositing (viz.cam).
 """
 import os
 import sys
@@ -39,7 +40,7 @@ def define_flags() -> None:
     flags.DEFINE_string("stage", "rgb_stage2", "RGB (or two_stream) stage whose model draws the model figures")
     flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_jam/1) or its index in the split")
     flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
-    flags.DEFINE_integer("size", 200, "short side (px) of each tile in the figures")
+    flags.DEFINE_integer("size", 150, "short side (px) of each tile in the figures")
     flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
     flags.DEFINE_float("roll", 1.0, "degrees per frame of the simulated head roll added with the pan")
     flags.mark_flags_as_required(["config"])
@@ -108,7 +109,7 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
 
 
 def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
-         size: int = 200, pan: float = 3.0, roll: float = 1.0) -> list[str]:
+         size: int = 150, pan: float = 3.0, roll: float = 1.0) -> list[str]:
     """Writes FIGURES into `out` for one test clip -> their paths."""
     import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
 
@@ -144,7 +145,7 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
 
     def write(name, rows, titles, **kwargs):
         path = os.path.join(out, name)
-        charts.save(charts.image_grid(rows, titles, tile=size / charts.DPI, **kwargs), path)
+        charts.save(charts.image_grid(rows, titles, tile=size / charts.DPI, **kwargs), path, colors=128)
         paths.append(path)
 
     # (a) The flow network's input: one stack of `stack` frames, x and y of each.

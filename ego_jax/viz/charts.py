@@ -13,6 +13,7 @@ import numpy as np
 from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 DPI = 150
 _SPLITS = ("train", "eval", "val", "test")  # metric-name prefixes: 'train/loss', 'eval_accuracy'
@@ -26,9 +27,11 @@ def figure(width: float, height: float, **kwargs) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str | epath.Path, *, vector: Sequence[str] = ()) -> list[epath.Path]:
+def save(fig: Figure, path: str | epath.Path, *, vector: Sequence[str] = (), colors: int | None = None
+         ) -> list[epath.Path]:
     """fig -> `path` as PNG at DPI and the same name with each suffix of `vector` ('svg', 'pdf'); parents created.
 
+    colors: a PNG with a palette of that many colours (no dithering), several times smaller (pictures in docs).
     Written through epath (a local folder or a bucket); -> the paths written, the PNG first.
     """
     path = epath.Path(path)
@@ -38,6 +41,10 @@ def save(fig: Figure, path: str | epath.Path, *, vector: Sequence[str] = ()) -> 
         target = path.with_suffix(f".{fmt}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=DPI)
+        if fmt == "png" and colors:
+            image = Image.open(buffer).convert("RGB").quantize(colors, dither=Image.Dither.NONE)
+            buffer = io.BytesIO()
+            image.save(buffer, format="png", optimize=True)
         target.write_bytes(buffer.getvalue())
         written.append(target)
     return written
