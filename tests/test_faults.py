@@ -4,6 +4,7 @@ recovered to the same final parameters as an undisturbed run.
 One undisturbed run (RGB stage 1 of the ConvLSTM recipe, 2 epochs x 3 steps, checkpoints at steps 3 and 6) is
 shared by the scenarios; each works on its own copy. Every process started here ends (killed on teardown).
 """
+import fcntl
 import json
 import os
 import re
@@ -18,8 +19,8 @@ import pytest
 from test_train_e2e import ROOT, data_dir, tiny  # noqa: F401  (data_dir: the module's tiny synthetic dataset)
 
 from configs import convlstm, two_stream
-from ego_jax.data import gtea61
-from ego_jax.train import checkpoint, evaluate, loop, preflight, recipes
+from ego_jax.data import gtea61, prepare
+from ego_jax.train import checkpoint, evaluate, loaders, loop, preflight, recipes
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 
 STAGE = "rgb_stage1"
@@ -291,3 +292,67 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
                           env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"))
     assert typo.returncode != 0
     assert "Traceback" not in typo.stderr and 'Did you mean "batch_size"' in typo.stderr.strip().splitlines()[-1]
+
+
+def _signal_at(monkeypatch, step, signum=signal.SIGTERM):
+    """Send this process `signum` as the loader hands out the batch of train step `step` (a stop between steps)."""
+    real = loaders.train_loader
+
+    def signalling(*args, start_step, **kwargs):
+        for i, batch in enumerate(real(*args, start_step=start_step, **kwargs), start_step + 1):
+            if i == step:
+                os.kill(os.getpid(), signum)
+            yield batch
+
+    monkeypatch.setattr(loaders, "train_loader", signalling)
+
+
+def test_11_metrics_after_a_stop_between_two_logs_are_the_undisturbed_runs_byte_for_byte(
+        data_dir, reference, work, tmp_path, monkeypatch):  # noqa: F811
+    """Logs at steps 2, 4, 6 average the steps since the last log; a stop at step 5 (SIGTERM) or a crash after the
+    step-3 checkpoint (SIGKILL) resumes the window where it was, so metrics.jsonl is the undisturbed run's."""
+    want = (reference[0] / STAGE / "metrics.jsonl").read_bytes()
+    stopped = tmp_path / "sigterm"
+    with monkeypatch.context() as patch:
+        _signal_at(patch, 5)
+        assert not loop.train(small(data_dir), str(stopped))
+    assert checkpoint.StageCheckpoints(str(stopped / STAGE / "checkpoints")).latest_step() == 5
+    assert loop.train(small(data_dir), str(stopped))
+    assert (stopped / STAGE / "metrics.jsonl").read_bytes() == want
+    assert_same(final_state(stopped), reference[1])
+    # The crash: DONE and step 6 gone (metrics.jsonl holds rows past step 3, which the resume logs again).
+    (work / STAGE / "DONE").unlink()
+    shutil.rmtree(ckpt(work, 6))
+    assert loop.train(small(data_dir), str(work))
+    assert (work / STAGE / "metrics.jsonl").read_bytes() == want
+
+
+def test_12_a_killed_dataset_build_is_cleaned_up_by_the_next_and_a_running_one_is_left_alone(
+        data_dir, tmp_path):  # noqa: F811
+    manual, target = os.path.join(os.path.dirname(data_dir), "manual"), tmp_path / "tfds"
+    folder = target / "gtea61" / "rgb"
+    # A build killed (SIGTERM) while writing its second clip.
+    code = ("import os, signal\n"
+            "from ego_jax.data import gtea61\n"
+            "real = gtea61.Gtea61._generate_examples\n"
+            "def dying(self, *args):\n"
+            "    for i, example in enumerate(real(self, *args)):\n"
+            "        if i == 1:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        yield example\n"
+            "gtea61.Gtea61._generate_examples = dying\n"
+            f"gtea61.build(manual_dir={manual!r}, data_dir={str(target)!r}, config='rgb')\n")
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert killed.returncode == -signal.SIGTERM, killed.stderr[-3000:]
+    left = list(folder.glob("incomplete.*"))
+    assert len(left) == 1 and any(p.is_file() for p in left[0].rglob("*"))
+    # While another build holds the folder, a build is refused and touches nothing.
+    with open(folder / prepare.LOCK, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(prepare.BuildRunning, match=rf"another process is building into {re.escape(str(folder))}"):
+            gtea61.build(manual_dir=manual, data_dir=target, config="rgb")
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert list(folder.glob("incomplete.*")) == left
+    builder = gtea61.build(manual_dir=manual, data_dir=target, config="rgb")
+    assert builder.is_prepared() and list(folder.glob("incomplete.*")) == []

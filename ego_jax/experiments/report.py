@@ -1,14 +1,14 @@
 """A suite's results: W/results.md (the table, footnotes, validation table), W/results.json, bar chart PNGs."""
 import datetime
 import importlib.metadata
-import json
+import logging
 import os
 import subprocess
 
 import jax
 import numpy as np
 
-from ego_jax.train import evaluate
+from ego_jax.train import evaluate, paths
 from ego_jax.viz import plots
 
 
@@ -80,11 +80,22 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
                 notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
 
 
+OUTPUTS = ("results.json", "results.md", "results.png", "per_class_diff.png")
+
+
+def remove(p) -> None:
+    """Delete the results write() made in the suite's workdir (a run recomputes them at its end)."""
+    for name in OUTPUTS:
+        path = os.path.join(p.workdir, name)
+        if os.path.exists(path):
+            os.remove(path)
+            logging.info("removed %s (recomputed at the end of this run)", path)
+
+
 def write(p, out: dict) -> None:
     """W/results.json, results.md, results.png and (with a diff) per_class_diff.png of tabulate()'s results."""
     s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
-    with open(os.path.join(w, "results.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    paths.write_json(os.path.join(w, "results.json"), out)
     plots.write_png(os.path.join(w, "results.png"), plots.bar_chart_image(
         [f"{c} {s.column_key}" for c in columns],
         {r["name"]: ([r["cells"][c]["mean"] for c in columns], [r["cells"][c]["std"] or 0.0 for c in columns])
@@ -95,8 +106,7 @@ def write(p, out: dict) -> None:
         plots.write_png(os.path.join(w, "per_class_diff.png"), plots.bar_chart_image(
             present, {f"{c} {s.column_key}": ([_nan(diff["columns"][c].get(k)) for k in present], [0.0] * len(present))
                       for c in columns}, title=f"per-class accuracy: {diff['b']} minus {diff['a']}"))
-    with open(os.path.join(w, "results.md"), "w") as f:
-        f.write(markdown(out))
+    paths.write_atomic(os.path.join(w, "results.md"), markdown(out))
 
 
 def _nan(x):

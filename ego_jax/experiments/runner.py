@@ -9,7 +9,6 @@ Multi-process (scripts/experiment.py takes train.py's launch flags): every proce
 each stage together with the others; process 0 alone writes the store's links, records and reports
 (distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
-import json
 import logging
 import os
 import signal
@@ -59,8 +58,7 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         os.makedirs(target, exist_ok=True)
         fields = os.path.join(target, "identity.json")
         if not os.path.exists(fields):
-            with open(fields, "w") as f:
-                json.dump(plan_lib.stage_fields(run.config, name), f, indent=1)
+            paths.write_json(fields, plan_lib.stage_fields(run.config, name))
         link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
         if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
             os.remove(link)
@@ -69,25 +67,35 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         elif not os.path.islink(link):
             raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
                                   f"written by scripts/train.py? Use a fresh --workdir for the suite")
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(run.config.to_json_best_effort(indent=1))
+    paths.write_atomic(os.path.join(run_dir, "config.json"), run.config.to_json_best_effort(indent=1))
     return run_dir
 
 
-def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) -> bool:
-    """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
+def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, verified: set | None = None) -> bool:
+    """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped).
+
+    A DONE stage is reused only once its final checkpoint verifies, as train.py checks it; one that fails is
+    trained again from its newest good checkpoint (its DONE and damaged steps kept in rejected_checkpoints/).
+    verified: store directories already verified in this session (not read again; this run's are added).
+    """
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
-    config = run.config
-    todo = [name for name in config.recipe
-            if not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
+    config, verified = run.config, set() if verified is None else verified
+    todo = []
+    for name in config.recipe:
+        store = os.path.realpath(os.path.join(run_dir, name))
+        if store not in verified and not loop.is_done(name, run_dir):
+            todo.append(name)
+        verified.add(store)  # done after this call (or the suite stops before reading it)
     if not todo:
         return True
     sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
     for name in todo:
-        logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
+        store = os.path.realpath(os.path.join(run_dir, name))
+        logging.info("run %s: training stage %s (%s)", run.path, name, store)
         t0 = time.perf_counter()
-        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
+        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
+            f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
         distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
                                  f"record the training time of {run_dir}/{name}")
         if not done:
@@ -95,40 +103,47 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
     return True
 
 
+def _wall_time(stage_dir: str) -> float | None:
+    """The training seconds W/stages/<stage>/wall.json records, or None without one."""
+    wall = os.path.join(stage_dir, "wall.json")
+    if not os.path.exists(wall):
+        return None
+    return paths.read_json(wall, "delete it (it only sums the stage's training time, which then counts from the "
+                                 "next session)")["seconds"]
+
+
 def _add_wall_time(stage_dir: str, seconds: float) -> None:
     """W/stages/<stage>/wall.json: training seconds summed over sessions (a resumed stage adds up)."""
-    wall = os.path.join(stage_dir, "wall.json")
-    before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
-    with open(wall, "w") as f:
-        json.dump(dict(seconds=before + seconds), f)
+    paths.write_json(os.path.join(stage_dir, "wall.json"), dict(seconds=(_wall_time(stage_dir) or 0.0) + seconds))
 
 
 def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
     run_dir = os.path.join(workdir, run.path)
-    stages = {}
-    for name in run.config.recipe:
-        wall = os.path.join(run_dir, name, "wall.json")
-        stages[name] = dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
-                            wall_s=json.load(open(wall))["seconds"] if os.path.exists(wall) else None)
-    return dict(json.load(open(os.path.join(run_dir, stage, "eval.json"))), stages=stages)
+    stages = {name: dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
+                         wall_s=_wall_time(os.path.join(run_dir, name))) for name in run.config.recipe}
+    stage_dir = os.path.join(run_dir, stage)
+    evaluated = paths.read_json(os.path.join(stage_dir, "eval.json"),
+                                f"delete {os.path.join(stage_dir, 'DONE')} and rerun: the stage's final checkpoint "
+                                "is evaluated again")
+    return dict(evaluated, stages=stages)
 
 
-def _train_all(workdir, runs, *, mesh, stop) -> bool:
+def _train_all(workdir, runs, *, mesh, stop, verified: set) -> bool:
     for run in runs:
-        if not train_run(workdir, run, mesh=mesh, stop=stop):
+        if not train_run(workdir, run, mesh=mesh, stop=stop, verified=verified):
             return False
     return True
 
 
-def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
+def select(p: plan_lib.Plan, *, mesh, stop, verified: set) -> dict | None:
     """Train the validation runs and choose each searched (row, column)'s best set on the validation subject.
 
     -> {'chosen': {(row, column): set index}, 'validation': [records]} (written to W/selection.json), or None
     when stopped. Ties go to the lower set index (set 0 = the reference values).
     """
     runs = p.validation_runs()
-    if not _train_all(p.workdir, runs, mesh=mesh, stop=stop):
+    if not _train_all(p.workdir, runs, mesh=mesh, stop=stop, verified=verified):
         return None
     records, chosen = [], {}
     for row in p.suite.rows:
@@ -148,11 +163,8 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"])] == rec["set"]
 
-    def write():
-        with open(os.path.join(p.workdir, SELECTION), "w") as f:
-            json.dump(dict(validation=records), f, indent=1)
-
-    distributed.on_process_0(write, f"write {p.workdir}/{SELECTION}")
+    distributed.on_process_0(lambda: paths.write_json(os.path.join(p.workdir, SELECTION), dict(validation=records)),
+                             f"write {p.workdir}/{SELECTION}")
     return dict(chosen=chosen, validation=records)
 
 
@@ -173,14 +185,16 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> d
 def _run(p: plan_lib.Plan, stop) -> dict | None:
     """run_suite's body, under the suite workdir's lock."""
     suite, workdir = p.suite, p.workdir
+    # The table is recomputed from the stages at the end: until then, no table their runs may no longer support.
+    distributed.on_process_0(lambda: report.remove(p), f"remove the previous results from {workdir}")
     distributed.on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
     mesh = sharding.make_mesh()
-    t0 = time.perf_counter()
-    selection = select(p, mesh=mesh, stop=stop)
+    t0, verified = time.perf_counter(), set()
+    selection = select(p, mesh=mesh, stop=stop, verified=verified)
     if selection is None:
         return None
     runs = p.table_runs(selection["chosen"])
-    if not _train_all(workdir, runs, mesh=mesh, stop=stop):
+    if not _train_all(workdir, runs, mesh=mesh, stop=stop, verified=verified):
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
                     **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]

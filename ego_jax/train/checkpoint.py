@@ -9,9 +9,11 @@ it), and every restore verifies the digest and that every floating array is fini
 reported by path and skipped for the newest good one; it is never used and never deleted (a writer that must
 reuse its step number moves it to W/<stage>/rejected_checkpoints/).
 """
+import errno
 import hashlib
 import json
 import logging
+import os
 import time
 
 import jax
@@ -65,6 +67,17 @@ def _abstract(tree, sharding):
 
 
 DIGEST = "ego_jax_digest.json"
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` or an exception it was raised from says the disk or quota is full (OSError, or tensorstore's
+    ValueError text: 'No space left on device [os_error_code=...]')."""
+    full = {errno.ENOSPC, errno.EDQUOT}
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno in full) or any(os.strerror(n) in str(e) for n in full):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class BadCheckpoint(ValueError):
@@ -165,13 +178,22 @@ class StageCheckpoints:
         """Write checkpoint `step` and its digest (overwrites nothing: a step already saved is skipped)."""
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(model_tree(model)),
-            opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
-        if jax.process_index() == 0:
-            write_digest(self.directory / str(step))
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(model_tree(model)),
+                opt_state=ocp.args.StandardSave(opt_state),
+                meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_digest(self.directory / str(step))
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            latest = self.latest_step()
+            raise OSError(errno.ENOSPC, f"no space left on the device of {self.directory} while saving checkpoint "
+                                        f"step {step}: free space there (or move the workdir to a larger disk) and "
+                                        "rerun the same command; the stage resumes from its newest good checkpoint "
+                                        f"({'none yet' if latest is None else f'step {latest}'})") from e
 
     def verify(self, step: int) -> None:
         """Raise BadCheckpoint unless step's files are the ones saved (digest only; restore checks finiteness)."""
@@ -263,10 +285,26 @@ def load_final_state(directory: str | epath.Path, *, step: int | None = None) ->
 _ORBAX_NOISE = ("Metadata file does not exist", "read_only=True", "directory is read only")
 
 
+def _through_orbax(record: logging.LogRecord) -> bool:
+    """Whether the record's exception was raised in orbax's code (its traceback passes through orbax)."""
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _QuietOrbax(logging.Filter):
-    """orbax logs every step of every save at INFO and some warnings that are not problems; keep the others."""
+    """orbax logs every step of every save at INFO and some warnings that are not problems; keep the others.
+
+    A failed save (a full disk) is raised to the caller, which reports it once: the tracebacks orbax's threads log
+    on the way, and asyncio's of the futures the failure left behind (at exit), are dropped.
+    """
 
     def filter(self, record):
+        if record.exc_info and _through_orbax(record):
+            return False
         if "orbax" not in record.pathname:
             return True
         return record.levelno >= logging.WARNING and not any(n in str(record.msg) for n in _ORBAX_NOISE)

@@ -205,8 +205,8 @@ def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: S
     outdir = paths.absolute(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {**(meta or {}), **summarize(confusion, class_names)}
-    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (outdir / "confusion.json").write_text(json.dumps(
+    paths.write_atomic(outdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    paths.write_atomic(outdir / "confusion.json", json.dumps(
         {"rows": "true", "columns": "predicted", "classes": list(class_names),
          "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
     title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"

@@ -138,6 +138,18 @@ class _Log:
         self.writer.close()
 
 
+def _window_meta(window: list[dict]) -> dict:
+    """Per-step train metrics (0-d arrays) -> JSON for a checkpoint's meta; _window_from_meta restores them exactly."""
+    dtypes = {k: np.asarray(v).dtype.name for k, v in window[0].items()} if window else {}
+    return dict(dtypes=dtypes, steps=[{k: float(v) for k, v in w.items()} for w in window])
+
+
+def _window_from_meta(meta: dict) -> list[dict]:
+    """Inverse of _window_meta ([] for a checkpoint saved without one, at a log boundary or by an older ego_jax)."""
+    saved = meta.get("log_window") or dict(dtypes={}, steps=[])
+    return [{k: np.asarray(v, saved["dtypes"][k]) for k, v in w.items()} for w in saved["steps"]]
+
+
 def _write_json(path: epath.Path, obj: dict) -> None:
     """Process 0 writes `path`; every process returns once it is written (it is read next by all of them)."""
     distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)), f"write {path}")
@@ -161,21 +173,32 @@ def _done(name: str, stage_dir: epath.Path) -> bool:
     return True
 
 
+def is_done(name: str, workdir: str) -> bool:
+    """Whether stage `name` is finished in `workdir` and its final checkpoint verifies (else its DONE is set aside).
+
+    Process 0 decides and every process takes its answer.
+    """
+    return distributed.from_process_0(distributed.is_writer() and _done(name, paths.absolute(workdir) / name))
+
+
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
-                sources=None) -> bool:
+                sources=None, restart_hint: str | None = None) -> bool:
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
     sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
     manager, eval loader and metric writers are closed on every path, errors included; DONE is written after.
+    restart_hint: how to start the stage over, said when none of its checkpoints is good (default: train.py's
+    --restart_stage).
     """
     stage_dir = paths.absolute(workdir) / name
-    # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
-    if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
+    if is_done(name, workdir):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
+    restart_hint = restart_hint or (f"Start the stage over with --restart_stage {name} (its directory is moved to "
+                                    f"{workdir}/restarted/)")
     with contextlib.ExitStack() as closing:
         done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
-                          sources=sources or loaders.load_sources(config), closing=closing)
+                          sources=sources or loaders.load_sources(config), closing=closing, restart_hint=restart_hint)
     if done is None:
         return False
     _write_json(stage_dir / "DONE", done)
@@ -184,7 +207,7 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
 
 
 def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
-               closing: contextlib.ExitStack) -> dict | None:
+               closing: contextlib.ExitStack, restart_hint: str) -> dict | None:
     """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
     stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -197,13 +220,15 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     total = steps_per_epoch * stage.epochs
     ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
     closing.callback(ckpts.close)
+    # Train metrics of the steps since the last log: saved with each checkpoint, so that a run resumed from a step
+    # between two logs logs the means an undisturbed run logs.
+    window = []
 
     def init(model, tx, params):
         try:
             start, opt_state, meta = ckpts.restore_newest_good(model, tx.init(params), sharding.replicated(mesh))
         except checkpoint.BadCheckpoint as e:
-            raise checkpoint.BadCheckpoint(f"stage {name}: {e}\nStart the stage over with --restart_stage {name} "
-                                           f"(its directory is moved to {workdir}/restarted/)") from None
+            raise checkpoint.BadCheckpoint(f"stage {name}: {e}\n{restart_hint}") from None
         # Each process restored on its own; they agree unless some do not see the workdir process 0 sees.
         if distributed.any_process(distributed.from_process_0(start or 0) != (start or 0)):
             raise ValueError(f"stage {name}: the processes found different newest checkpoints in {ckpts.directory} "
@@ -216,6 +241,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
             raise ValueError(f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
                              f"epochs={stage.epochs}; raise the epochs, or start over with --restart_stage {name}")
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
+        window.extend(_window_from_meta(meta))
         return start, opt_state
 
     built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
@@ -235,7 +261,8 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     def save(step):
         # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
         nnx.update(model, state.params, state.stats, state.rngs, frozen)
-        ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
+        ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name,
+                                                      log_window=_window_meta(window)))
 
     def check(step, metrics):
         if not metrics["finite"]:
@@ -243,6 +270,16 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                 f"stage {name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
                 f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
                 f"{ckpts.latest_step()} in {ckpts.directory}")
+
+    pending = None  # (step, metrics on the device): fetched one step late, so the host never waits for it
+
+    def flush():
+        """Fetch and check the pending step's metrics into the window."""
+        nonlocal pending
+        if pending is not None:
+            window.append(jax.device_get(pending[1]))
+            check(pending[0], window[-1])
+            pending = None
 
     # Built once per stage: each evaluation iterates it again, its worker processes started once.
     test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind},
@@ -256,15 +293,13 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         return result
 
     loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
-    window, pending, last_eval, t0 = [], None, None, time.perf_counter()
+    last_eval, t0 = None, time.perf_counter()
     completed = start  # the last step applied to `state`
     try:
         for step, batch in zip(range(start + 1, total + 1), loader):
             state, metrics = train_step(state, frozen, batch)
             completed = step
-            if pending is not None:  # checked one step late, so the host never waits for the device here
-                window.append(jax.device_get(pending[1]))
-                check(pending[0], window[-1])
+            flush()
             pending = (step, metrics)
             if step == start + 1:
                 logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
@@ -272,21 +307,18 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
             boundary = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
             if step % config.log_every_steps == 0 or step == total:
-                window.append(jax.device_get(metrics))
-                check(step, window[-1])
-                pending = None
+                flush()
                 log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
                            **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
                            "epoch": epoch})
-                window = []
+                window.clear()
             if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
                 last_eval = run_eval(step)
             # Gathered where the host waits for the device anyway (one process: every step, at no cost).
             agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
             stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
             if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
-                if pending is not None:
-                    check(*pending)
+                flush()
                 save(step)
             if stopping and step < total:
                 break
@@ -298,8 +330,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         logging.warning("stage %s: %s: %s after the stop request; saving step %d", name, type(e).__name__, e,
                         completed)
         if completed > start:
-            if pending is not None:
-                check(*pending)
+            flush()
             save(completed)
     if completed < total:
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",

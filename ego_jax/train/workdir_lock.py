@@ -15,6 +15,7 @@ epath: the lock is written, and read back after SETTLE_S to see whose write won;
 starts reach the bucket within SETTLE_S of each other.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -99,6 +100,9 @@ class WorkdirLock:
 
     def acquire(self) -> "WorkdirLock":
         """Take the lock (taking over a stale one) -> self; WorkdirLocked naming the holder if it is alive."""
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"workdir {self.workdir} is a file, not a directory: name a "
+                                                    "directory (it is created if missing)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         now = time.time()
         record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=_start_time(os.getpid()),

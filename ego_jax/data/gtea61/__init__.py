@@ -3,6 +3,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from ego_jax.data import prepare
 from ego_jax.data.gtea61 import clip_index
 from ego_jax.data.gtea61.builder import CONFIGS, Gtea61, Gtea61Config
 from ego_jax.data.gtea61.classes import CLASSES, NUM_CLASSES
@@ -23,9 +24,12 @@ DEFAULT_MANUAL_DIR = "data/manual/GTEA61"
 
 
 def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> Gtea61:
-    """Builds gtea61/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
+    """Builds gtea61/<config> from the release in `manual_dir` into `data_dir` (no-op if already built).
+
+    One build at a time per config and data_dir; the folder an interrupted build left is removed first.
+    """
     builder = Gtea61(config=config, data_dir=str(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    prepare.download_and_prepare(builder, download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     clip_index.write_index(builder, data_dir)
     return builder
 
