@@ -4,6 +4,8 @@ recovered to the same final parameters as an undisturbed run.
 One undisturbed run (RGB stage 1 of the ConvLSTM recipe, 2 epochs x 3 steps, checkpoints at steps 3 and 6) is
 shared by the scenarios; each works on its own copy. Every process started here ends (killed on teardown).
 """
+import builtins
+import errno
 import fcntl
 import json
 import os
@@ -356,3 +358,43 @@ def test_12_a_killed_dataset_build_is_cleaned_up_by_the_next_and_a_running_one_i
     assert list(folder.glob("incomplete.*")) == left
     builder = gtea61.build(manual_dir=manual, data_dir=target, config="rgb")
     assert builder.is_prepared() and list(folder.glob("incomplete.*")) == []
+
+
+def _fail_writes(monkeypatch, under, err):
+    """Every open for writing of a file under `under` fails with OSError `err` (a read-only or a full filesystem)."""
+    real = builtins.open
+
+    def opening(file, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+") and os.path.abspath(os.fspath(file)).startswith(str(under)):
+            raise OSError(err, os.strerror(err), os.fspath(file))
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", opening)
+
+
+def test_13_a_file_for_workdir_a_read_only_workdir_and_a_full_disk_are_named_with_what_to_do(
+        data_dir, reference, tmp_path, monkeypatch):  # noqa: F811
+    config = small(data_dir)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError, match=rf"workdir {re.escape(str(a_file))} is a file, not a directory"):
+        loop.train(config, str(a_file))
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    with monkeypatch.context() as patch:
+        _fail_writes(patch, read_only, errno.EROFS)
+        with pytest.raises(PermissionError, match=rf"workdir {re.escape(str(read_only))} is not writable \(Read-only "
+                                                  r"file system: .*\): make it writable, or name a directory"):
+            loop.train(config, str(read_only))
+    assert os.listdir(read_only) == []
+    # The disk fills up while orbax writes the first checkpoint (step 3, in its worker threads).
+    work = tmp_path / "w"
+    with monkeypatch.context() as patch:
+        _fail_writes(patch, work / STAGE / "checkpoints", errno.ENOSPC)
+        with pytest.raises(OSError, match=rf"no space left on the device of {re.escape(str(work / STAGE))}/checkpoints "
+                                          r"while saving checkpoint step 3: free space there .* rerun the same command; "
+                                          r"the stage resumes from its newest good checkpoint \(none yet\)") as e:
+            loop.train(config, str(work))
+    assert e.value.errno == errno.ENOSPC
+    assert loop.train(config, str(work))  # space freed: the same command
+    assert_same(final_state(work), reference[1])
