@@ -4,6 +4,8 @@ Defaults are the reference recipe (shared/reference/ego-rnn.md, "Training recipe
 Paths in `trainable` are regexes over '/'-joined nnx state paths; `bn_train` / `dropout_train` are regexes
 over module paths (every BatchNorm / Dropout not matched runs in inference mode).
 """
+import os
+
 import ml_collections
 
 RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be the two-stream recipe's RGB stream
@@ -13,8 +15,10 @@ RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be
 # frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
 ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
 # rgb (configs/two_stream.py only): the RGB stream of the two-stream recipe, Ego-RNN's or LSTA's.
-CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"),
-               stage1_backbone=("frozen", "train"), rgb=RGB_KINDS)
+# init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
+INITS = ("imagenet", "scratch")
+CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=None, stage1_backbone=("frozen", "train"),
+               rgb=RGB_KINDS)
 
 DATA = dict(
     gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
@@ -36,6 +40,9 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
     for key, allowed in choices.items():
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
+    if "init" in args and args["init"] not in INITS and not os.path.isdir(args["init"]):
+        raise ValueError(f"config argument init={args['init']!r}: expected one of {INITS} or a trained workdir to "
+                         "fine-tune (a folder holding <stage>/DONE)")
     return ml_collections.ConfigDict(args)
 
 
@@ -243,11 +250,18 @@ def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.Confi
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
     """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config.
 
+    init=W (a trained workdir): fine-tuning; each stage that starts from ImageNet starts instead from the whole model
+    of W's stage of the same name (its final checkpoint; a classifier whose class count differs is replaced, and
+    the log says so), the later stages from these as usual.
     stage1_backbone=train adds the whole backbone to rgb_stage1's trainable set and puts its BNs in training mode.
     """
     if args.init == "scratch":
         for stage in stages.values():
             stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    elif args.init != "imagenet":
+        for name, stage in stages.items():
+            if "imagenet" in stage["init_from"].values():
+                stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
             raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages {list(stages)})")

@@ -98,9 +98,10 @@ def _ego_rnn(num_classes, kwargs, *, dtype, rngs, crop):
 def _two_stream(num_classes, kwargs, *, dtype, rngs, crop):
     # The RGB stream is any registered kind (kwargs rgb_kind, default ego_rnn), built before the flow stream
     # and the joint head from the same rngs, in that order.
-    rgb = get(kwargs.pop("rgb_kind", "ego_rnn")).build(num_classes, kwargs.pop("rgb"), dtype=dtype, rngs=rngs,
+    # and the joint head from the same rngs, in that order; absent stream kwargs: the streams' defaults.
+    rgb = get(kwargs.pop("rgb_kind", "ego_rnn")).build(num_classes, kwargs.pop("rgb", {}), dtype=dtype, rngs=rngs,
                                                        crop=crop)
-    flow = get("flow").build(num_classes, kwargs.pop("flow"), dtype=dtype, rngs=rngs, crop=crop)
+    flow = get("flow").build(num_classes, kwargs.pop("flow", {}), dtype=dtype, rngs=rngs, crop=crop)
     return models.TwoStream(num_classes, rgb=rgb, flow=flow, **kwargs, dtype=dtype, rngs=rngs)
 
 

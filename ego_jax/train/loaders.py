@@ -5,7 +5,7 @@ The train loop and evaluation both read their data through here (so neither impo
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.data.gtea61 import load_source
+from ego_jax.data.gtea61 import CLASSES, load_source
 from ego_jax.data.pipeline import Loader, build_loader
 from ego_jax.train import recipes, sharding
 from ego_jax.train.clips import clip_spec, ms_grid
@@ -21,6 +21,11 @@ def load_split(config, split: str):
         how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
                if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
+
+
+def class_names(config) -> list[str]:
+    """Names of the config's num_classes classes: GTEA61's for its 61, else '0'..'C-1'."""
+    return list(CLASSES) if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
 
 
 def load_sources(config):

@@ -92,7 +92,12 @@ def check_sources(config, workdir: str) -> list[str]:
     problems = []
     for i, name in enumerate(config.recipe):
         for target, source in config.stages[name].init_from.items():
-            if source == "imagenet" or os.sep in source:
+            if source == "imagenet":
+                continue
+            if os.sep in source:
+                if not paths.absolute(source).is_dir():
+                    problems.append(f"stage {name!r} init_from {target}: {source} does not exist (expected a stage "
+                                    "folder of a trained workdir, or a checkpoint directory)")
                 continue
             if source not in config.stages:
                 problems.append(f"stage {name!r} init_from {target}: {source!r} is neither 'imagenet', a stage of the "
