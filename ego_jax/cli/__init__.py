@@ -8,5 +8,6 @@
   ego-jax-visualize        CAM attention (and motion maps) of trained stages
   ego-jax-experiment       an experiment suite: a paper's table, each stage trained once
   ego-jax-concept-figures  the figures of docs/concepts.md
+  ego-jax-extract-flow     frames and (warp) optical flow of videos, in the authors' layout
 Each has --help with its flags and an example.
 """

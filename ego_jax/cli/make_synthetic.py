@@ -19,7 +19,8 @@ def main(argv=None):
     parser.add_argument("--classes", nargs="*", help="class names (default: the preset's, else all 61)")
     parser.add_argument("--subjects", nargs="*", default=list(synthetic.SUBJECTS), help="default: S1 S2 S3 S4")
     parser.add_argument("--clips_per_class", type=int, help="clips per subject and class (default: the preset's)")
-    parser.add_argument("--layout", default="course", choices=["course", "authors"])
+    parser.add_argument("--layout", default="course", choices=["course", "authors", "video"],
+                        help="video: one H.264 video per clip, the input of scripts/extract_flow.py")
     parser.add_argument("--quirks", action="store_true",
                         help="inject the release's quirks: missing first maps, .DS_Store, (1) duplicates, short clips")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -5,21 +5,27 @@ The train loop and evaluation both read their data through here (so neither impo
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.data.gtea61 import CLASSES, load_source
+from ego_jax.data import datasets
+from ego_jax.data.gtea61 import CLASSES
 from ego_jax.data.pipeline import Loader, build_loader
 from ego_jax.train import recipes, sharding
 from ego_jax.train.clips import clip_spec, ms_grid
 
 
 def load_split(config, split: str):
-    """config.data's gtea61 split as a random-access source; a missing build names the commands that make it."""
+    """config.data's split of its dataset as a random-access source; a missing build names the commands that make it."""
     d = config.data
+    release = datasets.release(d.name)
     try:
-        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
+        if release == "gtea61":
+            return datasets.module(d.name).load_source(split, data_dir=d.data_dir, config=d.builder_config)
+        return datasets.module(d.name).load_source(split, data_dir=d.data_dir, config=d.builder_config,
+                                                   target=d.get("target", "action"))
     except FileNotFoundError as e:
-        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
+        build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {d.manual_dir} "
+                 f"--data_dir {d.data_dir} --config {d.builder_config}")
         how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
-               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
+               if d.name == "synthetic" else f"put the {d.name} release in {d.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
 
 

@@ -47,6 +47,8 @@ def stage_identity(config, name: str) -> dict:
                      and (k != "frames" or reads_rgb)}
     if reads_rgb:  # which RGB frames it reads (a flow stage stays shareable between recipes and frame counts)
         ident["data"]["rgb_endpoint"] = _plain(config.data.rgb_endpoint)
+    if config.data.get("target", "action") != "action":  # EGTEA's verb or noun labels (absent: the action)
+        ident["data"]["target"] = config.data.target
     ident["stage"] = {k: _without(_plain(stage[k]), SPEED_ONLY) for k in STAGE_KEYS}
     sources = {}
     for target, source in stage.init_from.items():
