@@ -21,6 +21,7 @@ import pytest
 from test_train_e2e import ROOT, data_dir, tiny  # noqa: F401  (data_dir: the module's tiny synthetic dataset)
 
 from configs import convlstm, two_stream
+from ego_jax.cli import common
 from ego_jax.data import gtea61, prepare
 from ego_jax.train import checkpoint, evaluate, loaders, loop, preflight, recipes
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
@@ -205,7 +206,7 @@ def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed
         assert len([w for w in workers if _alive(w)]) >= 2  # the grain worker and multiprocessing's resource tracker
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
+        assert proc.returncode == common.EXIT_STOPPED == 75, out[-3000:]  # stopped, resumable: a scheduler requeues
         assert "rerun the same command to resume" in out and "Traceback" not in out
         step = checkpoint.StageCheckpoints(str(workdir / STAGE / "checkpoints")).latest_step()
         assert step and step >= 2
@@ -249,6 +250,16 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
                                          r"stage 'joint' needs .*--config all"):
         loop.train(config, str(tmp_path))
     assert not (tmp_path / "rgb_stage1").exists()  # nothing trained first
+
+
+def test_14_a_missing_config_file_is_one_line_naming_it(tmp_path):
+    missing = os.path.join(ROOT, "configs", "nope.py")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={missing}:frames=2",
+                          f"--workdir={tmp_path}", "--config.batch_size=4"], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [f"error: --config: no config file {missing!r}; give the path of one "
+                                               "(for example configs/quickstart.py)"]
 
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every_epochs", 0), ("eval_every_epochs", 0),
@@ -372,29 +383,38 @@ def _fail_writes(monkeypatch, under, err):
     monkeypatch.setattr(builtins, "open", opening)
 
 
-def test_13_a_file_for_workdir_a_read_only_workdir_and_a_full_disk_are_named_with_what_to_do(
+def _error_line(train, *args) -> str:
+    """What train.py prints for an error `train(*args)` raises (the commands' one_line_errors)."""
+    with pytest.raises(SystemExit) as e, common.one_line_errors(ValueError):
+        train(*args)
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code, e.value.code
+    return e.value.code
+
+
+def test_13_a_file_for_workdir_a_read_only_workdir_and_a_full_disk_are_one_line_naming_the_path_and_the_fix(
         data_dir, reference, tmp_path, monkeypatch):  # noqa: F811
     config = small(data_dir)
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    with pytest.raises(NotADirectoryError, match=rf"workdir {re.escape(str(a_file))} is a file, not a directory"):
-        loop.train(config, str(a_file))
+    assert _error_line(loop.train, config, str(a_file)) == (
+        f"error: workdir {a_file} is a file, not a directory: name a directory (it is created if missing)")
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     with monkeypatch.context() as patch:
         _fail_writes(patch, read_only, errno.EROFS)
-        with pytest.raises(PermissionError, match=rf"workdir {re.escape(str(read_only))} is not writable \(Read-only "
-                                                  r"file system: .*\): make it writable, or name a directory"):
-            loop.train(config, str(read_only))
+        assert re.fullmatch(rf"error: workdir {re.escape(str(read_only))} is not writable \(Read-only file system: "
+                            rf"{re.escape(str(read_only))}/\S+\): make it writable, or name a directory you may "
+                            "write to", _error_line(loop.train, config, str(read_only)))
     assert os.listdir(read_only) == []
     # The disk fills up while orbax writes the first checkpoint (step 3, in its worker threads).
     work = tmp_path / "w"
     with monkeypatch.context() as patch:
         _fail_writes(patch, work / STAGE / "checkpoints", errno.ENOSPC)
-        with pytest.raises(OSError, match=rf"no space left on the device of {re.escape(str(work / STAGE))}/checkpoints "
-                                          r"while saving checkpoint step 3: free space there .* rerun the same command; "
-                                          r"the stage resumes from its newest good checkpoint \(none yet\)") as e:
-            loop.train(config, str(work))
-    assert e.value.errno == errno.ENOSPC
-    assert loop.train(config, str(work))  # space freed: the same command
+        assert re.fullmatch(rf"error: no space left on the device of {re.escape(str(work / STAGE))}/checkpoints while "
+                            r"saving checkpoint step 3: free space there \(or move the workdir to a larger disk\) and "
+                            r"rerun the same command; the stage resumes from its newest good checkpoint \(none yet\)",
+                            _error_line(loop.train, config, str(work)))
+    assert [p.name for p in (work / STAGE / "checkpoints").iterdir()] == ["3.orbax-checkpoint-tmp"]  # the failed save
+    assert loop.train(config, str(work))  # space freed: the same command (removes what the failed save left)
     assert_same(final_state(work), reference[1])
+    assert sorted(p.name for p in (work / STAGE / "checkpoints").iterdir()) == ["3", "6"]

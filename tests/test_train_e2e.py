@@ -18,6 +18,7 @@ import toy_variant
 
 from configs import attention, convlstm, flow, motion_guided, ms_cls, ms_reg, quickstart, two_stream
 from ego_jax import streams
+from ego_jax.cli import common
 from ego_jax.data import gtea61, synthetic
 from ego_jax.data.pipeline import make_loader
 from ego_jax.data.transforms import normalize_rgb
@@ -256,7 +257,7 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path)
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == common.EXIT_STOPPED, out[-3000:]
     assert "rerun the same command to resume" in out
     assert not (workdir / "rgb_stage1" / "DONE").exists()
     ckpts = checkpoint.StageCheckpoints(str(workdir / "rgb_stage1" / "checkpoints"))

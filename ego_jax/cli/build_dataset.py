@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 
-from ego_jax.data import datasets, gtea61
+from ego_jax.data import datasets, gtea61, prepare
 
 
 def main(argv=None):
@@ -49,7 +49,7 @@ def main(argv=None):
         else:
             builder = module.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config,
                                    extract_dir=args.extract_dir)
-    except gtea61.ManualDirError as e:
+    except (gtea61.ManualDirError, prepare.BuildRunning) as e:
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): "

@@ -17,9 +17,8 @@ of the split, or --all_classes), and curves.png from the stage's metrics.jsonl.
 Multi-process (see README, "Scaling out"): launched like ego-jax-train, with the same launch flags.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -55,15 +54,12 @@ def evaluate(argv: list[str]) -> None:
     if FLAGS.stage == "all" and FLAGS.protocol:
         raise app.UsageError("--stage=all evaluates each stage with its own protocol; drop --protocol")
     for stage in stages:
-        try:
+        with common.one_line_errors(ValueError):
             metrics = evaluate.evaluate_workdir(
                 FLAGS.config, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
                 rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
                 flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,
                 all_classes=FLAGS.all_classes)
-        except (FileNotFoundError, ValueError) as e:
-            logging.error("%s", e)
-            sys.exit(f"error: {e}")
         steps = ", ".join(f"{name} step {step}" for name, step in metrics["steps"].items())
         print(f"{os.path.basename(os.path.dirname(metrics['outdir']))}: {metrics['protocol']} accuracy "
               f"{100 * metrics['accuracy']:.2f}% ({metrics['num_correct']}/{metrics['num_examples']}; {steps}, "

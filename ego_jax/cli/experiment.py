@@ -12,9 +12,8 @@ Rerun the same command after a kill: finished stages are skipped and an interrup
 Multi-process: ego-jax-train's launch flags (auto-detected on TPU pod slices, SLURM and Open MPI, or
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process); W on a filesystem all share.
 """
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -36,21 +35,19 @@ def experiment(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
-    from ego_jax.experiments import report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.data import prepare  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.experiments import report, runner  # noqa: PLC0415
     from ego_jax.train import distributed  # noqa: PLC0415
     from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: PLC0415
 
-    try:
+    with common.one_line_errors(ValueError, KeyError, FloatingPointError, WorkdirLocked, prepare.BuildRunning):
         if FLAGS.dry_run:
             print(runner.dry_run(FLAGS.suite, FLAGS.workdir))
             return
         common.initialize_from_flags()
         results = runner.run_suite(FLAGS.suite, FLAGS.workdir)
-    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     if results is None:
-        logging.warning("stopped before the end; rerun the same command to resume")
+        common.exit_stopped()
     elif distributed.is_writer():
         print(report.markdown(results))
         print(f"-> {runner.filesystem_workdir(FLAGS.workdir)}/results.md, results.json, results.png")

@@ -136,10 +136,12 @@ def check_finite(tree, where: str) -> None:
 
 def _manager(directory: epath.Path, *, read_only: bool, max_to_keep: int | None = None) -> ocp.CheckpointManager:
     # Handlers named up front: a manager that only knows item names cannot read item metadata (and warns).
+    # The writer (one per workdir) removes the temporary folders of saves that never completed (killed, disk full).
     handlers = dict(state=ocp.StandardCheckpointHandler(), opt_state=ocp.StandardCheckpointHandler(),
                     meta=ocp.JsonCheckpointHandler())
     return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=not read_only, read_only=read_only))
+        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only))
 
 
 def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
