@@ -282,6 +282,7 @@ def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unf
     good checkpoint instead, finished or not. meta: stage, kind, step (the one really evaluated), finished (that
     step is the stage's final one).
     """
+    loaders.resolve_classes(config)
     stage = stage_of(config, stage)
     stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
@@ -349,6 +350,7 @@ def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = N
     <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
     """
     workdir = paths.absolute(workdir)
+    loaders.resolve_classes(config)
     stage = stage_of(config, stage)
     protocol = protocol or streams.get(config.stages[stage].model.kind).protocol
     if protocol not in PROTOCOLS:

@@ -12,26 +12,53 @@ from ego_jax.train import recipes, sharding
 from ego_jax.train.clips import clip_spec, ms_grid
 
 
+def _missing(config, e: FileNotFoundError) -> FileNotFoundError:
+    """`e` (a dataset build not found) with the commands that make config.data's build."""
+    d = config.data
+    release = datasets.release(d.name)
+    build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {d.manual_dir} "
+             f"--data_dir {d.data_dir} --config {d.builder_config}")
+    how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
+           if d.name == "synthetic" else f"put the {d.name} release in {d.manual_dir}, then {build}")
+    return FileNotFoundError(f"{e}\nFor this config: {how}")
+
+
 def load_split(config, split: str):
     """config.data's split of its dataset as a random-access source; a missing build names the commands that make it."""
     d = config.data
-    release = datasets.release(d.name)
     try:
-        if release == "gtea61":
+        if datasets.release(d.name) == "gtea61":
             return datasets.module(d.name).load_source(split, data_dir=d.data_dir, config=d.builder_config)
         return datasets.module(d.name).load_source(split, data_dir=d.data_dir, config=d.builder_config,
                                                    target=d.get("target", "action"))
     except FileNotFoundError as e:
-        build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {d.manual_dir} "
-                 f"--data_dir {d.data_dir} --config {d.builder_config}")
-        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
-               if d.name == "synthetic" else f"put the {d.name} release in {d.manual_dir}, then {build}")
-        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
+        raise _missing(config, e) from e
 
 
 def class_names(config) -> list[str]:
-    """Names of the config's num_classes classes: GTEA61's for its 61, else '0'..'C-1'."""
-    return list(CLASSES) if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
+    """Names of the config's classes (label = position): its dataset's (GTEA61's list; a video release's or your
+    folder's build's classes.json), or '0'..'C-1' where those are not config.num_classes names."""
+    d = config.data
+    if datasets.release(d.name) == "gtea61":
+        names = list(CLASSES)
+    else:
+        try:
+            names = datasets.module(d.name).class_names(data_dir=d.data_dir, config=d.builder_config,
+                                                        target=d.get("target", "action"))
+        except FileNotFoundError as e:
+            if not config.num_classes:
+                raise _missing(config, e) from e
+            names = []
+    if config.num_classes and len(names) != config.num_classes:
+        return [str(i) for i in range(config.num_classes)]
+    return list(names)
+
+
+def resolve_classes(config) -> None:
+    """Sets config.num_classes to its dataset build's class count where the config leaves it to the build (0: your
+    folder, data=folder); where a run starts (train, evaluate), before anything builds a model."""
+    if not config.num_classes:
+        config.num_classes = len(class_names(config))
 
 
 def load_sources(config):
