@@ -14,8 +14,8 @@ import pytest
 import tiny_suite
 from test_train_e2e import data_dir  # noqa: F401  (the module's tiny synthetic dataset)
 
-from ego_jax.experiments import report, runner
-from ego_jax.train import checkpoint
+from ego_jax.experiments import plan, report, runner, stage_job
+from ego_jax.train import checkpoint, loop
 
 RUN = os.path.join("runs", "attention", "frames2", "seed0")
 
@@ -128,3 +128,21 @@ def test_a_kill_while_a_suite_file_is_written_leaves_it_whole_and_a_damaged_one_
     wall = re.escape(str(w / RUN / "rgb_stage1" / "wall.json"))
     with pytest.raises(ValueError, match=rf"{wall} is not valid JSON \(0 bytes; .*\): delete it"):
         runner.run_suite(suite(data_dir), str(w))
+
+
+class _Recorder:
+    """An executor that records which stage jobs it would run (those without DONE) and runs none."""
+
+    tasks_per_job = 1
+
+    def run(self, nodes, jobs_dir, *, stop):
+        self.pending = [n.name for n in nodes if not os.path.exists(n.done)]
+        return False
+
+
+def test_an_executor_reuses_a_finished_stage_only_once_it_verifies(data_dir, w):  # noqa: F811
+    s2 = store(w, "rgb_stage2")
+    flip_bytes(s2 / "checkpoints" / "3")
+    executor = _Recorder()
+    stage_job.train_all(executor, str(w), plan.Plan(suite(data_dir), str(w)).table_runs({}), stop=loop.StopRequest())
+    assert executor.pending == [s2.name] and (s2 / "rejected_checkpoints" / "DONE-3").exists()

@@ -156,20 +156,22 @@ def _write_json(path: epath.Path, obj: dict) -> None:
     distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)), f"write {path}")
 
 
-def _done(name: str, stage_dir: epath.Path) -> bool:
-    """Whether the stage is finished: DONE exists and its final checkpoint verifies (else DONE is set aside)."""
+def verify_done(name: str, stage_dir: str | epath.Path) -> bool:
+    """Whether the stage in `stage_dir` is finished: DONE exists and its final checkpoint verifies; a DONE whose
+    checkpoint does not is moved to rejected_checkpoints/ (so the stage trains again). The writer process only;
+    no JAX (an executor's driver calls it without devices)."""
+    stage_dir = epath.Path(stage_dir)
     done = stage_dir / "DONE"
     if not done.exists():
         return False
-    step = json.loads(done.read_text())["step"]
+    step = paths.read_json(done, "delete it: the stage's final checkpoint is evaluated again")["step"]
     try:
         checkpoint.verify_digest(stage_dir / "checkpoints" / str(step))
     except checkpoint.BadCheckpoint as e:
         logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
                       "good checkpoint", name, e)
-        if jax.process_index() == 0:
-            (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
-            done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
+        (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
+        done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
         return False
     return True
 
@@ -179,7 +181,7 @@ def is_done(name: str, workdir: str) -> bool:
 
     Process 0 decides and every process takes its answer.
     """
-    return distributed.from_process_0(distributed.is_writer() and _done(name, paths.absolute(workdir) / name))
+    return distributed.from_process_0(distributed.is_writer() and verify_done(name, paths.absolute(workdir) / name))
 
 
 def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
