@@ -111,7 +111,10 @@ def check_sources(config, workdir: str) -> list[str]:
 def record(workdir: str, name: str) -> dict | None:
     """The recorded {identity, config} of stage `name` in workdir, or None."""
     path = paths.absolute(workdir) / name / RECORD
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    return paths.read_json(path, "it records the config the stage was started with: delete it to resume without "
+                                 "checking that the config is unchanged, or start the stage over")
 
 
 def write_record(config, workdir: str, name: str) -> None:
