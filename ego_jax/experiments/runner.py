@@ -15,8 +15,7 @@ import os
 import signal
 import time
 
-from ego_jax.experiments import executors, report
-from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import executors, plan as plan_lib, report
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
@@ -80,6 +79,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
     A DONE stage is reused only once its final checkpoint verifies, as train.py checks it; one that fails is
     trained again from its newest good checkpoint (its DONE and damaged steps kept in rejected_checkpoints/).
     verified: store directories already verified in this session (not read again; this run's are added).
+    Each stage trains under its store directory's lock: WorkdirLocked, naming the holder, while another process
+    (a stage job of --executor local|slurm) trains it.
     """
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
@@ -97,8 +98,9 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
         store = os.path.realpath(os.path.join(run_dir, name))
         logging.info("run %s: training stage %s (%s)", run.path, name, store)
         t0 = time.perf_counter()
-        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
-            f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
+        with run_lock(store):
+            done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
+                f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
         distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
                                  f"record the training time of {run_dir}/{name}")
         if not done:

@@ -171,7 +171,8 @@ def verify_done(name: str, stage_dir: str | epath.Path) -> bool:
         logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
                       "good checkpoint", name, e)
         (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
-        done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
+        with contextlib.suppress(FileNotFoundError):  # another suite process (a job) set it aside first
+            done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
         return False
     return True
 
