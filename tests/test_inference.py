@@ -296,3 +296,22 @@ def test_folder_conventions(tmp_path):
         folder_layout.scan(lists)
     with pytest.raises(ValueError, match="no class folders"):
         folder_layout.scan(tmp_path / "lists" / "v")
+
+
+def test_cam_video_frames_and_gif(tmp_path):
+    """A CAM video: per frame the frame, its CAM overlay and its motion overlay side by side under the title."""
+    from PIL import Image  # noqa: PLC0415
+
+    from ego_jax.viz import cam  # noqa: PLC0415
+
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    attention = np.zeros((3, 2, 2), np.float32)
+    attention[:, 0, 1] = 1.0  # top right
+    ms = np.zeros((3, 2, 2, 2), np.float32)
+    out = cam.cam_video(frames, attention, ms, title="clip: class 90%", min_size=64)
+    assert out.shape[0] == 3 and out.shape[2] == 3 * 64 + 2 * 2 and out.dtype == np.uint8
+    overlay = out[0, -64:, 64 + 2:2 * 64 + 2]  # the CAM column of the first frame: red at its top right
+    assert overlay[8, -8, 0] > overlay[-8, 8, 0]
+    cam.write_gif(tmp_path / "c.gif", out, fps=4)
+    gif = Image.open(tmp_path / "c.gif")
+    assert gif.n_frames == 3 and gif.size == (out.shape[2], out.shape[1])
