@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import common, quickstart
-from configs import flow as flow_config
+from configs import common, flow as flow_config, quickstart
 from ego_jax import inference
 from ego_jax.data import clip_files, flow, folder, gtea61, standins, synthetic, video
 from ego_jax.data.folder import layout as folder_layout
@@ -178,13 +177,13 @@ class _Head(nnx.Module):
 
 def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
     model, trained_61 = _Head(3, seed=0), _Head(61, seed=1)
-    flat = {"/".join(map(str, p)): np.asarray(v.value) for p, v in nnx.to_flat_state(nnx.state(trained_61))}
-    fresh = np.asarray(model.classifier.kernel.value)
+    flat = {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(trained_61))}
+    fresh = np.asarray(model.classifier.kernel[...])
     with caplog.at_level("WARNING"):
         recipes.load_flat(model, flat, "W/flow")
     assert "classifier replaced" in caplog.text and "classifier/kernel (2, 61) -> (2, 3)" in caplog.text
-    np.testing.assert_array_equal(model.classifier.kernel.value, fresh)
-    np.testing.assert_array_equal(model.conv1.kernel.value, flat["conv1/kernel"])
+    np.testing.assert_array_equal(model.classifier.kernel[...], fresh)
+    np.testing.assert_array_equal(model.conv1.kernel[...], flat["conv1/kernel"])
     flat["conv1/kernel"] = flat["conv1/kernel"][..., :1]  # any other mismatch stays an error
     with pytest.raises(ValueError, match="conv1/kernel has shape"):
         recipes.load_flat(model, flat, "W/flow")
