@@ -94,8 +94,8 @@ def base(args) -> ml_collections.ConfigDict:
 def ego_rnn(c, *, attention: bool, ms_head=None, motion_guide=None) -> dict:
     """EgoRNN kwargs (RGB stream, reference dropout 0.7)."""
     return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), attention=attention,
-                ms_head=ms_head, motion_guide=motion_guide, pool=c.model.get_ref("pool"), scan_unroll=c.model.get_ref("scan_unroll"),
-                dropout=0.7)
+                ms_head=ms_head, motion_guide=motion_guide, pool=c.model.get_ref("pool"),
+                scan_unroll=c.model.get_ref("scan_unroll"), dropout=0.7)
 
 
 def flow_resnet(c) -> dict:
@@ -268,7 +268,8 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
                 stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
-            raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages {list(stages)})")
+            raise ValueError("config argument stage1_backbone=train: this recipe has no rgb_stage1 "
+                             f"(stages {list(stages)})")
         s1 = stages["rgb_stage1"]
         s1["trainable"], s1["bn_train"] = tuple(s1["trainable"]) + (r"backbone/.*",), (r"backbone/.*",)
     c.recipe = tuple(stages)

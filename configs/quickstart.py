@@ -17,7 +17,6 @@ ConvLSTM picks up the motion), both together every class.
 """
 from configs import common
 
-
 # The quickstart's sizes as overrides of any recipe config (the experiment suites' preset=quickstart uses them too).
 ARGS = dict(data="synthetic", init="scratch", stage1_backbone="train")
 SIZES = {"model.depth": 18, "model.width": 8, "data.crop": 64, "data.resize": 80, "data.stack": 3,

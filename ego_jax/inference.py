@@ -27,8 +27,7 @@ from jax.sharding import Mesh
 
 from ego_jax import streams
 from ego_jax.data import clip_files, decode, flow, pipeline, video
-from ego_jax.data.clip_spec import ClipSpec
-from ego_jax.data.clip_spec import features as loader_features
+from ego_jax.data.clip_spec import ClipSpec, features as loader_features
 from ego_jax.train import clips, evaluate, loaders, paths, sharding
 
 log = logging.getLogger(__name__)

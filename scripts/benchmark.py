@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from ego_jax.data import sampling, transforms  # noqa: E402
 from ego_jax import streams  # noqa: E402
+from ego_jax.data import sampling, transforms  # noqa: E402
 from ego_jax.models import resnet  # noqa: E402
 from ego_jax.train import clips, recipes, sharding, stage  # noqa: E402
 from ego_jax.train.step import compiler_options  # noqa: E402
@@ -217,9 +217,10 @@ def run_data(args):
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
             # What reading costs before any decoding: the records an (eval) sample of this kind decodes.
             timed = [(f"records of gtea61/{config} only", 0,
-                      lambda: _seconds((_read(kind_source[i % len(source)], kind, settings)
-                                        for i in range(clips + 1)), clips)),
-                     ("PIL per file", 0, lambda: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
+                      lambda src=kind_source, kind=kind: _seconds((_read(src[i % len(source)], kind, settings)
+                                                                   for i in range(clips + 1)), clips)),
+                     ("PIL per file", 0,
+                      lambda baseline=baseline: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):
                     loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
@@ -262,12 +263,13 @@ def run_resize(args):
         crops = [np.ascontiguousarray(img[:side, -side:]) for img in imgs]
         pil = [np.asarray(Image.fromarray(c).resize((224, 224), Image.BILINEAR)).astype(int) for c in crops]
         line = [f"crop {side} -> 224:"]
-        ms = _timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats)
+        ms = _timed(lambda crop=crops[0]: Image.fromarray(crop).resize((224, 224), Image.BILINEAR), args.repeats)
         line.append(f"PIL {ms:.3f} ms")
         for method in transforms.METHODS:
             diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
                                    for c, p in zip(crops, pil)])
-            ms = _timed(lambda: transforms.resize_bilinear(crops[0], 224, 224, method), args.repeats)
+            ms = _timed(lambda crop=crops[0], method=method: transforms.resize_bilinear(crop, 224, 224, method),
+                        args.repeats)
             line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
         print("  ".join(line))
 

@@ -10,7 +10,6 @@ reference loops over its (T, B, ...) input.
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 import torch_ref
 
 GATES = "ifco"
@@ -76,8 +75,13 @@ def sub(sd: dict, prefix: str) -> dict:
 def convlstm_cell(sd, x, state):
     """MyConvLSTMCell.forward with weights sd['conv_{g}_{xx,hh}.*'] (torch tensors)."""
     ht_1, ct_1 = state
-    conv_x = lambda g: F.conv2d(x, sd[f"conv_{g}_xx.weight"], sd[f"conv_{g}_xx.bias"], padding=1)
-    conv_h = lambda g: F.conv2d(ht_1, sd[f"conv_{g}_hh.weight"], None, padding=1)
+
+    def conv_x(g):
+        return F.conv2d(x, sd[f"conv_{g}_xx.weight"], sd[f"conv_{g}_xx.bias"], padding=1)
+
+    def conv_h(g):
+        return F.conv2d(ht_1, sd[f"conv_{g}_hh.weight"], None, padding=1)
+
     it = torch.sigmoid(conv_x("i") + conv_h("i"))
     ft = torch.sigmoid(conv_x("f") + conv_h("f"))
     ct_tilde = torch.tanh(conv_x("c") + conv_h("c"))

@@ -11,7 +11,6 @@ AvgPool2d(7) are written for any grid: reshape to the input's (h, w), spatial me
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 import torch_ref
 
 ATTENTION = "ifoa"  # conv_{g}_s (bias) and conv_{g}_cam (no bias)
@@ -66,7 +65,9 @@ def random_rgb_state_dict(*, depth=18, width=8, pool_classes=5, num_classes=5, s
 def lsta_cell(sd, x, cam, state_att, state_inp):
     """MyConvLSTACell.forward: x (N,C,h,w), cam (N,1,h,w), state_att [a, s], state_inp [c, o]
     -> (state_att [a, s], state_inp [c, o], x_att, u (N,1,h,w))."""
-    conv = lambda name, v: F.conv2d(v, sd[f"{name}.weight"], sd.get(f"{name}.bias"), padding=1)
+    def conv(name, v):
+        return F.conv2d(v, sd[f"{name}.weight"], sd.get(f"{name}.bias"), padding=1)
+
     a_t_1, s_t_1 = state_att
     c_t_1 = torch.tanh(state_inp[0])
     o_t_1 = state_inp[1]

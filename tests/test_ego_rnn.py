@@ -16,6 +16,7 @@ from ego_jax.models import EgoRNN, action_loss
 torch = pytest.importorskip("torch")
 import ego_rnn_torch_ref as ref  # noqa: E402
 from ego_rnn_torch_ref import compare  # noqa: E402
+
 from ego_jax.convert.reference import load_reference  # noqa: E402
 
 B, T, S, CLASSES = 2, 3, 64, 5

@@ -29,7 +29,7 @@ from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 STAGE = "rgb_stage1"
 
 
-def small(data_dir, **changes):
+def small(data_dir, **changes):  # noqa: F811  (the data_dir fixture's value)
     c = tiny(convlstm, data_dir, epochs=2)
     c.recipe = (STAGE,)
     c.update_from_flattened_dict(changes)  # dotted keys, as --config.a.b=v

@@ -6,8 +6,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from ego_jax.train import recipes
 from configs import attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream
+from ego_jax.train import recipes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL = (attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream)
@@ -51,7 +51,8 @@ def test_init_argument():
 
 
 def test_stage1_backbone_argument():
-    """Off by default (reference: frozen backbone, BN inference mode); 'train' opens the whole backbone in stage 1 only."""
+    """Off by default (reference: frozen backbone, BN inference mode); 'train' opens the whole backbone in stage 1
+    only."""
     for module in ALL:
         if module is not quickstart and "rgb_stage1" in module.get_config().stages:
             s1 = module.get_config().stages.rgb_stage1

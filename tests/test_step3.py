@@ -16,7 +16,8 @@ def test_rows_share_ego_rnn_stage_1_and_differ_in_stage_2(tmp_path):
         ms, guided = runs["ms_cls"].config.stages.rgb_stage2, runs["motion_guided"].config.stages.rgb_stage2
         # The MS row is the motion-guided model without its guide: same head, data, loss and stage-2 lr.
         assert ms.model.kwargs.ms_head == guided.model.kwargs.ms_head and ms.loss == guided.loss
-        assert ms.optimizer.lr == guided.optimizer.lr and runs["ms_cls"].config.data == runs["motion_guided"].config.data
+        assert ms.optimizer.lr == guided.optimizer.lr
+        assert runs["ms_cls"].config.data == runs["motion_guided"].config.data
         assert ms.model.kwargs.motion_guide is None and guided.model.kwargs.motion_guide.detach
     assert plan.stage_key(p.run("motion_guided", 7, 0).config, "rgb_stage1") != \
         plan.stage_key(p.run("motion_guided", 16, 0).config, "rgb_stage1")

@@ -106,7 +106,8 @@ def resnet_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, *, training=Fal
     """torchvision ResNet-18/34 on x (N,C,H,W) -> dict(layer3, layer4, layer4_raw (NCHW), pooled (N,C), logits).
 
     training=True uses batch statistics and updates sd's running_mean/running_var in place (torch
-    momentum convention); a predicate over BN names ('layer4.0.bn1', ...) selects the BNs that do. 'layer4_raw' is conv2 + shortcut of the last layer4 block (before bn2, relu).
+    momentum convention); a predicate over BN names ('layer4.0.bn1', ...) selects the BNs that do. 'layer4_raw' is
+    conv2 + shortcut of the last layer4 block (before bn2, relu).
     """
     depth = {b: d for d, b in BLOCKS.items()}[
         tuple(1 + max(int(k.split(".")[1]) for k in sd if k.startswith(f"layer{s}.")) for s in (1, 2, 3, 4))

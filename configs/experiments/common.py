@@ -27,8 +27,7 @@ import os
 
 import ml_collections
 
-from configs import common as recipe_common
-from configs import quickstart
+from configs import common as recipe_common, quickstart
 from ego_jax.data import datasets
 
 # protocol: 'fixed' (alias s2: one protocol split, `split`, 0 = the dataset's default) or 'folds' (aliases 4fold,

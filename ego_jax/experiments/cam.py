@@ -13,11 +13,11 @@ from clu import metric_writers
 from etils import epath
 from flax import nnx
 
-from ego_jax.data import gtea61
 from ego_jax import streams
+from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
 from ego_jax.train import clips, distributed, evaluate, recipes, sharding
-from ego_jax.viz import cam, plots
+from ego_jax.viz import cam
 
 
 def workdir_config(workdir) -> ml_collections.ConfigDict:
@@ -104,7 +104,7 @@ def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None
         image = cam.compare_grid(batch["rgb"][0], entries, title="\n".join(lines), min_size=min_size)
         paths.append(str(epath.Path(out_dir) / (clip_id.replace("/", "_") + ".png")))
         if writer:  # one writer of the shared workdir
-            plots.write_png(paths[-1], image)
+            cam.write_png(paths[-1], image)
             writer.write_images(entries[0]["step"], {f"cam/{clip_id}": image[None]})
     if writer:
         writer.close()

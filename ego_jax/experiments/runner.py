@@ -101,8 +101,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
         with run_lock(store):
             done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
                 f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
-        distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
-                                 f"record the training time of {run_dir}/{name}")
+        record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
+        distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
         if not done:
             return False
     return True

@@ -18,8 +18,17 @@ from etils import epath
 from flax import nnx
 
 from ego_jax import streams
-from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, recipes, sharding
-from ego_jax.train import stage as stage_lib
+from ego_jax.train import (
+    checkpoint,
+    distributed,
+    evaluate,
+    loaders,
+    paths,
+    preflight,
+    recipes,
+    sharding,
+    stage as stage_lib,
+)
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import run_lock
 
