@@ -84,7 +84,7 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import convlstm  # noqa: PLC0415
 
     x = normalize_rgb(jnp.asarray(rgb[None]))
@@ -103,29 +103,30 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
 def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
          size: int = 96, pan: float = 3.0) -> list[str]:
     """Writes FIGURES into `out` for one test clip -> their paths."""
-    import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
-
-    from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415
+    from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-    from ego_jax.data.pipeline import ClipSpec, load_clip  # noqa: PLC0415
+    from ego_jax.data.pipeline import load_clip  # noqa: PLC0415
     from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
-    from ego_jax.models import layer4_grid  # noqa: PLC0415
-    from ego_jax.train import evaluate, recipes  # noqa: PLC0415
+    from ego_jax.models import EgoRNN, layer4_grid  # noqa: PLC0415
+    from ego_jax.specs import RunSpec  # noqa: PLC0415
+    from ego_jax.train import evaluate  # noqa: PLC0415
+    from ego_jax.train.stage import build_model  # noqa: PLC0415
     from ego_jax.viz import cam  # noqa: PLC0415
 
-    d = config.data
-    kind = config.stages[stage].model.kind if stage in config.stages else None
-    if kind not in ("ego_rnn", "two_stream"):
-        raise ValueError(f"stage {stage!r} of config.recipe {tuple(config.recipe)} is not an RGB or two_stream stage")
+    run = RunSpec.from_config(config)
+    d = run.data
+    spec = run.stages[stage].model if stage in run.stages else None
+    inner = spec.stream.rgb_stream(spec.kwargs) if spec else None  # (attribute holding it, its stream entry)
+    if inner is None or not issubclass(inner[1].model, EgoRNN):  # the figures read Ego-RNN's ConvLSTM
+        raise ValueError(f"stage {stage!r} of config.recipe {run.recipe} is not an Ego-RNN RGB or two_stream stage")
     if workdir:
-        model, _ = evaluate.load_stage_model(config, workdir, stage)
+        model, _ = evaluate.load_stage_model(run, workdir, stage)
     else:
-        model = recipes.build_model(config.stages[stage].model, num_classes=config.num_classes,
-                                    dtype=jnp.dtype(config.dtype), seed=config.seed, crop=d.crop)
+        model = build_model(run, stage)
         model.eval()
-    model = model.rgb if kind == "two_stream" else model
-    source = evaluate.test_source(config)
-    example = source[find_clip(config, config.data.test_split, clip)]
+    model = model if inner[0] is None else getattr(model, inner[0])
+    source = evaluate.test_source(run)
+    example = source[find_clip(d, d.test_split, clip)]
     label = int(example["label"])
     n = len(example["rgb"])
 
@@ -163,9 +164,7 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
 
     # (b, c, d) What the RGB model sees and does with one clip.
     grid = layer4_grid(d.crop, d.crop)
-    spec = ClipSpec("rgb", False, frames=d.frames, crop=d.crop, resize=d.resize, ms_grid=grid,
-                    ms_threshold=d.ms_threshold, method=d.resize_method)
-    clip_arrays = load_clip(example, spec, None)
+    clip_arrays = load_clip(example, d.clip_spec("rgb", train=False, ms_grid=grid, ms_target="cls"), None)
     frames = [_tile(f, size) for f in clip_arrays["rgb"]]
     maps = model_maps(model, clip_arrays["rgb"], label)
     shape = frames[0].shape[:2]

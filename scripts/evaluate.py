@@ -46,15 +46,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     cli.setup_logs()
     distributed.initialize_from_flags()
-    from ego_jax.train import evaluate  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
+    from ego_jax.train import evaluate  # noqa: PLC0415
 
-    stages = FLAGS.config.recipe if FLAGS.stage == "all" else [FLAGS.stage]
+    try:
+        run = RunSpec.from_config(FLAGS.config)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    stages = run.recipe if FLAGS.stage == "all" else [FLAGS.stage]
     if FLAGS.stage == "all" and FLAGS.protocol:
         raise app.UsageError("--stage=all evaluates each stage with its own protocol; drop --protocol")
     for stage in stages:
         try:
             metrics = evaluate.evaluate_workdir(
-                FLAGS.config, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
+                run, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
                 rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
                 flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,
                 all_classes=FLAGS.all_classes)

@@ -7,6 +7,8 @@ W/runs/<row>/<column>/<run>/ each run's workdir (symlinks into W/stages), W/resu
 W/results.png (bar chart) and W/per_class_diff.png; the MS suite adds the validation table and W/cam/.
 Rerun the same command after a kill: finished stages are skipped and an interrupted one resumes.
 --dry_run prints every job, the stages it shares and the train steps per stage, and trains nothing.
+--rekey (no --suite) renames the stage directories of a store written by an earlier ego_jax, whose keys differ
+(a suite run on such a store is refused with this command).
 Multi-process: train.py's launch flags (auto-detected on TPU pod slices, SLURM and Open MPI, or
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process); W on a filesystem all share.
 """
@@ -24,7 +26,8 @@ config_flags.DEFINE_config_file("suite", None, "suite config file[:key=value,...
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "suite workdir: shared stage store, run workdirs, results")
 flags.DEFINE_bool("dry_run", False, "print the jobs, shared stages and steps per stage; train nothing")
-flags.mark_flags_as_required(["suite", "workdir"])
+flags.DEFINE_bool("rekey", False, "rename the store's stage directories keyed by an earlier ego_jax; train nothing")
+flags.mark_flags_as_required(["workdir"])
 distributed.define_flags()
 FLAGS = flags.FLAGS
 
@@ -34,10 +37,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     cli.setup_logs()
-    from ego_jax.experiments import report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
-    from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: PLC0415
+    from ego_jax.experiments import plan, report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train.workdir_lock import WorkdirLocked, run_lock  # noqa: PLC0415
 
+    if FLAGS.suite is None and not FLAGS.rekey:
+        raise app.UsageError("--suite is required (unless --rekey)")
     try:
+        if FLAGS.rekey:
+            workdir = runner.filesystem_workdir(FLAGS.workdir)
+            with run_lock(workdir):
+                renamed = plan.rekey(workdir)
+            print(f"re-keyed {len(renamed)} stage(s) of {workdir}/stages" + "".join(
+                f"\n  {old} -> {new}" for old, new in renamed.items()))
+            return
         if FLAGS.dry_run:
             print(runner.dry_run(FLAGS.suite, FLAGS.workdir))
             return

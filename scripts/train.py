@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ego_jax.specs import RunSpec  # noqa: E402
 from ego_jax.train import cli, distributed, loop, paths  # noqa: E402
 from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: E402
 
@@ -35,7 +36,7 @@ def main(argv):
     config, workdir = flags.FLAGS.config, paths.absolute(flags.FLAGS.workdir)
     logging.info("config:\n%s", config)
     try:
-        done = loop.train(config, workdir, restart=tuple(flags.FLAGS.restart_stage))
+        done = loop.train(RunSpec.from_config(config), workdir, restart=tuple(flags.FLAGS.restart_stage))
     except (FileNotFoundError, ValueError, FloatingPointError, WorkdirLocked) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")

@@ -43,20 +43,21 @@ def main(argv):
     cli.setup_logs()
     distributed.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.specs import RunSpec  # noqa: PLC0415
     from ego_jax.train import evaluate  # noqa: PLC0415
 
     try:
         workdir = paths.absolute(FLAGS.workdir)
-        config = FLAGS.config or cam.workdir_config(workdir)
-        stage = evaluate.stage_of(config, FLAGS.stage)
-        models = [(config, workdir, stage, workdir.name if FLAGS.compare else "")]
+        run = RunSpec.from_config(FLAGS.config) if FLAGS.config else evaluate.workdir_run(workdir)
+        stage = evaluate.stage_of(run, FLAGS.stage)
+        models = [(run, workdir, stage, workdir.name if FLAGS.compare else "")]
         for spec in FLAGS.compare:
             path, sep, other = spec.rpartition(":")
             if not sep:
                 raise ValueError(f"--compare {spec!r}: expected WORKDIR:STAGE")
             other_dir = paths.absolute(path)
-            other_config = cam.workdir_config(other_dir)
-            models.append((other_config, other_dir, evaluate.stage_of(other_config, other), other_dir.name))
+            other_run = evaluate.workdir_run(other_dir)
+            models.append((other_run, other_dir, evaluate.stage_of(other_run, other), other_dir.name))
         out = paths.absolute(FLAGS.out) if FLAGS.out else workdir / stage / "cam"
         pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
                             tensorboard_dir=None if FLAGS.compare else workdir / stage,

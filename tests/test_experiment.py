@@ -11,20 +11,23 @@ import cv2
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import attention, common, flow, ms_cls, two_stream
+from configs import attention, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
+from ego_jax import recipes
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import plan, runner
+from ego_jax.specs import RunSpec
 from ego_jax.train import loop
 from tiny_suite import TINY
 
 
 def ids(config) -> dict:
-    return {name: plan.stage_key(config, name) for name in config.recipe}
+    run = RunSpec.from_config(config)
+    return {name: plan.stage_key(run, name) for name in run.recipe}
 
 
 def changed(config, values) -> dict:
-    return ids(common.override(config, values))
+    return ids(recipes.override(config, values))
 
 
 def test_identity_changes_with_result_fields_only():

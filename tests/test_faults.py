@@ -19,7 +19,9 @@ from test_train_e2e import ROOT, data_dir, tiny  # noqa: F401  (data_dir: the mo
 
 from configs import convlstm, two_stream
 from ego_jax.data import gtea61
-from ego_jax.train import checkpoint, evaluate, loop, preflight, recipes
+from ego_jax.specs import RunSpec
+from ego_jax.train import checkpoint, evaluate, loop, preflight
+from ego_jax.train import stage as stage_lib
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 
 STAGE = "rgb_stage1"
@@ -46,7 +48,7 @@ def assert_same(got, want):
 def reference(data_dir, tmp_path_factory):  # noqa: F811
     """The undisturbed run: (workdir, final parameters)."""
     workdir = tmp_path_factory.mktemp("reference")
-    assert loop.train(small(data_dir), str(workdir))
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(workdir))
     return workdir, final_state(workdir)
 
 
@@ -76,15 +78,15 @@ def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retra
     bad = re.escape(str(ckpt(work, 6)))
     # Evaluation refuses the damaged final step, naming it; --allow_unfinished evaluates step 3, labelled so.
     with pytest.raises(checkpoint.BadCheckpoint, match=rf"(?s){bad} is damaged.*--allow_unfinished"):
-        evaluate.load_stage_model(config, work, STAGE)
-    _, meta = evaluate.load_stage_model(config, work, STAGE, allow_unfinished=True)
+        evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE)
+    _, meta = evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE, allow_unfinished=True)
     assert (meta["step"], meta["finished"]) == (3, False)
     # A next stage starting from it refuses too (never an older step in place of the final one).
-    model = recipes.build_model(config.stages.rgb_stage2.model, num_classes=61, dtype=np.float32, seed=0, crop=32)
+    model = stage_lib.build_model(RunSpec.from_config(config), "rgb_stage2")
     with pytest.raises(checkpoint.BadCheckpoint, match=bad):
-        recipes.initialise(model, {"model": STAGE}, workdir=str(work), imagenet_weights="unused")
+        stage_lib.initialise(model, {"model": STAGE}, workdir=str(work), imagenet_weights="unused")
     # Training sees it, retrains steps 4..6 from step 3, and ends where the undisturbed run did.
-    assert loop.train(config, str(work))
+    assert loop.train(RunSpec.from_config(config), str(work))
     assert_same(final_state(work), reference[1])
     assert (work / STAGE / "rejected_checkpoints" / "6").is_dir()  # kept for inspection, not deleted
     assert (work / STAGE / "rejected_checkpoints" / "DONE-6").exists() and (work / STAGE / "DONE").exists()
@@ -99,7 +101,7 @@ def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_goo
     shutil.rmtree(ckpt(work, 6) / "meta")
     with pytest.raises(checkpoint.BadCheckpoint, match=rf"{re.escape(str(ckpt(work, 6)))} is damaged: .*missing"):
         checkpoint.restore_state(str(work / STAGE / "checkpoints"), step=6)
-    assert loop.train(small(data_dir), str(work))
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(work))
     assert_same(final_state(work), reference[1])
 
 
@@ -111,14 +113,14 @@ def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_i
         (work / LOCK).write_text(json.dumps(dict(pid=sleeper.pid, host=os.uname().nodename, time=time.time(),
                                                  command="python scripts/train.py (the other run)")))
         with pytest.raises(WorkdirLocked, match=rf"in use by pid {sleeper.pid} on host .*the other run"):
-            loop.train(config, str(work))
+            loop.train(RunSpec.from_config(config), str(work))
         # Readers do not need the lock: evaluation reads while the other run holds it.
-        assert evaluate.load_stage_model(config, work, STAGE)[1]["step"] == 6
+        assert evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE)[1]["step"] == 6
     finally:
         sleeper.kill()
         sleeper.wait(timeout=30)
     assert holder(str(work)) is None  # its process is gone: stale
-    assert loop.train(config, str(work))
+    assert loop.train(RunSpec.from_config(config), str(work))
     assert not (work / LOCK).exists()
 
 
@@ -126,20 +128,22 @@ def test_5_a_changed_config_is_refused_with_a_diff_harmless_keys_pass_and_a_stag
         data_dir, work):  # noqa: F811
     with pytest.raises(ValueError, match=r"(?s)stage 'rgb_stage1' .* started with another config.*batch_size: 4 -> 8"
                                          r".*stages?.optimizer.lr: 0.001 -> 0.01.*--restart_stage rgb_stage1"):
-        loop.train(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01}), str(work))
+        loop.train(RunSpec.from_config(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01})),
+                   str(work))
     with pytest.raises(ValueError, match=r"stage.epochs: 2 -> 3"):  # a finished stage is not reopened
-        loop.train(small(data_dir, **{"stages.rgb_stage1.epochs": 3}), str(work))
+        loop.train(RunSpec.from_config(small(data_dir, **{"stages.rgb_stage1.epochs": 3})), str(work))
     harmless = {"log_every_steps": 1, "eval_batch_size": 8, "data.worker_count": 1, "eval_every_epochs": 5,
                 "checkpoint_every_epochs": 7}
-    assert loop.train(small(data_dir, **harmless), str(work))
+    assert loop.train(RunSpec.from_config(small(data_dir, **harmless)), str(work))
     # An unfinished stage may change its length (the epochs already run do not depend on it).
     (work / STAGE / "DONE").unlink()
-    assert preflight.check_records(small(data_dir, **{"stages.rgb_stage1.epochs": 3}), str(work)) == []
+    longer = RunSpec.from_config(small(data_dir, **{"stages.rgb_stage1.epochs": 3}))
+    assert preflight.check_records(longer, str(work)) == []
     # --restart_stage: the old directory is moved aside, the stage starts from scratch under the new config.
     changed = small(data_dir, batch_size=8)
     loop.restart_stage(changed, str(work), STAGE)
     assert not (work / STAGE).exists() and len(os.listdir(work / "restarted")) == 1
-    assert preflight.check_records(changed, str(work)) == []
+    assert preflight.check_records(RunSpec.from_config(changed), str(work)) == []
 
 
 def _children(pid):
@@ -244,7 +248,7 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
     config.data.builder_config = "rgb"
     with pytest.raises(ValueError, match=r"(?s)stage 'flow' needs the dataset features \['flow_x', 'flow_y'\].*"
                                          r"stage 'joint' needs .*--config all"):
-        loop.train(config, str(tmp_path))
+        loop.train(RunSpec.from_config(config), str(tmp_path))
     assert not (tmp_path / "rgb_stage1").exists()  # nothing trained first
 
 
@@ -253,7 +257,7 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
                                        ("eval_batch_size", -4), ("batch_size", 64)])
 def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):  # noqa: F811
     with pytest.raises(ValueError, match=rf"{key.split('.')[-1]}={value}"):
-        loop.train(small(data_dir, **{key: value}), str(tmp_path))
+        loop.train(RunSpec.from_config(small(data_dir, **{key: value})), str(tmp_path))
     assert not (tmp_path / STAGE).exists()
 
 
@@ -272,18 +276,18 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
 
     damage(shard, 200, 1000)  # the clip records (metadata only: the rest of the first block is padding)
     with pytest.raises(OSError, match=rf"(?s)of split S1\+S3\+S4 \(file {re.escape(str(shard))}, record \d\).*rebuild"):
-        loop.train(small(str(damaged)), str(tmp_path / "w1"))
+        loop.train(RunSpec.from_config(small(str(damaged))), str(tmp_path / "w1"))
     shard.write_bytes(originals[shard])
     damage(frames, len(originals[frames]) // 4, len(originals[frames]) // 2)
     with pytest.raises(OSError, match=rf"(?s)frame file {re.escape(str(frames))} of split S1 .*rebuild with"):
-        loop.train(small(str(damaged)), str(tmp_path / "w1b"))
+        loop.train(RunSpec.from_config(small(str(damaged))), str(tmp_path / "w1b"))
 
     weights = tmp_path / "resnet.npz"
     weights.write_bytes(b"not a zip file")
     config = convlstm.get_config("frames=2,data=synthetic")  # starts from ImageNet weights
     config.data.data_dir, config.imagenet_weights = data_dir, str(weights)
     with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is not a readable ImageNet weights artifact"):
-        loop.train(config, str(tmp_path / "w2"))
+        loop.train(RunSpec.from_config(config), str(tmp_path / "w2"))
 
     typo = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"),
                            f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}", f"--workdir={tmp_path}",

@@ -32,7 +32,7 @@ def _model(sd, depth, *, width, in_channels=3, num_classes=10):
     model = nnx.eval_shape(
         lambda: ResNet(depth, width=width, in_channels=in_channels, num_classes=num_classes, rngs=nnx.Rngs(0))
     )
-    load_imagenet(model, torchvision_to_nnx(sd), kind="rgb")
+    load_imagenet(model, torchvision_to_nnx(sd), modality="rgb")
     return model
 
 

@@ -3,42 +3,84 @@
 A run is one recipe trained with one seed: a table run (train on the suite's training subjects, test on the
 test subject) or a validation run of a hyperparameter set (train without the validation subject, test on
 it). Its workdir W/runs/<row>/<column>/<name> holds one symlink per stage into the shared store
-W/stages/<stage_key> (ego_jax.train.stage_identity + the test split), so a stage needed by several runs is
-trained once.
+W/stages/<stage_key> (ego_jax.specs.identity + the report fields: the test split, ...), so a stage needed by
+several runs is trained once.
 """
 import dataclasses
 import hashlib
-import importlib
 import itertools
 import json
+import logging
 import os
 
 import numpy as np
 
-from configs import common
-from ego_jax import streams
-from ego_jax.train.stage_identity import stage_identity
+from ego_jax import recipes, specs
+from ego_jax.specs import RunSpec
 
 TABLE, VALIDATION = "table", "validation"
 
 
-def stage_fields(config, stage: str) -> dict:
+def stage_fields(run: RunSpec, stage: str) -> dict:
     """What a stored stage's results depend on: its identity (trained parameters) and what its eval.json reads."""
-    report = dict(test_split=config.data.test_split)
-    if streams.get(config.stages[stage].model.kind).protocol == "flow":  # the protocol that averages flow stacks
-        report["flow_eval_stacks"] = config.data.flow_eval_stacks
-    return dict(identity=stage_identity(config, stage), report=report)
+    return dict(identity=specs.identity(run, stage), report=specs.report(run, stage))
 
 
-def stage_key(config, stage: str) -> str:
-    """'<stage>-<12 hex digits>': the stage name (for people browsing W/stages) and a hash of stage_fields."""
-    text = json.dumps(stage_fields(config, stage), sort_keys=True)
+def key_of(stage: str, fields: dict) -> str:
+    """'<stage>-<12 hex digits>': the stage name (for people browsing W/stages) and a hash of its fields."""
+    text = json.dumps(fields, sort_keys=True)
     return f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def stage_key(run: RunSpec, stage: str) -> str:
+    """The store key of `stage` of a run (key_of its stage_fields)."""
+    return key_of(stage, stage_fields(run, stage))
+
+
+FIELDS = "identity.json"  # W/stages/<key>/identity.json: the stage_fields its key hashes
+
+
+def stale_keys(workdir: str) -> dict[str, str]:
+    """{old: new} store directories whose key an earlier ego_jax computed (None values included in the hash)."""
+    store, stale = os.path.join(workdir, "stages"), {}
+    for key in sorted(os.listdir(store)) if os.path.isdir(store) else []:
+        fields = os.path.join(store, key, FIELDS)
+        if os.path.exists(fields):
+            with open(fields) as f:
+                new = key_of(key.rpartition("-")[0], specs.normalise(json.load(f)))
+            if new != key:
+                stale[key] = new
+    return stale
+
+
+def rekey_command(workdir: str) -> str:
+    return f"python scripts/experiment.py --workdir {workdir} --rekey"
+
+
+def rekey(workdir: str) -> dict[str, str]:
+    """Rename the store's stale directories to their keys (identity.json normalised) -> {old: new}.
+
+    The runs' links are pointed at the new names by the next run of the suite (runner.link_stages).
+    """
+    stale = stale_keys(workdir)
+    store = os.path.join(workdir, "stages")
+    taken = [new for new in stale.values() if os.path.lexists(os.path.join(store, new))]
+    if taken:
+        raise FileExistsError(f"{store}: {taken} exist already beside the stale directories they replace (a run of "
+                              "this ego_jax started them over); move them away, then rerun " + rekey_command(workdir))
+    for old, new in stale.items():
+        with open(os.path.join(store, old, FIELDS)) as f:
+            fields = specs.normalise(json.load(f))
+        with open(os.path.join(store, old, FIELDS), "w") as f:
+            json.dump(fields, f, indent=1)
+        os.rename(os.path.join(store, old), os.path.join(store, new))
+        logging.info("re-keyed %s -> %s", old, new)
+    return stale
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One recipe x seed of a suite; `config` is the complete recipe config it trains."""
+    """One recipe x seed of a suite; `spec` is the complete run it trains."""
 
     row: str
     column: int | None  # None: the run does not depend on the column (shown in every column)
@@ -47,7 +89,7 @@ class Run:
     set_index: int | None  # hyperparameter set of a searched row, else None
     path: str  # run workdir relative to the suite workdir
     args: str  # config arguments of the recipe file
-    config: object = dataclasses.field(compare=False, repr=False)
+    spec: RunSpec = dataclasses.field(compare=False, repr=False)
 
 
 def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
@@ -77,12 +119,6 @@ def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
     return [{k: values[j] for k, (_, values), j in zip(keys, space, combo)} for combo in chosen]
 
 
-def _recipe_config(path: str, args: str):
-    """'configs/convlstm.py', 'frames=7,seed=1' -> that module's get_config(args)."""
-    module = os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")
-    return importlib.import_module(module).get_config(args)
-
-
 class Plan:
     """The runs of `suite` in `workdir` (data paths resolved) and their stage identities."""
 
@@ -110,21 +146,22 @@ class Plan:
         row, s, p = self.rows[row_key], self.suite, self.suite.protocol
         args = ",".join(filter(None, [row["args"], s.args, f"seed={seed}"]
                                + ([f"{s.column_key}={column}"] if column is not None else [])))
-        config = _recipe_config(row["config"], args)
-        common.override(config, dict(s.overrides))
+        config = recipes.from_file(row["config"], args)
+        recipes.override(config, dict(s.overrides))
         if self.data_dir:
-            common.override(config, {"data.data_dir": self.data_dir, "data.manual_dir": self.manual_dir})
+            recipes.override(config, {"data.data_dir": self.data_dir, "data.manual_dir": self.manual_dir})
         if phase == VALIDATION:
             train = "+".join(x for x in p["train"].split("+") if x != p["val"])
             splits = {"data.train_split": train, "data.test_split": p["val"]}
         else:
             splits = {"data.train_split": p["train"], "data.test_split": p["test"]}
-        common.override(config, splits)
+        recipes.override(config, splits)
         if set_index is not None:
-            common.override(config, self.sets(row)[set_index])
+            recipes.override(config, self.sets(row)[set_index])
         col = "any" if column is None else f"{s.column_key}{column}"
         name = f"seed{seed}" if phase == TABLE else f"val-set{set_index}-seed{seed}"
-        return Run(row_key, column, seed, phase, set_index, os.path.join("runs", row_key, col, name), args, config)
+        return Run(row_key, column, seed, phase, set_index, os.path.join("runs", row_key, col, name), args,
+                   RunSpec.from_config(config))
 
     def validation_runs(self) -> list[Run]:
         """Every validation run: searched rows x columns x hyperparameter sets x selection seeds."""

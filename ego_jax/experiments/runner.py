@@ -45,22 +45,22 @@ def filesystem_workdir(workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
-def stage_dir(workdir: str, config, stage: str) -> str:
-    """W/stages/<stage_key> of `stage` of a run's config."""
-    return os.path.join(workdir, "stages", plan_lib.stage_key(config, stage))
+def stage_dir(workdir: str, spec, stage: str) -> str:
+    """W/stages/<stage_key> of `stage` of a run's spec."""
+    return os.path.join(workdir, "stages", plan_lib.stage_key(spec, stage))
 
 
 def link_stages(workdir: str, run: plan_lib.Run) -> str:
     """Make the run's workdir with one symlink per stage into the store; -> the run's absolute workdir."""
     run_dir = os.path.join(workdir, run.path)
     os.makedirs(run_dir, exist_ok=True)
-    for name in run.config.recipe:
-        target = stage_dir(workdir, run.config, name)
+    for name in run.spec.recipe:
+        target = stage_dir(workdir, run.spec, name)
         os.makedirs(target, exist_ok=True)
-        fields = os.path.join(target, "identity.json")
+        fields = os.path.join(target, plan_lib.FIELDS)
         if not os.path.exists(fields):
             with open(fields, "w") as f:
-                json.dump(plan_lib.stage_fields(run.config, name), f, indent=1)
+                json.dump(plan_lib.stage_fields(run.spec, name), f, indent=1)
         link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
         if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
             os.remove(link)
@@ -70,7 +70,7 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
             raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
                                   f"written by scripts/train.py? Use a fresh --workdir for the suite")
     with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(run.config.to_json_best_effort(indent=1))
+        json.dump(run.spec.to_dict(), f, indent=1)
     return run_dir
 
 
@@ -78,16 +78,16 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) 
     """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
-    config = run.config
-    todo = [name for name in config.recipe
+    spec = run.spec
+    todo = [name for name in spec.recipe
             if not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
     if not todo:
         return True
-    sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
+    sources = preflight.check(spec, run_dir, mesh=mesh)  # the train loop's checks before any step
     for name in todo:
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
-        done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
+        done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources)
         distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
                                  f"record the training time of {run_dir}/{name}")
         if not done:
@@ -107,7 +107,7 @@ def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
     run_dir = os.path.join(workdir, run.path)
     stages = {}
-    for name in run.config.recipe:
+    for name in run.spec.recipe:
         wall = os.path.join(run_dir, name, "wall.json")
         stages[name] = dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
                             wall_s=json.load(open(wall))["seconds"] if os.path.exists(wall) else None)
@@ -156,6 +156,15 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
     return dict(chosen=chosen, validation=records)
 
 
+def check_store(workdir: str) -> None:
+    """Refuse a store written by an earlier ego_jax whose stage keys differ, naming the command that re-keys it."""
+    stale = plan_lib.stale_keys(workdir)
+    if stale:
+        raise ValueError(f"{workdir}/stages holds {len(stale)} stage(s) keyed by an earlier ego_jax (e.g. "
+                         f"{next(iter(stale))} is now {next(iter(stale.values()))}); re-key the store once with `"
+                         f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
+
+
 def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped."""
     workdir = filesystem_workdir(workdir)
@@ -164,6 +173,7 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> d
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with run_lock(workdir):  # one suite run per W (process 0 holds the lock for all of its processes)
+            check_store(workdir)
             return _run(p, stop)
     finally:
         for sig, handler in previous.items():
@@ -202,8 +212,8 @@ def dry_run(suite, workdir: str) -> str:
     table = p.table_runs(provisional)
     users: dict[str, list[str]] = {}
     for run in runs + table:
-        for name in run.config.recipe:
-            users.setdefault(plan_lib.stage_key(run.config, name), []).append(run.path)
+        for name in run.spec.recipe:
+            users.setdefault(plan_lib.stage_key(run.spec, name), []).append(run.path)
     lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
              f"(store {workdir}/stages)"]
     steps_cache: dict[str, str] = {}
@@ -213,23 +223,23 @@ def dry_run(suite, workdir: str) -> str:
         lines.append(f"\n{title}:")
         for run in group:
             hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
-            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
-                         f" test {run.config.data.test_split}{hp}")
-            for name in run.config.recipe:
-                sid = plan_lib.stage_key(run.config, name)
+            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.spec.data.train_split}"
+                         f" test {run.spec.data.test_split}{hp}")
+            for name in run.spec.recipe:
+                sid = plan_lib.stage_key(run.spec, name)
                 shared = len(set(users[sid])) - 1
-                lines.append(f"    {name:<11} {sid}  {_steps(run.config, name, steps_cache)}"
+                lines.append(f"    {name:<11} {sid}  {_steps(run.spec, name, steps_cache)}"
                              + (f"  shared with {shared} other run(s)" if shared else ""))
     return "\n".join(lines)
 
 
-def _steps(config, stage: str, cache: dict) -> str:
+def _steps(spec, stage: str, cache: dict) -> str:
     """'E epochs x S steps = N steps' (S from the built train split; '?' when the data is not built yet)."""
-    epochs = config.stages[stage].epochs
-    key = (config.data.data_dir, config.data.train_split, config.batch_size)
+    epochs = spec.stage(stage).epochs
+    key = (spec.data.data_dir, spec.data.train_split, spec.batch_size)
     if key not in cache:
         try:
-            cache[key] = str(len(loaders.load_split(config, config.data.train_split)) // config.batch_size)
+            cache[key] = str(len(loaders.load_split(spec.data, spec.data.train_split)) // spec.batch_size)
         except (FileNotFoundError, ValueError):
             cache[key] = "?"
     per_epoch = cache[key]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.models import torch_init
 from ego_jax.models.resnet import ResNet
 
@@ -40,3 +41,7 @@ class FlowResNet(nnx.Module):
             )
         feature = self.backbone(flow)["pooled"]
         return dict(logits=self.classifier(self.dropout(feature)), feature=feature)
+
+
+streams.register(streams.Stream("flow", FlowResNet, {"flow": streams.normalize_flow}, loader="flow", protocol="flow",
+                                layout="flow"))

@@ -17,7 +17,9 @@ from flax import nnx
 
 from ego_jax import streams
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.train import checkpoint, distributed, loaders, paths, recipes, sharding, workdir_lock
+from ego_jax.specs import RunSpec
+from ego_jax.train import checkpoint, distributed, loaders, paths, sharding, workdir_lock
+from ego_jax.train.stage import build_model
 from ego_jax.viz import plots
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
@@ -75,7 +77,7 @@ def role_kinds(protocol: str, kinds: Mapping[str, str] | None = None) -> dict[st
     kinds = dict(kinds or {})
     for role in MODELS[protocol]:
         if role not in kinds:
-            kinds[role] = next(s.kind for s in streams.STREAMS.values() if s.protocol == role)
+            kinds[role] = streams.scoring(role)[0].kind
     return {role: kinds[role] for role in MODELS[protocol]}
 
 
@@ -217,16 +219,23 @@ def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: S
     return metrics
 
 
-def stage_of(config, stage: str | None) -> str:
-    """`stage` (default: the recipe's last) once the config is known to define it."""
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
+def workdir_run(workdir) -> RunSpec:
+    """The run a workdir was trained with (W/config.json, written by train.py and experiment.py)."""
+    path = paths.absolute(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass --config (the config {workdir} was trained with)")
+    return RunSpec.from_config(json.loads(path.read_text()))
+
+
+def stage_of(run: RunSpec, stage: str | None) -> str:
+    """`stage` (default: the recipe's last) once the run is known to define it."""
+    stage = stage or run.recipe[-1]
+    run.stage(stage)
     return stage
 
 
-def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unfinished: bool = False):
-    """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
+def load_stage_model(run: RunSpec, workdir: str | epath.Path, stage: str, *, allow_unfinished: bool = False):
+    """Stage `stage` of the run with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
 
     Read-only. The final checkpoint is the step W/<stage>/DONE names; best-epoch selection on the test subject is
     deliberately not offered. The whole model state is restored (replicated over this process's devices),
@@ -234,7 +243,7 @@ def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unf
     good checkpoint instead, finished or not. meta: stage, kind, step (the one really evaluated), finished (that
     step is the stage's final one).
     """
-    stage = stage_of(config, stage)
+    stage = stage_of(run, stage)
     stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
     # One answer for all processes: process 0 reads DONE.
@@ -254,43 +263,41 @@ def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unf
         raise checkpoint.BadCheckpoint(f"{e}\nRerun scripts/train.py with the same --config and --workdir (it "
                                        f"trains stage {stage!r} again from its newest good checkpoint), or pass "
                                        f"--allow_unfinished to evaluate that one") from None
-    stage_cfg = config.stages[stage]
-    model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
-                                seed=config.seed, crop=config.data.crop)
+    model = build_model(run, stage)
     checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": step == final}
+    return model, {"stage": stage, "kind": run.stage(stage).model.kind, "step": step, "finished": step == final}
 
 
-def _last_stage_scored_by(config, role: str) -> str:
-    stages = [name for name in config.recipe if streams.get(config.stages[name].model.kind).protocol == role]
+def _last_stage_scored_by(run: RunSpec, role: str) -> str:
+    stages = [name for name in run.recipe if run.stage(name).model.stream.protocol == role]
     if not stages:
-        kinds = [s.kind for s in streams.STREAMS.values() if s.protocol == role]
+        kinds = [s.kind for s in streams.scoring(role)]
         raise ValueError(f"late_fusion needs a {role} stage (model kind {' or '.join(map(repr, kinds))}); the recipe "
-                         f"has {[(n, config.stages[n].model.kind) for n in config.recipe]}: pass --{role}_stage")
+                         f"has {[(n, run.stage(n).model.kind) for n in run.recipe]}: pass --{role}_stage")
     return stages[-1]
 
 
-def test_source(config, split: str | None = None):
-    """The config's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
-    return loaders.load_split(config, split or config.data.test_split)
+def test_source(run: RunSpec, split: str | None = None):
+    """The run's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
+    return loaders.load_split(run.data, split or run.data.test_split)
 
 
-def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
-    """Flow stacks per clip of `protocol`: config.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
-    return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
+def flow_stacks(run: RunSpec, protocol: str, fusion_stacks: int = 10) -> int:
+    """Flow stacks per clip of `protocol`: run.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
+    return {"flow": run.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
-def make_eval_loader(config, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
+def make_eval_loader(run: RunSpec, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
                      fusion_stacks: int = 10, keep_workers: bool = False):
-    """config.data's padded one-epoch loader of `source` for `protocol` (and its roles' stream `kinds`), batches
+    """The run's padded one-epoch loader of `source` for `protocol` (and its roles' stream `kinds`), batches
     sharded over mesh's 'data' axis. keep_workers: for an evaluation repeated during training (close() it)."""
-    return loaders.eval_loader(config, source, protocol_loader(protocol, kinds),
-                               eval_stacks=flow_stacks(config, protocol, fusion_stacks), mesh=mesh,
+    return loaders.eval_loader(run, source, protocol_loader(protocol, kinds),
+                               eval_stacks=flow_stacks(run, protocol, fusion_stacks), mesh=mesh,
                                keep_workers=keep_workers)
 
 
-def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
+def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
                      rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
                      flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
                      all_classes: bool = False) -> dict:
@@ -298,44 +305,44 @@ def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = N
 
     stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams).
     late_fusion combines rgb_stage and flow_stage (default: the recipe's last rgb / flow protocol stages) and writes
-    <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
+    <workdir>/late_fusion/eval/. The flow protocol averages run.data.flow_eval_stacks stacks.
     """
     workdir = paths.absolute(workdir)
-    stage = stage_of(config, stage)
-    protocol = protocol or streams.get(config.stages[stage].model.kind).protocol
+    stage = stage_of(run, stage)
+    protocol = protocol or run.stage(stage).model.stream.protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     if protocol == "late_fusion":
         given = {"rgb": rgb_stage, "flow": flow_stage}
-        names = {role: given[role] or _last_stage_scored_by(config, role) for role in MODELS[protocol]}
+        names = {role: given[role] or _last_stage_scored_by(run, role) for role in MODELS[protocol]}
         out_name = "late_fusion"
     else:
         names = {protocol: stage}
         out_name = stage
     models, checkpoints, kinds = {}, {}, {}
     for role, name in names.items():
-        kinds[role] = kind = config.stages[name].model.kind
-        own = streams.get(kind).protocol
+        kinds[role] = kind = run.stage(name).model.kind
+        own = run.stage(name).model.stream.protocol
         if own != role:
             raise ValueError(f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
                              f"{kind} model (evaluate it with --protocol {own})")
-        models[role], checkpoints[name] = load_stage_model(config, workdir, name, allow_unfinished=allow_unfinished)
+        models[role], checkpoints[name] = load_stage_model(run, workdir, name, allow_unfinished=allow_unfinished)
 
     mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    split = split or config.data.test_split
-    loader = make_eval_loader(config, test_source(config, split), protocol, mesh=mesh, kinds=kinds,
+    sharding.check_batch_size(run.eval_batch_size, mesh, "eval_batch_size")
+    split = split or run.data.test_split
+    loader = make_eval_loader(run, test_source(run, split), protocol, mesh=mesh, kinds=kinds,
                               fusion_stacks=fusion_stacks)
-    confusion = evaluate(loader, protocol, models, config.num_classes, kinds=kinds, flow_weight=flow_weight,
-                         dtype=jnp.dtype(config.dtype))
+    confusion = evaluate(loader, protocol, models, run.num_classes, kinds=kinds, flow_weight=flow_weight,
+                         dtype=jnp.dtype(run.dtype))
 
-    class_names = CLASSES if len(CLASSES) == config.num_classes else [str(i) for i in range(config.num_classes)]
+    class_names = CLASSES if len(CLASSES) == run.num_classes else [str(i) for i in range(run.num_classes)]
     finished = all(m["finished"] for m in checkpoints.values())
     meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
             "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
-            "frames": config.data.frames, "crop": config.data.crop}
+            "frames": run.data.frames, "crop": run.data.crop}
     if "flow" in protocol_inputs(protocol, kinds):
-        meta["flow_stacks"] = flow_stacks(config, protocol, fusion_stacks)
+        meta["flow_stacks"] = flow_stacks(run, protocol, fusion_stacks)
     if protocol == "late_fusion":
         meta["flow_weight"] = flow_weight
     outdir = workdir / out_name / "eval"

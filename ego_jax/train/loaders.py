@@ -1,48 +1,44 @@
-"""config.data -> GTEA61 sources and grain loaders: the one place a config becomes loader arguments.
+"""A run's data -> GTEA61 sources and grain loaders.
 
 The train loop and evaluation both read their data through here (so neither imports the other).
 """
 from flax import nnx
 
-from ego_jax import streams
 from ego_jax.data.gtea61 import load_source
 from ego_jax.data.pipeline import Loader, build_loader
-from ego_jax.train import recipes, sharding
-from ego_jax.train.clips import clip_spec, ms_grid
+from ego_jax.specs import DataSpec, RunSpec
+from ego_jax.train import sharding
+from ego_jax.train.clips import train_clip_spec
 
 
-def load_split(config, split: str):
-    """config.data's gtea61 split as a random-access source; a missing build names the commands that make it."""
-    d = config.data
+def load_split(data: DataSpec, split: str):
+    """`data`'s gtea61 split as a random-access source; a missing build names the commands that make it."""
     try:
-        return load_source(split, data_dir=d.data_dir, config=d.builder_config)
+        return load_source(split, data_dir=data.data_dir, config=data.builder_config)
     except FileNotFoundError as e:
-        build = f"python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir {d.data_dir}"
-        how = (f"python scripts/make_synthetic.py --root {d.manual_dir} --preset small && {build}"
-               if d.name == "synthetic" else f"put the GTEA61 release in {d.manual_dir}, then {build}")
+        build = f"python scripts/build_dataset.py --manual_dir {data.manual_dir} --data_dir {data.data_dir}"
+        how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
+               if data.name == "synthetic" else f"put the GTEA61 release in {data.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
 
 
-def load_sources(config):
-    """-> (train source, test source) of config.data (see load_split)."""
-    return load_split(config, config.data.train_split), load_split(config, config.data.test_split)
+def load_sources(data: DataSpec):
+    """-> (train source, test source) of `data` (see load_split)."""
+    return load_split(data, data.train_split), load_split(data, data.test_split)
 
 
-def train_loader(config, stage, model: nnx.Module, source, *, start_step: int, mesh) -> Loader:
-    """The stage's training batches (its stream's loader kind, MS targets when `model` has an MS head)."""
-    kind = stage.model.kind
-    spec = clip_spec(config, streams.get(kind).loader, train=True, ms_grid=ms_grid(config, model, kind),
-                     ms_head=recipes.ms_kind(stage))
-    return build_loader(source, spec, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
-                        num_epochs=stage.epochs, worker_count=config.data.worker_count,
-                        sharding=sharding.batch_sharding(mesh))
+def train_loader(run: RunSpec, name: str, model: nnx.Module, source, *, start_step: int, mesh) -> Loader:
+    """Stage `name`'s training batches (its stream's loader, MS targets when `model` has an MS head)."""
+    return build_loader(source, train_clip_spec(run, name, model), global_batch_size=run.batch_size, seed=run.seed,
+                        start_step=start_step, num_epochs=run.stage(name).epochs,
+                        worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh))
 
 
-def eval_loader(config, source, loader: str, *, eval_stacks: int, mesh, keep_workers: bool = False) -> Loader:
-    """config.data's padded one-epoch loader of pipeline kind `loader`, batches sharded over mesh's 'data' axis.
+def eval_loader(run: RunSpec, source, loader: str, *, eval_stacks: int, mesh, keep_workers: bool = False) -> Loader:
+    """The run's padded one-epoch loader of pipeline kind `loader`, batches sharded over mesh's 'data' axis.
 
     keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
-    return build_loader(source, clip_spec(config, loader, train=False, eval_stacks=eval_stacks),
-                        global_batch_size=config.eval_batch_size, seed=config.seed, num_epochs=1,
-                        worker_count=config.data.worker_count, sharding=sharding.batch_sharding(mesh),
+    return build_loader(source, run.data.clip_spec(loader, train=False, eval_stacks=eval_stacks),
+                        global_batch_size=run.eval_batch_size, seed=run.seed, num_epochs=1,
+                        worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh),
                         keep_workers=keep_workers)

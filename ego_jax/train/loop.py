@@ -1,6 +1,6 @@
 """Runs a recipe's stages in order in a workdir: resumable, sharded, logged, stopped cleanly on SIGTERM/SIGINT.
 
-W/.lock (the one writer), W/config.json (the last run's config), W/<stage>/config.json (what the stage was
+W/.lock (the one writer), W/config.json (the last run's specs), W/<stage>/config.json (what the stage was
 started with: a resume must match it), W/<stage>/checkpoints (orbax, digest-verified), W/<stage>/metrics.jsonl,
 W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files in W/<stage>.
 """
@@ -17,8 +17,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from flax import nnx
 
-from ego_jax import streams
-from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, recipes, sharding
+from ego_jax.specs import RunSpec
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, sharding
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import run_lock
@@ -29,7 +29,7 @@ class StopRequest:
 
     A second SIGINT (Ctrl-C twice) aborts at once with KeyboardInterrupt, without saving.
 
-    With several processes the flags are gathered at log boundaries (config.log_every_steps), so a signal to any
+    With several processes the flags are gathered at log boundaries (log_every_steps), so a signal to any
     one process stops all of them at the same step.
     """
 
@@ -44,9 +44,9 @@ class StopRequest:
         self.requested = True
 
 
-def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
+def train(run: RunSpec, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
           restart: tuple[str, ...] = ()) -> bool:
-    """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
+    """Run every stage of the run's recipe in `workdir`; -> True when all are done, False if stopped early.
 
     Holds the workdir lock (process 0) and checks the whole recipe (preflight) before the first step.
     restart: stages to start over (their directories are moved to W/restarted/, not deleted).
@@ -58,12 +58,12 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
     try:
         with run_lock(workdir):
             for name in restart:
-                restart_stage(config, workdir, name)
+                restart_stage(run, workdir, name)
             mesh = sharding.make_mesh()
-            sources = preflight.check(config, workdir, mesh=mesh)
-            _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-            for name in config.recipe:
-                if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+            sources = preflight.check(run, workdir, mesh=mesh)
+            _write_json(workdir / "config.json", run.to_dict())
+            for name in run.recipe:
+                if not train_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
                                    sources=sources):
                     return False
             return True
@@ -72,10 +72,10 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
             signal.signal(sig, handler)
 
 
-def restart_stage(config, workdir: str, name: str) -> None:
+def restart_stage(run: RunSpec, workdir: str, name: str) -> None:
     """Start stage `name` over: move W/<name> to W/restarted/<name>-<UTC time> (process 0)."""
-    if name not in config.stages:
-        raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
+    if name not in run.stages:
+        raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(run.stages)})")
     stage_dir = paths.absolute(workdir) / name
 
     def move_aside():
@@ -161,11 +161,11 @@ def _done(name: str, stage_dir: epath.Path) -> bool:
     return True
 
 
-def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
+def train_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
                 sources=None) -> bool:
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
-    sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
+    sources: (train, test) sources already loaded (default: loaders.load_sources(run.data)). Its checkpoint
     manager, eval loader and metric writers are closed on every path, errors included; DONE is written after.
     """
     stage_dir = paths.absolute(workdir) / name
@@ -174,8 +174,8 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
     with contextlib.ExitStack() as closing:
-        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
-                          sources=sources or loaders.load_sources(config), closing=closing)
+        done = _run_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+                          sources=sources or loaders.load_sources(run.data), closing=closing)
     if done is None:
         return False
     _write_json(stage_dir / "DONE", done)
@@ -183,17 +183,17 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     return True
 
 
-def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
+def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
                closing: contextlib.ExitStack) -> dict | None:
     """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
-    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
+    stage, stage_dir = run.stage(name), paths.absolute(workdir) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
     train_source, test_source = sources
-    dtype = jnp.dtype(config.dtype)
-    steps_per_epoch = len(train_source) // config.batch_size
+    dtype = jnp.dtype(run.dtype)
+    steps_per_epoch = len(train_source) // run.batch_size
     if not steps_per_epoch:
-        raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
-                         f"batch_size={config.batch_size}")
+        raise ValueError(f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
+                         f"batch_size={run.batch_size}")
     total = steps_per_epoch * stage.epochs
     ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
     closing.callback(ckpts.close)
@@ -210,7 +210,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                              f"(this one, process {jax.process_index()}: step {start}); every process must see the "
                              "same workdir: put it on a filesystem (or bucket) they all share")
         if start is None:
-            recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
+            stage_lib.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=run.imagenet_weights)
             return 0, None
         if start > total:
             raise ValueError(f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
@@ -218,17 +218,17 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
         return start, opt_state
 
-    built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
-    preflight.write_record(config, workdir, name)  # checked against any earlier record by preflight
+    built = stage_lib.build(run, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
+    preflight.write_record(run, workdir, name)  # checked against any earlier record by preflight
     model, graphdef, state, frozen = built.model, built.graphdef, built.state, built.frozen
     train_step = built.train_step
     start, schedules = built.start, built.schedules
     kind = stage.model.kind
-    protocol = streams.get(kind).protocol
+    protocol = stage.model.stream.protocol
     log = _Log(stage_dir, start)
     closing.callback(log.close)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
-                                             every_steps=config.log_every_steps)
+                                             every_steps=run.log_every_steps)
     logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
                  steps_per_epoch, len(jax.tree.leaves(state.params)), len(jax.tree.leaves(frozen)))
 
@@ -245,17 +245,17 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
     # Built once per stage: each evaluation iterates it again, its worker processes started once.
-    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind},
+    test = evaluate.make_eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: kind},
                                      keep_workers=True)
     closing.callback(test.close)
 
     def run_eval(step):
         result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
-            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype, kind=kind))
+            graphdef, state, frozen, test, protocol=protocol, num_classes=run.num_classes, dtype=dtype, kind=kind))
         log(step, {"eval/accuracy": result["accuracy"]})
         return result
 
-    loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
+    loader = loaders.train_loader(run, name, model, train_source, start_step=start, mesh=mesh)
     window, pending, last_eval, t0 = [], None, None, time.perf_counter()
     completed = start  # the last step applied to `state`
     try:
@@ -271,7 +271,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
             report(step)
             boundary = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
-            if step % config.log_every_steps == 0 or step == total:
+            if step % run.log_every_steps == 0 or step == total:
                 window.append(jax.device_get(metrics))
                 check(step, window[-1])
                 pending = None
@@ -279,12 +279,12 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
                            **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
                            "epoch": epoch})
                 window = []
-            if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
+            if boundary and (epoch % run.eval_every_epochs == 0 or step == total):
                 last_eval = run_eval(step)
             # Gathered where the host waits for the device anyway (one process: every step, at no cost).
-            agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+            agreed = jax.process_count() == 1 or step % run.log_every_steps == 0
             stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
-            if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
+            if step == total or stopping or (boundary and epoch % run.checkpoint_every_epochs == 0):
                 if pending is not None:
                     check(*pending)
                 save(step)
@@ -309,7 +309,7 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
     if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
         last_eval = run_eval(total)
     save(total)
-    _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
+    _write_json(stage_dir / "eval.json", dict(stage=name, split=run.data.test_split, **last_eval))
     return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the experiment suites (configs/experiments/*.py): arguments, presets, protocol.
+"""The experiment suites' pieces (configs/experiments/*.py are thin files calling them): arguments, presets.
 
 A suite is a ConfigDict:
   name, title            the results' heading
@@ -19,13 +19,9 @@ A suite is a ConfigDict:
   cam                    rows and clip ids of the CAM comparison drawn at the end (rows () = none)
   notes                  footnotes printed under the table
 """
-import importlib
-import os
-
 import ml_collections
 
-from configs import common as recipe_common
-from configs import quickstart
+from ego_jax import recipes
 
 ARGS = dict(seeds=3, data="gtea61", preset="reference", rows="all", sets=3, search="random", val="S4",
             selection_seeds=1, data_dir="")
@@ -37,16 +33,11 @@ QUICKSTART_EPOCHS = 2
 
 def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """'preset=quickstart,seeds=1' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
-    args = recipe_common.parse_args(arg, spec=ARGS, choices=CHOICES,
+    args = recipes.parse_args(arg, spec=ARGS, choices=CHOICES,
                                     example="configs/experiments/step1.py:preset=quickstart,seeds=1", **defaults)
     if args.seeds < 1 or args.sets < 1 or args.selection_seeds < 1:
         raise ValueError(f"suite arguments seeds, sets, selection_seeds must be >= 1; got {args}")
     return args
-
-
-def _recipe(path: str):
-    """The default config of a recipe file ('configs/flow.py')."""
-    return importlib.import_module(os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")).get_config()
 
 
 def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: list[str],
@@ -79,12 +70,12 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     s.cam = dict(rows=tuple(r for r in cam_rows if r in wanted), clips=tuple(cam_clips))
     s.notes = tuple(notes)
     if args.preset == "quickstart":
-        s.args = ",".join(f"{k}={v}" for k, v in quickstart.ARGS.items() if k != "stage1_backbone")
+        s.args = ",".join(f"{k}={v}" for k, v in recipes.QUICKSTART_ARGS.items() if k != "stage1_backbone")
         # stage1_backbone=train only where there is an RGB stage 1 (the flow recipe refuses the argument)
         s.rows = tuple(dict(r, args=",".join(filter(None, [r["args"], "stage1_backbone=train"])))
-                       if "rgb_stage1" in _recipe(r["config"]).recipe else r for r in s.rows)
+                       if "rgb_stage1" in recipes.from_file(r["config"]).recipe else r for r in s.rows)
         s.columns = QUICKSTART_COLUMNS
-        s.overrides = tuple(quickstart.SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
+        s.overrides = tuple(recipes.QUICKSTART_SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
         s.synthetic_preset = "quickstart"
         s.notes = s.notes + (f"preset=quickstart: synthetic quickstart data (6 classes), the quickstart's sizes "
                              f"(configs/quickstart.py), {QUICKSTART_EPOCHS} epochs per stage, frame columns "
@@ -92,3 +83,8 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     elif args.data == "synthetic":
         s.synthetic_preset = "small"
     return s
+
+
+# Test clips of the CAM comparisons (subject S2): GTEA61 actions with a clear moving object, and the quickstart's.
+CAM_CLIPS = dict(reference=("S2/take_bread/1", "S2/open_coffee/1", "S2/pour_water,cup/1"),
+                 quickstart=("S2/open_honey/1", "S2/take_jam/1"))
