@@ -22,8 +22,10 @@ from ego_jax.models.two_stream import DEFAULT_RGB as JOINT_DEFAULT_RGB
 # frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
 ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
 # rgb (the two-stream recipe only): its RGB stream, a kind of RGB_STAGES (below).
-CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=("imagenet", "scratch"),
-               stage1_backbone=("frozen", "train"), rgb=lambda: tuple(RGB_STAGES))
+# init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
+INITS = ("imagenet", "scratch")
+CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=None, stage1_backbone=("frozen", "train"),
+               rgb=lambda: tuple(RGB_STAGES))
 
 DATA = dict(
     gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
@@ -46,6 +48,9 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
         allowed = allowed() if callable(allowed) else allowed
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
+    if "init" in args and args["init"] not in INITS and not os.path.isdir(args["init"]):
+        raise ValueError(f"config argument init={args['init']!r}: expected one of {INITS} or a trained workdir to "
+                         "fine-tune (a folder holding <stage>/DONE)")
     return ml_collections.ConfigDict(args)
 
 
@@ -267,11 +272,18 @@ def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.Confi
 def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
     """Attach the stages (run in the given order; init=scratch drops ImageNet inits) and lock the config.
 
+    init=W (a trained workdir): fine-tuning; each stage that starts from ImageNet starts instead from the whole model
+    of W's stage of the same name (its final checkpoint; a classifier whose class count differs is replaced, and
+    the log says so), the later stages from these as usual.
     stage1_backbone=train adds the whole backbone to rgb_stage1's trainable set and puts its BNs in training mode.
     """
     if args.init == "scratch":
         for stage in stages.values():
             stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    elif args.init != "imagenet":
+        for name, stage in stages.items():
+            if "imagenet" in stage["init_from"].values():
+                stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
             raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages "

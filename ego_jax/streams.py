@@ -103,7 +103,8 @@ class Stream:
         """kwargs without those that change speed only, its sub-streams' included (a stage identity's part)."""
         out = {k: v for k, v in kwargs.items() if k not in self.speed_only}
         for name, stream in self.sub_streams(kwargs).items():
-            out[name] = stream.result_kwargs(kwargs[name])
+            if name in kwargs:
+                out[name] = stream.result_kwargs(kwargs[name])
         return out
 
 

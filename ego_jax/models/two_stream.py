@@ -50,13 +50,13 @@ def _parts(kwargs) -> dict[str, str]:
 
 def _build(num_classes, kwargs, *, dtype, rngs, crop):
     # The RGB stream is any registered kind with a fine-tune set (kwargs rgb_kind), built before the flow stream
-    # and the joint head from the same rngs, in that order.
+    # and the joint head from the same rngs, in that order; absent stream kwargs: the streams' defaults.
     parts = {name: streams.get(kind) for name, kind in _parts(kwargs).items()}
     if not parts["rgb"].finetune:
         raise ValueError(f"two_stream: rgb_kind={parts['rgb'].kind!r} has no fine-tune set in its stream entry, so it "
                          "cannot be the RGB stream of a two-stream model")
     kwargs.pop("rgb_kind", None)
-    built = {name: stream.build(num_classes, kwargs.pop(name), dtype=dtype, rngs=rngs, crop=crop)
+    built = {name: stream.build(num_classes, kwargs.pop(name, {}), dtype=dtype, rngs=rngs, crop=crop)
              for name, stream in parts.items()}
     return TwoStream(num_classes, **built, **kwargs, dtype=dtype, rngs=rngs)
 

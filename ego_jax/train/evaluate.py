@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from ego_jax import streams
-from ego_jax.data.gtea61.classes import CLASSES
 from ego_jax.specs import RunSpec
 from ego_jax.train import checkpoint, distributed, loaders, paths, sharding, workdir_lock
 from ego_jax.train.stage import build_model
@@ -30,19 +30,20 @@ MODELS = {"rgb": ("rgb",), "flow": ("flow",), "joint": ("joint",), "late_fusion"
 FUSION_LOADER = {"late_fusion": "two_stream"}
 
 
-def average_over_stacks(logits_fn: Callable[[jax.Array], jax.Array], flow: jax.Array) -> jax.Array:
-    """flow (B, k, S, S, 2*stack) [or (B, S, S, 2*stack), k=1] -> logits_fn's (B, C) averaged over the k stacks.
+def average_over_stacks(outputs_fn: Callable[[jax.Array], jax.Array | dict], flow: jax.Array):
+    """flow (B, k, S, S, 2*stack) [or (B, S, S, 2*stack), k=1] -> outputs_fn's (B, ...) arrays (or dict of them: logits,
+    feature) averaged over the k stacks.
 
-    The k stacks go through `logits_fn` as one batch of B*k, so the model runs once, not k times.
+    The k stacks go through `outputs_fn` as one batch of B*k, so the model runs once, not k times.
     """
     if flow.ndim == 4:
-        return logits_fn(flow)
+        return outputs_fn(flow)
     if flow.ndim != 5:
         raise ValueError(f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), "
                          f"got {flow.shape}")
     batch, k = flow.shape[:2]
-    logits = logits_fn(flow.reshape(batch * k, *flow.shape[2:]))
-    return logits.reshape(batch, k, -1).mean(axis=1)
+    outputs = outputs_fn(flow.reshape(batch * k, *flow.shape[2:]))
+    return jax.tree.map(lambda x: x.reshape(batch, k, *x.shape[1:]).mean(axis=1), outputs)
 
 
 def late_fusion(flow_logits: jax.Array, rgb_logits: jax.Array, flow_weight: float = 0.5) -> jax.Array:
@@ -93,38 +94,50 @@ def protocol_loader(protocol: str, kinds: Mapping[str, str] | None = None) -> st
     return FUSION_LOADER.get(protocol) or streams.get(kinds[protocol]).loader
 
 
-def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
-                    *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
-                    dtype=jnp.float32) -> jax.Array:
-    """uint8 batch -> (B, C) float32 logits of `protocol` ('rgb', 'flow', 'joint', 'late_fusion'); call inside jit.
+def protocol_outputs(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
+                     *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
+                     dtype=jnp.float32) -> dict[str, jax.Array]:
+    """uint8 batch -> `protocol`'s outputs ('rgb', 'flow', 'joint', 'late_fusion'); call inside jit.
 
+    -> dict with 'logits' (B, C) float32 and, for a single-model protocol, the model's other array outputs as it
+    returns them ('feature' (B, F); 'attention' (B, T, h, w) and 'ms' (B, T, h, w, K) where the model has them).
     models: one per role of the protocol (MODELS[protocol]); kinds: each role's stream kind (default: ego_rnn for
     'rgb', flow for 'flow', two_stream for 'joint'), whose table entry normalises the inputs and calls the model.
-    The flow protocol averages the logits over the flow stacks; the others read one centre stack.
+    The flow protocol averages the outputs over the flow stacks; the others read one centre stack.
     dtype: compute dtype the normalised inputs are cast to (the models' `dtype`).
     """
     kinds = role_kinds(protocol, kinds)
 
-    def logits(role, inputs):
-        return streams.get(kinds[role]).forward(models[role], inputs, dtype)["logits"].astype(jnp.float32)
+    def outputs(role, inputs):
+        out = streams.get(kinds[role]).forward(models[role], inputs, dtype)
+        return {key: value.astype(jnp.float32) if key == "logits" else value
+                for key, value in out.items() if value is not None}
 
     def stack_mean(role):
-        return average_over_stacks(lambda flow: logits(role, {**batch, "flow": flow}), batch["flow"])
+        return average_over_stacks(lambda flow: outputs(role, {**batch, "flow": flow}), batch["flow"])
 
     if protocol == "flow":
         return stack_mean("flow")
     if protocol == "late_fusion":
-        return late_fusion(stack_mean("flow"), logits("rgb", batch), flow_weight)
+        return {"logits": late_fusion(stack_mean("flow")["logits"], outputs("rgb", batch)["logits"], flow_weight)}
     one_stack = {**batch, "flow": _single_stack(protocol, batch["flow"])} if "flow" in batch else batch
-    return logits(protocol, one_stack)
+    return outputs(protocol, one_stack)
+
+
+def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
+                    *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
+                    dtype=jnp.float32) -> jax.Array:
+    """uint8 batch -> (B, C) float32 logits of `protocol` (protocol_outputs' 'logits'); call inside jit."""
+    return protocol_outputs(protocol, models, batch, kinds=kinds, flow_weight=flow_weight, dtype=dtype)["logits"]
 
 
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("protocol", "kinds", "num_classes", "flow_weight", "dtype"))
 def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
               kinds: tuple[tuple[str, str], ...], num_classes: int, flow_weight: float = 0.5,
-              dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
-    """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples.
+              dtype=jnp.float32) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples,
+    and the batch's (B, C) float32 logits.
 
     kinds: ((role, stream kind), ...). Jitted once per (graphdef, protocol, kinds, shapes): periodic evaluation in
     the train loop does not recompile.
@@ -135,17 +148,26 @@ def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.
         module.eval()
     logits = protocol_logits(protocol, models, batch, kinds=dict(kinds), flow_weight=flow_weight, dtype=dtype)
     confusion = confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
-    return confusion, jnp.sum(batch["mask"], dtype=jnp.int32)
+    return confusion, jnp.sum(batch["mask"], dtype=jnp.int32), logits
+
+
+def _host(x) -> np.ndarray:
+    """A (global, possibly multi-process) array -> numpy on every process."""
+    if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: str,
              models: Mapping[str, nnx.Module], num_classes: int, *, kinds: Mapping[str, str] | None = None,
-             flow_weight: float = 0.5, dtype=jnp.float32) -> np.ndarray:
+             flow_weight: float = 0.5, dtype=jnp.float32, per_clip: bool = False):
     """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
 
     kinds: {role: stream kind} of the models (see protocol_logits). Batches may be numpy or global (sharded)
     jax.Arrays; with sharded batches, pass models whose state is replicated over the same mesh. A batch without
     'mask' counts every example. Counts stay on the devices until the end (no host sync per batch).
+    per_clip: -> (confusion, dict(index (N,) int64, label (N,) int64, logits (N, C) float32)) of the N unpadded
+    examples in loader order; index is the batch's 'index' (the source index; running position without one).
     """
     kinds = role_kinds(protocol, kinds)
     missing = [name for name in MODELS[protocol] if name not in models]
@@ -154,6 +176,8 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
     graphdef, state = nnx.split({name: models[name] for name in MODELS[protocol]})
     needed = protocol_inputs(protocol, kinds) + ("label",)
     total = expected = None
+    clips = []  # per_clip: (index, label, mask, logits) of each batch, on the devices until the end
+    position = 0
     for n, batch in enumerate(batches):
         absent = [key for key in needed if key not in batch]
         if absent:
@@ -161,8 +185,13 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
                              f"with kind={protocol_loader(protocol, kinds)!r} and eval_stacks as flow_stacks() says")
         inputs = {key: batch[key] for key in needed}
         inputs["mask"] = batch["mask"] if "mask" in batch else np.ones(np.shape(batch["label"]), bool)
-        counts, count = eval_step(graphdef, state, inputs, protocol=protocol, kinds=tuple(kinds.items()),
-                                  num_classes=num_classes, flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        counts, count, logits = eval_step(graphdef, state, inputs, protocol=protocol, kinds=tuple(kinds.items()),
+                                          num_classes=num_classes, flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        if per_clip:
+            size = np.shape(batch["label"])[0]
+            index = batch["index"] if "index" in batch else np.arange(position, position + size)
+            clips.append((index, inputs["label"], inputs["mask"], logits))
+            position += size
         total, expected = (counts, count) if total is None else (total + counts, expected + count)
     if total is None:
         raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
@@ -170,7 +199,11 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
     if confusion.sum() != expected:
         raise ValueError(f"evaluate: {expected - confusion.sum()} unpadded examples have labels outside "
                          f"[0, {num_classes}); does the dataset match num_classes={num_classes}?")
-    return confusion
+    if not per_clip:
+        return confusion
+    index, label, mask, logits = (np.concatenate([_host(c[i]) for c in clips]) for i in range(4))
+    return confusion, {"index": index[mask].astype(np.int64), "label": label[mask].astype(np.int64),
+                       "logits": logits[mask].astype(np.float32)}
 
 
 def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
@@ -217,6 +250,21 @@ def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: S
     plots.write_png(outdir / "confusion.png", plots.confusion_image(
         confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s], title=title))
     return metrics
+
+
+def clip_id(example) -> str:
+    """An example's 'clip_id' as text (tfds stores bytes)."""
+    value = example["clip_id"]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def write_predictions(path: str | epath.Path, source, clips: Mapping[str, np.ndarray]) -> None:
+    """One JSON line per evaluated clip of `source` (evaluate(per_clip=True)'s arrays): clip id, source index, label,
+    predicted class and the logits, in loader order (written whole or not at all)."""
+    rows = [json.dumps({"clip": clip_id(source[int(i)]), "index": int(i), "label": int(label),
+                        "prediction": int(np.argmax(logits)), "logits": logits.tolist()})
+            for i, label, logits in zip(clips["index"], clips["label"], clips["logits"])]
+    paths.write_atomic(epath.Path(path), "".join(row + "\n" for row in rows))
 
 
 def workdir_run(workdir) -> RunSpec:
@@ -331,12 +379,12 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     mesh = sharding.make_mesh()
     sharding.check_batch_size(run.eval_batch_size, mesh, "eval_batch_size")
     split = split or run.data.test_split
-    loader = make_eval_loader(run, test_source(run, split), protocol, mesh=mesh, kinds=kinds,
-                              fusion_stacks=fusion_stacks)
-    confusion = evaluate(loader, protocol, models, run.num_classes, kinds=kinds, flow_weight=flow_weight,
-                         dtype=jnp.dtype(run.dtype))
+    source = test_source(run, split)
+    loader = make_eval_loader(run, source, protocol, mesh=mesh, kinds=kinds, fusion_stacks=fusion_stacks)
+    confusion, clips = evaluate(loader, protocol, models, run.num_classes, kinds=kinds, flow_weight=flow_weight,
+                                dtype=jnp.dtype(run.dtype), per_clip=True)
 
-    class_names = CLASSES if len(CLASSES) == run.num_classes else [str(i) for i in range(run.num_classes)]
+    class_names = loaders.class_names(run.num_classes)
     finished = all(m["finished"] for m in checkpoints.values())
     meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
             "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
@@ -349,6 +397,7 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     if not distributed.is_writer():  # one writer of the shared workdir
         return {**meta, **summarize(confusion, class_names), "outdir": str(outdir)}
     metrics = write_report(outdir, confusion, class_names, meta, all_classes=all_classes)
+    write_predictions(outdir / "predictions.jsonl", source, clips)
     history = workdir / out_name / "metrics.jsonl"
     if history.exists():
         records = plots.read_metrics(history)

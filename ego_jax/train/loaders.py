@@ -4,7 +4,7 @@ The train loop and evaluation both read their data through here (so neither impo
 """
 from flax import nnx
 
-from ego_jax.data.gtea61 import load_source
+from ego_jax.data.gtea61 import CLASSES, load_source
 from ego_jax.data.pipeline import Loader, build_loader
 from ego_jax.specs import DataSpec, RunSpec
 from ego_jax.train import sharding
@@ -20,6 +20,11 @@ def load_split(data: DataSpec, split: str):
         how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
                if data.name == "synthetic" else f"put the GTEA61 release in {data.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
+
+
+def class_names(num_classes: int) -> list[str]:
+    """Names of num_classes classes: GTEA61's for its 61, else '0'..'C-1'."""
+    return list(CLASSES) if len(CLASSES) == num_classes else [str(i) for i in range(num_classes)]
 
 
 def load_sources(data: DataSpec):

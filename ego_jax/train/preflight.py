@@ -60,7 +60,12 @@ def check_sources(run: RunSpec, workdir: str) -> list[str]:
     problems = []
     for i, name in enumerate(run.recipe):
         for target, source in run.stage(name).init_from.items():
-            if source == "imagenet" or os.sep in source:
+            if source == "imagenet":
+                continue
+            if os.sep in source:
+                if not paths.absolute(source).is_dir():
+                    problems.append(f"stage {name!r} init_from {target}: {source} does not exist (expected a stage "
+                                    "folder of a trained workdir, or a checkpoint directory)")
                 continue
             if source not in run.stages:
                 problems.append(f"stage {name!r} init_from {target}: {source!r} is neither 'imagenet', a stage of the "

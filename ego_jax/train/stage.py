@@ -81,16 +81,30 @@ def _module_at(model: nnx.Module, target: str) -> nnx.Module:
     return m
 
 
+def _other_classes(path, saved: np.ndarray, fresh) -> bool:
+    """Whether `saved` is a class head's parameter (a module named 'classifier') that differs from the model's only
+    in its last axis, the class count (a model fine-tuned on a dataset with other classes)."""
+    return (len(path) >= 2 and path[-2] == "classifier" and saved.ndim == fresh.ndim
+            and saved.shape[:-1] == fresh.shape[:-1])
+
+
 def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> None:
-    """Copy Params and BatchStats found in `flat` (path -> array) into `module`; others keep their init."""
+    """Copy Params and BatchStats found in `flat` (path -> array) into `module`; others keep their init.
+
+    A classifier whose class count differs from the source's keeps its fresh init (logged: fine-tuning on other
+    classes replaces it); any other shape mismatch is an error.
+    """
     state = nnx.state(module, (nnx.Param, nnx.BatchStat))
-    loaded, kept = 0, []
+    loaded, kept, replaced = 0, [], []
     for path, var in nnx.to_flat_state(state):
         key = _path(path)
         if key not in flat:
             kept.append(key)
             continue
         if flat[key].shape != var.value.shape:
+            if _other_classes(path, flat[key], var.value):
+                replaced.append(f"{key} {flat[key].shape} -> {var.value.shape}")
+                continue
             raise ValueError(f"init from {source}: {key} has shape {flat[key].shape}, the model expects "
                              f"{var.value.shape} (different model kwargs?)")
         var.value = jnp.asarray(flat[key], var.value.dtype)
@@ -98,6 +112,9 @@ def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> N
     if not loaded:
         raise ValueError(f"init from {source}: no parameter path matches the model (wrong source?)")
     nnx.update(module, state)
+    if replaced:
+        logging.warning("init from %s: classifier replaced (the source has another class count), freshly "
+                        "initialised: %s", source, ", ".join(replaced))
     logging.info("init from %s: %d arrays loaded, %d kept fresh %s", source, loaded, len(kept), kept[:8])
 
 
@@ -125,7 +142,8 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
     """Apply a stage's init_from {target ('model' or a submodule path): source}.
 
     source: 'imagenet' (converted torchvision ResNet-34 .npz into a ResNet), a stage name (its final checkpoint in
-    `workdir`, the step its DONE names), or a checkpoint directory path (its newest good step).
+    `workdir`, the step its DONE names), or a path: a stage folder of another workdir (its final checkpoint when it
+    has a DONE, else its newest good step) or a checkpoint directory (its newest good step).
     """
     for target, source in init_from.items():
         module = _module_at(model, target)
@@ -136,11 +154,11 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
         directory = paths.absolute(source) if os.sep in source else paths.absolute(workdir) / source
         ckpt = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
         step = None  # a checkpoint path: its newest good step
-        if os.sep not in source:
-            done = directory / "DONE"
-            if not done.exists():
-                raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
-                                        f"(no {done}); run it first (keep it in config.recipe)")
+        done = directory / "DONE"
+        if os.sep not in source and not done.exists():
+            raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
+                                    f"(no {done}); run it first (keep it in config.recipe)")
+        if done.exists():
             step = json.loads(done.read_text()).get("step")  # the stage's final checkpoint, not an older one
         load_flat(module, checkpoint.load_final_state(ckpt, step=step), source)
 

@@ -1,6 +1,8 @@
-"""CAM attention and motion-map overlays on RGB frames (host-side numpy/OpenCV, uint8 RGB images)."""
+"""CAM attention and motion-map overlays on RGB frames, as picture grids and CAM videos (host-side numpy/OpenCV,
+uint8 RGB images)."""
 import cv2
 import numpy as np
+from PIL import Image
 
 
 def _check_frame(frame: np.ndarray, where: str) -> np.ndarray:
@@ -111,18 +113,59 @@ def cam_grid(
                         alpha=alpha, title=title, min_size=min_size)
 
 
+def _enlarged(frames: np.ndarray, min_size: int) -> np.ndarray:
+    """(T, H, W, 3) frames enlarged (bilinear) so that their short side is at least min_size, for display."""
+    frames = np.asarray(frames)
+    height, width = frames.shape[1:3]
+    zoom = max(1.0, min_size / min(height, width))
+    if zoom == 1.0:
+        return frames
+    size = (round(width * zoom), round(height * zoom))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
+
+
+def _title_band(lines: list[str], width: int) -> np.ndarray:
+    """A white (18 * lines + 4, width, 3) band with the lines of text."""
+    band = np.full((18 * len(lines) + 4, width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (3, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def cam_video(frames: np.ndarray, attention: np.ndarray | None = None, ms_pred: np.ndarray | None = None, *,
+              alpha: float = 0.5, title: str = "", min_size: int = 0) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames [+ (T, h, w) attention, (T, h, w, K) predicted MS] -> (T, H', W', 3) uint8 video:
+    at each time the frame, its CAM overlay and its motion overlay side by side (those given), under `title`."""
+    frames = _enlarged(frames, min_size)
+    columns, names = [list(frames)], ["frame"]
+    if attention is not None:
+        columns.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(attention), strict=True)])
+        names.append("CAM")
+    if ms_pred is not None:
+        columns.append([overlay_motion(f, p, alpha)
+                        for f, p in zip(frames, motion_probability(ms_pred), strict=True)])
+        names.append("MS pred")
+    out = []
+    for t in range(len(frames)):
+        grid = image_grid([[_label(column[t], name) for column, name in zip(columns, names)]])
+        lines = title.splitlines() + [f"frame {t + 1}/{len(frames)}"]
+        out.append(np.concatenate([_title_band(lines, grid.shape[1]), grid], axis=0))
+    return np.stack(out)
+
+
+def write_gif(path, frames: np.ndarray, fps: float) -> None:
+    """(T, H, W, 3) uint8 RGB frames -> an endlessly looping GIF at `fps` (PIL)."""
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+
+
 def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, title: str = "",
                  min_size: int = 0) -> np.ndarray:
     """cam_grid for several models of the same clip: the frames once, then per model its CAM / MS pred / target rows.
 
     models: dicts of label (row title prefix) and attention, ms_pred, ms_target (each None or as in cam_grid).
     """
-    frames = np.asarray(frames)
-    height, width = frames.shape[1:3]
-    zoom = max(1.0, min_size / min(height, width))
-    if zoom > 1.0:
-        size = (round(width * zoom), round(height * zoom))
-        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
+    frames = _enlarged(frames, min_size)
     rows, titles = [list(frames)], ["frames"]
     for m in models:
         prefix = f"{m['label']} " if m["label"] else ""
@@ -141,7 +184,4 @@ def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, 
     lines = title.splitlines()
     if not lines:
         return grid
-    band = np.full((18 * len(lines) + 4, grid.shape[1], 3), 255, np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(band, line, (3, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([band, grid], axis=0)
+    return np.concatenate([_title_band(lines, grid.shape[1]), grid], axis=0)

@@ -1,0 +1,81 @@
+"""Flow extraction of clips into the authors' layout: the library (extract_clip) and the command (extract_flow)."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ego_jax.data import flow, video
+
+DATA = Path(__file__).parent / "data" / "gtea61_sample"
+TINY = flow.TVL1(nscales=2, warps=2, inner_iterations=20)  # a short TV-L1 budget: tests only
+
+
+def _panning_frames(n=5, size=(48, 64), step=(1.0, -0.5)):
+    """A GTEA61 frame seen by a camera that pans `step` px per frame: the true flow is step everywhere."""
+    image = cv2.cvtColor(cv2.imread(str(DATA / "rgb0011.png")), cv2.COLOR_BGR2RGB)
+    image = cv2.resize(image, (2 * size[1], 2 * size[0]), interpolation=cv2.INTER_AREA)
+    frames = []
+    for k in range(n):
+        shift = np.float32([[1, 0, k * step[0] - size[1] / 2], [0, 1, k * step[1] - size[0] / 2]])
+        frames.append(cv2.warpAffine(image, shift, size[::-1], flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REFLECT))
+    return np.stack(frames)
+
+
+def test_extract_clip_writes_the_authors_layout_and_skips_when_done(tmp_path):
+    frames = _panning_frames()
+    source = video.write_video(tmp_path / "pan.mkv", frames, fps=10)  # lossless
+    spec = flow.FlowSpec(method="tvl1", tvl1=TINY)
+    result = flow.extract_clip(source, tmp_path / "out", "S1/take_jam/1", spec=spec)
+    assert result == flow.ClipResult("S1/take_jam/1", pairs=4)
+    for kind, prefix in flow.KINDS.items():
+        files = sorted((tmp_path / "out" / kind / "S1/take_jam/1").iterdir())
+        assert [f.name for f in files] == [f"{prefix}_{k:05d}.jpg" for k in range(1, 5)]
+    # image k is the second frame of pair k (dense_flow): image_00001 = the video's frame 2
+    first = cv2.cvtColor(cv2.imread(str(tmp_path / "out/frames/S1/take_jam/1/image_00001.jpg")), cv2.COLOR_BGR2RGB)
+    errors = [np.abs(first.astype(int) - f).mean() for f in frames]
+    assert np.argmin(errors) == 1 and errors[1] < 3, errors
+    fx, fy = (flow.dequantise(cv2.imread(str(tmp_path / f"out/{k}/S1/take_jam/1/{k}_00002.jpg"), 0))
+              for k in ("flow_x", "flow_y"))
+    assert abs(np.median(fx[8:-8, 8:-8]) - 1.0) < 0.2 and abs(np.median(fy[8:-8, 8:-8]) + 0.5) < 0.2
+    assert not (tmp_path / "out" / flow.clip.PARTIAL / "S1/take_jam/1").exists()
+
+    before = (tmp_path / "out/flow_x/S1/take_jam/1/flow_x_00001.jpg").stat().st_mtime_ns
+    assert flow.extract_clip(source, tmp_path / "out", "S1/take_jam/1", spec=spec).skipped
+    assert (tmp_path / "out/flow_x/S1/take_jam/1/flow_x_00001.jpg").stat().st_mtime_ns == before
+    with pytest.raises(flow.FlowSpecMismatch, match="S1/take_jam/1.*another output folder"):
+        flow.extract_clip(source, tmp_path / "out", "S1/take_jam/1", spec=flow.FlowSpec(method="tvl1", bound=15))
+
+
+def test_a_half_written_clip_is_redone(tmp_path):
+    frames = _panning_frames(3)
+    spec = flow.FlowSpec(method="farneback", image_ext=".png")
+    fields, cameras = flow.clip_flow(frames, spec)
+    assert fields.shape == (2, 48, 64, 2) and cameras is None
+    # a run killed after moving frames/ into place, before the marker: flow_x/ missing, stale staging left
+    out = tmp_path / "out"
+    (out / "frames/clip").mkdir(parents=True)
+    (out / "frames/clip/image_00001.png").write_bytes(b"stale")
+    (out / flow.clip.PARTIAL / "clip/flow_x").mkdir(parents=True)
+    assert not flow.done(out, "clip", spec)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"img{i}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    assert flow.extract_clip(folder, out, spec=spec).pairs == 2
+    assert sorted(p.name for p in (out / "frames/clip").iterdir()) == ["image_00001.png", "image_00002.png"]
+    np.testing.assert_array_equal(cv2.imread(str(out / "flow_x/clip/flow_x_00002.png"), cv2.IMREAD_UNCHANGED),
+                                  flow.quantise(fields[1, ..., 0]))  # PNG: exactly the quantised field
+    assert json.loads((out / flow.clip.DONE / "clip.json").read_text())["spec"]["method"] == "farneback"
+    assert not (out / flow.clip.PARTIAL / "clip").exists()
+
+
+def test_specs_that_cannot_run_are_refused():
+    with pytest.raises(ValueError, match="Farneback flow has the opencv backend only"):
+        flow.FlowSpec(method="farneback", backend="jax")
+    with pytest.raises(ValueError, match="unknown flow method 'brox'"):
+        flow.FlowSpec(method="brox")
+    with pytest.raises(ValueError, match="median_filtering=7"):
+        flow.TVL1(median_filtering=7)
