@@ -216,12 +216,12 @@ class OptimSpec:
     """The reference optimisers: coupled weight decay, parameter groups (ego_jax.train.optim.make_optimizer)."""
 
     name: str = field(RESULT)  # 'adam' | 'sgd'
-    lr: float = field(RESULT)
-    weight_decay: float = field(RESULT)
-    eps: float = field(RESULT)
-    momentum: float = field(RESULT)
+    lr: float = field(RESULT)  # the base lr of the trainable parameters no group claims
+    weight_decay: float = field(RESULT)  # coupled L2, added to the gradient (torch's weight_decay)
+    eps: float = field(RESULT)  # Adam's
+    momentum: float = field(RESULT)  # SGD's (0: plain SGD)
     schedule: ScheduleSpec = field(RESULT)
-    param_groups: Mapping[str, ParamGroupSpec] = field(RESULT)
+    param_groups: Mapping[str, ParamGroupSpec] = field(RESULT)  # {group: its params and base lr}
 
     def __post_init__(self):
         object.__setattr__(self, "param_groups", FrozenDict(self.param_groups))

@@ -78,7 +78,7 @@ def test_registration_errors(echo):
         streams.register(dict(kind="x"))
     with pytest.raises(ValueError, match="at least one batch key"):
         streams.register(streams.Stream("empty", Echo, {}, loader="rgb", protocol="rgb"))
-    with pytest.raises(ValueError, match=r"model.kind='ego_rnm'.*'ego_rnn', 'flow', 'lsta', 'two_stream'.*'echo'.*register"):
+    with pytest.raises(ValueError, match=r"kind='ego_rnm'.*'ego_rnn', 'flow', 'lsta', 'two_stream'.*'echo'.*register"):
         streams.get("ego_rnm")
 
 

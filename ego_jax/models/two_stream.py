@@ -17,16 +17,8 @@ from ego_jax.models.flow import FlowResNet
 class TwoStream(nnx.Module):
     """Joint model over an RGB EgoRNN and a FlowResNet (held as attributes `rgb` and `flow`)."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        rgb: EgoRNN,
-        flow: FlowResNet,
-        dropout: float = 0.5,
-        dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, num_classes: int, *, rgb: EgoRNN, flow: FlowResNet, dropout: float = 0.5, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         self.flow = flow
         self.rgb = rgb
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
