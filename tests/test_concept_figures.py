@@ -55,4 +55,4 @@ def test_writes_every_figure(data_dir, tmp_path):
 def test_clear_error_for_a_flow_stage(data_dir, tmp_path):
     """(--clip goes through experiments.cam.find_clip, whose errors test_evaluate_e2e checks.)"""
     proc = run(data_dir, tmp_path, "--stage=flow")
-    assert proc.returncode != 0 and "not an RGB or two_stream stage" in proc.stderr
+    assert proc.returncode != 0 and "not an Ego-RNN RGB or two_stream stage" in proc.stderr
