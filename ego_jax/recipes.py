@@ -14,23 +14,21 @@ import sys
 import ml_collections
 
 from ego_jax import streams
+from ego_jax.data import datasets
 from ego_jax.models.lsta import CELL as LSTA_CELL
 from ego_jax.models.two_stream import DEFAULT_RGB as JOINT_DEFAULT_RGB
 
 # stage1_backbone=train is a deviation for runs without ImageNet weights (the quickstart): RGB stage 1 then also
 # trains the whole backbone (fc included) with its BatchNorms in training mode, instead of the reference's
 # frozen backbone with BN in inference mode, which from a random init leaves the ConvLSTM random features to read.
-ARGS = dict(frames=25, data="gtea61", seed=0, init="imagenet", stage1_backbone="frozen")
+# data: the dataset (ego_jax/data/datasets.py); split: its protocol split k (0 = the dataset's default: GTEA61's
+# fixed test subject S2, EGTEA's split 1, ...), which sets the train/test splits; target: EGTEA's label field.
+ARGS = dict(frames=25, data="gtea61", split=0, target="action", seed=0, init="imagenet", stage1_backbone="frozen")
 # rgb (the two-stream recipe only): its RGB stream, a kind of RGB_STAGES (below).
 # init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
 INITS = ("imagenet", "scratch")
-CHOICES = dict(frames=None, data=("gtea61", "synthetic"), init=None, stage1_backbone=("frozen", "train"),
-               rgb=lambda: tuple(RGB_STAGES))
-
-DATA = dict(
-    gtea61=dict(data_dir="data/tfds", manual_dir="data/manual/GTEA61"),
-    synthetic=dict(data_dir="data/tfds_synthetic", manual_dir="data/manual/synthetic"),
-)
+CHOICES = dict(frames=None, data=datasets.NAMES, target=("action", "verb", "noun"), init=None,
+               stage1_backbone=("frozen", "train"), rgb=lambda: tuple(RGB_STAGES))
 
 
 def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
@@ -58,7 +56,9 @@ def base(args) -> ml_collections.ConfigDict:
     """Everything but the stages: data, batch, logging, checkpoints, shared model sizes."""
     c = ml_collections.ConfigDict()
     c.seed = args.seed
-    c.num_classes = 61
+    if args.target != "action" and args.data != "egtea":
+        raise ValueError(f"config argument target={args.target}: only egtea has verb and noun labels")
+    c.num_classes = {"action": datasets.NUM_CLASSES[args.data], "verb": 19, "noun": 51}[args.target]
     c.batch_size = 32
     c.eval_batch_size = 32
     c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)
@@ -71,10 +71,13 @@ def base(args) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 5
     c.checkpoint_every_epochs = 10
 
+    protocol = datasets.protocol(args.data, args.split)
     c.data = ml_collections.ConfigDict(dict(
-        name=args.data, **DATA[args.data],
-        builder_config="all",
-        train_split="S1+S3+S4", test_split="S2",  # the course / paper's fixed split
+        name=args.data, data_dir="data/tfds_synthetic" if args.data == "synthetic" else "data/tfds",
+        manual_dir=datasets.MANUAL_DIR[args.data],
+        builder_config=datasets.BUILDER_CONFIG.get(args.data, "rgb_flow"),
+        # GTEA61: the course / paper's fixed split (train S1+S3+S4, test S2)
+        train_split=protocol.train, test_split=protocol.test, target=args.target,
         frames=args.frames, stack=5, crop=224, resize=256,
         flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
         ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)

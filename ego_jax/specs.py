@@ -16,8 +16,9 @@ it affects (`affects`): RESULT (the stage's trained parameters), REPORT (what it
 parameters) or None (harmless: cadences, paths, workers, speed choices), optionally only `when` a predicate on
 the stage holds (the frame count matters to stages that read RGB). `identity` and `report` are derived from
 that metadata alone, so a new field cannot be forgotten by the resume check or the suites' stage sharing: it
-must say what it affects (tests/test_specs.py checks that every field does). A None value means "the default"
-and is left out of an identity, so adding an optional field (default None) keeps every existing stage's key.
+must say what it affects (tests/test_specs.py checks that every field does). A None value, and a field at its
+declared default, are left out of an identity: a new field gets the default that keeps the behaviour before it
+(a config recorded without it reads back with it), so adding a field keeps every existing stage's key.
 """
 import dataclasses
 import json
@@ -118,6 +119,7 @@ class DataSpec:
     worker_count: int = field(None)
     resize_method: str = field(RESULT)  # 'pil' (reference) | 'cv2' (data.transforms)
     rgb_endpoint: bool = field(RESULT, when=_reads_rgb)  # RGB frames at floor(linspace(1, N, T, endpoint))
+    target: str = field(RESULT, default="action")  # the label field: EGTEA's 'verb' or 'noun', else 'action'
 
     def __post_init__(self):
         problems = _ints(self, ("frames", "stack", "crop", "resize", "flow_eval_stacks"))
@@ -332,7 +334,7 @@ def _build(cls, values, where: str, problems: list | None = None):
         values = {**values, "name": where.rpartition(".")[2]}
     problems += [f"{where}.{k}: not a field of {cls.__name__} (ego_jax/specs.py), whose fields are {names}"
                  for k in sorted(set(values) - set(names))]
-    missing = [k for k in names if k not in values]
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and f.default is dataclasses.MISSING]
     problems += [f"{where}.{k}: missing" for k in missing]
     kwargs = {k: values[k] for k in names if k in values}
     for key, sub in _NESTED.get(cls, {}).items():
@@ -359,6 +361,8 @@ def _fields(spec, stage: StageSpec, affects: str) -> dict:
         if meta["affects"] != affects or (meta["when"] is not None and not meta["when"](stage)):
             continue
         value = meta["view"](spec) if meta["view"] else getattr(spec, f.name)
+        if f.default is not dataclasses.MISSING and value == f.default:
+            continue
         out[f.name] = _fields(value, stage, RESULT) if dataclasses.is_dataclass(value) else plain(value)
     return out
 

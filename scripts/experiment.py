@@ -1,69 +1,10 @@
-"""Run an experiment suite: every run of a table, each stage trained once, hyperparameters chosen on validation.
-
-  python scripts/experiment.py --suite configs/experiments/step1.py[:args] --workdir W [--dry_run]
-
-W/stages/<identity>/ holds each distinct stage (trained once, shared by every run that needs it),
-W/runs/<row>/<column>/<run>/ each run's workdir (symlinks into W/stages), W/results.md, W/results.json,
-W/results.png (bar chart) and W/per_class_diff.png; the MS suite adds the validation table and W/cam/.
-Rerun the same command after a kill: finished stages are skipped and an interrupted one resumes.
---dry_run prints every job, the stages it shares and the train steps per stage, and trains nothing.
---rekey (no --suite) renames the stage directories of a store written by an earlier ego_jax, whose keys differ
-(a suite run on such a store is refused with this command).
-Multi-process: train.py's launch flags (auto-detected on TPU pod slices, SLURM and Open MPI, or
---coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process); W on a filesystem all share.
-"""
+"""ego-jax-experiment from a checkout; the code and its --help: ego_jax/cli/experiment.py."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from ego_jax.train import cli, distributed  # noqa: E402
-
-config_flags.DEFINE_config_file("suite", None, "suite config file[:key=value,...] (configs/experiments/)",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "suite workdir: shared stage store, run workdirs, results")
-flags.DEFINE_bool("dry_run", False, "print the jobs, shared stages and steps per stage; train nothing")
-flags.DEFINE_bool("rekey", False, "rename the store's stage directories keyed by an earlier ego_jax; train nothing")
-flags.mark_flags_as_required(["workdir"])
-distributed.define_flags()
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    """Dry run (one process), or run the suite (with every process of a launch) and print its results table."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    cli.setup_logs()
-    from ego_jax.experiments import plan, report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
-    from ego_jax.train.workdir_lock import WorkdirLocked, run_lock  # noqa: PLC0415
-
-    if FLAGS.suite is None and not FLAGS.rekey:
-        raise app.UsageError("--suite is required (unless --rekey)")
-    try:
-        if FLAGS.rekey:
-            workdir = runner.filesystem_workdir(FLAGS.workdir)
-            with run_lock(workdir):
-                renamed = plan.rekey(workdir)
-            print(f"re-keyed {len(renamed)} stage(s) of {workdir}/stages" + "".join(
-                f"\n  {old} -> {new}" for old, new in renamed.items()))
-            return
-        if FLAGS.dry_run:
-            print(runner.dry_run(FLAGS.suite, FLAGS.workdir))
-            return
-        distributed.initialize_from_flags()
-        results = runner.run_suite(FLAGS.suite, FLAGS.workdir)
-    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    if results is None:
-        logging.warning("stopped before the end; rerun the same command to resume")
-    elif distributed.is_writer():
-        print(report.markdown(results))
-        print(f"-> {runner.filesystem_workdir(FLAGS.workdir)}/results.md, results.json, results.png")
-
+from ego_jax.cli.experiment import main  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

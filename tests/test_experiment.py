@@ -80,7 +80,8 @@ def test_search_sets():
 
 def test_suite_arguments():
     s = ms.get_config("val=S3,sets=4")
-    assert s.protocol.to_dict() == {"train": "S1+S3+S4", "test": "S2", "val": "S3"} and s.selection.sets == 4
+    assert dict(s.folds[0]) == {"split": 2, "train": "S1+S3+S4", "test": "S2", "fit": "S1+S4", "val": "S3"}
+    assert s.protocol == "fixed" and s.selection.sets == 4
     with pytest.raises(ValueError, match="never the test subject"):
         ms.get_config("val=S2")
     with pytest.raises(ValueError, match="unknown rows"):

@@ -79,3 +79,67 @@ def test_specs_that_cannot_run_are_refused():
         flow.FlowSpec(method="brox")
     with pytest.raises(ValueError, match="median_filtering=7"):
         flow.TVL1(median_filtering=7)
+
+
+def _run(*args):
+    from ego_jax.cli import extract_flow
+
+    return extract_flow.main([str(a) for a in args])
+
+
+def test_command_shards_resumes_and_reports_corrupt_videos(tmp_path, capsys):
+    frames = _panning_frames(3, size=(32, 48))
+    for name in ("S1/a/1", "S1/a/2", "S2/b/1"):
+        video.write_video(tmp_path / "in" / f"{name}.mp4", frames, fps=10)
+    good = (tmp_path / "in/S1/a/1.mp4").read_bytes()
+    (tmp_path / "in/S1/a/3.mp4").write_bytes(good[:len(good) // 3])  # truncated: unreadable
+    (tmp_path / "in/.hidden.mp4").write_bytes(good)
+    common = ("--input", tmp_path / "in", "--out", tmp_path / "out", "--method", "tvl1", "--backend", "opencv",
+              "--tvl1", "nscales=1", "--tvl1", "inner_iterations=5")
+    assert _run(*common, "--shard", "0/2") == 1  # S1/a/1, S1/a/3 (corrupt)
+    out, err = capsys.readouterr()
+    assert "2 clips (shard 0/2 of 4)" in out and "1 clips extracted (2 pairs" in out and "1 failed" in out
+    assert "failed: S1/a/3: cannot decode video" in err and "3.mp4" in err
+    assert _run(*common, "--shard", "1/2", "--workers", "2") == 0  # S1/a/2, S2/b/1 in 2 processes
+    assert "2 clips extracted" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path / "out/flow_y").as_posix() for p in (tmp_path / "out/flow_y").glob("*/*/*")) \
+        == ["S1/a/1", "S1/a/2", "S2/b/1"]
+    assert _run(*common, "--shard", "1/2") == 0
+    assert "0 clips extracted (0 pairs, 0.0 pairs/s), 2 already done, 0 failed" in capsys.readouterr().out
+    assert _run(*common[:-4], "--shard", "1/2") == 2  # another TV-L1: refused before any work
+    assert "was extracted with" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run(*common, "--shard", "2/2")
+    assert "expected 0 <= I < N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run(*common, "--tvl1", "iterations=3")
+    assert "KEY one of tau, lambda_" in capsys.readouterr().err
+
+
+def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(tmp_path, capsys):
+    """Raw videos -> extract_flow.py (jax backend, warp flow) -> the GTEA61 builder (authors' layout) -> training."""
+    import runpy
+
+    from configs import quickstart
+    from ego_jax.data import gtea61, synthetic
+    from ego_jax.specs import RunSpec
+    from ego_jax.train import loop
+
+    classes = ("take_jam", "open_jam")
+    synthetic.make_synthetic(tmp_path / "videos", preset="tiny", classes=classes, clips_per_class=1, layout="video")
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "extract_flow.py"))["main"]
+    assert script(["--input", str(tmp_path / "videos"), "--out", str(tmp_path / "GTEA61"), "--backend", "jax",
+                   "--batch", "8", "--workers", "2", "--tvl1", "nscales=1", "--tvl1", "warps=1",
+                   "--tvl1", "inner_iterations=10"]) == 0
+    assert "8 clips extracted" in capsys.readouterr().out
+    gtea61.build(manual_dir=tmp_path / "GTEA61", data_dir=tmp_path / "tfds", config="flow")
+    assert len(gtea61.load_source("S2", data_dir=tmp_path / "tfds", config="flow")) == 2
+
+    c = quickstart.get_config()
+    c.recipe = ("flow",)
+    c.data.data_dir, c.data.builder_config = str(tmp_path / "tfds"), "flow"
+    c.data.update({"crop": 32, "resize": 36, "stack": 2, "flow_eval_stacks": 1, "worker_count": 0})
+    c.model.depth, c.model.width, c.batch_size, c.eval_batch_size = 18, 4, 4, 4
+    c.stages.flow.epochs = 1
+    assert loop.train(RunSpec.from_config(c), str(tmp_path / "work"))
+    assert (tmp_path / "work/flow/DONE").exists()

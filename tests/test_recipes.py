@@ -37,7 +37,7 @@ def test_typos_fail_with_a_suggestion():
     with pytest.raises(ValueError, match="expected key=value with key in"):
         two_stream.get_config("frame=16")
     with pytest.raises(ValueError, match="expected one of"):
-        two_stream.get_config("data=gtea71")
+        two_stream.get_config("data=gtea99")
     with pytest.raises(AttributeError, match="Did you mean"):
         two_stream.get_config().stages.flow.epcohs = 3
 

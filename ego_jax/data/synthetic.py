@@ -24,11 +24,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ego_jax.data import video
 from ego_jax.data.gtea61.classes import CLASSES
 
 SUBJECTS = ("S1", "S2", "S3", "S4")
 _MARKER = ".synthetic_gtea61"  # a folder holding it may be replaced by the next call
 FLOW_RANGE = 0.1  # displacement (fraction of the width) that saturates the flow encoding
+VIDEO_FPS = 15  # layout 'video'
 
 # (H, W), length scale, longest clip, clips per (subject, class): 'real' draws from the release's histogram;
 # classes: the default class subset (all 61 if absent).
@@ -131,7 +133,7 @@ def _clip_length(rng, preset):
     return int(np.clip(round(n), _MIN_LEN, p["max_len"]))
 
 
-def _subject_look(seed: int, subject: int, size: tuple[int, int], margin: int):
+def subject_look(seed: int, subject: int, size: tuple[int, int], margin: int):
     """Table (background) of one subject, larger than a frame by `margin` for the shake; and its lighting."""
     rng = np.random.default_rng([seed, subject, 1_000_003])
     h, w = size[0] + 2 * margin, size[1] + 2 * margin
@@ -188,11 +190,19 @@ def _trajectory(verb, n, size, rng):
 
 def _render_clip(job: _Job, seed: int, size, table, gain, margin):
     """Frames of one clip: rgb (n, H, W, 3), flow_x / flow_y (n, H, W), maps (n, H, W), all uint8."""
+    verb, items = verb_object(CLASSES[job.label])
     rng = np.random.default_rng([seed, job.subject, job.label, job.instance])
+    return render_action(verb, items, job.num_frames, size, rng, table, gain, margin)
+
+
+def render_action(verb: str, items, n: int, size, rng, table, gain, margin) -> dict[str, np.ndarray]:
+    """`verb` (VERBS) moving items[0] (ITEMS) among the other items on `table` for n frames, the camera shaking.
+
+    -> rgb (n, H, W, 3), flow_x / flow_y (n, H, W) camera-compensated flow, mmaps (n, H, W), all uint8.
+    table, gain, margin: a subject's look (subject_look); rng draws every other choice.
+    """
     h, w = size
     hc, wc = table.shape[:2]
-    verb, items = verb_object(CLASSES[job.label])
-    n = job.num_frames
     r = 0.12 * h * rng.uniform(0.85, 1.15)
     jitter = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
@@ -234,7 +244,10 @@ def _write(path: Path, img: np.ndarray, ext: str):
 
 
 def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[str, tuple[Path, str]]:
-    """modality -> (folder, file name pattern with one {} for the frame number)."""
+    """modality -> (folder, file name pattern with one {} for the frame number; a video's name has none)."""
+    if layout == "video":
+        subject_class, instance = clip_id.rsplit("/", 1)
+        return {"rgb": (root / subject_class, f"{instance}.mp4")}
     if layout == "authors":
         return {"rgb": (root / "frames" / clip_id, "image_{:05d}.jpg"),
                 "flow_x": (root / "flow_x" / clip_id, "flow_x_{:05d}.jpg"),
@@ -246,13 +259,16 @@ def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[s
 
 
 def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folder, skip):
-    table, gain = _subject_look(seed, job.subject, size, margin)
+    table, gain = subject_look(seed, job.subject, size, margin)
     frames = _render_clip(job, seed, size, table, gain, margin)
     clip_id = f"{SUBJECTS[job.subject]}/{CLASSES[job.label]}/{job.instance}"
     for mod, (folder, name) in _clip_dirs(root, layout, rgb_folder, clip_id).items():
         if mod == skip:
             continue
         folder.mkdir(parents=True, exist_ok=True)
+        if layout == "video":
+            video.write_video(folder / name, frames["rgb"], fps=VIDEO_FPS)
+            continue
         for k, img in enumerate(frames[mod]):
             if mod == "mmaps" and k == 0 and job.drop_first_map:
                 continue
@@ -301,7 +317,9 @@ def make_synthetic(
       6 classes x 6 clips per subject: configs/quickstart.py) or 'full' (455x256, release-like lengths and clips
       per class, benchmarks); size (H, W) overrides its size.
     classes / subjects / clips_per_class (per subject): restrict the tree (classes default: the preset's, or all).
-    layout: 'course' (PNG; rgb_folder 'processed_frames2' or 'processed_frames') or 'authors' (JPEG, no maps).
+    layout: 'course' (PNG; rgb_folder 'processed_frames2' or 'processed_frames'), 'authors' (JPEG, no maps) or
+      'video' (the raw material: one H.264 video per clip, <root>/<S>/<class>/<instance>.mp4, RGB only, for
+      scripts/extract_flow.py; even frame sizes only; corrupt truncates whole videos).
     Quirks of the release: missing_first_maps (clips without map0001), ds_store (.DS_Store in every
     folder), duplicates (clips with a copied frame named like flow_x_00007(1).png), short_clips (clips
     of 1-4 frames). Faults: corrupt (truncated frame files), missing_modality ('rgb', 'flow_x',
@@ -309,8 +327,12 @@ def make_synthetic(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
-    if layout not in ("course", "authors"):
-        raise ValueError(f"unknown layout {layout!r}: expected 'course' or 'authors'")
+    if layout not in ("course", "authors", "video"):
+        raise ValueError(f"unknown layout {layout!r}: expected 'course', 'authors' or 'video'")
+    size = tuple(size or PRESETS[preset]["size"])
+    if layout == "video" and (size[0] % 2 or size[1] % 2 or duplicates or missing_modality is not None):
+        raise ValueError(f"layout 'video' writes H.264 videos: it needs an even frame size (got {size}) and has "
+                         "no duplicate frames or missing modalities")
     unknown = [c for c in (classes or ()) if c not in CLASSES] + [s for s in subjects if s not in SUBJECTS]
     if unknown:
         raise ValueError(f"unknown classes/subjects {unknown}: expected names from CLASSES and {SUBJECTS}")
@@ -324,7 +346,6 @@ def make_synthetic(
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / _MARKER).write_text("written by ego_jax.data.synthetic.make_synthetic; replaced by its next call\n")
-    size = tuple(size or PRESETS[preset]["size"])
     margin = int(math.ceil(0.04 * size[1])) + 2
     classes = classes or PRESETS[preset].get("classes")
     labels = sorted(CLASSES.index(c) for c in classes) if classes else range(len(CLASSES))

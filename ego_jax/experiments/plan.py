@@ -1,10 +1,10 @@
 """A suite (configs/experiments/*.py) as runs: which recipe config, with which arguments and overrides, where.
 
-A run is one recipe trained with one seed: a table run (train on the suite's training subjects, test on the
-test subject) or a validation run of a hyperparameter set (train without the validation subject, test on
-it). Its workdir W/runs/<row>/<column>/<name> holds one symlink per stage into the shared store
-W/stages/<stage_key> (ego_jax.specs.identity + the report fields: the test split, ...), so a stage needed by
-several runs is trained once.
+A run is one recipe trained with one seed on one protocol split (fold): a table run (train on the fold's training
+part, test on its test part) or a validation run of a hyperparameter set (train on the fold's fit part, score on
+its val part). Its workdir W/runs/<row>/<column>/[fold<k>/]<name> holds one symlink per stage into the shared
+store W/stages/<stage_key> (ego_jax.specs.identity + the report fields: the test split, ...), so a stage needed by
+several runs is trained once. A suite of one fold (protocol=fixed) has no fold level in its run paths.
 """
 import dataclasses
 import hashlib
@@ -87,6 +87,7 @@ class Run:
     seed: int
     phase: str  # TABLE | VALIDATION
     set_index: int | None  # hyperparameter set of a searched row, else None
+    fold: int  # the protocol split (datasets.protocol) it trains and tests on
     path: str  # run workdir relative to the suite workdir
     args: str  # config arguments of the recipe file
     spec: RunSpec = dataclasses.field(compare=False, repr=False)
@@ -141,9 +142,14 @@ class Plan:
         sel = self.suite.selection
         return search_sets(row["search"], sel["sets"], sel["sampler"], sel["seed"])
 
-    def run(self, row_key: str, column, seed: int, *, phase: str = TABLE, set_index: int | None = None) -> Run:
-        """The run of a row, column and seed (with hyperparameter set `set_index` of a searched row)."""
-        row, s, p = self.rows[row_key], self.suite, self.suite.protocol
+    def fold(self, split: int) -> dict:
+        return next(f for f in self.suite.folds if f["split"] == split)
+
+    def run(self, row_key: str, column, seed: int, *, phase: str = TABLE, set_index: int | None = None,
+            fold: int | None = None) -> Run:
+        """The run of a row, column, seed and fold (default: the first) (with set `set_index` of a searched row)."""
+        row, s = self.rows[row_key], self.suite
+        p = self.fold(s.folds[0]["split"] if fold is None else fold)
         args = ",".join(filter(None, [row["args"], s.args, f"seed={seed}"]
                                + ([f"{s.column_key}={column}"] if column is not None else [])))
         config = recipes.from_file(row["config"], args)
@@ -151,8 +157,7 @@ class Plan:
         if self.data_dir:
             recipes.override(config, {"data.data_dir": self.data_dir, "data.manual_dir": self.manual_dir})
         if phase == VALIDATION:
-            train = "+".join(x for x in p["train"].split("+") if x != p["val"])
-            splits = {"data.train_split": train, "data.test_split": p["val"]}
+            splits = {"data.train_split": p["fit"], "data.test_split": p["val"]}
         else:
             splits = {"data.train_split": p["train"], "data.test_split": p["test"]}
         recipes.override(config, splits)
@@ -160,16 +165,23 @@ class Plan:
             recipes.override(config, self.sets(row)[set_index])
         col = "any" if column is None else f"{s.column_key}{column}"
         name = f"seed{seed}" if phase == TABLE else f"val-set{set_index}-seed{seed}"
-        return Run(row_key, column, seed, phase, set_index, os.path.join("runs", row_key, col, name), args,
+        if len(s.folds) > 1:
+            name = os.path.join(f"fold{p['split']}", name)
+        return Run(row_key, column, seed, phase, set_index, p["split"], os.path.join("runs", row_key, col, name), args,
                    RunSpec.from_config(config))
 
+    def folds(self) -> list[int]:
+        return [f["split"] for f in self.suite.folds]
+
     def validation_runs(self) -> list[Run]:
-        """Every validation run: searched rows x columns x hyperparameter sets x selection seeds."""
-        return [self.run(r["key"], col, seed, phase=VALIDATION, set_index=k)
-                for r in self.suite.rows if r["search"] for col in self.columns(r)
+        """Every validation run: searched rows x columns x folds x hyperparameter sets x selection seeds."""
+        return [self.run(r["key"], col, seed, phase=VALIDATION, set_index=k, fold=fold)
+                for r in self.suite.rows if r["search"] for col in self.columns(r) for fold in self.folds()
                 for k in range(len(self.sets(r))) for seed in self.suite.selection["seeds"]]
 
     def table_runs(self, chosen: dict) -> list[Run]:
-        """Every table run; chosen[(row, column)] = the selected set index of a searched row."""
-        return [self.run(r["key"], col, seed, set_index=chosen[(r["key"], col)] if r["search"] else None)
-                for r in self.suite.rows for col in self.columns(r) for seed in self.suite.seeds]
+        """Every table run; chosen[(row, column, fold)] = the selected set index of a searched row."""
+        return [self.run(r["key"], col, seed, set_index=chosen[(r["key"], col, fold)] if r["search"] else None,
+                         fold=fold)
+                for r in self.suite.rows for col in self.columns(r) for fold in self.folds()
+                for seed in self.suite.seeds]

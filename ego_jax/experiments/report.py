@@ -39,9 +39,14 @@ def cell(runs: list[dict]) -> dict:
     """
     accs = [r["accuracy"] for r in runs]
     stages = {s["identity"]: s["wall_s"] or 0.0 for r in runs for s in r["stages"].values()}
-    return dict(mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
-                n=len(accs), accuracies=accs, seeds=[r["seed"] for r in runs], workdirs=[r["workdir"] for r in runs],
-                wall_s=float(sum(stages.values())))
+    out = dict(mean=float(np.mean(accs)), std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+               n=len(accs), accuracies=accs, seeds=[r["seed"] for r in runs], workdirs=[r["workdir"] for r in runs],
+               wall_s=float(sum(stages.values())))
+    folds = sorted({r.get("fold") for r in runs if r.get("fold") is not None})
+    if len(folds) > 1:  # the mean is over folds and seeds; each fold's own runs
+        out["folds"] = {k: dict(mean=float(np.mean([r["accuracy"] for r in runs if r["fold"] == k])),
+                                accuracies=[r["accuracy"] for r in runs if r["fold"] == k]) for k in folds}
+    return out
 
 
 def _fmt(c: dict) -> str:
@@ -65,16 +70,22 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
     for row in s.rows:
         cells = {col: cell([r for r in results if r["row"] == row["key"] and r["column"] in (col, None)])
                  for col in columns}
-        chosen = {col: next((r["set"] for r in results if r["row"] == row["key"] and r["column"] == col), None)
-                  for col in columns}
+        # {column: set}, or with several folds {column: {fold: set}} (each fold selects on its own validation part)
+        chosen = {col: {r["fold"]: r["set"] for r in results if r["row"] == row["key"] and r["column"] == col
+                        and r["set"] is not None} or None for col in columns}
+        if len(s.folds) == 1:
+            chosen = {col: next(iter(c.values())) if c else None for col, c in chosen.items()}
+        published = s.published.get(row["key"])
         rows.append(dict(key=row["key"], name=row["name"], stage=row["stage"], config=row["config"],
                          per_column=row["per_column"], cells=cells,
+                         published=None if published is None else dict(value=published[0], source=published[1]),
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 ego_jax=importlib.metadata.version("ego_jax"), commit=_git_commit(),
                 device=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
-                data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=dict(s.protocol),
+                data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=s.protocol,
+                folds=[dict(f) for f in s.folds],
                 wall_s=wall_s)
     return dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
                 notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
@@ -119,19 +130,36 @@ def _per_class_diff(s, results, columns) -> dict:
 def markdown(out: dict) -> str:
     """results.md: title, the table (rows x columns, mean ± std (n seeds)), footnotes, wall times, extras."""
     cols, key = out["columns"], out["column_key"]
-    lines = [f"# {out['title']}", "", "| | " + " | ".join(f"{c} {key}" for c in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    lines += [f"| {r['name']} | " + " | ".join(_fmt(r["cells"][c]) for c in cols) + " |" for r in out["rows"]]
+    published = [r for r in out["rows"] if r.get("published")]
+    ref = " published |" if published else ""
+    lines = [f"# {out['title']}", "", "| | " + " | ".join(f"{c} {key}" for c in cols) + f" |{ref}",
+             "|---|" + "---|" * len(cols) + ("---|" if published else "")]
+    lines += [f"| {r['name']} | " + " | ".join(_fmt(r["cells"][c]) for c in cols) + " |"
+              + (f" {r['published']['value']:.2f} |" if r.get("published") else " |" if published else "")
+              for r in out["rows"]]
     m = out["meta"]
-    lines += ["", "Test accuracy (%) on the test subject of the final epoch, mean ± sample std over seeds "
-              f"{out['seeds']}; train {m['protocol']['train']}, test {m['protocol']['test']}."]
+    folds = m["folds"]
+    if len(folds) == 1:
+        lines += ["", "Test accuracy (%) of the final epoch, mean ± sample std over seeds "
+                  f"{out['seeds']}; train {folds[0]['train']}, test {folds[0]['test']}."]
+    else:
+        lines += ["", f"Test accuracy (%) of the final epoch, mean over the {len(folds)} protocol splits and seeds "
+                  f"{out['seeds']} (± sample std over all those runs); per split: "
+                  + "; ".join(f"split {f['split']} train {f['train']} test {f['test']}" for f in folds) + "."]
+        lines += [f"- Per split ({r['name']}): " + "; ".join(
+            f"{c} {key}: " + ", ".join(f"{k} {100 * v['mean']:.1f}" for k, v in r["cells"][c]["folds"].items())
+            for c in cols if "folds" in r["cells"][c]) for r in out["rows"]]
+    lines += [f"- Published ({r['name']}): {r['published']['value']:.2f}, {r['published']['source']}."
+              for r in published]
     lines += [f"- {n}" for n in out.get("notes", [])]
     lines += [f"- Data: {m['data']}. Date: {m['date']}. ego_jax {m['ego_jax']}, commit {m['commit']}. "
               f"Device: {m['device']}. Suite wall time this session: {m['wall_s']:.0f} s."]
     searched = [r for r in out["rows"] if r["chosen_set"]]
     if searched:
         lines.append("- Chosen hyperparameter sets (on the validation subject, see below): " + "; ".join(
-            f"{r['name']} {c} {key}: set {k}" for r in searched for c, k in r["chosen_set"].items()) + ".")
+            f"{r['name']} {c} {key}: set {k}" if not isinstance(k, dict) else
+            f"{r['name']} {c} {key}: " + ", ".join(f"set {v} (split {f})" for f, v in k.items())
+            for r in searched for c, k in r["chosen_set"].items()) + ".")
     lines += ["", "Wall time per cell (s; training time of every stage the cell's runs use, a shared stage counted "
               "in each cell using it):", "", "| | " + " | ".join(f"{c} {key}" for c in cols) + " |",
               "|---|" + "---|" * len(cols)]
@@ -153,6 +181,8 @@ def markdown(out: dict) -> str:
         names = {r["key"]: r["name"] for r in out["rows"]}
         for v in out["validation"]:
             acc = ", ".join(f"{100 * a:.1f}" for a in v["accuracies"])
-            lines.append(f"| {names[v['row']]} | {v['column']} {key} | {v['set']} | {_hp(v['hyperparameters'])} | "
+            fold = f" (split {v['fold']})" if len(folds) > 1 else ""
+            lines.append(f"| {names[v['row']]} | {v['column']} {key}{fold} | {v['set']} | "
+                         f"{_hp(v['hyperparameters'])} | "
                          f"{acc} | {'yes' if v['chosen'] else ''} |")
     return "\n".join(lines) + "\n"

@@ -124,8 +124,9 @@ def _train_all(workdir, runs, *, mesh, stop) -> bool:
 def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
     """Train the validation runs and choose each searched (row, column)'s best set on the validation subject.
 
-    -> {'chosen': {(row, column): set index}, 'validation': [records]} (written to W/selection.json), or None
-    when stopped. Ties go to the lower set index (set 0 = the reference values).
+    -> {'chosen': {(row, column, fold): set index}, 'validation': [records]} (written to W/selection.json), or None
+    when stopped. Each fold chooses on its own validation part. Ties go to the lower set index (set 0 = the
+    reference values).
     """
     runs = p.validation_runs()
     if not _train_all(p.workdir, runs, mesh=mesh, stop=stop):
@@ -136,17 +137,19 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
             continue
         sets = p.sets(row)
         for column in p.columns(row):
-            scores = []
-            for k, hp in enumerate(sets):
-                mine = [r for r in runs if (r.row, r.column, r.set_index) == (row["key"], column, k)]
-                accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
-                scores.append(sum(accs) / len(accs))
-                records.append(dict(row=row["key"], column=column, set=k, hyperparameters=hp, accuracies=accs,
-                                    split=p.suite.protocol["val"], workdirs=[r.path for r in mine]))
-            best = max(range(len(sets)), key=lambda k: (scores[k], -k))
-            chosen[(row["key"], column)] = distributed.from_process_0(best)  # one choice, whatever each process read
+            for fold in p.folds():
+                scores = []
+                for k, hp in enumerate(sets):
+                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row["key"], column, k, fold)]
+                    accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
+                    scores.append(sum(accs) / len(accs))
+                    records.append(dict(row=row["key"], column=column, fold=fold, set=k, hyperparameters=hp,
+                                        accuracies=accs, split=p.fold(fold)["val"], workdirs=[r.path for r in mine]))
+                best = max(range(len(sets)), key=lambda k: (scores[k], -k))
+                # one choice, whatever each process read
+                chosen[(row["key"], column, fold)] = distributed.from_process_0(best)
     for rec in records:
-        rec["chosen"] = chosen[(rec["row"], rec["column"])] == rec["set"]
+        rec["chosen"] = chosen[(rec["row"], rec["column"], rec["fold"])] == rec["set"]
 
     def write():
         with open(os.path.join(p.workdir, SELECTION), "w") as f:
@@ -192,7 +195,7 @@ def _run(p: plan_lib.Plan, stop) -> dict | None:
     runs = p.table_runs(selection["chosen"])
     if not _train_all(workdir, runs, mesh=mesh, stop=stop):
         return None
-    results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, workdir=r.path,
+    results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
                     **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
     out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
@@ -208,7 +211,7 @@ def dry_run(suite, workdir: str) -> str:
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     runs = p.validation_runs()
-    provisional = {(r["key"], c): 0 for r in suite.rows if r["search"] for c in p.columns(r)}
+    provisional = {(r["key"], c, f): 0 for r in suite.rows if r["search"] for c in p.columns(r) for f in p.folds()}
     table = p.table_runs(provisional)
     users: dict[str, list[str]] = {}
     for run in runs + table:

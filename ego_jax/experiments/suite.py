@@ -11,8 +11,11 @@ A suite is a ConfigDict:
   args, overrides        config arguments and (dotted key, value) overrides of every run ('stages.*.epochs': all)
   data_dir               '' = the recipe configs' data_dir; synthetic_preset: generate that synthetic set there
                          (W/data when data_dir is '') if it is not built
-  protocol               train / test splits of the table; val: the validation subject taken out of train for
-                         hyperparameter selection (test is never read during selection)
+  protocol               name ('fixed': one protocol split; 'folds': every split, cells = mean over folds and seeds)
+  folds                  per protocol split: dict(split, train, test, fit, val) (ego_jax.data.datasets.protocol):
+                         train / test of the table runs; validation runs train on fit and score on val, a part of
+                         train (the test part is never read during selection); selection is made per fold
+  published              {row key: (number %, source)}: the paper's published result for this dataset and protocol
   selection              seeds (of the validation runs), sets per searched row, sampler 'random' | 'grid',
                          seed (of the random sampler)
   diff                   (row key, row key): per-class accuracy difference drawn and listed
@@ -22,10 +25,24 @@ A suite is a ConfigDict:
 import ml_collections
 
 from ego_jax import recipes
+from ego_jax.data import datasets
 
-ARGS = dict(seeds=3, data="gtea61", preset="reference", rows="all", sets=3, search="random", val="S4",
-            selection_seeds=1, data_dir="")
-CHOICES = dict(data=("gtea61", "synthetic"), preset=("reference", "quickstart"), search=("random", "grid"))
+# protocol: 'fixed' (alias s2: one protocol split, `split`, 0 = the dataset's default) or 'folds' (aliases 4fold,
+# 3split, loso: every protocol split of the dataset, as the papers' means); val: the validation subject of a fixed
+# split ('' = the last training subject: S4 for GTEA61's S2).
+ARGS = dict(seeds=3, data="gtea61", preset="reference", rows="all", sets=3, search="random", val="",
+            selection_seeds=1, data_dir="", protocol="fixed", split=0)
+CHOICES = dict(data=datasets.NAMES, preset=("reference", "quickstart"), search=("random", "grid"),
+               protocol=("fixed", "s2", "folds", "4fold", "3split", "loso"))
+# The papers' published numbers (top-1 %) a suite shows beside its rows: (dataset, protocol) -> {row: (value, source)}.
+EGO_RNN = "Ego-RNN paper (Sudhakaran & Lanz, BMVC 2018)"
+PUBLISHED = {
+    ("gtea61", "fixed"): {"two_stream": (77.59, EGO_RNN + ", fixed split S2 (best of several runs, ego-rnn issue 3)")},
+    ("gtea61", "folds"): {"two_stream": (79.0, EGO_RNN + ", mean of the 4 leave-one-subject-out folds")},
+    ("gtea71", "folds"): {"two_stream": (77.0, EGO_RNN + ", GTEA71")},
+    ("egtea", "folds"): {"two_stream": (60.76, EGO_RNN + ", EGTEA Gaze+ mean of 3 splits")},
+    ("egtea", "fixed", 1): {"two_stream": (62.2, EGO_RNN + ", EGTEA Gaze+ split 1 (as listed for arXiv 1807.11794)")},
+}
 # preset=quickstart: the quickstart's sizes and data, frame columns of its scale, and few epochs.
 QUICKSTART_COLUMNS = (3, 5)
 QUICKSTART_EPOCHS = 2
@@ -50,34 +67,48 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
         raise ValueError(f"suite argument rows={args.rows!r}: unknown rows {unknown}; this suite has {'+'.join(keys)}")
     s = ml_collections.ConfigDict()
     s.name = name
-    s.title = title if args.data == "gtea61" and args.preset == "reference" else title.replace(
-        "GTEA61", f"synthetic data ({args.preset if args.preset == 'quickstart' else 'small'} preset)")
+    stand_in = args.data == "synthetic" or (args.data == "gtea61" and args.preset == "quickstart")
+    protocol = "folds" if args.protocol in ("folds", "4fold", "3split", "loso") else "fixed"
+    folds = datasets.folds(args.data) if protocol == "folds" else (args.split or datasets.DEFAULT_SPLIT[args.data],)
+    if protocol == "folds" and args.val:
+        raise ValueError("suite argument val: a fold's validation subject is the dataset's rule (datasets.protocol); "
+                         "val= applies to protocol=fixed only")
+    s.folds = tuple(datasets.protocol(args.data, k, args.val).as_dict() for k in folds)
+    where = f"test {s.folds[0]['test']}" if protocol == "fixed" else f"mean of {len(folds)} protocol splits"
+    data_name = {"gtea61": "GTEA61", "gtea71": "GTEA71", "gtea_gaze": "GTEA Gaze+", "egtea": "EGTEA Gaze+"}
+    dataset = (f"synthetic data ({args.preset if args.preset == 'quickstart' else 'small'} preset)" if stand_in
+               else data_name[args.data])
+    s.title = title.replace("GTEA61", dataset).replace("test subject S2", where)
+    key = (args.data, protocol) if protocol == "folds" or args.data != "egtea" else (args.data, protocol, folds[0])
+    published = {} if stand_in or (args.data == "gtea61" and protocol == "fixed" and folds[0] != 2) else \
+        PUBLISHED.get(key, {})
+    s.published = {k: v for k, v in published.items() if k in wanted}
     s.column_key = "frames"
     s.columns = (7, 16)
     s.seeds = tuple(range(args.seeds))
     s.rows = tuple(dict(r, search=r.get("search")) for r in rows if r["key"] in wanted)
     s.args = f"data={args.data}"
+    s.protocol = protocol
     s.overrides = ()
     s.data_dir = args.data_dir
     s.synthetic_preset = ""
-    train = ("S1", "S3", "S4")
-    if args.val not in train:
-        raise ValueError(f"suite argument val={args.val!r}: the validation subject must be a training subject "
-                         f"{train} (never the test subject S2)")
-    s.protocol = dict(train="+".join(train), test="S2", val=args.val)
     s.selection = dict(seeds=tuple(range(args.selection_seeds)), sets=args.sets, sampler=args.search, seed=0)
     s.diff = tuple(d for d in diff if d in wanted) if all(d in wanted for d in diff) else ()
     s.cam = dict(rows=tuple(r for r in cam_rows if r in wanted), clips=tuple(cam_clips))
     s.notes = tuple(notes)
     if args.preset == "quickstart":
-        s.args = ",".join(f"{k}={v}" for k, v in recipes.QUICKSTART_ARGS.items() if k != "stage1_backbone")
+        # The quickstart's synthetic data, unless another dataset (a stand-in in the tests) is named.
+        data = dict(recipes.QUICKSTART_ARGS, **({} if args.data == "gtea61" else {"data": args.data}))
+        s.args = ",".join(f"{k}={v}" for k, v in data.items() if k != "stage1_backbone")
         # stage1_backbone=train only where there is an RGB stage 1 (the flow recipe refuses the argument)
         s.rows = tuple(dict(r, args=",".join(filter(None, [r["args"], "stage1_backbone=train"])))
                        if "rgb_stage1" in recipes.from_file(r["config"]).recipe else r for r in s.rows)
         s.columns = QUICKSTART_COLUMNS
         s.overrides = tuple(recipes.QUICKSTART_SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
-        s.synthetic_preset = "quickstart"
-        s.notes = s.notes + (f"preset=quickstart: synthetic quickstart data (6 classes), the quickstart's sizes "
+        s.synthetic_preset = "quickstart" if args.data in ("gtea61", "synthetic") else ""
+        data = "synthetic quickstart data (6 classes)" if stand_in else args.data
+        s.notes = s.notes + (f"preset=quickstart: {data}, "
+                             f"the quickstart's sizes "
                              f"(configs/quickstart.py), {QUICKSTART_EPOCHS} epochs per stage, frame columns "
                              f"{QUICKSTART_COLUMNS}: a smoke test of the machinery, not a result.",)
     elif args.data == "synthetic":

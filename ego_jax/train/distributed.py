@@ -10,30 +10,9 @@ import logging
 
 import jax
 import numpy as np
-from absl import app, flags
 from jax.experimental import multihost_utils
 
 MODES = ("auto", "off")
-
-
-def define_flags() -> None:
-    """The launch flags of every script: --coordinator_address, --num_processes, --process_id, --distributed."""
-    flags.DEFINE_string("coordinator_address", None,
-                        "multi-process: host:port of process 0 (with --num_processes and --process_id)")
-    flags.DEFINE_integer("num_processes", None, "multi-process: how many processes run this job")
-    flags.DEFINE_integer("process_id", None, "multi-process: this process's index, 0 .. num_processes - 1")
-    flags.DEFINE_enum("distributed", "auto", MODES,
-                      "auto: multi-process when the flags above are given or JAX detects a TPU pod slice, a SLURM "
-                      "job step or an Open MPI launch; off: one process, whatever the environment says")
-
-
-def initialize_from_flags() -> None:
-    """initialize() with the parsed launch flags of define_flags(); bad flags: absl's usage error."""
-    f = flags.FLAGS
-    try:
-        initialize(f.coordinator_address, f.num_processes, f.process_id, mode=f.distributed)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

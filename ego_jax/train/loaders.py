@@ -4,7 +4,8 @@ The train loop and evaluation both read their data through here (so neither impo
 """
 from flax import nnx
 
-from ego_jax.data.gtea61 import CLASSES, load_source
+from ego_jax.data import datasets
+from ego_jax.data.gtea61 import CLASSES
 from ego_jax.data.pipeline import Loader, build_loader
 from ego_jax.specs import DataSpec, RunSpec
 from ego_jax.train import sharding
@@ -12,13 +13,18 @@ from ego_jax.train.clips import train_clip_spec
 
 
 def load_split(data: DataSpec, split: str):
-    """`data`'s gtea61 split as a random-access source; a missing build names the commands that make it."""
+    """`data`'s split of its dataset as a random-access source; a missing build names the commands that make it."""
+    release = datasets.release(data.name)
     try:
-        return load_source(split, data_dir=data.data_dir, config=data.builder_config)
+        if release == "gtea61":
+            return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config)
+        return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config,
+                                                      target=data.target)
     except FileNotFoundError as e:
-        build = f"python scripts/build_dataset.py --manual_dir {data.manual_dir} --data_dir {data.data_dir}"
+        build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {data.manual_dir} "
+                 f"--data_dir {data.data_dir} --config {data.builder_config}")
         how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
-               if data.name == "synthetic" else f"put the GTEA61 release in {data.manual_dir}, then {build}")
+               if data.name == "synthetic" else f"put the {data.name} release in {data.manual_dir}, then {build}")
         raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
 
 

@@ -35,6 +35,7 @@ from ego_jax.data.flow.clip import (
     done,
     extract_clip,
     gray,
+    pairs_flow,
     write_clip,
 )
 from ego_jax.data.flow.optical import BACKENDS, optical_flow
@@ -45,5 +46,5 @@ from ego_jax.data.flow.warp import Camera, camera_motion, remove_camera, warp_fl
 __all__ = [
     "BACKENDS", "BOUND", "DENSE_FLOW", "KINDS", "METHODS", "OPENCV_DEFAULTS", "TVL1", "Camera", "ClipResult",
     "FlowSpec", "FlowSpecMismatch", "camera_motion", "clip_flow", "clip_name", "dequantise", "done", "encode_image",
-    "extract_clip", "gray", "optical_flow", "quantise", "remove_camera", "warp_flow", "write_clip",
+    "extract_clip", "gray", "optical_flow", "pairs_flow", "quantise", "remove_camera", "warp_flow", "write_clip",
 ]

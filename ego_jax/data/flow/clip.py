@@ -63,6 +63,9 @@ class FlowSpec:
         return dataclasses.asdict(self)
 
 
+DEFAULT = FlowSpec()  # what the authors ran for GTEA61
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipResult:
     """clip name, pairs written, whether it was already done (skipped), pairs whose homography was used."""
@@ -78,16 +81,27 @@ def gray(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else frames[..., 0]
 
 
-def clip_flow(frames: np.ndarray, spec: FlowSpec = FlowSpec(), *, batch: int = 32,
+def pairs_flow(prev: np.ndarray, next_: np.ndarray, spec: FlowSpec = DEFAULT, *, first_frames=None,
+               batch: int = 32, workers: int = 1) -> tuple[np.ndarray, list[warp.Camera] | None]:
+    """Grey (N, H, W) uint8 pairs -> their flow (N, H, W, 2) float32 px and, for warp flow, each pair's Camera
+    (None otherwise). first_frames: each pair's clip's first frame, or its Features (dense_flow's quirk matches
+    keypoints against it; default prev[0] for every pair)."""
+    if spec.method != "warp_tvl1":
+        return optical.optical_flow(prev, next_, method=spec.method, backend=spec.backend, params=spec.tvl1,
+                                    batch=batch), None
+    refs = None
+    if spec.quirks and first_frames is not None:
+        refs = [f if isinstance(f, warp.Features) else warp.Features.of(f) for f in first_frames]
+    return warp.warp_flow(prev, next_, backend=spec.backend, params=spec.tvl1, batch=batch, quirks=spec.quirks,
+                          references=refs, workers=workers)
+
+
+def clip_flow(frames: np.ndarray, spec: FlowSpec = DEFAULT, *, batch: int = 32,
               workers: int = 1) -> tuple[np.ndarray, list[warp.Camera] | None]:
     """(T, H, W, 3) uint8 RGB frames of one clip -> flow of its T - 1 consecutive pairs (T - 1, H, W, 2) float32
     px, and each pair's Camera for warp flow (None otherwise)."""
     g = gray(frames)
-    if spec.method == "warp_tvl1":
-        return warp.warp_flow(g[:-1], g[1:], backend=spec.backend, params=spec.tvl1, batch=batch,
-                              quirks=spec.quirks, workers=workers)
-    return optical.optical_flow(g[:-1], g[1:], method=spec.method, backend=spec.backend, params=spec.tvl1,
-                                batch=batch), None
+    return pairs_flow(g[:-1], g[1:], spec, batch=batch, workers=workers)
 
 
 def clip_name(source) -> str:
@@ -100,13 +114,19 @@ def _marker(out: Path, clip: str) -> Path:
     return out / DONE / f"{clip}.json"
 
 
+def _identity(spec: dict) -> dict:
+    # Both backends compute one algorithm (float summation order aside): shards may run on CPUs and accelerators.
+    return {k: v for k, v in spec.items() if k != "backend"}
+
+
 def done(out, clip: str, spec: FlowSpec) -> bool:
-    """Whether `clip` is complete in `out` with `spec`; FlowSpecMismatch if it was made with another spec."""
+    """Whether `clip` is complete in `out` with `spec` (its backend aside); FlowSpecMismatch if it was made with
+    another spec."""
     marker = _marker(Path(out), clip)
     if not marker.exists():
         return False
     recorded = json.loads(marker.read_text())["spec"]
-    if recorded != json.loads(json.dumps(spec.to_json())):
+    if _identity(recorded) != _identity(json.loads(json.dumps(spec.to_json()))):
         raise FlowSpecMismatch(
             f"clip {clip} in {out} was extracted with {recorded}, this run asks for {spec.to_json()}: write to "
             f"another output folder, or delete {marker} and the clip's folders to redo it")
@@ -119,7 +139,7 @@ def _write_atomic(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
-def write_clip(out, clip: str, frames: np.ndarray, flow: np.ndarray, spec: FlowSpec = FlowSpec(), *,
+def write_clip(out, clip: str, frames: np.ndarray, flow: np.ndarray, spec: FlowSpec = DEFAULT, *,
                workers: int = 1, extra: dict | None = None) -> Path:
     """Writes frames[1:] (T - 1, H, W, 3) RGB and flow (T - 1, H, W, 2) of `clip` in the authors' layout under
     `out`, all at once (staged, then moved), and marks the clip done; returns the done marker."""
@@ -152,7 +172,7 @@ def write_clip(out, clip: str, frames: np.ndarray, flow: np.ndarray, spec: FlowS
     return marker
 
 
-def extract_clip(source, out, clip: str | None = None, *, spec: FlowSpec = FlowSpec(), batch: int = 32,
+def extract_clip(source, out, clip: str | None = None, *, spec: FlowSpec = DEFAULT, batch: int = 32,
                  workers: int = 1) -> ClipResult:
     """A video file or frame folder -> its frames and flow in the authors' layout under `out` (clip name: `clip`,
     default the file's stem / folder's name; may hold '/'). Skipped if already done with this spec; VideoError if

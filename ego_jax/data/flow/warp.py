@@ -19,6 +19,7 @@ instead of x (`f_y[y]`).
 """
 import concurrent.futures
 import dataclasses
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -119,22 +120,22 @@ def remove_camera(prev: np.ndarray, next_: np.ndarray, homography: np.ndarray) -
 
 
 def warp_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", backend: str = "opencv",
-              params: TVL1 = DENSE_FLOW, batch: int = 32, quirks: bool = True, reference: Features | None = None,
-              workers: int = 1) -> tuple[np.ndarray, list[Camera]]:
+              params: TVL1 = DENSE_FLOW, batch: int = 32, quirks: bool = True,
+              references: Sequence[Features] | None = None, workers: int = 1) -> tuple[np.ndarray, list[Camera]]:
     """Grey (N, H, W) uint8 consecutive pairs -> warp flow (N, H, W, 2) float32 px and each pair's Camera.
-    With quirks, every pair matches against `reference` (the clip's first frame; default prev[0])."""
+    With quirks, pair i matches against references[i] (its clip's first frame; default: prev[0] for every pair)."""
     flow = {"method": method, "backend": backend, "params": params, "batch": batch}
     optical = optical_flow(prev, next_, **flow)
-    if quirks:
-        reference = reference or (Features.of(prev[0]) if len(prev) else None)
+    if not len(prev):
+        return optical, []
+    if quirks and references is None:
+        references = [Features.of(prev[0])] * len(prev)
 
     def pair(i):
-        camera = camera_motion(prev[i], next_[i], optical[i], reference=reference if quirks else None,
+        camera = camera_motion(prev[i], next_[i], optical[i], reference=references[i] if quirks else None,
                                quirks=quirks)
         return camera, remove_camera(prev[i], next_[i], camera.homography)
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL
-        cameras, warped = zip(*pool.map(pair, range(len(prev)))) if len(prev) else ((), ())
-    if not len(prev):
-        return optical, []
+        cameras, warped = zip(*pool.map(pair, range(len(prev))))
     return optical_flow(prev, np.stack(warped), **flow), list(cameras)

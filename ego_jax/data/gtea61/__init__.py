@@ -1,9 +1,8 @@
 """tfds builder for the GTEA61 release (course PNG layout and the authors JPEG layout)."""
 from pathlib import Path
 
-import tensorflow_datasets as tfds
-
-from ego_jax.data.gtea61 import clip_index
+from ego_jax.data import clip_index, release
+from ego_jax.data.clip_source import ClipSource, DamagedBuildError, Frames
 from ego_jax.data.gtea61.builder import CONFIGS, Gtea61, Gtea61Config
 from ego_jax.data.gtea61.classes import CLASSES, NUM_CLASSES
 from ego_jax.data.gtea61.layout import (
@@ -16,7 +15,6 @@ from ego_jax.data.gtea61.layout import (
     MissingModalityError,
     UnknownClassError,
 )
-from ego_jax.data.gtea61.source import ClipSource, DamagedBuildError, Frames
 
 DEFAULT_DATA_DIR = "data/tfds"
 DEFAULT_MANUAL_DIR = "data/manual/GTEA61"
@@ -24,10 +22,7 @@ DEFAULT_MANUAL_DIR = "data/manual/GTEA61"
 
 def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> Gtea61:
     """Builds gtea61/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
-    builder = Gtea61(config=config, data_dir=str(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-    clip_index.write_index(builder, data_dir)
-    return builder
+    return release.build(Gtea61(config=config, data_dir=str(data_dir)), manual_dir)
 
 
 def rebuild_command(config: str, data_dir) -> str:
@@ -60,9 +55,7 @@ def load_source(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -
         raise FileNotFoundError(
             f"gtea61/{config} is not built in {Path(data_dir).resolve()}: run `{rebuild_command(config, data_dir)}`"
         )
-    clips = tfds.data_source(f"gtea61/{config}", split=split, data_dir=str(data_dir), download=False)
-    return ClipSource(clips, builder.data_path, sorted(builder.info.splits), CONFIGS[config],
-                      rebuild=f"rebuild with: {rebuild_command(config, data_dir)}")
+    return release.open_source(builder, split, rebuild=rebuild_command(config, data_dir))
 
 
 def clip_ids(split: str, *, data_dir=DEFAULT_DATA_DIR, config: str = "all") -> list[str]:

@@ -12,44 +12,27 @@ the frames themselves are decoded and checked by the builder.
 import dataclasses
 import difflib
 import logging
-import re
 from pathlib import Path
 
-from ego_jax.data.decode import DecodeError
 from ego_jax.data.gtea61.classes import CLASSES
+from ego_jax.data.manual_dir import (  # noqa: F401  (the errors are part of gtea61's API)
+    CorruptFrameError,
+    FrameCountError,
+    FrameFormatError,
+    LayoutError,
+    ManualDirError,
+    MissingModalityError,
+    UnknownClassError,
+    contiguous,
+    describe,
+    dirs,
+    numbered_frames,
+)
 
 MODALITIES = ("rgb", "flow_x", "flow_y", "mmaps")
 SUBJECTS = ("S1", "S2", "S3", "S4")
 
 log = logging.getLogger(__name__)
-
-
-class ManualDirError(ValueError):
-    """The manual folder is not a usable GTEA61 release; the message names the file or folder."""
-
-
-class LayoutError(ManualDirError):
-    """No recognised layout, or a folder where subject / instance folders were expected."""
-
-
-class MissingModalityError(ManualDirError):
-    """A modality folder the builder config needs is absent (whole release or one clip)."""
-
-
-class UnknownClassError(ManualDirError):
-    """A class folder whose name is not one of the 61 GTEA61 classes."""
-
-
-class FrameCountError(ManualDirError):
-    """Frame numbering with gaps, or frame counts that disagree between modalities of a clip."""
-
-
-class FrameFormatError(ManualDirError):
-    """A frame that decodes but has the wrong channels, dtype, size or (maps) values."""
-
-
-class CorruptFrameError(ManualDirError, DecodeError):
-    """A frame file that cannot be read or decoded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,16 +79,6 @@ class Clip:
         return len(next(iter(self.files.values())))
 
 
-def _dirs(folder: Path) -> list[Path]:
-    # Files (.DS_Store, Thumbs.db, notes), hidden folders and macOS zip metadata are not part of the structure.
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
-
-
-def _describe(folder: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "nothing"
-
-
 def find_layout(root: Path) -> tuple[str, Path]:
     """Returns (layout name, release folder): `root` itself or its single sub-folder holding a layout."""
     root = Path(root)
@@ -117,14 +90,14 @@ def find_layout(root: Path) -> tuple[str, Path]:
 
     if layout_of(root):
         return layout_of(root), root
-    found = [(layout_of(sub), sub) for sub in _dirs(root) if layout_of(sub)]
+    found = [(layout_of(sub), sub) for sub in dirs(root) if layout_of(sub)]
     if len(found) == 1:
         return found[0]
     if found:
         raise LayoutError(f"several GTEA61 releases in {root}: {', '.join(str(f) for _, f in found)}; "
                           "pass the one to build as the manual folder")
     raise LayoutError(
-        f"no GTEA61 layout found in {root} (it holds: {_describe(root)}). Expected the course release "
+        f"no GTEA61 layout found in {root} (it holds: {describe(root)}). Expected the course release "
         "(processed_frames2/ or processed_frames/, flow_x_processed/, flow_y_processed/) or the authors' "
         "release (frames/, flow_x/, flow_y/), either directly in this folder or in one sub-folder of it."
     )
@@ -133,33 +106,6 @@ def find_layout(root: Path) -> tuple[str, Path]:
 def _suggest_configs(available: set[str], configs: dict[str, tuple[str, ...]]) -> str:
     fits = [name for name, mods in configs.items() if set(mods) <= available]
     return f"use a config whose modalities you have: {', '.join(fits)}" if fits else "no config fits these folders"
-
-
-def _frames(folder: Path, pattern: str, what: str, ignored: list[Path]) -> dict[int, Path]:
-    """Frame number -> file for the files in `folder` named like `pattern`; the others go to `ignored`."""
-    found = {}
-    for f in sorted(folder.iterdir()):
-        m = re.fullmatch(pattern, f.name, re.IGNORECASE)
-        if m is None or not f.is_file():
-            # .DS_Store, duplicates like flow_x_00007(1).png: not frames.
-            ignored.append(f)
-            continue
-        k = int(m.group(1))
-        if k in found:
-            raise FrameCountError(f"{what}: files {found[k].name} and {f.name} in {folder} are both frame {k}")
-        found[k] = f
-    return found
-
-
-def _contiguous(found: dict[int, Path], folder: Path, what: str) -> tuple[Path, ...]:
-    expected = list(range(1, len(found) + 1))
-    if sorted(found) != expected:
-        missing = sorted(set(range(1, max(found, default=0) + 1)) - set(found))
-        raise FrameCountError(
-            f"{what} frames in {folder} are not numbered 1..{len(found)}: missing frame numbers {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''}. Restore the missing files (re-download this clip)."
-        )
-    return tuple(found[k] for k in expected)
 
 
 def _fill_maps(found: dict[int, Path], folder: Path, n: int) -> tuple[tuple[Path, ...], int]:
@@ -200,10 +146,10 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
 
     clips: dict[tuple[str, str, str], dict[str, Path]] = {}
     for mod in modalities:
-        for subject in _dirs(tops[mod]):
+        for subject in dirs(tops[mod]):
             if subject.name not in SUBJECTS:
                 raise LayoutError(f"unexpected folder {subject}: expected subject folders {', '.join(SUBJECTS)}")
-            for cls in _dirs(subject):
+            for cls in dirs(subject):
                 if cls.name not in CLASSES:
                     close = difflib.get_close_matches(cls.name, CLASSES, n=3)
                     raise UnknownClassError(
@@ -211,7 +157,7 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
                         f"(ego_jax.data.gtea61.CLASSES){'; did you mean ' + ' or '.join(close) if close else ''}. "
                         "Rename or remove it."
                     )
-                for inst in _dirs(cls):
+                for inst in dirs(cls):
                     if not inst.name.isdigit():
                         raise LayoutError(f"unexpected folder {inst}: expected clip folders named 1, 2, 3, ...")
                     clips.setdefault((subject.name, cls.name, inst.name), {})[mod] = inst
@@ -230,13 +176,13 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
                     f"clip {clip_id} has no {mod} folder {expected} although other modalities have this clip "
                     "(partial download?). Restore it, or build a config without this modality."
                 )
-            found = _frames(folder, src.pattern, mod, ignored)
+            found = numbered_frames(folder, src.pattern, mod, ignored)
             if not found:
                 raise FrameCountError(f"no {mod} frames in {folder}: expected files named like {src.example}")
             if mod == "mmaps":
                 maps = (found, folder)
             else:
-                files[mod] = _contiguous(found, folder, mod)
+                files[mod] = contiguous(found, folder, mod)
                 counts[mod] = (len(files[mod]), folder)
         n = next(iter(counts.values()))[0]
         if len({c for c, _ in counts.values()}) > 1:

@@ -1,7 +1,8 @@
-"""Clip ids of each subject split in record order, indexed once in <built dataset>/clip_ids.json.
+"""Clip ids of each split of a build in record order, indexed once in <built dataset>/clip_ids.json.
 
-Finding a clip by id then reads one record instead of every example of the split. The index is written when
-the dataset is built (gtea61.build) and, for a dataset built before the index existed, on first use.
+Finding a clip by id then reads one record instead of every example of the split; a protocol split defined by
+clip ids (EGTEA's split files) becomes positions in the build. The index is written when the dataset is built
+and, for a dataset built before the index existed, on first use.
 """
 import json
 from pathlib import Path
@@ -16,10 +17,10 @@ def _text(x) -> str:
 
 
 def write_index(builder, data_dir) -> dict[str, list[str]]:
-    """Read every subject split of a prepared gtea61 builder in `data_dir` once -> {subject: [clip ids]}, saved."""
+    """Read every split of a prepared builder in `data_dir` once -> {split: [clip ids]}, saved."""
     index = {}
     for split in builder.info.splits:
-        source = tfds.data_source(f"gtea61/{builder.builder_config.name}", split=split, data_dir=str(data_dir),
+        source = tfds.data_source(f"{builder.name}/{builder.builder_config.name}", split=split, data_dir=str(data_dir),
                                   download=False)
         index[split] = [_text(source[i]["clip_id"]) for i in range(len(source))]
     (Path(builder.data_dir) / INDEX).write_text(json.dumps(index) + "\n")

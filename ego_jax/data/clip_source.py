@@ -1,9 +1,9 @@
-"""Random access to a built gtea61 split: clip records from tfds, each clip's frames read one by one on demand.
+"""Random access to a built split of an ego_jax frame-level dataset: clip records from tfds, frames on demand.
 
-An example is the clip record (label, subject, clip_id, num_frames, maps_filled) plus, per modality, a `Frames`
-sequence: len() is the frame count and frames[i] reads record i of that clip and modality from its split's frame
-file (see builder.py), so a loader reads exactly the frames it decodes. Sources pickle without open files
-(grain workers open their own).
+An example is the clip record (label, subject, clip_id, num_frames, and the dataset's own fields) plus, per
+modality, a `Frames` sequence: len() is the frame count and frames[i] reads record i of that clip and modality
+from its split's frame file (see frame_records.py), so a loader reads exactly the frames it decodes. Sources
+pickle without open files (grain workers open their own).
 """
 import collections.abc
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from array_record.python import array_record_data_source
 
-from ego_jax.data.gtea61.builder import frame_file
+from ego_jax.data.frame_records import frame_file
 
 
 class DamagedBuildError(OSError):
@@ -65,26 +65,34 @@ class Frames(collections.abc.Sequence):
 
 
 class ClipSource(collections.abc.Sequence):
-    """Examples of a built split expression (e.g. 'S1+S3+S4'): clip records with a `Frames` per modality."""
+    """Examples of a built split expression (e.g. 'S1+S3+S4'): clip records with a `Frames` per modality.
 
-    def __init__(self, clips, version_dir, splits, modalities: tuple[str, ...], rebuild: str):
+    indices: the positions of `clips` this source holds, in order (a protocol split inside the build's splits,
+    e.g. EGTEA's train_split1); None: all. target: the record field read as `label` (e.g. EGTEA's 'verb').
+    """
+
+    def __init__(self, clips, version_dir, splits, modalities: tuple[str, ...], rebuild: str, *,
+                 indices=None, target: str = "label", name: str | None = None):
         """`clips`: the tfds data source of the clip records; `splits`: every split of the build."""
         self._clips, self._modalities = clips, modalities
+        self._indices, self._target = (None if indices is None else list(indices)), target
         # A clip record names its subject, which is its split.
         self._files = {s: FrameFile(frame_file(version_dir, s), s, rebuild) for s in splits}
         # What errors and checks ask of a source (see pipeline.where_in): the split expression, the clip
         # records' files, and the keys of an example.
-        self.split, self.data_source = clips.split, clips.data_source
+        self.split, self.data_source = name or clips.split, clips.data_source
         self.features = (*(k for k in clips.dataset_info.features if k != "first_frame"), *modalities)
 
     def __len__(self) -> int:
-        return len(self._clips)
+        return len(self._clips) if self._indices is None else len(self._indices)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __getitem__(self, index: int) -> dict:
-        example = dict(self._clips[index])
+        example = dict(self._clips[index if self._indices is None else self._indices[index]])
+        if self._target != "label":
+            example["label"] = example[self._target]
         first, n = int(example.pop("first_frame")), int(example["num_frames"])
         clip = f"clip {example['clip_id'].decode()}"
         file = self._files[example["subject"].decode()]
