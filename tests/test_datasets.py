@@ -15,6 +15,7 @@ from ego_jax.data import datasets, egtea, flow, gtea61, gtea71, gtea_gaze, relea
 from ego_jax.data.decode import decode_gray
 from ego_jax.data.manual_dir import AnnotationError, CorruptFrameError, CorruptVideoError
 from ego_jax.experiments import runner
+from ego_jax.experiments.suite import SuiteSpec
 
 FAST = flow.FlowSpec(tvl1=flow.TVL1(nscales=1, warps=1, inner_iterations=3))  # few TV-L1 iterations
 BUILD = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
@@ -130,7 +131,7 @@ def tiny(data_dir, arg):
     s = step1.get_config(f"preset=quickstart,seeds=1,rows=flow,data_dir={data_dir},{arg}")
     s.overrides = s.overrides + TINY
     s.columns = (2,)
-    return s
+    return SuiteSpec.from_config(s)
 
 
 def test_step1_suite_on_egtea(egtea_dir, tmp_path):

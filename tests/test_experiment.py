@@ -16,6 +16,7 @@ from configs.experiments import ms, step1
 from ego_jax import recipes
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import plan, runner
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.specs import RunSpec
 from ego_jax.train import loop
 from tiny_suite import TINY
@@ -92,7 +93,7 @@ def test_suite_arguments():
 def test_a_bucket_workdir_is_refused_with_the_reason():
     for run in (runner.dry_run, runner.run_suite):
         with pytest.raises(ValueError, match="symlinks, which a bucket cannot hold"):
-            run(step1.get_config("seeds=1"), "gs://bucket/suite")
+            run(SuiteSpec.from_config(step1.get_config("seeds=1")), "gs://bucket/suite")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def tiny(module, data_dir, arg="", columns=(2, 3)):
     s = module.get_config(f"preset=quickstart,seeds=2,data_dir={data_dir}" + (f",{arg}" if arg else ""))
     s.overrides = s.overrides + TINY
     s.columns = columns
-    return s
+    return SuiteSpec.from_config(s)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
     assert "Per-class accuracy, ms_cls minus baseline" in md and os.path.exists(os.path.join(w, "per_class_diff.png"))
     # CAM comparison of the two rows on the suite's clips: frames, baseline CAM, then CAM + MS pred + MS target
     # of the MS model; 32 px frames enlarged to 160, 2 px gaps, under a title band of clip, truth, 2 models.
-    assert out["cam"] == [os.path.join(w, "cam", "frames2", c.replace("/", "_") + ".png") for c in suite.cam["clips"]]
+    assert out["cam"] == [os.path.join(w, "cam", "frames2", c.replace("/", "_") + ".png") for c in suite.cam.clips]
     image = cv2.imread(out["cam"][0])
     assert image.shape == (4 * 18 + 4 + 5 * 162 - 2, 2 * 162 - 2, 3)
 

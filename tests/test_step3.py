@@ -1,12 +1,13 @@
 """configs/experiments/step3.py: its runs, and what they share (the tiny suites of test_experiment run the runner)."""
 from configs.experiments import step3
 from ego_jax.experiments import plan
+from ego_jax.experiments.suite import SuiteSpec
 
 ROWS = ("attention", "lsta", "ms_cls", "motion_guided")
 
 
 def test_rows_share_ego_rnn_stage_1_and_differ_in_stage_2(tmp_path):
-    p = plan.Plan(step3.get_config("seeds=1"), str(tmp_path))
+    p = plan.Plan(SuiteSpec.from_config(step3.get_config("seeds=1")), str(tmp_path))
     for frames in (7, 16):
         runs = {row: p.run(row, frames, 0) for row in ROWS}
         first = {row: plan.stage_key(run.spec, "rgb_stage1") for row, run in runs.items()}

@@ -40,6 +40,7 @@ def experiment(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     from ego_jax.experiments import plan, report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.experiments.suite import SuiteSpec  # noqa: PLC0415
     from ego_jax.train import distributed  # noqa: PLC0415
     from ego_jax.train.workdir_lock import WorkdirLocked, run_lock  # noqa: PLC0415
 
@@ -53,11 +54,12 @@ def experiment(argv: list[str]) -> None:
             print(f"re-keyed {len(renamed)} stage(s) of {workdir}/stages" + "".join(
                 f"\n  {old} -> {new}" for old, new in renamed.items()))
             return
+        suite = SuiteSpec.from_config(FLAGS.suite)
         if FLAGS.dry_run:
-            print(runner.dry_run(FLAGS.suite, FLAGS.workdir))
+            print(runner.dry_run(suite, FLAGS.workdir))
             return
         common.initialize_from_flags()
-        results = runner.run_suite(FLAGS.suite, FLAGS.workdir)
+        results = runner.run_suite(suite, FLAGS.workdir)
     except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")

@@ -106,7 +106,7 @@ def draw_suite(p, runs) -> list[str]:
     s, paths = p.suite, []
     for column in s.columns:
         chosen = [next(r for r in runs if r.row == key and r.column in (column, None) and r.seed == s.seeds[0])
-                  for key in s.cam["rows"]]
-        models = [(r.spec, os.path.join(p.workdir, r.path), p.rows[r.row]["stage"], r.row) for r in chosen]
-        paths += draw(models, list(s.cam["clips"]), out_dir=os.path.join(p.workdir, "cam", f"{s.column_key}{column}"))
+                  for key in s.cam.rows]
+        models = [(r.spec, os.path.join(p.workdir, r.path), p.rows[r.row].stage, r.row) for r in chosen]
+        paths += draw(models, list(s.cam.clips), out_dir=os.path.join(p.workdir, "cam", f"{s.column_key}{column}"))
     return paths

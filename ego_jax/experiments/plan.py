@@ -16,6 +16,8 @@ import os
 import numpy as np
 
 from ego_jax import recipes, specs
+from ego_jax.data import datasets
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.specs import RunSpec
 
 TABLE, VALIDATION = "table", "validation"
@@ -123,9 +125,9 @@ def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
 class Plan:
     """The runs of `suite` in `workdir` (data paths resolved) and their stage identities."""
 
-    def __init__(self, suite, workdir: str):
+    def __init__(self, suite: SuiteSpec, workdir: str):
         self.suite, self.workdir = suite, workdir
-        self.rows = {r["key"]: r for r in suite.rows}
+        self.rows = {r.key: r for r in suite.rows}
         if suite.data_dir:
             self.data_dir = os.path.abspath(suite.data_dir)
         else:
@@ -133,55 +135,55 @@ class Plan:
         self.manual_dir = os.path.join(os.path.dirname(self.data_dir), "manual") if self.data_dir else ""
 
     def columns(self, row) -> list:
-        return list(self.suite.columns) if row["per_column"] else [None]
+        return list(self.suite.columns) if row.per_column else [None]
 
     def sets(self, row) -> list[dict]:
         """The hyperparameter sets of a searched row ([{}] for a row without search)."""
-        if not row["search"]:
+        if not row.search:
             return [{}]
         sel = self.suite.selection
-        return search_sets(row["search"], sel["sets"], sel["sampler"], sel["seed"])
+        return search_sets(row.search, sel.sets, sel.sampler, sel.seed)
 
-    def fold(self, split: int) -> dict:
-        return next(f for f in self.suite.folds if f["split"] == split)
+    def fold(self, split: int) -> datasets.Protocol:
+        return next(f for f in self.suite.folds if f.split == split)
 
     def run(self, row_key: str, column, seed: int, *, phase: str = TABLE, set_index: int | None = None,
             fold: int | None = None) -> Run:
         """The run of a row, column, seed and fold (default: the first) (with set `set_index` of a searched row)."""
         row, s = self.rows[row_key], self.suite
-        p = self.fold(s.folds[0]["split"] if fold is None else fold)
-        args = ",".join(filter(None, [row["args"], s.args, f"seed={seed}"]
+        p = self.fold(s.folds[0].split if fold is None else fold)
+        args = ",".join(filter(None, [row.args, s.args, f"seed={seed}"]
                                + ([f"{s.column_key}={column}"] if column is not None else [])))
-        config = recipes.from_file(row["config"], args)
+        config = recipes.from_file(row.config, args)
         recipes.override(config, dict(s.overrides))
         if self.data_dir:
             recipes.override(config, {"data.data_dir": self.data_dir, "data.manual_dir": self.manual_dir})
         if phase == VALIDATION:
-            splits = {"data.train_split": p["fit"], "data.test_split": p["val"]}
+            splits = {"data.train_split": p.fit, "data.test_split": p.val}
         else:
-            splits = {"data.train_split": p["train"], "data.test_split": p["test"]}
+            splits = {"data.train_split": p.train, "data.test_split": p.test}
         recipes.override(config, splits)
         if set_index is not None:
             recipes.override(config, self.sets(row)[set_index])
         col = "any" if column is None else f"{s.column_key}{column}"
         name = f"seed{seed}" if phase == TABLE else f"val-set{set_index}-seed{seed}"
         if len(s.folds) > 1:
-            name = os.path.join(f"fold{p['split']}", name)
-        return Run(row_key, column, seed, phase, set_index, p["split"], os.path.join("runs", row_key, col, name), args,
+            name = os.path.join(f"fold{p.split}", name)
+        return Run(row_key, column, seed, phase, set_index, p.split, os.path.join("runs", row_key, col, name), args,
                    RunSpec.from_config(config))
 
     def folds(self) -> list[int]:
-        return [f["split"] for f in self.suite.folds]
+        return [f.split for f in self.suite.folds]
 
     def validation_runs(self) -> list[Run]:
         """Every validation run: searched rows x columns x folds x hyperparameter sets x selection seeds."""
-        return [self.run(r["key"], col, seed, phase=VALIDATION, set_index=k, fold=fold)
-                for r in self.suite.rows if r["search"] for col in self.columns(r) for fold in self.folds()
-                for k in range(len(self.sets(r))) for seed in self.suite.selection["seeds"]]
+        return [self.run(r.key, col, seed, phase=VALIDATION, set_index=k, fold=fold)
+                for r in self.suite.rows if r.search for col in self.columns(r) for fold in self.folds()
+                for k in range(len(self.sets(r))) for seed in self.suite.selection.seeds]
 
     def table_runs(self, chosen: dict) -> list[Run]:
         """Every table run; chosen[(row, column, fold)] = the selected set index of a searched row."""
-        return [self.run(r["key"], col, seed, set_index=chosen[(r["key"], col, fold)] if r["search"] else None,
+        return [self.run(r.key, col, seed, set_index=chosen[(r.key, col, fold)] if r.search else None,
                          fold=fold)
                 for r in self.suite.rows for col in self.columns(r) for fold in self.folds()
                 for seed in self.suite.seeds]

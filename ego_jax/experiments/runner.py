@@ -17,6 +17,7 @@ import time
 
 from ego_jax.experiments import plan as plan_lib
 from ego_jax.experiments import report
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
@@ -133,21 +134,21 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
         return None
     records, chosen = [], {}
     for row in p.suite.rows:
-        if not row["search"]:
+        if not row.search:
             continue
         sets = p.sets(row)
         for column in p.columns(row):
             for fold in p.folds():
                 scores = []
                 for k, hp in enumerate(sets):
-                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row["key"], column, k, fold)]
-                    accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
+                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row.key, column, k, fold)]
+                    accs = [result_of(p.workdir, r, row.stage)["accuracy"] for r in mine]
                     scores.append(sum(accs) / len(accs))
-                    records.append(dict(row=row["key"], column=column, fold=fold, set=k, hyperparameters=hp,
-                                        accuracies=accs, split=p.fold(fold)["val"], workdirs=[r.path for r in mine]))
+                    records.append(dict(row=row.key, column=column, fold=fold, set=k, hyperparameters=hp,
+                                        accuracies=accs, split=p.fold(fold).val, workdirs=[r.path for r in mine]))
                 best = max(range(len(sets)), key=lambda k: (scores[k], -k))
                 # one choice, whatever each process read
-                chosen[(row["key"], column, fold)] = distributed.from_process_0(best)
+                chosen[(row.key, column, fold)] = distributed.from_process_0(best)
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"], rec["fold"])] == rec["set"]
 
@@ -168,7 +169,7 @@ def check_store(workdir: str) -> None:
                          f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
 
 
-def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
+def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped."""
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
@@ -196,22 +197,22 @@ def _run(p: plan_lib.Plan, stop) -> dict | None:
     if not _train_all(workdir, runs, mesh=mesh, stop=stop):
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
-                    **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
+                    **result_of(workdir, r, p.rows[r.row].stage)) for r in runs]
     out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
-    if suite.cam["rows"] and suite.cam["clips"]:
+    if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415
 
         out["cam"] = cam.draw_suite(p, runs)
     return out
 
 
-def dry_run(suite, workdir: str) -> str:
+def dry_run(suite: SuiteSpec, workdir: str) -> str:
     """Every job, the stages it trains or shares, and the train steps per stage; trains nothing."""
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     runs = p.validation_runs()
-    provisional = {(r["key"], c, f): 0 for r in suite.rows if r["search"] for c in p.columns(r) for f in p.folds()}
+    provisional = {(r.key, c, f): 0 for r in suite.rows if r.search for c in p.columns(r) for f in p.folds()}
     table = p.table_runs(provisional)
     users: dict[str, list[str]] = {}
     for run in runs + table:
@@ -226,7 +227,7 @@ def dry_run(suite, workdir: str) -> str:
         lines.append(f"\n{title}:")
         for run in group:
             hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
-            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.spec.data.train_split}"
+            lines.append(f"  {run.path}: {p.rows[run.row].config}:{run.args} train {run.spec.data.train_split}"
                          f" test {run.spec.data.test_split}{hp}")
             for name in run.spec.recipe:
                 sid = plan_lib.stage_key(run.spec, name)
