@@ -21,7 +21,7 @@ from ego_jax.convert.torchvision import (
 from ego_jax.models.resnet import ResNet
 
 torch = pytest.importorskip("torch")
-import torch_ref  # noqa: E402
+from ego_jax.convert import torch_reference as torch_ref  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

@@ -1,4 +1,4 @@
-"""ResNet-18/34 vs an independent torch functional re-statement (tests/torch_ref.py), float32, CPU.
+"""ResNet-18/34 vs an independent torch functional re-statement (ego_jax/convert/torch_reference.py), float32, CPU.
 
 Random weights and randomised BN statistics, imported through the torchvision converter.
 Tolerance for every output (layer3, layer4, layer4_raw, pooled, logits): elementwise
@@ -21,7 +21,7 @@ from ego_jax.convert.torchvision import load_imagenet, torchvision_to_nnx
 from ego_jax.models.resnet import ResNet, layer4_grid
 
 torch = pytest.importorskip("torch")
-import torch_ref  # noqa: E402
+from ego_jax.convert import torch_reference as torch_ref  # noqa: E402
 
 ATOL, RTOL = 2e-4, 1e-4
 KEYS = ("layer3", "layer4", "layer4_raw", "pooled", "logits")

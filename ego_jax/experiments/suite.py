@@ -147,10 +147,10 @@ class RowSpec:
 class SelectionSpec:
     """Hyperparameter selection: validation seeds, sets per searched row, sampler 'random' | 'grid' and its seed."""
 
-    seeds: tuple[int, ...]
-    sets: int
+    seeds: tuple[int, ...]  # of the validation runs
+    sets: int  # hyperparameter sets per searched row
     sampler: str
-    seed: int
+    seed: int  # of the random sampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,12 +166,12 @@ class SuiteSpec:
     """A suite (see the module doc), typed and frozen; `from_config` reads the suite ConfigDict."""
 
     name: str
-    title: str
-    column_key: str
-    columns: tuple
-    seeds: tuple[int, ...]
+    title: str  # the results' heading
+    column_key: str  # the config argument a column sets ('frames')
+    columns: tuple  # its values
+    seeds: tuple[int, ...]  # every table run is trained with each
     rows: tuple[RowSpec, ...]
-    args: str
+    args: str  # config arguments of every run
     protocol: str  # 'fixed' | 'folds'
     folds: tuple[datasets.Protocol, ...]
     published: Mapping[str, tuple]  # {row key: (number %, source)}
