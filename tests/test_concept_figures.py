@@ -14,13 +14,9 @@ SIZE, PAD, FRAMES, STACK = 40, 2, 3, 2
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(synthetic_gtea61):
     """4 clips of one class, one per subject (the test split S2 holds one)."""
-    tmp = tmp_path_factory.mktemp("concepts")
-    manual, built = tmp / "manual", tmp / "tfds"
-    synthetic.make_synthetic(manual, preset="tiny", classes=gtea61.CLASSES[:1], clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=manual, data_dir=built, config="all")
-    return str(built)
+    return synthetic_gtea61(gtea61.CLASSES[:1])
 
 
 def run(data_dir, out, *extra):

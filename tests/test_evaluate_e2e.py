@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ego_jax.data import gtea61, synthetic
+from ego_jax.data import gtea61
 from ego_jax.data.pipeline import make_loader
 from ego_jax.streams import normalize_flow, normalize_rgb
 from ego_jax import recipes
@@ -45,13 +45,11 @@ def get_config(arg=None):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, synthetic_gtea61):
     """(config path, its run specs, workdir, {stage: in-memory model}); every stage DONE except 'unfinished'."""
     root = tmp_path_factory.mktemp("e2e")
-    synthetic.make_synthetic(root / "manual", preset="tiny", classes=CLASSES, clips_per_class=1)
-    gtea61.build(manual_dir=str(root / "manual"), data_dir=str(root / "tfds"), config="all")
     config_path = root / "config.py"
-    config_path.write_text(CONFIG.format(data_dir=str(root / "tfds")))
+    config_path.write_text(CONFIG.format(data_dir=synthetic_gtea61(CLASSES)))
     run = RunSpec.from_config(recipes.from_file(str(config_path)))
     work = root / "W"
     models = {}

@@ -97,13 +97,9 @@ def test_a_bucket_workdir_is_refused_with_the_reason():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(synthetic_gtea61):
     """The quickstart's 6 classes, 1 clip per class and subject: train S1+S3+S4 = 18 clips (4 steps of 4)."""
-    tmp = tmp_path_factory.mktemp("gtea61")
-    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=synthetic.PRESETS["quickstart"]["classes"],
-                             clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
-    return str(tmp / "tfds")
+    return synthetic_gtea61(synthetic.PRESETS["quickstart"]["classes"])
 
 
 def tiny(module, data_dir, arg="", columns=(2, 3)):

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from test_train_e2e import ROOT, data_dir, tiny  # noqa: F401  (data_dir: the module's tiny synthetic dataset)
+from test_train_e2e import ROOT, tiny
 
 from configs import convlstm, two_stream
 from ego_jax.data import gtea61
@@ -45,7 +45,7 @@ def assert_same(got, want):
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory):  # noqa: F811
+def reference(data_dir, tmp_path_factory):
     """The undisturbed run: (workdir, final parameters)."""
     workdir = tmp_path_factory.mktemp("reference")
     assert loop.train(RunSpec.from_config(small(data_dir)), str(workdir))
@@ -69,7 +69,7 @@ def largest_file(step_dir):
 
 
 def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retrained(
-        data_dir, reference, work):  # noqa: F811
+        data_dir, reference, work):
     config = small(data_dir)
     data = bytearray(largest_file(ckpt(work, 6)).read_bytes())
     for i in range(0, len(data), max(1, len(data) // 64)):  # 64 flipped bytes
@@ -93,7 +93,7 @@ def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retra
 
 
 def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_good_one(
-        data_dir, reference, work):  # noqa: F811
+        data_dir, reference, work):
     """An interrupted stage (no DONE) whose newest checkpoint lost half a file and its metadata item."""
     (work / STAGE / "DONE").unlink()
     path = largest_file(ckpt(work, 6))
@@ -106,7 +106,7 @@ def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_goo
 
 
 def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_is_taken_over(
-        data_dir, work):  # noqa: F811
+        data_dir, work):
     config = small(data_dir)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -125,7 +125,7 @@ def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_i
 
 
 def test_5_a_changed_config_is_refused_with_a_diff_harmless_keys_pass_and_a_stage_restarts_on_purpose(
-        data_dir, work):  # noqa: F811
+        data_dir, work):
     with pytest.raises(ValueError, match=r"(?s)stage 'rgb_stage1' .* started with another config.*batch_size: 4 -> 8"
                                          r".*stages?.optimizer.lr: 0.001 -> 0.01.*--restart_stage rgb_stage1"):
         loop.train(RunSpec.from_config(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01})),
@@ -168,7 +168,7 @@ def _alive(pid):
         return False
 
 
-def _start(workdir, data_dir):  # noqa: F811
+def _start(workdir, data_dir):
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
            f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.data.crop=32",
@@ -194,7 +194,7 @@ def _wait_for_rows(proc, metrics, rows, timeout=900):  # jax import + compile on
 
 
 def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed_trainer(
-        data_dir, tmp_path):  # noqa: F811
+        data_dir, tmp_path):
     workdir = tmp_path / "w"
     metrics = workdir / STAGE / "metrics.jsonl"
     procs = []
@@ -241,7 +241,7 @@ def test_6_a_second_ctrl_c_aborts_at_once():
         stop(signal.SIGINT)
 
 
-def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_path):  # noqa: F811
+def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_path):
     manual = os.path.join(os.path.dirname(data_dir), "manual")
     gtea61.build(manual_dir=manual, data_dir=data_dir, config="rgb")  # a build without flow
     config = tiny(two_stream, data_dir)
@@ -255,13 +255,13 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
 @pytest.mark.parametrize("key,value", [("checkpoint_every_epochs", 0), ("eval_every_epochs", 0),
                                        ("log_every_steps", 0), ("batch_size", 0), ("stages.rgb_stage1.epochs", 0),
                                        ("eval_batch_size", -4), ("batch_size", 64)])
-def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):  # noqa: F811
+def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):
     with pytest.raises(ValueError, match=rf"{key.split('.')[-1]}={value}"):
         loop.train(RunSpec.from_config(small(data_dir, **{key: value})), str(tmp_path))
     assert not (tmp_path / STAGE).exists()
 
 
-def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(data_dir, tmp_path):  # noqa: F811
+def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(data_dir, tmp_path):
     damaged = tmp_path / "tfds"
     shutil.copytree(data_dir, damaged)
     shard = next((damaged / "gtea61" / "all").rglob("gtea61-S1.array_record-*"))

@@ -12,7 +12,7 @@ import pytest
 from configs import lsta, two_stream
 from ego_jax.specs import RunSpec
 from ego_jax.train import loop
-from test_train_e2e import ARGS, FC, L4_CONVS, changed, data_dir, expand, final_state, fresh_state, tiny  # noqa: F401
+from test_train_e2e import ARGS, FC, L4_CONVS, changed, expand, final_state, fresh_state, tiny
 
 # What the reference's optimiser can move in the cell: all but coupling_fc (it only moves an argmax: no gradient).
 CELL = [f"lsta/{m}/" for m in ("att_s_conv", "att_cam_conv", "x_conv", "h_conv", "o_conv", "c_classifier")]

@@ -19,7 +19,6 @@ import pytest
 
 from configs import attention, convlstm, flow, motion_guided, ms_cls, ms_reg, quickstart, two_stream
 from ego_jax import recipes
-from ego_jax.data import gtea61, synthetic
 from ego_jax.data.pipeline import make_loader
 from ego_jax.specs import RunSpec
 from ego_jax.streams import normalize_rgb
@@ -28,15 +27,6 @@ from ego_jax.train.stage import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = "frames=2,data=synthetic,init=scratch"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """16 clips (4 classes x 4 subjects): train S1+S3+S4 = 12 clips = 3 steps of 4, test S2 = 4 clips."""
-    tmp = tmp_path_factory.mktemp("gtea61")
-    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=gtea61.CLASSES[:4], clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
-    return str(tmp / "tfds")
 
 
 TINY = {"data.crop": 32, "data.resize": 36, "data.stack": 2, "data.flow_eval_stacks": 2, "data.worker_count": 0,
