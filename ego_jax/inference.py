@@ -28,6 +28,7 @@ from ego_jax.data.clip_spec import ClipSpec, features
 from ego_jax.data.pipeline import build_loader
 from ego_jax.specs import RunSpec
 from ego_jax.train import evaluate, loaders, paths, sharding
+from ego_jax.train import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 # Model outputs carried per clip besides the logits and probabilities (those the model has).
@@ -144,7 +145,7 @@ class Predictor:
 
 
 def _example_id(example, index: int) -> str:
-    return evaluate.clip_id(example) if "clip_id" in example else str(index)
+    return workdir_lib.clip_id(example) if "clip_id" in example else str(index)
 
 
 def load(workdir, stage: str | None = None, *, run: RunSpec | None = None, allow_unfinished: bool = False,
@@ -156,11 +157,11 @@ def load(workdir, stage: str | None = None, *, run: RunSpec | None = None, allow
     eval_batch_size, rounded up to a multiple of the local device count.
     """
     workdir = paths.absolute(workdir)
-    run = run or evaluate.workdir_run(workdir)
-    model, meta = evaluate.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
+    run = run or workdir_lib.workdir_run(workdir)
+    model, meta = workdir_lib.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
     protocol = streams.get(meta["kind"]).protocol
     spec = run.data.clip_spec(evaluate.protocol_loader(protocol, {protocol: meta["kind"]}), train=False,
-                              eval_stacks=evaluate.flow_stacks(run, protocol))
+                              eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks))
     devices = jax.local_device_count()
     batch_size = -(-(batch_size or run.eval_batch_size) // devices) * devices
     return Predictor(model, meta["kind"], spec, loaders.class_names(run.num_classes), dtype=jnp.dtype(run.dtype),

@@ -23,7 +23,8 @@ from ego_jax.data.pipeline import make_loader
 from ego_jax.streams import normalize_flow, normalize_rgb
 from ego_jax import recipes
 from ego_jax.specs import RunSpec
-from ego_jax.train import checkpoint, evaluate, sharding
+from ego_jax.train import checkpoint, loaders, sharding
+from ego_jax.train import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = gtea61.CLASSES[:3]
@@ -73,7 +74,7 @@ def workdir(tmp_path_factory, synthetic_gtea61):
 def _clips(run, *, kind, eval_stacks=1):
     """The test clips one at a time, unpadded and unsharded."""
     d = run.data
-    return list(make_loader(evaluate.test_source(run), kind=kind, train=False, global_batch_size=1,
+    return list(make_loader(loaders.test_source(run), kind=kind, train=False, global_batch_size=1,
                             frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                             eval_stacks=eval_stacks, num_epochs=1))
 
@@ -105,7 +106,7 @@ def test_rgb_and_flow_stages_match_per_clip_predictions(workdir):
     labels = [int(c["label"][0]) for c in clips]
     assert len(clips) == 3 and sorted(labels) == [gtea61.CLASSES.index(n) for n in CLASSES]
 
-    metrics = evaluate.evaluate_workdir(run, work, stage="rgb_stage2")
+    metrics = workdir_lib.evaluate_workdir(run, work, stage="rgb_stage2")
     outdir = work / "rgb_stage2" / "eval"
     expected = _confusion(labels, [_rgb_logits(models["rgb_stage2"], c) for c in clips])
     np.testing.assert_array_equal(_saved_confusion(outdir), expected)
@@ -116,7 +117,7 @@ def test_rgb_and_flow_stages_match_per_clip_predictions(workdir):
 
     flow_clips = _clips(run, kind="flow", eval_stacks=run.data.flow_eval_stacks)
     assert flow_clips[0]["flow"].shape[1] == run.data.flow_eval_stacks == 2
-    evaluate.evaluate_workdir(run, work, stage="flow")
+    workdir_lib.evaluate_workdir(run, work, stage="flow")
     expected = _confusion([int(c["label"][0]) for c in flow_clips],
                           [_flow_logits(models["flow"], c) for c in flow_clips])
     np.testing.assert_array_equal(_saved_confusion(work / "flow" / "eval"), expected)
@@ -125,14 +126,14 @@ def test_rgb_and_flow_stages_match_per_clip_predictions(workdir):
 
 def test_joint_and_late_fusion_match_per_clip_predictions(workdir):
     _, run, work, models = workdir
-    evaluate.evaluate_workdir(run, work)  # default: the recipe's last stage (joint), its own protocol
+    workdir_lib.evaluate_workdir(run, work)  # default: the recipe's last stage (joint), its own protocol
     clips = _clips(run, kind="two_stream")
     joint = models["joint"]
     expected = _confusion([int(c["label"][0]) for c in clips], [np.asarray(joint(
         normalize_rgb(jnp.asarray(c["rgb"])), normalize_flow(jnp.asarray(c["flow"])))["logits"][0]) for c in clips])
     np.testing.assert_array_equal(_saved_confusion(work / "joint" / "eval"), expected)
 
-    metrics = evaluate.evaluate_workdir(run, work, protocol="late_fusion", fusion_stacks=3,
+    metrics = workdir_lib.evaluate_workdir(run, work, protocol="late_fusion", fusion_stacks=3,
                                         flow_weight=0.25)
     assert metrics["stages"].keys() == {"rgb_ms", "flow"}  # the recipe's last EgoRNN stage and its flow stage
     clips = _clips(run, kind="two_stream", eval_stacks=3)
@@ -147,8 +148,8 @@ def test_errors_say_what_to_do(workdir):
     done.rename(work / "rgb_stage1" / "DONE.bak")
     try:
         with pytest.raises(FileNotFoundError, match="--allow_unfinished"):
-            evaluate.evaluate_workdir(run, work, stage="rgb_stage1")
-        unfinished = evaluate.evaluate_workdir(run, work, stage="rgb_stage1", allow_unfinished=True)
+            workdir_lib.evaluate_workdir(run, work, stage="rgb_stage1")
+        unfinished = workdir_lib.evaluate_workdir(run, work, stage="rgb_stage1", allow_unfinished=True)
         assert unfinished["stages"]["rgb_stage1"]["finished"] is False
         # Labelled with the step it really evaluated, not as the final checkpoint.
         saved = json.loads((work / "rgb_stage1" / "eval" / "metrics.json").read_text())
@@ -156,14 +157,14 @@ def test_errors_say_what_to_do(workdir):
     finally:
         (work / "rgb_stage1" / "DONE.bak").rename(done)
     with pytest.raises(ValueError, match="--protocol rgb"):
-        evaluate.evaluate_workdir(run, work, stage="rgb_stage1", protocol="flow")
+        workdir_lib.evaluate_workdir(run, work, stage="rgb_stage1", protocol="flow")
     with pytest.raises(ValueError, match="not in the config"):
-        evaluate.evaluate_workdir(run, work, stage="rgb_stage3")
+        workdir_lib.evaluate_workdir(run, work, stage="rgb_stage3")
     # A checkpoint of another model (no MS head) where the config expects the MS model.
     other = work.parent / "W_wrong"
     shutil.copytree(work / "rgb_stage1", other / "rgb_ms")
     with pytest.raises(ValueError, match="different config"):
-        evaluate.evaluate_workdir(run, other, stage="rgb_ms")
+        workdir_lib.evaluate_workdir(run, other, stage="rgb_ms")
 
 
 def _script(name, *args):
@@ -185,7 +186,7 @@ def test_evaluate_script_writes_the_eval_folder(workdir):
 
 def test_visualize_cam_script_grid_and_tensorboard(workdir):
     config_path, run, work, _ = workdir
-    clip_id = evaluate.test_source(run)[1]["clip_id"]
+    clip_id = loaders.test_source(run)[1]["clip_id"]
     clip_id = clip_id.decode() if isinstance(clip_id, bytes) else clip_id
     out = _script("visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms",
                   f"--clips={clip_id}")

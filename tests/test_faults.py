@@ -20,7 +20,8 @@ from test_train_e2e import ROOT, tiny
 from configs import convlstm, two_stream
 from ego_jax.data import gtea61
 from ego_jax.specs import RunSpec
-from ego_jax.train import checkpoint, evaluate, loop, preflight
+from ego_jax.train import checkpoint, loop, preflight
+from ego_jax.train import workdir as workdir_lib
 from ego_jax.train import stage as stage_lib
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 
@@ -78,8 +79,8 @@ def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retra
     bad = re.escape(str(ckpt(work, 6)))
     # Evaluation refuses the damaged final step, naming it; --allow_unfinished evaluates step 3, labelled so.
     with pytest.raises(checkpoint.BadCheckpoint, match=rf"(?s){bad} is damaged.*--allow_unfinished"):
-        evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE)
-    _, meta = evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE, allow_unfinished=True)
+        workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE)
+    _, meta = workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE, allow_unfinished=True)
     assert (meta["step"], meta["finished"]) == (3, False)
     # A next stage starting from it refuses too (never an older step in place of the final one).
     model = stage_lib.build_model(RunSpec.from_config(config), "rgb_stage2")
@@ -115,7 +116,7 @@ def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_i
         with pytest.raises(WorkdirLocked, match=rf"in use by pid {sleeper.pid} on host .*the other run"):
             loop.train(RunSpec.from_config(config), str(work))
         # Readers do not need the lock: evaluation reads while the other run holds it.
-        assert evaluate.load_stage_model(RunSpec.from_config(config), work, STAGE)[1]["step"] == 6
+        assert workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE)[1]["step"] == 6
     finally:
         sleeper.kill()
         sleeper.wait(timeout=30)

@@ -22,7 +22,8 @@ from ego_jax import recipes
 from ego_jax.data.pipeline import make_loader
 from ego_jax.specs import RunSpec
 from ego_jax.streams import normalize_rgb
-from ego_jax.train import checkpoint, evaluate, loop
+from ego_jax.train import checkpoint, loaders, loop
+from ego_jax.train import workdir as workdir_lib
 from ego_jax.train.stage import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +98,7 @@ def two_stream_run(data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("two_stream"))
     config = tiny(two_stream, data_dir, joint=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate, "make_eval_loader", _counted_eval_loaders(evaluate.make_eval_loader))
+        patch.setattr(loaders, "eval_loader", _counted_eval_loaders(loaders.eval_loader))
         assert loop.train(RunSpec.from_config(config), workdir)
     return config, workdir
 
@@ -308,12 +309,12 @@ def test_a_variant_defined_outside_the_package_trains_from_its_config_file_and_e
     trained = final_state(tmp_path, "toy")
     assert changed(fresh_state(config, "toy"), trained) == {k for k in trained if "rngs" not in k}
 
-    metrics = evaluate.evaluate_workdir(RunSpec.from_config(config), tmp_path)
+    metrics = workdir_lib.evaluate_workdir(RunSpec.from_config(config), tmp_path)
     assert metrics["protocol"] == "rgb" and metrics["num_examples"] == 4
     # The restored model run one clip at a time by hand gives the confusion evaluate wrote.
-    model, _ = evaluate.load_stage_model(RunSpec.from_config(config), tmp_path, "toy")
+    model, _ = workdir_lib.load_stage_model(RunSpec.from_config(config), tmp_path, "toy")
     d = config.data
-    clips = list(make_loader(evaluate.test_source(RunSpec.from_config(config)), kind="rgb", train=False,
+    clips = list(make_loader(loaders.test_source(RunSpec.from_config(config)), kind="rgb", train=False,
                              global_batch_size=1,
                              frames=d.frames, crop=d.crop, resize=d.resize, num_epochs=1))
     want = np.zeros((61, 61), int)

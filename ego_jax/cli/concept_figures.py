@@ -114,7 +114,8 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
     from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
     from ego_jax.models import EgoRNN, layer4_grid  # noqa: PLC0415
     from ego_jax.specs import RunSpec  # noqa: PLC0415
-    from ego_jax.train import evaluate  # noqa: PLC0415
+    from ego_jax.train import loaders  # noqa: PLC0415
+    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
     from ego_jax.train.stage import build_model  # noqa: PLC0415
     from ego_jax.viz import cam  # noqa: PLC0415
 
@@ -125,12 +126,12 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
     if inner is None or not issubclass(inner[1].model, EgoRNN):  # the figures read Ego-RNN's ConvLSTM
         raise ValueError(f"stage {stage!r} of config.recipe {run.recipe} is not an Ego-RNN RGB or two_stream stage")
     if workdir:
-        model, _ = evaluate.load_stage_model(run, workdir, stage)
+        model, _ = workdir_lib.load_stage_model(run, workdir, stage)
     else:
         model = build_model(run, stage)
         model.eval()
     model = model if inner[0] is None else getattr(model, inner[0])
-    source = evaluate.test_source(run)
+    source = loaders.test_source(run)
     example = source[find_clip(d, d.test_split, clip)]
     label = int(example["label"])
     n = len(example["rgb"])

@@ -50,7 +50,7 @@ def evaluate(argv: list[str]) -> None:
     common.setup_logs()
     common.initialize_from_flags()
     from ego_jax.specs import RunSpec  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
-    from ego_jax.train import evaluate  # noqa: PLC0415
+    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
 
     try:
         run = RunSpec.from_config(FLAGS.config)
@@ -61,7 +61,7 @@ def evaluate(argv: list[str]) -> None:
         raise app.UsageError("--stage=all evaluates each stage with its own protocol; drop --protocol")
     for stage in stages:
         try:
-            metrics = evaluate.evaluate_workdir(
+            metrics = workdir_lib.evaluate_workdir(
                 run, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
                 rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
                 flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,

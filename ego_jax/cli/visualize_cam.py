@@ -45,20 +45,21 @@ def visualize(argv: list[str]) -> None:
     common.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.specs import RunSpec  # noqa: PLC0415
-    from ego_jax.train import evaluate, paths  # noqa: PLC0415
+    from ego_jax.train import paths  # noqa: PLC0415
+    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
 
     try:
         workdir = paths.absolute(FLAGS.workdir)
-        run = RunSpec.from_config(FLAGS.config) if FLAGS.config else evaluate.workdir_run(workdir)
-        stage = evaluate.stage_of(run, FLAGS.stage)
+        run = RunSpec.from_config(FLAGS.config) if FLAGS.config else workdir_lib.workdir_run(workdir)
+        stage = workdir_lib.stage_of(run, FLAGS.stage)
         models = [(run, workdir, stage, workdir.name if FLAGS.compare else "")]
         for spec in FLAGS.compare:
             path, sep, other = spec.rpartition(":")
             if not sep:
                 raise ValueError(f"--compare {spec!r}: expected WORKDIR:STAGE")
             other_dir = paths.absolute(path)
-            other_run = evaluate.workdir_run(other_dir)
-            models.append((other_run, other_dir, evaluate.stage_of(other_run, other), other_dir.name))
+            other_run = workdir_lib.workdir_run(other_dir)
+            models.append((other_run, other_dir, workdir_lib.stage_of(other_run, other), other_dir.name))
         out = paths.absolute(FLAGS.out) if FLAGS.out else workdir / stage / "cam"
         pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
                             tensorboard_dir=None if FLAGS.compare else workdir / stage,

@@ -14,7 +14,8 @@ from flax import nnx
 from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
 from ego_jax.specs import DataSpec, RunSpec
-from ego_jax.train import clips, distributed, evaluate, sharding
+from ego_jax.train import clips, distributed, loaders, sharding
+from ego_jax.train import workdir as workdir_lib
 from ego_jax.viz import cam, plots
 
 
@@ -42,7 +43,7 @@ def _maps(run: RunSpec, workdir: str, stage: str, example, allow_unfinished: boo
         raise ValueError(f"stage {stage!r}: its {spec.kind} model has no RGB-only stream (itself or a part in its "
                          "stream entry) whose attention could be drawn")
     attribute, rgb_stream = inner
-    model, meta = evaluate.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
+    model, meta = workdir_lib.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
     rgb_model = model if attribute is None else getattr(model, attribute)
     grid = clips.ms_grid(run.data, rgb_model, rgb_stream)
     clip_spec = run.data.clip_spec(rgb_stream.loader, train=False, ms_grid=grid, ms_target=spec.ms_target)
@@ -77,7 +78,7 @@ def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None
             raise ValueError(f"{workdir}: frames/crop {run.data.frames}/{run.data.crop} differ from "
                              f"{first.data.frames}/{first.data.crop}; compare models that see the same frames")
     split = split or first.data.test_split
-    source = evaluate.test_source(first, split)
+    source = loaders.test_source(first, split)
     writer = (metric_writers.create_default_writer(str(tensorboard_dir or out_dir), asynchronous=False)
               if distributed.is_writer() else None)
     paths = []

@@ -1,14 +1,16 @@
-"""A run's data -> GTEA61 sources and grain loaders.
+"""A run's data -> dataset sources and grain loaders (training, and evaluation by protocol).
 
 The train loop and evaluation both read their data through here (so neither imports the other).
 """
+from collections.abc import Mapping
+
 from flax import nnx
 
 from ego_jax.data import datasets
 from ego_jax.data.gtea61 import CLASSES
 from ego_jax.data.pipeline import Loader, build_loader
 from ego_jax.specs import DataSpec, RunSpec
-from ego_jax.train import sharding
+from ego_jax.train import evaluate, sharding
 from ego_jax.train.clips import train_clip_spec
 
 
@@ -38,6 +40,11 @@ def load_sources(data: DataSpec):
     return load_split(data, data.train_split), load_split(data, data.test_split)
 
 
+def test_source(run: RunSpec, split: str | None = None):
+    """The run's test split (or `split`) as a random-access source; a clear error if not built."""
+    return load_split(run.data, split or run.data.test_split)
+
+
 def train_loader(run: RunSpec, name: str, model: nnx.Module, source, *, start_step: int, mesh) -> Loader:
     """Stage `name`'s training batches (its stream's loader, MS targets when `model` has an MS head)."""
     return build_loader(source, train_clip_spec(run, name, model), global_batch_size=run.batch_size, seed=run.seed,
@@ -45,11 +52,14 @@ def train_loader(run: RunSpec, name: str, model: nnx.Module, source, *, start_st
                         worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh))
 
 
-def eval_loader(run: RunSpec, source, loader: str, *, eval_stacks: int, mesh, keep_workers: bool = False) -> Loader:
-    """The run's padded one-epoch loader of pipeline kind `loader`, batches sharded over mesh's 'data' axis.
+def eval_loader(run: RunSpec, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
+                fusion_stacks: int = 10, keep_workers: bool = False) -> Loader:
+    """The run's padded one-epoch loader of `source` for evaluation `protocol` (and its roles' stream `kinds`,
+    evaluate.role_kinds), batches sharded over mesh's 'data' axis.
 
     keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
-    return build_loader(source, run.data.clip_spec(loader, train=False, eval_stacks=eval_stacks),
-                        global_batch_size=run.eval_batch_size, seed=run.seed, num_epochs=1,
+    spec = run.data.clip_spec(evaluate.protocol_loader(protocol, kinds), train=False,
+                              eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks, fusion_stacks))
+    return build_loader(source, spec, global_batch_size=run.eval_batch_size, seed=run.seed, num_epochs=1,
                         worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh),
                         keep_workers=keep_workers)

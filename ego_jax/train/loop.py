@@ -245,8 +245,7 @@ def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest
                 f"{ckpts.latest_step()} in {ckpts.directory}")
 
     # Built once per stage: each evaluation iterates it again, its worker processes started once.
-    test = evaluate.make_eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: kind},
-                                     keep_workers=True)
+    test = loaders.eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: kind}, keep_workers=True)
     closing.callback(test.close)
 
     def run_eval(step):
