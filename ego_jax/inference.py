@@ -101,7 +101,7 @@ class Predictor:
     @property
     def features(self) -> tuple[str, ...]:
         """Example keys a clip needs: 'rgb' and/or 'flow_x', 'flow_y' (sequences of frames, encoded or uint8)."""
-        return features(self.spec.kind)
+        return features(self.spec.loader)
 
     def predict(self, source, *, top: int = 5, frames: bool = False) -> Iterator[dict]:
         """Clips of `source` (a built split, or a sequence of example dicts holding self.features and optionally

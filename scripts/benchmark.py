@@ -217,7 +217,7 @@ def run_data(args):
                      ("PIL per file", 0, lambda: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):
-                    loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
+                    loader = pipeline.make_loader(kind_source, loader=kind, train=True, global_batch_size=args.batch,
                                                   worker_count=workers, method=method, **settings)
                     timed.append((f"grain, gtea61/{config}, method {method}", workers,
                                   lambda loader=loader: _seconds(loader, args.batches)))

@@ -74,7 +74,7 @@ def workdir(tmp_path_factory, synthetic_gtea61):
 def _clips(run, *, kind, eval_stacks=1):
     """The test clips one at a time, unpadded and unsharded."""
     d = run.data
-    return list(make_loader(loaders.test_source(run), kind=kind, train=False, global_batch_size=1,
+    return list(make_loader(loaders.test_source(run), loader=kind, train=False, global_batch_size=1,
                             frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
                             eval_stacks=eval_stacks, num_epochs=1))
 

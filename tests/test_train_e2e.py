@@ -314,7 +314,7 @@ def test_a_variant_defined_outside_the_package_trains_from_its_config_file_and_e
     # The restored model run one clip at a time by hand gives the confusion evaluate wrote.
     model, _ = workdir_lib.load_stage_model(RunSpec.from_config(config), tmp_path, "toy")
     d = config.data
-    clips = list(make_loader(loaders.test_source(RunSpec.from_config(config)), kind="rgb", train=False,
+    clips = list(make_loader(loaders.test_source(RunSpec.from_config(config)), loader="rgb", train=False,
                              global_batch_size=1,
                              frames=d.frames, crop=d.crop, resize=d.resize, num_epochs=1))
     want = np.zeros((61, 61), int)
