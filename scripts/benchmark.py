@@ -3,6 +3,7 @@
   python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
+  python scripts/benchmark.py flow    [--sizes 256x340,224x224 --backends opencv,jax --parity]  # flow pairs/s
 
 Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
 """
@@ -411,7 +412,90 @@ def run_step(args):
                            backend=jax.default_backend(), devices=len(jax.devices()), rows=rows), f, indent=1)
 
 
-BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize), "step": (args_step, run_step)}
+# ----------------------------------------------------------------------------------------------- flow
+
+
+def args_flow(parser):
+    parser.add_argument("--sizes", default="256x340,224x224",
+                        help="HxW frame sizes (dense_flow's usual --new_width 340 --new_height 256 is 256x340)")
+    parser.add_argument("--backends", default="opencv,jax")
+    parser.add_argument("--methods", default="tvl1,warp_tvl1")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="jax: pairs per call over all local devices (default: 64 per accelerator, 4 per CPU)")
+    parser.add_argument("--pairs", type=int, default=4, help="opencv: pairs timed per setting")
+    parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best")
+    parser.add_argument("--tvl1", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TV-L1 parameter (default: dense_flow's), repeatable")
+    parser.add_argument("--parity", action="store_true",
+                        help="also print each backend's end-point error against known motions and between backends")
+    parser.add_argument("--json", help="write the results here")
+
+
+def _flow_scenes(size):
+    """Real photographs moved by known motions (ego_jax/data/flow/scenes.py): a GTEA61 frame when the checkout has
+    one (tests/data), else matplotlib's Grace Hopper; Grace Hopper is the moving object."""
+    import cv2
+    import matplotlib.cbook
+
+    from ego_jax.data.flow import scenes
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    gtea = Path(__file__).parents[1] / "tests" / "data" / "gtea61_sample" / "rgb0011.png"
+    background = cv2.imread(str(gtea), cv2.IMREAD_GRAYSCALE) if gtea.exists() else hopper
+    return scenes.known_motion_scenes(background, hopper, size)
+
+
+def run_flow(args):
+    import cv2
+
+    from ego_jax.data import flow
+    from ego_jax.data.flow import scenes
+
+    params = flow.TVL1.parse(args.tvl1)
+    devices = jax.local_devices()
+    batch = args.batch or len(devices) * (4 if devices[0].platform == "cpu" else 64)
+    workers = os.cpu_count() or 1
+    print(f"{len(devices)} {jax.default_backend()} device(s) ({devices[0].device_kind}); OpenCV {cv2.__version__}, "
+          f"{cv2.getNumThreads()} threads; {workers} homography threads; {params}")
+    rows, parity = [], []
+    for size in [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]:
+        found, tvl1_fields = _flow_scenes(size), {}
+        for backend in args.backends.split(","):
+            n = batch if backend == "jax" else args.pairs
+            pick = [found[i % len(found)] for i in range(n)]
+            prev, next_ = np.stack([s.prev for s in pick]), np.stack([s.next_ for s in pick])
+            for method in args.methods.split(","):
+                spec = flow.FlowSpec(method=method, backend=backend, tvl1=params)
+                times = []
+                for _ in range(args.repeats + 1):  # the first call compiles (jax)
+                    start = time.perf_counter()
+                    fields, _ = flow.pairs_flow(prev, next_, spec, batch=batch, workers=workers)
+                    times.append(time.perf_counter() - start)
+                if method == "tvl1":
+                    tvl1_fields[backend] = fields
+                rows.append({"size": f"{size[1]}x{size[0]}", "backend": backend, "method": method, "pairs": n,
+                             "devices": len(devices) if backend == "jax" else 1,
+                             "pairs_per_s": n / min(times[1:]), "first_call_s": times[0]})
+                print(f"{size[1]:>4d}x{size[0]:<4d} {backend:7s} {method:10s} {rows[-1]['pairs_per_s']:8.2f} pairs/s "
+                      f"({n} pairs per call, first call {times[0]:.1f} s)", flush=True)
+        for i, s in enumerate(found):
+            row = {"size": f"{size[1]}x{size[0]}", "scene": s.name}
+            row.update({f"epe_{b}": scenes.epe(f[i], s.flow, s.valid) for b, f in tvl1_fields.items()})
+            if len(tvl1_fields) == 2:
+                row["epe_jax_vs_opencv"] = scenes.epe(tvl1_fields["jax"][i], tvl1_fields["opencv"][i], s.valid)
+            parity.append(row)
+    if args.parity:
+        print("\nTV-L1 end-point error (px) against the known motion, and between the backends:")
+        for row in parity:
+            print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"devices": len(devices), "backend": jax.default_backend(),
+                                               "tvl1": str(params), "rows": rows, "parity": parity}, indent=1))
+
+
+BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize), "step": (args_step, run_step),
+              "flow": (args_flow, run_flow)}
 
 
 def main(argv=None):

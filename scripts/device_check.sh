@@ -4,7 +4,10 @@
 #      stage of configs/two_stream.py, with the reference's stages re-stated in torch timed beside when torch imports;
 #   2. scripts/benchmark.py data on generated full-size clips with every core as grain workers (skipped, with a
 #      line saying so, where grain or tensorflow-datasets is missing);
-#   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input.
+#   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input;
+#   4. scripts/benchmark.py flow: TV-L1 and warp-flow pairs/s of the opencv (CPU) and jax (all local devices) backends
+#      at 340x256 and 224x224 with dense_flow's parameters, and their end-point errors on known motions (skipped,
+#      with a line saying so, where OpenCV's contrib modules, PyAV or matplotlib are missing).
 #
 #   bash scripts/device_check.sh            # on the accelerator machine; writes $OUT (or ./device_check) *.json/log
 #   bash scripts/device_check.sh --smoke    # tiny shapes on CPU in seconds (tests/test_device_check.py)
@@ -37,9 +40,14 @@ fi
 if (( SMOKE )); then
   STEP=(--batch 2 --frames 2 --size 32 --steps 1 --stages rgb_stage1 --set model.depth=18 --set model.width=4)
   DATA_TIMEOUT=120
+  FLOW=(--sizes 32x48 --methods warp_tvl1 --pairs 2 --batch 2 --repeats 1 --tvl1 nscales=1 --tvl1 warps=1
+        --tvl1 inner_iterations=5)
+  FLOW_TIMEOUT=120
 else
   STEP=(--batch 32 --frames 16 --size 224 --steps 10)
   DATA_TIMEOUT=180
+  FLOW=(--sizes 256x340,224x224 --pairs 4 --repeats 2 --parity)
+  FLOW_TIMEOUT=300
 fi
 echo "== step ($(date -u +%H:%M:%S))"
 "$PY" scripts/benchmark.py step "${STEP[@]}" --dtypes float32,bfloat16 --json "$RESULTS/step.json" \
@@ -68,6 +76,14 @@ else
     echo "loader benchmark failed or ran past ${DATA_TIMEOUT} s (see $RESULTS/data.log)"
   fi
   rm -rf "$WORK"
+fi
+
+echo "== flow ($(date -u +%H:%M:%S))"
+if ! "$PY" -c "import cv2, av, matplotlib; cv2.optflow" 2>/dev/null; then
+  echo "flow benchmark skipped: OpenCV's contrib modules (opencv-contrib-python-headless), PyAV or matplotlib is not importable here (carry their wheels in .whl/)"
+elif ! timeout "$FLOW_TIMEOUT" "$PY" scripts/benchmark.py flow "${FLOW[@]}" --json "$RESULTS/flow.json" \
+    | tee "$RESULTS/flow.log"; then
+  echo "flow benchmark failed or ran past ${FLOW_TIMEOUT} s (see $RESULTS/flow.log)"
 fi
 
 echo "== table ($(date -u +%H:%M:%S))"

@@ -37,5 +37,8 @@ def test_device_check_smoke(tmp_path):
     assert all(r["clips_per_s"] > 0 and r["first_step_s"] > 0 for r in step["rows"])
     table = output[output.index("== table"):]
     assert "| rgb_stage1 | ego_jax bfloat16 |" in table, output
+    flow = json.loads((tmp_path / "flow.json").read_text())  # OpenCV-contrib, PyAV, matplotlib: dependencies here
+    assert {(r["backend"], r["method"]) for r in flow["rows"]} == {("opencv", "warp_tvl1"), ("jax", "warp_tvl1")}
+    assert all(r["pairs_per_s"] > 0 for r in flow["rows"]), flow
     has_loader = "loader benchmark skipped" not in output
     assert has_loader == (tmp_path / "data.json").exists(), output

@@ -94,7 +94,7 @@ def test_command_shards_resumes_and_reports_corrupt_videos(tmp_path, capsys):
     good = (tmp_path / "in/S1/a/1.mp4").read_bytes()
     (tmp_path / "in/S1/a/3.mp4").write_bytes(good[:len(good) // 3])  # truncated: unreadable
     (tmp_path / "in/.hidden.mp4").write_bytes(good)
-    common = ("--input", tmp_path / "in", "--out", tmp_path / "out", "--method", "tvl1", "--backend", "opencv",
+    common = ("--input", tmp_path / "in", "--out", tmp_path / "out", "--backend", "opencv",  # warp_tvl1
               "--tvl1", "nscales=1", "--tvl1", "inner_iterations=5")
     assert _run(*common, "--shard", "0/2") == 1  # S1/a/1, S1/a/3 (corrupt)
     out, err = capsys.readouterr()
@@ -132,6 +132,10 @@ def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(t
                    "--batch", "8", "--workers", "2", "--tvl1", "nscales=1", "--tvl1", "warps=1",
                    "--tvl1", "inner_iterations=10"]) == 0
     assert "8 clips extracted" in capsys.readouterr().out
+    one = tmp_path / "videos/S1/take_jam/1.mp4"  # optical flow of one video (same TV-L1 program as above)
+    assert script(["--input", str(one), "--out", str(tmp_path / "optical"), "--method", "tvl1", "--backend", "jax",
+                   "--batch", "8", "--tvl1", "nscales=1", "--tvl1", "warps=1", "--tvl1", "inner_iterations=10"]) == 0
+    assert len(list((tmp_path / "optical/flow_x/1").iterdir())) == len(video.read_frames(one)) - 1
     gtea61.build(manual_dir=tmp_path / "GTEA61", data_dir=tmp_path / "tfds", config="flow")
     assert len(gtea61.load_source("S2", data_dir=tmp_path / "tfds", config="flow")) == 2
 

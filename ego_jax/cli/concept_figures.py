@@ -8,10 +8,11 @@ Without --workdir the model is freshly initialised (its maps are then meaningles
 Writes to --out:
   rgb_flow.png         the RGB frames of one flow stack and their x / y warp flow as stored (grey 128 = still):
                        the 2*stack channels the flow network reads, interleaved x1 y1 x2 y2 ...
-  optical_vs_warp.png  optical flow of consecutive RGB frames (OpenCV Farneback) while the head turns (the second
-                       frame shifted by --pan px, since the synthetic camera only shakes by about half a pixel),
-                       the same minus the dominant (camera) motion, and the dataset's warp flow; magnitudes on one
-                       colour scale
+  optical_vs_warp.png  TV-L1 optical flow of consecutive RGB frames while the head turns (the second frame moved by
+                       a pan of --pan px and a --roll degree rotation, since the synthetic camera only shakes by
+                       about half a pixel), the warp flow of the same frames (TV-L1 after the RANSAC homography
+                       removed the camera's motion, ego_jax.data.flow as dense_flow), and the dataset's warp flow;
+                       magnitudes on one colour scale
   cam.png              the frames the RGB model sees and its CAM attention on each
   convlstm.png         the mean |c_t| of the ConvLSTM cell state after each frame, and what the classifier
                        would answer from c_t if the clip ended there
@@ -41,6 +42,7 @@ def define_flags() -> None:
     flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
     flags.DEFINE_integer("size", 96, "display size (px) of each tile's short side")
     flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
+    flags.DEFINE_float("roll", 1.0, "degrees per frame of the simulated head roll added with the pan")
     flags.mark_flags_as_required(["config"])
 
 
@@ -55,24 +57,25 @@ def _tile(image: np.ndarray, size: int) -> np.ndarray:
                       interpolation=cv2.INTER_LINEAR)
 
 
-def optical_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray, pan: float = 0.0) -> np.ndarray:
-    """Two (H, W, 3) uint8 frames -> (H, W, 2) float32 displacement in px (Farneback; camera motion included).
-
-    pan: the second frame is first shifted by (pan, pan / 2) px, as if the head turned between the frames.
-    """
-    shift = np.float32([[1, 0, pan], [0, 1, pan / 2]])
-    next_rgb = cv2.warpAffine(next_rgb, shift, next_rgb.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (prev_rgb, next_rgb)]
-    return cv2.calcOpticalFlowFarneback(gray[0], gray[1], None, 0.5, 3, 9, 3, 5, 1.1, 0)
+def head_turn(size: tuple[int, int], pan: float, roll: float) -> np.ndarray:
+    """The (3, 3) homography of a head that pans (pan, pan / 2) px and rolls `roll` degrees about the centre of
+    (H, W) frames: the scene point at x in one frame is at H x in the next."""
+    h, w = size
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0)
+    turn[:, 2] += (pan, pan / 2)
+    return np.vstack([turn, [0, 0, 1]])
 
 
-def camera_compensated(flow: np.ndarray) -> np.ndarray:
-    """(H, W, 2) flow -> the flow minus its median: the dominant motion of a mostly static scene is the camera's.
+def optical_and_warp_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray, camera: np.ndarray):
+    """Two (H, W, 3) uint8 frames, the second first moved by `camera` -> TV-L1 optical flow, warp flow (H, W, 2)
+    px and the ego_jax.data.flow.Camera the warp flow removed (dense_flow's parameters, OpenCV backend)."""
+    from ego_jax.data import flow  # noqa: PLC0415
 
-    A translation-only stand-in for what the dataset's warp flow did (improved dense trajectories fit a
-    homography between frames with RANSAC and compute the flow after warping by it).
-    """
-    return flow - np.median(flow.reshape(-1, 2), axis=0)
+    moved = cv2.warpPerspective(next_rgb, camera, next_rgb.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+    prev, next_ = (flow.gray(f[None]) for f in (prev_rgb, moved))
+    optical = flow.optical_flow(prev, next_)[0]
+    warped, cameras = flow.warp_flow(prev, next_)
+    return optical, warped[0], cameras[0]
 
 
 def warp_flow_px(flow_x: np.ndarray, flow_y: np.ndarray) -> np.ndarray:
@@ -106,7 +109,7 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
 
 
 def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
-         size: int = 96, pan: float = 3.0) -> list[str]:
+         size: int = 96, pan: float = 3.0, roll: float = 1.0) -> list[str]:
     """Writes FIGURES into `out` for one test clip -> their paths."""
     from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
@@ -153,16 +156,22 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
     write("rgb_flow.png", [[_tile(raw(key, i), size) for i in stack] for key in ("rgb", "flow_x", "flow_y")],
           ["RGB", "flow x", "flow y"])
 
-    # (e) Optical flow (camera motion included) vs camera-compensated vs the dataset's warp flow.
+    # (e) Optical flow (camera motion included) vs warp flow (homography removed) vs the dataset's warp flow.
     pairs = stack[stack + 1 < n]
     if not len(pairs):
         raise ValueError(f"clip {clip!r} has {n} frames: optical flow needs two consecutive ones; pick another --clip")
-    flows = {"optical flow": [], "minus camera": [], "warp flow": []}
+    flows = {"optical flow": [], "warp flow": [], "dataset's": []}
+    camera = head_turn(raw("rgb", 0).shape[:2], pan, roll)
     for i in pairs:
-        optical = optical_flow(raw("rgb", i), raw("rgb", i + 1), pan)
+        optical, warped, found = optical_and_warp_flow(raw("rgb", i), raw("rgb", i + 1), camera)
         flows["optical flow"].append(optical)
-        flows["minus camera"].append(camera_compensated(optical))
-        flows["warp flow"].append(warp_flow_px(raw("flow_x", i), raw("flow_y", i)))
+        flows["warp flow"].append(warped)
+        flows["dataset's"].append(warp_flow_px(raw("flow_x", i), raw("flow_y", i)))
+        moving = raw("mmaps", i) > 0
+        logging.info("pair %d: homography from %d matches (%d inliers, used: %s); mean |flow| of the still background "
+                     "%.2f px optical, %.2f px warp; of the moving item %.2f px optical, %.2f px warp", i,
+                     found.matches, found.inliers, found.used, *(float(np.linalg.norm(f, axis=-1)[m].mean())
+                     for m in (~moving, moving) for f in (optical, warped)))
     peak = max(float(np.linalg.norm(f, axis=-1).max()) for fs in flows.values() for f in fs) or 1.0
     rows = [[_tile(raw("rgb", i), size) for i in pairs]]
     rows += [[_tile(cam.colorize(np.linalg.norm(f, axis=-1) / peak), size) for f in fs] for fs in flows.values()]
@@ -209,7 +218,8 @@ def figures(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
         paths = draw(FLAGS.config, FLAGS.out, workdir=FLAGS.workdir and os.path.abspath(FLAGS.workdir),
-                     stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan)
+                     stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
+                     roll=FLAGS.roll)
     except (FileNotFoundError, ValueError) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")

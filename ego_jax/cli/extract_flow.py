@@ -11,23 +11,10 @@ Resumable: finished clips are skipped, half-written ones redone. A source that c
 and listed at the end (exit status 1). Library: ego_jax.data.flow (extract_clip, extract_all).
 """
 import argparse
-import dataclasses
 import sys
 
 from ego_jax.data import flow
 from ego_jax.data.flow import dataset
-
-_TVL1_FIELDS = {f.name: f.type for f in dataclasses.fields(flow.TVL1)}
-
-
-def _tvl1(pairs: list[str]) -> flow.TVL1:
-    values = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in _TVL1_FIELDS or not value:
-            raise ValueError(f"--tvl1 {pair!r}: expected KEY=VALUE with KEY one of {', '.join(_TVL1_FIELDS)}")
-        values[key] = (int if _TVL1_FIELDS[key] in (int, "int") else float)(value)
-    return flow.TVL1(**values)
 
 
 def _backend(name: str, method: str) -> str:
@@ -65,7 +52,8 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
-        spec = flow.FlowSpec(method=args.method, backend=_backend(args.backend, args.method), tvl1=_tvl1(args.tvl1),
+        spec = flow.FlowSpec(method=args.method, backend=_backend(args.backend, args.method),
+                             tvl1=flow.TVL1.parse(args.tvl1),
                              bound=args.bound, quirks=not args.no_quirks, short_side=args.short_side,
                              image_ext=args.image_ext)
         index, count = dataset.parse_shard(args.shard)

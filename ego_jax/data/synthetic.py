@@ -24,7 +24,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ego_jax.data import video
 from ego_jax.data.gtea61.classes import CLASSES
 
 SUBJECTS = ("S1", "S2", "S3", "S4")
@@ -267,6 +266,8 @@ def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folde
             continue
         folder.mkdir(parents=True, exist_ok=True)
         if layout == "video":
+            from ego_jax.data import video  # noqa: PLC0415  (PyAV only for videos: hosts without it build the rest)
+
             video.write_video(folder / name, frames["rgb"], fps=VIDEO_FPS)
             continue
         for k, img in enumerate(frames[mod]):

@@ -15,6 +15,9 @@ Library API (dataset builders and inference call these; none reimplements them):
   optical = flow.optical_flow(prev_gray, next_gray, backend="jax", batch=64)  # (N, H, W) pairs -> (N, H, W, 2)
   flow.write_clip("OUT", "P01/take_cup/1", frames, fields, spec)     # the layout, atomically
 
+  # a whole folder (what scripts/extract_flow.py runs): sorted sources, this machine's shard, resumable
+  summary = flow.extract_all(flow.shard(flow.list_sources("videos/"), 0, 4), "OUT", spec, workers=8)
+
 - FlowSpec: what determines the written files (method warp_tvl1 | tvl1 | farneback, backend opencv | jax, TV-L1
   parameters `TVL1`, bound, dense_flow's quirks, short_side, image_ext); a clip finished with another spec is
   refused (FlowSpecMismatch), a half-written one redone.
@@ -38,13 +41,49 @@ from ego_jax.data.flow.clip import (
     pairs_flow,
     write_clip,
 )
+from ego_jax.data.flow.dataset import (
+    Source,
+    Summary,
+    extract_all,
+    list_sources,
+    parse_shard,
+    shard,
+)
 from ego_jax.data.flow.optical import BACKENDS, optical_flow
 from ego_jax.data.flow.quantisation import BOUND, dequantise, encode_image, quantise
 from ego_jax.data.flow.tvl1 import DENSE_FLOW, OPENCV_DEFAULTS, TVL1
 from ego_jax.data.flow.warp import Camera, camera_motion, remove_camera, warp_flow
 
 __all__ = [
-    "BACKENDS", "BOUND", "DENSE_FLOW", "KINDS", "METHODS", "OPENCV_DEFAULTS", "TVL1", "Camera", "ClipResult",
-    "FlowSpec", "FlowSpecMismatch", "camera_motion", "clip_flow", "clip_name", "dequantise", "done", "encode_image",
-    "extract_clip", "gray", "optical_flow", "pairs_flow", "quantise", "remove_camera", "warp_flow", "write_clip",
+    "BACKENDS",
+    "BOUND",
+    "DENSE_FLOW",
+    "KINDS",
+    "METHODS",
+    "OPENCV_DEFAULTS",
+    "TVL1",
+    "Camera",
+    "ClipResult",
+    "FlowSpec",
+    "FlowSpecMismatch",
+    "Source",
+    "Summary",
+    "camera_motion",
+    "clip_flow",
+    "clip_name",
+    "dequantise",
+    "done",
+    "encode_image",
+    "extract_all",
+    "extract_clip",
+    "gray",
+    "list_sources",
+    "optical_flow",
+    "pairs_flow",
+    "parse_shard",
+    "quantise",
+    "remove_camera",
+    "shard",
+    "warp_flow",
+    "write_clip",
 ]

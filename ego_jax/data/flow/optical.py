@@ -1,9 +1,10 @@
 """Optical flow of many grey frame pairs with one method and backend.
 
-`opencv` computes pair by pair on the CPU (TV-L1 or Farneback); `jax` computes TV-L1 for `batch` pairs per call
-(a shorter last call padded to the next power of two, so a few compiled programs serve every clip length of one
-frame size).
+`opencv` computes pair by pair on the CPU (TV-L1 or Farneback); `jax` computes TV-L1 for `batch` pairs per call,
+split over all local devices (a shorter last call padded to the next power of two, and every call to a multiple of
+the device count, so a few compiled programs serve every clip length of one frame size).
 """
+import jax
 import numpy as np
 
 from ego_jax.data.flow import opencv, tvl1
@@ -33,11 +34,12 @@ def optical_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", b
     if backend == "opencv":
         fn = opencv.farneback if method == "farneback" else lambda a, b: opencv.tvl1(a, b, params)
         return np.stack([fn(a, b) for a, b in zip(prev, next_)]) if len(prev) else _empty(prev)
-    out = []
+    out, devices = [], len(jax.local_devices())
     for start in range(0, len(prev), batch):
         a, b = prev[start:start + batch], next_[start:start + batch]
-        pad = ((0, min(batch, 1 << (len(a) - 1).bit_length()) - len(a)), (0, 0), (0, 0))
-        out.append(np.asarray(tvl1.tvl1(np.pad(a, pad), np.pad(b, pad), params))[:len(a)])
+        size = -(-min(batch, 1 << (len(a) - 1).bit_length()) // devices) * devices
+        pad = ((0, size - len(a)), (0, 0), (0, 0))
+        out.append(np.asarray(tvl1.tvl1_on_devices(np.pad(a, pad), np.pad(b, pad), params))[:len(a)])
     return np.concatenate(out) if out else _empty(prev)
 
 

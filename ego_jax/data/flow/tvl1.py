@@ -56,6 +56,18 @@ class TVL1:
                                                self.outer_iterations) < 1:
             raise ValueError(f"{self}: expected 0 < scale_step < 1 and nscales, warps, iterations >= 1")
 
+    @classmethod
+    def parse(cls, pairs, base: "TVL1 | None" = None) -> "TVL1":
+        """['inner_iterations=20', 'nscales=3'] -> TVL1 (the rest from `base`, default dense_flow's)."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = {}
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            if key not in types or not value:
+                raise ValueError(f"TV-L1 parameter {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+            values[key] = (int if types[key] in (int, "int") else float)(value)
+        return dataclasses.replace(base or cls(), **values)
+
     def opencv(self):
         """The same parameters as a cv2.optflow.DualTVL1OpticalFlow."""
         import cv2
@@ -248,9 +260,30 @@ def _tvl1_pair(i0, i1, params: TVL1):
     return jnp.moveaxis(u, 0, -1)
 
 
+def _batched(prev, next_, params: TVL1):
+    prev, next_ = jnp.asarray(prev, jnp.float32), jnp.asarray(next_, jnp.float32)
+    return jax.vmap(lambda a, b: _tvl1_pair(a, b, params))(prev, next_)
+
+
 @functools.partial(jax.jit, static_argnames="params")
 def tvl1(prev: jax.Array, next_: jax.Array, params: TVL1 = DENSE_FLOW) -> jax.Array:
     """Flow from `prev` to `next_`: grey (B, H, W) uint8 (or float on the 0-255 scale) -> (B, H, W, 2) float32 px,
-    flow[..., 0] horizontal; next_(x + flow(x)) ~ prev(x), as OpenCV's calc(prev, next_)."""
-    prev, next_ = jnp.asarray(prev, jnp.float32), jnp.asarray(next_, jnp.float32)
-    return jax.vmap(lambda a, b: _tvl1_pair(a, b, params))(prev, next_)
+    flow[..., 0] horizontal; next_(x + flow(x)) ~ prev(x), as OpenCV's calc(prev, next_). One device."""
+    return _batched(prev, next_, params)
+
+
+@functools.cache
+def _on_devices(params: TVL1, devices: tuple):
+    mesh = jax.sharding.Mesh(np.array(devices), ("pairs",))
+    spec = jax.sharding.PartitionSpec("pairs")
+    # shard_map: each device runs its own pairs' loops and stops them on its own (no per-iteration all-reduce)
+    return jax.jit(jax.shard_map(functools.partial(_batched, params=params), mesh=mesh, in_specs=(spec, spec),
+                                 out_specs=spec, check_vma=False))
+
+
+def tvl1_on_devices(prev, next_, params: TVL1 = DENSE_FLOW, devices=None) -> jax.Array:
+    """`tvl1` with the pairs split over `devices` (default: all local devices); B must divide by their count."""
+    devices = tuple(devices or jax.local_devices())
+    if len(prev) % len(devices):
+        raise ValueError(f"{len(prev)} pairs do not split over {len(devices)} devices: pad to a multiple")
+    return _on_devices(params, devices)(prev, next_)
