@@ -5,6 +5,7 @@ started with: a resume must match it), W/<stage>/checkpoints (orbax, digest-veri
 W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files in W/<stage>.
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -183,20 +184,11 @@ def train_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopReques
     return True
 
 
-def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
-               closing: contextlib.ExitStack) -> dict | None:
-    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
-    stage, stage_dir = run.stage(name), paths.absolute(workdir) / name
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    train_source, test_source = sources
-    dtype = jnp.dtype(run.dtype)
-    steps_per_epoch = len(train_source) // run.batch_size
-    if not steps_per_epoch:
-        raise ValueError(f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
-                         f"batch_size={run.batch_size}")
-    total = steps_per_epoch * stage.epochs
-    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
-    closing.callback(ckpts.close)
+def _resume(run: RunSpec, name: str, workdir: str, ckpts: checkpoint.StageCheckpoints, mesh,
+            total: int) -> stage_lib.InitFn:
+    """The stage's starting point (a stage.InitFn): its newest good checkpoint, which every process must find the
+    same, else its init_from sources at step 0."""
+    stage = run.stage(name)
 
     def init(model, tx, params):
         try:
@@ -218,75 +210,114 @@ def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
         return start, opt_state
 
-    built = stage_lib.build(run, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
-    preflight.write_record(run, workdir, name)  # checked against any earlier record by preflight
-    model, graphdef, state, frozen = built.model, built.graphdef, built.state, built.frozen
-    train_step = built.train_step
-    start, schedules = built.start, built.schedules
-    kind = stage.model.kind
-    protocol = stage.model.stream.protocol
-    log = _Log(stage_dir, start)
-    closing.callback(log.close)
-    report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
-                                             every_steps=run.log_every_steps)
-    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
-                 steps_per_epoch, len(jax.tree.leaves(state.params)), len(jax.tree.leaves(frozen)))
+    return init
 
-    def save(step):
+
+@dataclasses.dataclass
+class _Training:
+    """A stage in training: its built stage (whose `state` each step replaces), checkpoints and last evaluation."""
+
+    name: str
+    built: stage_lib.Stage
+    ckpts: checkpoint.StageCheckpoints
+    steps_per_epoch: int
+    last_eval: dict | None = None
+
+    def save(self, step: int) -> None:
+        b = self.built
         # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
-        nnx.update(model, state.params, state.stats, state.rngs, frozen)
-        ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
+        nnx.update(b.model, b.state.params, b.state.stats, b.state.rngs, b.frozen)
+        self.ckpts.save(step, b.model, b.state.opt_state,
+                        dict(step=step, epoch=step // self.steps_per_epoch, stage=self.name))
 
-    def check(step, metrics):
+    def check(self, step: int, metrics: dict) -> None:
+        """A step's fetched metrics: a non-finite loss or parameter stops the run, naming the last good checkpoint."""
         if not metrics["finite"]:
             raise FloatingPointError(
-                f"stage {name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
-                f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
-                f"{ckpts.latest_step()} in {ckpts.directory}")
+                f"stage {self.name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
+                f"{(step - 1) // self.steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
+                f"{self.ckpts.latest_step()} in {self.ckpts.directory}")
 
-    # Built once per stage: each evaluation iterates it again, its worker processes started once.
-    test = loaders.eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: kind}, keep_workers=True)
-    closing.callback(test.close)
 
-    def run_eval(step):
-        result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
-            graphdef, state, frozen, test, protocol=protocol, num_classes=run.num_classes, dtype=dtype, kind=kind))
-        log(step, {"eval/accuracy": result["accuracy"]})
-        return result
+class _Window:
+    """The train metrics since the last log, fetched from the devices one step late (so the host never waits for
+    them between logs) and checked as they arrive (_Training.check)."""
 
-    loader = loaders.train_loader(run, name, model, train_source, start_step=start, mesh=mesh)
-    window, pending, last_eval, t0 = [], None, None, time.perf_counter()
-    completed = start  # the last step applied to `state`
+    def __init__(self, check):
+        self.check, self.rows, self.pending = check, [], None
+
+    def push(self, step: int, metrics: dict) -> None:
+        """This step's metrics (still on the devices); the previous step's are fetched and checked."""
+        self._fetch()
+        self.pending = (step, metrics)
+
+    def _fetch(self) -> None:
+        if self.pending is not None:
+            self.rows.append(jax.device_get(self.pending[1]))
+            self.check(self.pending[0], self.rows[-1])
+            self.pending = None
+
+    def check_pending(self) -> None:
+        """Check the newest step's metrics now (before a checkpoint: non-finite parameters are never saved)."""
+        if self.pending is not None:
+            self.check(*self.pending)
+
+    def means(self) -> dict:
+        """-> {metric: mean over the window} (the newest step fetched too, 'finite' left out); the window restarts."""
+        self._fetch()
+        means = {k: np.mean([w[k] for w in self.rows]) for k in self.rows[0] if k != "finite"}
+        self.rows = []
+        return means
+
+
+def _hooks(run: RunSpec, training: _Training, window: _Window, log: "_Log", test, *, total: int):
+    """-> (clu periodic actions run after every step, in order: progress, the train-metric log, the evaluation on the
+    test split (kept in training.last_eval), the checkpoint, each also at the stage's last step; the evaluation)."""
+    b, spe, stream = training.built, training.steps_per_epoch, run.stage(training.name).model.stream
+    dtype = jnp.dtype(run.dtype)
+
+    def log_train(step, t=None):
+        lrs = {("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in b.schedules.items()}
+        log(step, {**{f"train/{k}": v for k, v in window.means().items()}, **lrs, "epoch": step // spe})
+
+    def evaluate_test(step, t=None):
+        training.last_eval = dict(step=step, epoch=step // spe, **evaluate_state(
+            b.graphdef, b.state, b.frozen, test, protocol=stream.protocol, num_classes=run.num_classes, dtype=dtype,
+            kind=stream.kind))
+        log(step, {"eval/accuracy": training.last_eval["accuracy"]})
+
+    def save(step, t=None):
+        window.check_pending()
+        training.save(step)
+
+    every = dict(log=run.log_every_steps, eval=spe * run.eval_every_epochs, save=spe * run.checkpoint_every_epochs)
+    hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer, every_steps=every["log"]),
+             *(periodic_actions.PeriodicCallback(every_steps=every[k], on_steps=[total], callback_fn=fn)
+               for k, fn in (("log", log_train), ("eval", evaluate_test), ("save", save)))]
+    return hooks, evaluate_test
+
+
+def _step_loop(run: RunSpec, t: _Training, loader, window: _Window, hooks: list, *, total: int,
+               stop: StopRequest, stop_at_step) -> int:
+    """Steps from the built stage's start to `total`, the hooks after each, until done or stopped (with a checkpoint)
+    -> the last step applied to the state."""
+    b, completed, t0 = t.built, t.built.start, time.perf_counter()
+    *periodic, save = hooks
     try:
-        for step, batch in zip(range(start + 1, total + 1), loader):
-            state, metrics = train_step(state, frozen, batch)
+        for step, batch in zip(range(b.start + 1, total + 1), loader):
+            b.state, metrics = b.train_step(b.state, b.frozen, batch)
             completed = step
-            if pending is not None:  # checked one step late, so the host never waits for the device here
-                window.append(jax.device_get(pending[1]))
-                check(pending[0], window[-1])
-            pending = (step, metrics)
-            if step == start + 1:
-                logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
-            report(step)
-            boundary = step % steps_per_epoch == 0
-            epoch = step // steps_per_epoch
-            if step % run.log_every_steps == 0 or step == total:
-                window.append(jax.device_get(metrics))
-                check(step, window[-1])
-                pending = None
-                log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
-                           **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
-                           "epoch": epoch})
-                window = []
-            if boundary and (epoch % run.eval_every_epochs == 0 or step == total):
-                last_eval = run_eval(step)
+            window.push(step, metrics)
+            if step == b.start + 1:
+                logging.info("stage %s: first step (compile) %.1fs", t.name, time.perf_counter() - t0)
+            for hook in periodic:
+                hook(step)
             # Gathered where the host waits for the device anyway (one process: every step, at no cost).
             agreed = jax.process_count() == 1 or step % run.log_every_steps == 0
             stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
-            if step == total or stopping or (boundary and epoch % run.checkpoint_every_epochs == 0):
-                if pending is not None:
-                    check(*pending)
-                save(step)
+            if not save(step) and stopping:
+                window.check_pending()
+                t.save(step)
             if stopping and step < total:
                 break
     except Exception as e:
@@ -294,21 +325,51 @@ def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest
         # (One process alone: with several, the save is collective and the others would wait for it.)
         if not stop.requested or jax.process_count() > 1:
             raise
-        logging.warning("stage %s: %s: %s after the stop request; saving step %d", name, type(e).__name__, e,
+        logging.warning("stage %s: %s: %s after the stop request; saving step %d", t.name, type(e).__name__, e,
                         completed)
-        if completed > start:
-            if pending is not None:
-                check(*pending)
-            save(completed)
+        if completed > b.start:
+            window.check_pending()
+            t.save(completed)
+    return completed
+
+
+def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
+               closing: contextlib.ExitStack) -> dict | None:
+    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
+    stage, stage_dir = run.stage(name), paths.absolute(workdir) / name
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    train_source, test_source = sources
+    steps_per_epoch = len(train_source) // run.batch_size
+    if not steps_per_epoch:
+        raise ValueError(f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
+                         f"batch_size={run.batch_size}")
+    total = steps_per_epoch * stage.epochs
+    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
+    closing.callback(ckpts.close)
+    built = stage_lib.build(run, name, mesh, steps_per_epoch=steps_per_epoch,
+                            init=_resume(run, name, workdir, ckpts, mesh, total))
+    preflight.write_record(run, workdir, name)  # checked against any earlier record by preflight
+    log = _Log(stage_dir, built.start)
+    closing.callback(log.close)
+    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
+                 steps_per_epoch, len(jax.tree.leaves(built.state.params)), len(jax.tree.leaves(built.frozen)))
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    protocol = stage.model.stream.protocol
+    test = loaders.eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: stage.model.kind},
+                               keep_workers=True)
+    closing.callback(test.close)
+
+    t = _Training(name, built, ckpts, steps_per_epoch)
+    window = _Window(t.check)
+    hooks, evaluate_test = _hooks(run, t, window, log, test, total=total)
+    loader = loaders.train_loader(run, name, built.model, train_source, start_step=built.start, mesh=mesh)
+    completed = _step_loop(run, t, loader, window, hooks, total=total, stop=stop, stop_at_step=stop_at_step)
     if completed < total:
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
                         name, completed, total)
         return None
-
-    if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
-        last_eval = run_eval(total)
-    save(total)
-    _write_json(stage_dir / "eval.json", dict(stage=name, split=run.data.test_split, **last_eval))
-    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
-
-
+    if t.last_eval is None or t.last_eval["step"] != total:  # resumed exactly at the end
+        evaluate_test(total)
+    t.save(total)
+    _write_json(stage_dir / "eval.json", dict(stage=name, split=run.data.test_split, **t.last_eval))
+    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=t.last_eval["accuracy"])
