@@ -108,21 +108,19 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
                 cell=np.asarray(jnp.mean(jnp.abs(cs[0]), axis=-1)), p_true=np.asarray(p_true))
 
 
-def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
+def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
          size: int = 96, pan: float = 3.0, roll: float = 1.0) -> list[str]:
-    """Writes FIGURES into `out` for one test clip -> their paths."""
+    """Writes FIGURES into `out` for one test clip of `run` (ego_jax.specs.RunSpec) -> their paths."""
     from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import load_clip  # noqa: PLC0415
     from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
     from ego_jax.models import EgoRNN, layer4_grid  # noqa: PLC0415
-    from ego_jax.specs import RunSpec  # noqa: PLC0415
     from ego_jax.train import loaders  # noqa: PLC0415
     from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
     from ego_jax.train.stage import build_model  # noqa: PLC0415
     from ego_jax.viz import cam  # noqa: PLC0415
 
-    run = RunSpec.from_config(config)
     d = run.data
     spec = run.stages[stage].model if stage in run.stages else None
     inner = spec.stream.rgb_stream(spec.kwargs) if spec else None  # (attribute holding it, its stream entry)
@@ -216,8 +214,10 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
 def figures(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+
     try:
-        paths = draw(FLAGS.config, FLAGS.out, workdir=FLAGS.workdir and os.path.abspath(FLAGS.workdir),
+        paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=FLAGS.workdir and os.path.abspath(FLAGS.workdir),
                      stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
                      roll=FLAGS.roll)
     except (FileNotFoundError, ValueError) as e:
