@@ -217,7 +217,7 @@ def test_missing_modality_names_the_key():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(loader="audio"), "kind"),
+    (dict(loader="audio"), "unknown loader"),
     (dict(loader="flow", ms_grid=(2, 2)), "ms_grid"),
     (dict(ms_threshold=0.5), "ms_grid"),
     (dict(global_batch_size=8, train=True), "full batch"),
