@@ -264,7 +264,7 @@ class RunSpec:
     """A whole run: the settings every stage shares, the data, and the recipe's stages."""
 
     seed: int = field(RESULT)
-    num_classes: int = field(RESULT)
+    num_classes: int = field(RESULT)  # 0: the dataset build's class count (data=folder; loaders.resolve_classes)
     batch_size: int = field(RESULT)  # global, over every device and process
     eval_batch_size: int = field(None)  # padding is excluded from every count
     dtype: str = field(RESULT)  # compute dtype ('float32', 'bfloat16'); parameters stay float32
@@ -285,9 +285,9 @@ class RunSpec:
         object.__setattr__(self, "recipe", tuple(self.recipe))
         object.__setattr__(self, "model", _freeze(self.model))
         object.__setattr__(self, "stages", FrozenDict(self.stages))
-        problems = _ints(self, ("num_classes", "batch_size", "eval_batch_size", "log_every_steps",
-                                "eval_every_epochs", "checkpoint_every_epochs"))
-        problems += _ints(self, ("seed",), low=0)
+        problems = _ints(self, ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs",
+                                "checkpoint_every_epochs"))
+        problems += _ints(self, ("seed", "num_classes"), low=0)
         try:
             if not jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating):
                 raise TypeError

@@ -5,10 +5,13 @@ ego-jax-build-dataset; from a checkout: python scripts/build_dataset.py).
   ego-jax-build-dataset --dataset egtea --manual_dir data/manual/EGTEA --data_dir data/tfds
   ego-jax-build-dataset --dataset gtea71 --manual_dir data/manual/GTEA --data_dir data/tfds
   ego-jax-build-dataset --dataset gtea_gaze --manual_dir data/manual/GTEA_Gaze_Plus --data_dir data/tfds
+  ego-jax-build-dataset --dataset folder --manual_dir my_videos --data_dir data/tfds_folder   (your own videos)
 
 gtea61 configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow; splits S1..S4. egtea, gtea71,
-gtea_gaze configs: rgb_flow (default), rgb, flow; their frames and warp flow are read from folders in the authors'
-layout, extracted from the videos first where missing (ego_jax/data/release.py; --extract_dir). (The `tfds build`
+gtea_gaze, folder configs: rgb_flow (default), rgb, flow; their frames and warp flow are read from folders in the
+authors' layout, extracted from the videos first where missing (ego_jax/data/release.py; --extract_dir). folder:
+class-named subfolders of videos, train/ and test/ holding such subfolders, or mmaction2 video lists train.txt and
+test.txt (ego_jax/data/folder/layout.py); with class folders, --test_fraction of each class is the test split. (The `tfds build`
 CLI of tfds 4.9.10 does not start without apache-beam.)
 """
 import argparse
@@ -27,6 +30,9 @@ def main(argv=None):
     parser.add_argument("--config", help="modalities to build (default: gtea61 all, the others rgb_flow)")
     parser.add_argument("--extract_dir", help="egtea/gtea71/gtea_gaze: where frames and flow extracted from the "
                                               "videos go (default: <data_dir>/<dataset>_extracted)")
+    parser.add_argument("--test_fraction", type=float, default=0.2,
+                        help="folder of class folders: the fraction of each class's videos held out as test split")
+    parser.add_argument("--seed", type=int, default=0, help="folder of class folders: the seed of that draw")
     args = parser.parse_args(argv)
     module = datasets.module(args.dataset)
     config = args.config or datasets.BUILDER_CONFIG.get(args.dataset, "rgb_flow")
@@ -47,9 +53,10 @@ def main(argv=None):
                 return
             builder = gtea61.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config)
         else:
+            split = {"test_fraction": args.test_fraction, "seed": args.seed} if args.dataset == "folder" else {}
             builder = module.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config,
-                                   extract_dir=args.extract_dir)
-    except gtea61.ManualDirError as e:
+                                   extract_dir=args.extract_dir, **split)
+    except ValueError as e:  # ManualDirError, a folder built with another split
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): "

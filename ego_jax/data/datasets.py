@@ -6,6 +6,7 @@
   gtea_gaze  44       Ahmad, Alireza, ... (6)      test subject k, train the others       6
   egtea      106      P01..P32 + train/test{1,2,3} train{k} / test{k} (the release's files) 3
   synthetic  61       S1..S4 (a generated gtea61)  as gtea61                              4
+  folder     yours    train, test                  train / test                           1
 Validation (hyperparameter selection) stays inside each protocol split's training part: for subject datasets the
 last training subject (S4 when S2 is tested, as the suites always did; S3 when S4 is tested), for EGTEA val{k}
 (egtea/__init__.py), so the test part is never read while choosing. Sources: each dataset module's docstring.
@@ -13,14 +14,16 @@ last training subject (S4 when S2 is tested, as the suites always did; S3 when S
 import dataclasses
 import importlib
 
-NUM_CLASSES = {"gtea61": 61, "synthetic": 61, "gtea71": 71, "gtea_gaze": 44, "egtea": 106}
+# folder (your own videos, ego_jax/data/folder): 0 = the build's class count, read where a run starts
+# (ego_jax.train.loaders.resolve_classes).
+NUM_CLASSES = {"gtea61": 61, "synthetic": 61, "gtea71": 71, "gtea_gaze": 44, "egtea": 106, "folder": 0}
 SUBJECTS = {"gtea61": ("S1", "S2", "S3", "S4"), "synthetic": ("S1", "S2", "S3", "S4"),
             "gtea71": ("S1", "S2", "S3", "S4"),
             "gtea_gaze": ("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin")}
 DEFAULT_SPLIT = {"gtea61": 2, "synthetic": 2, "gtea71": 2, "gtea_gaze": 1, "egtea": 1}
 BUILDER_CONFIG = {"gtea61": "all", "synthetic": "all"}  # the others: rgb_flow (no motion maps in their releases)
 MANUAL_DIR = {"gtea61": "data/manual/GTEA61", "synthetic": "data/manual/synthetic", "gtea71": "data/manual/GTEA",
-              "gtea_gaze": "data/manual/GTEA_Gaze_Plus", "egtea": "data/manual/EGTEA"}
+              "gtea_gaze": "data/manual/GTEA_Gaze_Plus", "egtea": "data/manual/EGTEA", "folder": "data/manual/folder"}
 NAMES = tuple(NUM_CLASSES)
 
 
@@ -43,7 +46,7 @@ def check(name: str) -> None:
 def folds(name: str) -> tuple[int, ...]:
     """The protocol splits whose mean the papers report (1..number of subjects, or EGTEA's 3 splits)."""
     check(name)
-    return (1, 2, 3) if name == "egtea" else tuple(range(1, len(SUBJECTS[name]) + 1))
+    return {"egtea": (1, 2, 3), "folder": (1,)}.get(name) or tuple(range(1, len(SUBJECTS[name]) + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,10 @@ def protocol(name: str, split: int = 0, val: str = "") -> Protocol:
     split = split or DEFAULT_SPLIT.get(name, 1)
     if split not in folds(name):
         raise ValueError(f"{name} has protocol splits {folds(name)}, not {split}")
+    if name == "folder":  # your own videos: its train and test split; no validation part of its own
+        if val:
+            raise ValueError(f"folder has one train / test split and no validation split; val={val!r} names none")
+        return Protocol(split, "train", "test", "train", "")
     if name == "egtea":
         if val:
             raise ValueError(f"egtea validates on val{split} (a fifth of train{split}); val={val!r} names no split")

@@ -42,6 +42,18 @@ def _decoded(frames, indices, decoder, key: str, where: str) -> dict[int, np.nda
     return {int(i): decoder(frames[i], f"{where} {key}[{i}]") for i in np.unique(indices)}
 
 
+def flow_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator | None = None) -> np.ndarray:
+    """0-based flow frames `spec` reads of a clip with num_frames flow frames: (stack,) for one stack (train: a
+    random start drawn from rng; eval: the centre one), (k, stack) for k = spec.eval_stacks > 1 eval stacks."""
+    if spec.train:
+        starts = np.array(sampling.flow_start_train(num_frames, spec.stack, rng))
+    elif spec.eval_stacks == 1:
+        starts = np.array(sampling.flow_start_test(num_frames, spec.stack))
+    else:
+        starts = sampling.flow_starts_eval(num_frames, spec.stack, spec.eval_stacks)
+    return sampling.stack_indices(starts, num_frames, spec.stack)
+
+
 def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
               where: str = "example") -> dict[str, np.ndarray]:
     """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
@@ -64,13 +76,7 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
         n = len(flow_x)
         if len(flow_y) != n:
             raise ValueError(f"{where}: {n} flow_x frames but {len(flow_y)} flow_y frames; rebuild the dataset")
-        if spec.train:
-            starts = np.array(sampling.flow_start_train(n, spec.stack, rng))
-        elif spec.eval_stacks == 1:
-            starts = np.array(sampling.flow_start_test(n, spec.stack))
-        else:
-            starts = sampling.flow_starts_eval(n, spec.stack, spec.eval_stacks)
-        idx = sampling.stack_indices(starts, n, spec.stack)
+        idx = flow_indices(n, spec, rng)
         decoded["flow_x"] = idx, _decoded(flow_x, idx, decode.decode_gray, "flow_x", where)
         decoded["flow_y"] = idx, _decoded(flow_y, idx, decode.decode_gray, "flow_y", where)
 

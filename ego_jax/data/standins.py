@@ -1,4 +1,4 @@
-"""Stand-ins for the video releases (EGTEA Gaze+, GTEA71, GTEA Gaze+): small trees with each release's layout,
+"""Stand-ins for the video releases (EGTEA Gaze+, GTEA71, GTEA Gaze+) and for your own folder of videos: small trees with each release's layout,
 annotation syntax and real encoded videos, so every builder runs end to end without the data.
 
 Each class of a stand-in is one of synthetic.py's verb (motion) x item (appearance) actions rendered with a
@@ -213,6 +213,27 @@ def make_gtea_gaze(root, *, classes: int = 3, subjects=("Ahmad", "Alireza", "Car
         actions=[GAZE_ACTIONS[c] for c in chosen], classes=list(range(classes)), other=GAZE_OTHER, size=size,
         frames=frames, seed=seed, extracted=extracted, short_clips=short_clips, corrupt=corrupt,
         label_of=lambda c: GAZE_CLASSES.index(chosen[c]))
+
+
+def folder_class(label: int) -> str:
+    """The name of make_folder's class `label` (its verb and moving item, as render draws them)."""
+    return f"{_VERBS[label % len(_VERBS)]}_{_ITEMS[label % len(_ITEMS)]}"
+
+
+def make_folder(root, *, classes: int = 3, videos_per_class: int = 4, size=(48, 64), frames=(6, 10),
+                seed: int = 0) -> StandIn:
+    """Your own labelled videos as torchvision's folder datasets hold them: <class>/<video>.mp4 for `classes`
+    classes (folder_class names) x videos_per_class H.264 videos, each by one of 4 subjects."""
+    root = _fresh(root)
+    rng = np.random.default_rng([seed, 3])
+    lengths = iter(_lengths(rng, classes * videos_per_class, 0, *frames))
+    labels = {}
+    for c in range(classes):
+        for i in range(videos_per_class):
+            clip = f"{folder_class(c)}/video_{i:03d}"
+            write_video(root / f"{clip}.mp4", render(seed, i % 4, c, i, next(lengths), size)["rgb"])
+            labels[clip] = c
+    return StandIn(root, labels)
 
 
 MAKERS = {"egtea": make_egtea, "gtea71": make_gtea71, "gtea_gaze": make_gtea_gaze}

@@ -2,6 +2,7 @@
 
 The train loop and evaluation both read their data through here (so neither imports the other).
 """
+import dataclasses
 from collections.abc import Mapping
 
 from flax import nnx
@@ -14,25 +15,49 @@ from ego_jax.train import evaluate, sharding
 from ego_jax.train.clips import train_clip_spec
 
 
+def _missing(data: DataSpec, e: FileNotFoundError) -> FileNotFoundError:
+    """`e` (a dataset build not found) with the commands that make `data`'s build."""
+    release = datasets.release(data.name)
+    build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {data.manual_dir} "
+             f"--data_dir {data.data_dir} --config {data.builder_config}")
+    how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
+           if data.name == "synthetic" else f"put the {data.name} release in {data.manual_dir}, then {build}")
+    return FileNotFoundError(f"{e}\nFor this config: {how}")
+
+
 def load_split(data: DataSpec, split: str):
     """`data`'s split of its dataset as a random-access source; a missing build names the commands that make it."""
-    release = datasets.release(data.name)
     try:
-        if release == "gtea61":
+        if datasets.release(data.name) == "gtea61":
             return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config)
         return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config,
                                                       target=data.target)
     except FileNotFoundError as e:
-        build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {data.manual_dir} "
-                 f"--data_dir {data.data_dir} --config {data.builder_config}")
-        how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
-               if data.name == "synthetic" else f"put the {data.name} release in {data.manual_dir}, then {build}")
-        raise FileNotFoundError(f"{e}\nFor this config: {how}") from e
+        raise _missing(data, e) from e
 
 
-def class_names(num_classes: int) -> list[str]:
-    """Names of num_classes classes: GTEA61's for its 61, else '0'..'C-1'."""
-    return list(CLASSES) if len(CLASSES) == num_classes else [str(i) for i in range(num_classes)]
+def class_names(run: RunSpec) -> list[str]:
+    """Names of the run's classes (label = position): its dataset's (GTEA61's list; a video release's or your
+    folder's build's classes.json), or '0'..'C-1' where those are not run.num_classes names."""
+    d = run.data
+    if datasets.release(d.name) == "gtea61":
+        names = list(CLASSES)
+    else:
+        try:
+            names = datasets.module(d.name).class_names(data_dir=d.data_dir, config=d.builder_config, target=d.target)
+        except FileNotFoundError as e:
+            if not run.num_classes:
+                raise _missing(d, e) from e
+            names = []
+    if run.num_classes and len(names) != run.num_classes:
+        return [str(i) for i in range(run.num_classes)]
+    return list(names)
+
+
+def resolve_classes(run: RunSpec) -> RunSpec:
+    """The run with num_classes its dataset build's class count where the config leaves it to the build (0: your
+    folder, data=folder); where a run starts (train, evaluate, predict), before anything builds a model."""
+    return run if run.num_classes else dataclasses.replace(run, num_classes=len(class_names(run)))
 
 
 def load_sources(data: DataSpec):

@@ -54,6 +54,7 @@ def train(run: RunSpec, workdir: str, *, stop: StopRequest | None = None, stop_a
     stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
     """
     workdir = paths.absolute(workdir)
+    run = loaders.resolve_classes(run)  # data=folder: the build's class count, recorded in W/config.json
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

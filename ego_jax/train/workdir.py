@@ -77,6 +77,7 @@ def load_stage_model(run: RunSpec, workdir: str | epath.Path, stage: str, *, all
     good checkpoint instead, finished or not. meta: stage, kind, step (the one really evaluated), finished (that
     step is the stage's final one).
     """
+    run = loaders.resolve_classes(run)
     stage = stage_of(run, stage)
     stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
@@ -123,6 +124,7 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     <workdir>/late_fusion/eval/. The flow protocol averages run.data.flow_eval_stacks stacks.
     """
     workdir = paths.absolute(workdir)
+    run = loaders.resolve_classes(run)
     stage = stage_of(run, stage)
     protocol = protocol or run.stage(stage).model.stream.protocol
     if protocol not in evaluate.PROTOCOLS:
@@ -151,7 +153,7 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     confusion, clips = evaluate.evaluate(loader, protocol, models, run.num_classes, kinds=kinds,
                                          flow_weight=flow_weight, dtype=jnp.dtype(run.dtype), per_clip=True)
 
-    class_names = loaders.class_names(run.num_classes)
+    class_names = loaders.class_names(run)
     finished = all(m["finished"] for m in checkpoints.values())
     meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
             "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,

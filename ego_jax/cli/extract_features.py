@@ -1,0 +1,67 @@
+"""Features, logits and predictions of a trained stage for every clip of a folder or a dataset split, into one
+.npz file (installed as ego-jax-extract-features; from a checkout: python scripts/extract_features.py).
+
+  ego-jax-extract-features --workdir W --stage joint --input split:S2 --out features.npz
+  ego-jax-extract-features --workdir W --stage rgb_stage2 --input my_videos/ --out my_features.npz
+
+--input as for ego-jax-predict (a folder of clips, a video, split:NAME[:ID,ID]); clips are read exactly as
+evaluate.py reads them, flow computed from the frames where a clip has none (--flow_method, --flow_backend).
+The file holds clip (N,) ids, feature (N, F) (the pooled c_T of an RGB stream, the flow stream's pooled layer4
+averaged over its stacks, the two-stream concatenation), logits (N, C), prediction (N,), label (N,) (-1 where
+unknown), class_names (C,), stage, step, kind; np.load reads it. Resumable: killed, the same command goes on after
+the clips saved to <out>.partial.npz (every --save_every clips). A progress bar on stderr.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ego_jax.cli import common, predict
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
+    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    flags.DEFINE_string("stage", None, "stage whose features to extract (default: the recipe's last stage)")
+    flags.DEFINE_string("input", None, "folder of clips, video, or split:NAME[:ID,ID]")
+    flags.DEFINE_string("out", None, "the .npz file to write")
+    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
+    flags.DEFINE_integer("save_every", 64, "clips between saves of <out>.partial.npz")
+    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
+    flags.DEFINE_bool("progress", True, "a progress bar on stderr")
+    predict.define_flow_flags()
+    flags.mark_flags_as_required(["workdir", "input", "out"])
+
+
+def extract(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    common.setup_logs()
+    from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.data import flow  # noqa: PLC0415
+    from ego_jax.specs import RunSpec  # noqa: PLC0415
+    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
+
+    try:
+        run = RunSpec.from_config(FLAGS.config) if FLAGS.config else workdir_lib.workdir_run(FLAGS.workdir)
+        predictor = inference.load(FLAGS.workdir, FLAGS.stage, run=run,
+                                   allow_unfinished=FLAGS.allow_unfinished, batch_size=FLAGS.batch_size)
+        predict.set_flow(predictor, flow)
+        source = inference.input_source(predictor, FLAGS.input, run)
+        arrays = inference.extract_features(predictor, source, FLAGS.out, save_every=FLAGS.save_every,
+                                            progress=FLAGS.progress)
+    except (FileNotFoundError, ValueError) as e:
+        logging.error("%s", e)
+        sys.exit(f"error: {e}")
+    print(f"{FLAGS.out}: {len(arrays['clip'])} clips, feature {arrays['feature'].shape[1]}, stage "
+          f"{arrays['stage']} step {arrays['step']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.run(extract, __doc__, define_flags, argv)
+
+
+if __name__ == "__main__":
+    main()
