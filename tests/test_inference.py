@@ -77,7 +77,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
     """predict.py on split:S2 gives evaluate.py's logits clip by clip for the rgb, flow and joint stages; on the
     same clips as lossless videos the RGB stage's logits are the same again; the other stages compute flow from
     the videos; a long video is predicted in windows (timeline CSV and plot); CAM videos are written."""
-    run, work, frames = trained
+    spec, work, frames = trained
     videos = tmp_path / "videos"
     for clip, clip_frames in frames.items():  # ffv1 .mkv: lossless, so the frames the model sees are the same
         video.write_video(videos / f"{clip.replace('/', '_')}.mkv", clip_frames, fps=8)
@@ -112,12 +112,12 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         assert cv2.imread(str(out / stage / "long_timeline.png")) is not None
     # CAM videos for the models with attention: the T = 2 frames they saw, the CAM beside each
     cams = video.read_frames(out / "joint" / "S2_take_coffee_1.mp4")
-    assert cams.shape[0] == run.data.frames and cams.shape[2] > cams.shape[1]
+    assert cams.shape[0] == spec.data.frames and cams.shape[2] > cams.shape[1]
     assert not list((out / "flow").glob("*.mp4"))  # no attention, no motion head: no CAM video
 
 
 def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
-    run, work, frames = trained
+    spec, work, frames = trained
     predictor = inference.load(work, "rgb_stage2", batch_size=4)
     assert predictor.mesh.size == 4 and predictor.batch_size == 4
     clip = next(iter(frames.values()))
@@ -129,15 +129,15 @@ def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
     assert inference.predict_step._cache_size() == before + 1  # same shapes: no new compilation
     assert [c["clip"] for c in first] == [f"c{i}" for i in range(6)]
     np.testing.assert_array_equal(again[0]["logits"], first[0]["logits"])
-    assert first[0]["attention"].shape == (run.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
+    assert first[0]["attention"].shape == (spec.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
 
 
 def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
     """Killed in its third batch, extract_features goes on after the clips it saved; the file equals the
     predictor's outputs and reloads with np.load."""
-    run, work, _ = trained
+    spec, work, _ = trained
     predictor = inference.load(work, "joint")
-    split = loaders.test_source(run)
+    split = loaders.test_source(spec)
     # The 3 test clips three times over (9 clips, 3 batches of 4), under their own ids.
     source = inference.Subset(split, [0, 1, 2] * 3, [f"clip{i}" for i in range(9)])
     want = {c["clip"]: c for c in predictor.predict(source)}
@@ -189,10 +189,10 @@ def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
 
 
 def test_inputs_that_are_not_clips_say_what_was_expected(trained, tmp_path):
-    run, work, _ = trained
+    spec, work, _ = trained
     predictor = inference.load(work, "rgb_stage2")
     with pytest.raises(ValueError, match="not in split S2; its clips look like"):
-        inference.input_source(predictor, "split:S2:S2/nope/1", run)
+        inference.input_source(predictor, "split:S2:S2/nope/1", spec)
     with pytest.raises(ValueError, match="does not exist: expected a video file"):
         predictor.files(tmp_path / "missing.mp4")
     (tmp_path / "empty").mkdir()
@@ -206,11 +206,10 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
     """from_reference: an authors' .pth (random weights in their layout) -> the model the converter loads, run on
     the evaluation's centre crop of the clip's sampled frames."""
     torch = pytest.importorskip("torch")
-    import ego_rnn_torch_ref as ref  # noqa: PLC0415  (needs torch)
-
+    from ego_jax.convert import torch_reference as ref  # noqa: PLC0415  (needs torch)
     from ego_jax.convert.reference import load_reference  # noqa: PLC0415
     from ego_jax.data import pipeline  # noqa: PLC0415
-    from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import EgoRNN  # noqa: PLC0415
 
     sd = ref.random_rgb_state_dict(depth=18, width=4, num_classes=3)
@@ -234,10 +233,10 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     recipe fine-tuned from the trained workdir's flow stage (its 61-class classifier replaced by a 3-class one,
     logged) and evaluated on the test split by the train loop, then predicting on the videos with the build's
     class names."""
-    run, work, _ = trained
+    spec, work, _ = trained
     stand_in = standins.make_folder(tmp_path / "videos", classes=3, videos_per_class=4)
     built = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", test_fraction=0.25,
-                         flow_spec=flow.FlowSpec(method="farneback", short_side=run.data.resize))
+                         flow_spec=flow.FlowSpec(method="farneback", short_side=spec.data.resize))
     assert {name: split.num_examples for name, split in built.info.splits.items()} == {"train": 9, "test": 3}
     names = folder.class_names(data_dir=tmp_path / "tfds", config="rgb_flow")
     assert names == sorted(standins.folder_class(c) for c in range(3))
@@ -255,7 +254,7 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 
     predictor = inference.load(tmp_path / "W")
-    predictor.flow_spec = flow.FlowSpec(method="farneback", short_side=run.data.resize)
+    predictor.flow_spec = flow.FlowSpec(method="farneback", short_side=spec.data.resize)
     assert predictor.class_names == names
     clips = list(predictor.predict(predictor.files(tmp_path / "videos")))
     assert [c["clip"] for c in clips] == sorted(stand_in.labels)
