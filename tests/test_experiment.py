@@ -6,6 +6,10 @@ tiny synthetic set with the quickstart's 6 classes); asserted is the structure, 
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import pytest
@@ -15,11 +19,16 @@ from configs import attention, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
 from ego_jax import recipes
 from ego_jax.data import gtea61, synthetic
-from ego_jax.experiments import plan, runner
+from ego_jax.experiments import executors, plan, runner
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.specs import RunSpec
 from ego_jax.train import loop
+from ego_jax.train.workdir_lock import process_alive
 from tiny_suite import TINY
+from tiny_suite import get_config as tiny_suite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 600  # seconds for a local-executor suite, far above its time on a loaded 2-core machine
 
 
 def ids(config) -> dict:
@@ -251,3 +260,95 @@ def _field(fields: dict, key: str):
     for part in parts[1 if parts[0] == "data" else 2:]:
         node = node[part]
     return node
+
+
+def _jobs(w) -> dict:
+    """{stage name: (stage key, submissions, attempts)} of the stage jobs recorded in W/jobs."""
+    jobs = os.path.join(w, "jobs")
+    keys = [k for k in os.listdir(jobs) if executors.submissions(jobs, k)] if os.path.isdir(jobs) else []
+    return {k.rsplit("-", 1)[0]: (k, executors.submissions(jobs, k), executors.attempts(jobs, k)) for k in keys}
+
+
+def _wait_for(found, driver, log):
+    deadline = time.time() + TIMEOUT
+    while not found():
+        assert driver.poll() is None, open(log).read()[-4000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+    return found()
+
+
+def _end_jobs(w):
+    """Kill what is left of the stage jobs (a failed test must not leave processes behind)."""
+    for _, subs, attempts in _jobs(w).values():
+        for pid, start in [(int(s["job_id"]), s.get("pid_start")) for s in subs] + [(a["pid"], None) for a in attempts]:
+            if process_alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, monkeypatch):
+    """--executor local --workers 2: each stage a process of its own, in dependency order; stage 2's job preempted
+    (submitit's USR2) and requeued; the driver SIGKILLed meanwhile and rerun. The table is the serial run's.
+
+    Two rows, three stages (stage 2 after stage 1, flow beside them): a joint stage's two dependencies are the same
+    code path (test_executors.py checks them in the SLURM submission).
+    """
+    _, w_serial, serial = step1_run
+    w, arg = str(tmp_path / "w"), f"data_dir={data_dir},rows=attention+flow,seeds=1"
+    for k, v in dict(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4", TF_CPP_MIN_LOG_LEVEL="3").items():
+        monkeypatch.setenv(k, v)  # the jobs' environment: the 4 CPU devices of the serial run (conftest)
+    log = str(tmp_path / "driver.log")  # a file, not a pipe: the jobs inherit it and outlive the driver
+    with open(log, "w") as f:
+        driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "experiment.py"),
+                                   f"--suite={ROOT}/tests/tiny_suite.py:{arg}", f"--workdir={w}", "--executor=local",
+                                   "--workers=2"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        # stage 2 starts once stage 1 is done; it trains one step, saves, exits to be requeued and resumes
+        first = _wait_for(lambda: _jobs(w).get("rgb_stage2", (0, 0, []))[2], driver, log)[0]
+        os.kill(first["pid"], executors.preempt_signal())
+        driver.kill()  # the rerun finds stage 1 done, the running jobs by their ids, and submits the rest
+        driver.wait(timeout=60)
+        suite = SuiteSpec.from_config(tiny_suite(arg))
+        out = runner.run_suite(suite, w, executor=executors.Executor("local", workers=2))
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _end_jobs(w)
+
+    assert [r["key"] for r in out["rows"]] == ["attention", "flow"]
+    for row in out["rows"]:  # the table: the serial run's cells of this column, wall times aside
+        theirs = next(r for r in serial["rows"] if r["key"] == row["key"])["cells"][2]
+        assert {k: v for k, v in row["cells"][2].items() if k != "wall_s"} == {
+            k: v for k, v in theirs.items() if k != "wall_s"}, row["key"]
+    assert [(r["row"], r["per_class_accuracy"]) for r in out["runs"]] == [
+        (r["row"], r["per_class_accuracy"]) for r in serial["runs"]
+        if r["row"] in ("attention", "flow") and r["column"] in (2, None)]
+    jobs = _jobs(w)
+    serial_keys = {s: os.path.basename(os.path.realpath(os.path.join(w_serial, "runs/two_stream/frames2/seed0", s)))
+                   for s in ("rgb_stage1", "rgb_stage2", "flow")}
+    assert {s: key for s, (key, _, _) in jobs.items()} == serial_keys
+    ids = {s: subs[-1]["job_id"] for s, (_, subs, _) in jobs.items()}
+    pids = [a["pid"] for _, _, attempts in jobs.values() for a in attempts]
+    assert len(set(pids)) == len(pids) and not {driver.pid, os.getpid()} & set(pids)  # processes of their own
+    for stage, (key, subs, attempts) in jobs.items():
+        assert len(subs) == 1, stage  # submitted once: the rerun found it finished or running
+        assert {a["job_id"] for a in attempts} == {ids[stage]} and attempts[-1]["outcome"] == "done", stage
+        assert subs[0]["after"] == ({serial_keys["rgb_stage1"]: ids["rgb_stage1"]} if stage == "rgb_stage2" else {})
+        for dep in subs[0]["after"]:  # started after the stages it starts from had finished
+            assert attempts[0]["start"] >= jobs[dep.rsplit("-", 1)[0]][2][-1]["end"], (stage, dep)
+        steps = [json.loads(x)["step"] for x in open(os.path.join(w, "stages", key, "metrics.jsonl"))
+                 if "train/loss" in x]
+        assert steps and len(steps) == len(set(steps)), stage  # no step trained twice
+    assert [a["outcome"] for a in jobs["rgb_stage2"][2]] == ["preempted", "done"]
+    assert "resuming from step 1" in open(jobs["rgb_stage2"][1][0]["log"]["err"]).read()
+    for stage, key in serial_keys.items():  # the resumed stage too: the serial run's results
+        assert json.load(open(os.path.join(w, "stages", key, "eval.json"))) == json.load(
+            open(os.path.join(w_serial, "stages", key, "eval.json"))), stage
+    for stage in ("rgb_stage1", "flow"):  # and the serial run's training, loss for loss
+        assert open(os.path.join(w, "stages", serial_keys[stage], "metrics.jsonl")).read() == open(
+            os.path.join(w_serial, "stages", serial_keys[stage], "metrics.jsonl")).read(), stage
+    md = open(os.path.join(w, "results.md")).read()
+    for stage, (key, subs, attempts) in jobs.items():  # the footnote: each stage's job, its runs and its log
+        log = re.escape(subs[0]["log"]["err"])
+        assert re.search(rf"^\| {key} \| {ids[stage]} \| {len(attempts)} \| \d+ \| {log} \|$", md, re.M), stage
+

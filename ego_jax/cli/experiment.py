@@ -3,6 +3,8 @@
 
   ego-jax-experiment --suite configs/experiments/step1.py:seeds=3 --workdir workdir/step1 --dry_run
   ego-jax-experiment --suite configs/experiments/step1.py[:args] --workdir W
+      [--executor serial|local|slurm --workers N --local.gpus_per_job G --slurm.partition P --slurm.gpus_per_job G
+       --slurm.nodes_per_job K --slurm.cpus_per_task C --slurm.timeout_min T ...]
 
 W/stages/<identity>/ holds each distinct stage (trained once, shared by every run that needs it),
 W/runs/<row>/<column>/<run>/ each run's workdir (symlinks into W/stages), W/results.md, W/results.json,
@@ -13,6 +15,9 @@ Rerun the same command after a kill: finished stages are skipped and an interrup
 (a suite run on such a store is refused with this command).
 Multi-process: ego-jax-train's launch flags (auto-detected on TPU pod slices, SLURM and Open MPI, or
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process); W on a filesystem all share.
+--executor local|slurm: every distinct stage is a job (submitit: local processes, --workers at once, or SLURM jobs
+with their dependencies); this process submits them, waits and writes the results. Rerun it after a crash or
+logout: it finds finished stages and running jobs (W/jobs/) and resubmits the ones that ended unfinished.
 """
 import sys
 
@@ -20,6 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
+from ego_jax.experiments import executors
 
 FLAGS = flags.FLAGS
 
@@ -32,6 +38,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("rekey", False, "rename the store's stage directories keyed by an earlier ego_jax; train nothing")
     flags.mark_flags_as_required(["workdir"])
     common.define_launch_flags()
+    executors.define_flags()
 
 
 def experiment(argv: list[str]) -> None:
@@ -58,9 +65,11 @@ def experiment(argv: list[str]) -> None:
         if FLAGS.dry_run:
             print(runner.dry_run(suite, FLAGS.workdir))
             return
-        common.initialize_from_flags()
-        results = runner.run_suite(suite, FLAGS.workdir)
-    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked) as e:
+        executor = executors.from_flags()
+        if executor is None:  # the jobs of an executor are launches of their own
+            common.initialize_from_flags()
+        results = runner.run_suite(suite, FLAGS.workdir, executor=executor)
+    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked, executors.JobsFailed) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")
     if results is None:

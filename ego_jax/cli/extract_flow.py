@@ -3,18 +3,24 @@
   python scripts/extract_flow.py --input videos/ --out data/manual/mine              # every video under videos/
   python scripts/extract_flow.py --input clip.mp4 --out OUT --method tvl1 --backend jax --batch 128
   python scripts/extract_flow.py --input videos/ --out OUT --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+  python scripts/extract_flow.py --input videos/ --out OUT --executor slurm --shards 16 --slurm.partition=gpu \
+      --slurm.gpus_per_job=1        # 16 jobs (a SLURM job array), each this command with its --shard I/16
 
 Writes OUT/frames/<clip>/image_00001.jpg, OUT/flow_x/<clip>/flow_x_00001.jpg and OUT/flow_y/<clip>/flow_y_00001.jpg
 (clip = the source's path under --input without extension), which scripts/build_dataset.py reads as the authors'
 layout when clips are named <S>/<class>/<instance>. T frames give T - 1 pairs; image k is the pair's second frame.
 Resumable: finished clips are skipped, half-written ones redone. A source that cannot be read is reported, skipped
 and listed at the end (exit status 1). Library: ego_jax.data.flow (extract_clip, extract_all).
+--executor local|slurm --shards N: N jobs (local processes at once, or a SLURM job array), each the same command with
+its --shard I/N, their records and logs in OUT/jobs/; rerun the command after a crash: finished shards are skipped.
 """
 import argparse
+import os
 import sys
 
 from ego_jax.data import flow
 from ego_jax.data.flow import dataset
+from ego_jax.experiments import executors
 
 
 def _backend(name: str, method: str) -> str:
@@ -45,12 +51,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image_ext", default=".jpg", choices=(".jpg", ".png"))
     p.add_argument("--no_quirks", action="store_true",
                    help="fix dense_flow's warp-tool quirks (ego_jax/data/flow/warp.py)")
+    executors.add_arguments(p)
     return p
 
 
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    try:
+        executor = executors.from_args(args)
+    except ValueError as e:
+        p.error(str(e))
+    if executor is not None:  # --shards jobs, each this command with its --shard I/N
+        try:
+            return executors.run_sharded(executor, "ego_jax.cli.extract_flow", sys.argv[1:] if argv is None else argv,
+                                         args.shards, os.path.join(args.out, "jobs"))
+        except executors.JobsFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     try:
         spec = flow.FlowSpec(method=args.method, backend=_backend(args.backend, args.method),
                              tvl1=flow.TVL1.parse(args.tvl1),

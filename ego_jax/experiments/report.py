@@ -59,8 +59,16 @@ def _hp(hp: dict) -> str:
     return ", ".join(f"{k.removeprefix('stages.rgb_stage2.')}={v}" for k, v in hp.items()) or "(reference)"
 
 
-def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -> dict:
-    """Table-run results (runner.result_of + row, column, seed, workdir) -> the results dict that write() writes."""
+def device() -> str:
+    """'4 x NVIDIA H100 (gpu)': this process's devices."""
+    return f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})"
+
+
+def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, jobs: dict | None = None) -> dict:
+    """Table-run results (runner.result_of + row, column, seed, workdir) -> the results dict that write() writes.
+
+    jobs: {executor: description, jobs: executors.summary(...)} when the stages ran as jobs; the device is theirs.
+    """
     s = p.suite
     names = _class_names(len(results[0]["confusion"]))
     for r in results:
@@ -83,12 +91,14 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float) -
     diff = _per_class_diff(s, results, columns) if s.diff else {}
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 ego_jax=importlib.metadata.version("ego_jax"), commit=_git_commit(),
-                device=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
+                device=("; ".join(sorted({d for j in jobs["jobs"] for d in j["devices"]})) or "?") if jobs
+                else device(),
                 data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=s.protocol,
                 folds=[f.as_dict() for f in s.folds],
                 wall_s=wall_s)
     return dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
-                notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta)
+                notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta,
+                jobs=jobs)
 
 
 def write(p, out: dict) -> None:
@@ -165,6 +175,13 @@ def markdown(out: dict) -> str:
               "|---|" + "---|" * len(cols)]
     lines += [f"| {r['name']} | " + " | ".join(f"{r['cells'][c]['wall_s']:.0f}" for c in cols) + " |"
               for r in out["rows"]]
+    if out.get("jobs"):
+        jobs = out["jobs"]
+        lines += ["", f"Stage jobs ({jobs['executor']}; records and logs in W/jobs/; wall time summed over a job's "
+                  "runs, a requeued job runs again):", "", "| stage | job ids | runs | wall (s) | log |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {j['name']} | {', '.join(j['job_ids'])} | {j['attempts']} | {j['wall_s']:.0f} | {j['log']} |"
+                  for j in jobs["jobs"]]
     diff = out["per_class_diff"]
     if diff:
         lines += ["", f"Per-class accuracy, {diff['b']} minus {diff['a']} (mean over seeds; classes of the test "

@@ -9,19 +9,21 @@ Multi-process (scripts/experiment.py takes train.py's launch flags): every proce
 each stage together with the others; process 0 alone writes the store's links, records and reports
 (distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
+import functools
 import json
 import logging
 import os
 import signal
 import time
 
+from ego_jax.experiments import executors, report
 from ego_jax.experiments import plan as plan_lib
-from ego_jax.experiments import report
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
 SELECTION = "selection.json"
+JOBS = "jobs"  # W/jobs: the stage jobs' records and submitit's folder (--executor local|slurm)
 
 
 def prepare_data(p: plan_lib.Plan) -> None:
@@ -75,13 +77,13 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
     return run_dir
 
 
-def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest) -> bool:
-    """Train every stage of a run not yet DONE in the store; -> True when all are done (False: stopped)."""
+def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None) -> bool:
+    """Train every stage of a run (or those in `stages`) not yet DONE in the store; -> True when done (False: stop)."""
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
     spec = run.spec
-    todo = [name for name in spec.recipe
-            if not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
+    todo = [name for name in spec.recipe if (stages is None or name in stages)
+            and not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
     if not todo:
         return True
     sources = preflight.check(spec, run_dir, mesh=mesh)  # the train loop's checks before any step
@@ -115,14 +117,15 @@ def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     return dict(json.load(open(os.path.join(run_dir, stage, "eval.json"))), stages=stages)
 
 
-def _train_all(workdir, runs, *, mesh, stop) -> bool:
+def _train_all(workdir, runs, *, stop, mesh) -> bool:
+    """The serial executor: every run's stages one after the other in this process (or multi-process launch)."""
     for run in runs:
         if not train_run(workdir, run, mesh=mesh, stop=stop):
             return False
     return True
 
 
-def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
+def select(p: plan_lib.Plan, *, train_all, stop) -> dict | None:
     """Train the validation runs and choose each searched (row, column)'s best set on the validation subject.
 
     -> {'chosen': {(row, column, fold): set index}, 'validation': [records]} (written to W/selection.json), or None
@@ -130,7 +133,7 @@ def select(p: plan_lib.Plan, *, mesh, stop) -> dict | None:
     reference values).
     """
     runs = p.validation_runs()
-    if not _train_all(p.workdir, runs, mesh=mesh, stop=stop):
+    if not train_all(p.workdir, runs, stop=stop):
         return None
     records, chosen = [], {}
     for row in p.suite.rows:
@@ -169,8 +172,12 @@ def check_store(workdir: str) -> None:
                          f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
 
 
-def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None) -> dict | None:
-    """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped."""
+def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None,
+              executor: executors.Executor | None = None) -> dict | None:
+    """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped.
+
+    executor: None trains in this process; else each distinct stage is a job of it (ego_jax.experiments.stage_job).
+    """
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     stop = stop or loop.StopRequest()
@@ -178,27 +185,36 @@ def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None =
     try:
         with run_lock(workdir):  # one suite run per W (process 0 holds the lock for all of its processes)
             check_store(workdir)
-            return _run(p, stop)
+            return _run(p, stop, executor)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _run(p: plan_lib.Plan, stop) -> dict | None:
+def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     """run_suite's body, under the suite workdir's lock."""
     suite, workdir = p.suite, p.workdir
     distributed.on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
-    mesh = sharding.make_mesh()
+    if executor is None:
+        train_all = functools.partial(_train_all, mesh=sharding.make_mesh())
+    else:  # the jobs hold the accelerators: this process initialises none
+        from ego_jax.experiments import stage_job  # noqa: PLC0415  (imports this module)
+
+        train_all = functools.partial(stage_job.train_all, executor)
     t0 = time.perf_counter()
-    selection = select(p, mesh=mesh, stop=stop)
+    selection = select(p, train_all=train_all, stop=stop)
     if selection is None:
         return None
     runs = p.table_runs(selection["chosen"])
-    if not _train_all(workdir, runs, mesh=mesh, stop=stop):
+    if not train_all(workdir, runs, stop=stop):
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
                     **result_of(workdir, r, p.rows[r.row].stage)) for r in runs]
-    out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0)
+    jobs = None
+    if executor is not None:  # each distinct stage of the suite once, in plan order
+        keys = {plan_lib.stage_key(r.spec, n): None for r in p.validation_runs() + runs for n in r.spec.recipe}
+        jobs = dict(executor=executor.describe(), jobs=executors.summary(os.path.join(workdir, JOBS), keys))
+    out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0, jobs=jobs)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
     if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415

@@ -38,28 +38,40 @@ class WorkdirLocked(RuntimeError):
     """Another live process holds the workdir; the message names it and what to do."""
 
 
-def _start_time(pid: int) -> str | None:
-    """Start time of `pid` in clock ticks since boot (Linux /proc), to tell a reused pid from the locker."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (Linux): [state, ppid, ...], or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
 
 
-def _alive(record: dict) -> bool:
-    """Whether the run of a lock record still runs: its pid on this host, its renewals from another."""
-    if record.get("host") != socket.gethostname():
-        return time.time() - record.get("renewed", record.get("time", 0)) < LEASE_S
-    pid = int(record.get("pid", -1))
+def start_time(pid: int) -> str | None:
+    """Start time of `pid` in clock ticks since boot (Linux /proc), to tell a reused pid from the locker."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def process_alive(pid: int, pid_start: str | None) -> bool:
+    """Whether process `pid` of this host runs (a zombie does not) and is the one that started at `pid_start`."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
         return True
-    start = _start_time(pid)
-    return start is None or record.get("pid_start") in (None, start)
+    fields = _stat(pid)
+    if fields is None:  # no /proc: the pid exists
+        return True
+    return fields[0] != "Z" and pid_start in (None, start_time(pid))
+
+
+def _alive(record: dict) -> bool:
+    """Whether the run of a lock record still runs: its pid on this host, its renewals from another."""
+    if record.get("host") != socket.gethostname():
+        return time.time() - record.get("renewed", record.get("time", 0)) < LEASE_S
+    return process_alive(int(record.get("pid", -1)), record.get("pid_start"))
 
 
 def _read(path: epath.Path) -> dict | None:
@@ -101,7 +113,7 @@ class WorkdirLock:
         """Take the lock (taking over a stale one) -> self; WorkdirLocked naming the holder if it is alive."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         now = time.time()
-        record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=_start_time(os.getpid()),
+        record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=start_time(os.getpid()),
                       time=now, renewed=now, command=" ".join([os.path.basename(sys.executable), *sys.argv])[:300],
                       token=uuid.uuid4().hex)
         if paths.is_local(self.path):
