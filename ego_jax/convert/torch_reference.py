@@ -207,8 +207,13 @@ def sub(sd: dict, prefix: str) -> dict:
 def convlstm_cell(sd, x, state):
     """MyConvLSTMCell.forward with weights sd['conv_{g}_{xx,hh}.*'] (torch tensors)."""
     ht_1, ct_1 = state
-    conv_x = lambda g: F.conv2d(x, sd[f"conv_{g}_xx.weight"], sd[f"conv_{g}_xx.bias"], padding=1)
-    conv_h = lambda g: F.conv2d(ht_1, sd[f"conv_{g}_hh.weight"], None, padding=1)
+
+    def conv_x(g):
+        return F.conv2d(x, sd[f"conv_{g}_xx.weight"], sd[f"conv_{g}_xx.bias"], padding=1)
+
+    def conv_h(g):
+        return F.conv2d(ht_1, sd[f"conv_{g}_hh.weight"], None, padding=1)
+
     it = torch.sigmoid(conv_x("i") + conv_h("i"))
     ft = torch.sigmoid(conv_x("f") + conv_h("f"))
     ct_tilde = torch.tanh(conv_x("c") + conv_h("c"))
@@ -323,7 +328,9 @@ def random_lsta_state_dict(*, depth=18, width=8, pool_classes=5, num_classes=5, 
 def lsta_cell(sd, x, cam, state_att, state_inp):
     """MyConvLSTACell.forward: x (N,C,h,w), cam (N,1,h,w), state_att [a, s], state_inp [c, o]
     -> (state_att [a, s], state_inp [c, o], x_att, u (N,1,h,w))."""
-    conv = lambda name, v: F.conv2d(v, sd[f"{name}.weight"], sd.get(f"{name}.bias"), padding=1)
+    def conv(name, v):
+        return F.conv2d(v, sd[f"{name}.weight"], sd.get(f"{name}.bias"), padding=1)
+
     a_t_1, s_t_1 = state_att
     c_t_1 = torch.tanh(state_inp[0])
     o_t_1 = state_inp[1]

@@ -19,8 +19,7 @@ from etils import epath
 from flax import nnx
 
 from ego_jax.specs import RunSpec
-from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, sharding
-from ego_jax.train import stage as stage_lib
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, sharding, stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import run_lock
 
