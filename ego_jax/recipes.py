@@ -62,8 +62,8 @@ def base(args) -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.eval_batch_size = 32
     c.dtype = "float32"  # compute dtype; params stay float32 ('bfloat16' on GPU/TPU)
-    # XLA options of the train step, a pure speed choice: 'auto' = the backend's measured defaults
-    # (ego_jax.train.step.default_compiler_options), '' = XLA's own, or 'xla_name=value;xla_name=value'.
+    # XLA options of the train step, a pure speed choice: 'auto' = the backend's measured defaults for the stage's
+    # stream kind (ego_jax.train.step.default_compiler_options), '' = XLA's own, or 'xla_name=value;xla_name=value'.
     c.compiler_options = "auto"
     c.schedule_quirk = True  # reference: scheduler stepped at the start of each epoch (decays one epoch early)
     c.imagenet_weights = "data/weights/resnet34_imagenet.npz"

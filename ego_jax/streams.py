@@ -67,6 +67,9 @@ class Stream:
     finetune: tuple[str, ...] = ()
     # Composite kinds: kwargs -> {attribute and kwarg name: sub-stream kind}, e.g. two_stream's rgb and flow.
     parts: Callable[[Mapping], Mapping[str, str]] | None = None
+    # Its train step is faster on CPU with jaxlib's default YNNPACK convolutions than with XLA's Eigen ones
+    # (README "Performance", measured side by side; ego_jax.train.step.default_compiler_options).
+    cpu_ynnpack: bool = False
 
     @property
     def reads_rgb(self) -> bool:

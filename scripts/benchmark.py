@@ -3,6 +3,7 @@
   python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
+  python scripts/benchmark.py layers  [--batch 2 --size 224]   # BN / max-pool backward: ego_jax's vs autodiff's
   python scripts/benchmark.py flow    [--sizes 256x340,224x224 --backends opencv,jax --parity]  # flow pairs/s
 
 Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
@@ -21,14 +22,17 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from ego_jax.data import sampling, transforms  # noqa: E402
+from ego_jax.models import resnet  # noqa: E402
 from ego_jax.specs import RunSpec  # noqa: E402
 from ego_jax.train import clips, sharding, stage  # noqa: E402
+from ego_jax.train.step import compiler_options  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -372,6 +376,8 @@ def run_step(args):
     for name in stages:
         for impl, c in configs.items():
             runners[name, impl] = _JaxStage(c, name, mesh)
+            options = compiler_options(c.compiler_options, kind=c.stages[name].model.kind)
+            print(f"{name} | {impl}: XLA options {options or 'XLA defaults'}")
         if use_torch:
             import torch_stages
 
@@ -410,6 +416,77 @@ def run_step(args):
         with open(args.json, "w") as f:
             json.dump(dict(batch=args.batch, frames=args.frames, size=args.size, config=args.config, sets=args.set,
                            backend=jax.default_backend(), devices=len(jax.devices()), rows=rows), f, indent=1)
+
+
+# --------------------------------------------------------------------------------------------- layers
+
+
+def args_layers(parser):
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224, help="input side of the ResNet whose layer shapes are timed")
+    parser.add_argument("--depth", type=int, default=34)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--dtypes", default="float32", help="comma-separated; BN computes in float32 either way")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls (after one compiling call); best kept")
+    parser.add_argument("--json", help="also write the rows to this file")
+
+
+def _bn_shapes(batch, size, depth, width):
+    """(N, H, W, C) of every BatchNorm input of a ResNet on size x size input (stem, then each block's)."""
+    side = (size - 1) // 2 + 1
+    shapes = [(batch, side, side, width)]
+    side = (side - 1) // 2 + 1  # max-pool
+    for k, n in enumerate(resnet.BLOCKS[depth]):
+        cout = width * 2**k
+        for i in range(n):
+            if i == 0 and k > 0:
+                side = (side - 1) // 2 + 1
+            shapes += [(batch, side, side, cout)] * (3 if i == 0 and k > 0 else 2)
+    return shapes
+
+
+def run_layers(args):
+    """Forward + backward of every training-mode BatchNorm and of the max-pool at a ResNet's shapes, each as
+    ego_jax computes it (closed-form / elementwise backward: `resnet.batch_norm_train`, `resnet.max_pool_3x3_s2_p1`)
+    and as autodiff of the plain formula would (the custom VJPs' `.fun`), so that a backend where the custom
+    backward were slower shows it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for dtype in args.dtypes.split(","):
+        shapes = _bn_shapes(args.batch, args.size, args.depth, args.width)
+        xs = [jax.device_put(rng.standard_normal(s).astype(dtype)) for s in shapes]
+        stem = jax.device_put(rng.standard_normal(shapes[0]).astype(dtype))
+
+        def bn_loss(bn, xs):
+            total = 0.0
+            for x in xs:
+                c = x.shape[-1]
+                y = bn(x.astype(np.float32), jnp.ones(c), jnp.zeros(c), 1e-5)[0]
+                total = total + jnp.vdot(y, y)
+            return total
+
+        cases = {"BatchNorm (training mode), every layer": (bn_loss, resnet.batch_norm_train, xs),
+                 "max-pool 3x3/2": (lambda pool, x: jnp.vdot(*(pool(x),) * 2), resnet.max_pool_3x3_s2_p1, stem)}
+        for what, (loss, custom, inputs) in cases.items():
+            times = {}
+            for impl, fn in (("ego_jax", custom), ("autodiff", custom.fun)):
+                grad = jax.jit(jax.grad(lambda x, fn=fn, loss=loss: loss(fn, x)))
+                jax.block_until_ready(grad(inputs))
+                best = []
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    jax.block_until_ready(grad(inputs))
+                    best.append(time.perf_counter() - t)
+                times[impl] = min(best)
+            rows.append(dict(layer=what, dtype=dtype, ego_jax_ms=times["ego_jax"] * 1e3,
+                             autodiff_ms=times["autodiff"] * 1e3, ratio=times["ego_jax"] / times["autodiff"]))
+            r = rows[-1]
+            print(f"{what:40s} {dtype:9s} ego_jax {r['ego_jax_ms']:8.2f} ms, autodiff {r['autodiff_ms']:8.2f} ms: "
+                  f"{r['ratio']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(batch=args.batch, size=args.size, depth=args.depth, width=args.width,
+                           backend=jax.default_backend(), rows=rows), f, indent=1)
 
 
 # ----------------------------------------------------------------------------------------------- flow
@@ -495,6 +572,7 @@ def run_flow(args):
 
 
 BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize), "step": (args_step, run_step),
+              "layers": (args_layers, run_layers),
               "flow": (args_flow, run_flow)}
 
 

@@ -2,6 +2,9 @@
 # The performance check a machine with an accelerator runs once (README "Performance"), in under 8 minutes:
 #   1. scripts/benchmark.py step at the reference shapes (T=16, batch 32, 224 px), float32 and bfloat16, every
 #      stage of configs/two_stream.py, with the reference's stages re-stated in torch timed beside when torch imports;
+#   1b. scripts/benchmark.py layers: ego_jax's closed-form BatchNorm and elementwise max-pool backward passes
+#      against autodiff's at the flow ResNet-34's shapes (batch 32, 224 px), so that an accelerator where either
+#      choice (made on CPU) were slower shows it;
 #   2. scripts/benchmark.py data on generated full-size clips with every core as grain workers (skipped, with a
 #      line saying so, where grain or tensorflow-datasets is missing);
 #   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input;
@@ -39,12 +42,14 @@ fi
 
 if (( SMOKE )); then
   STEP=(--batch 2 --frames 2 --size 32 --steps 1 --stages rgb_stage1 --set model.depth=18 --set model.width=4)
+  LAYERS=(--batch 2 --size 32 --depth 18 --width 4 --repeats 1 --dtypes float32)
   DATA_TIMEOUT=120
   FLOW=(--sizes 32x48 --methods warp_tvl1 --pairs 2 --batch 2 --repeats 1 --tvl1 nscales=1 --tvl1 warps=1
         --tvl1 inner_iterations=5)
   FLOW_TIMEOUT=120
 else
   STEP=(--batch 32 --frames 16 --size 224 --steps 10)
+  LAYERS=(--batch 32 --size 224 --dtypes float32,bfloat16)
   DATA_TIMEOUT=180
   FLOW=(--sizes 256x340,224x224 --pairs 4 --repeats 2 --parity)
   FLOW_TIMEOUT=300
@@ -52,6 +57,10 @@ fi
 echo "== step ($(date -u +%H:%M:%S))"
 "$PY" scripts/benchmark.py step "${STEP[@]}" --dtypes float32,bfloat16 --json "$RESULTS/step.json" \
   | tee "$RESULTS/step.log"
+
+echo "== layers ($(date -u +%H:%M:%S))"
+"$PY" scripts/benchmark.py layers "${LAYERS[@]}" --json "$RESULTS/layers.json" \
+  | tee "$RESULTS/layers.log"
 
 echo "== data ($(date -u +%H:%M:%S))"
 DATA_JSON=""

@@ -35,6 +35,8 @@ def test_device_check_smoke(tmp_path):
     impls = {(r["stage"], r["impl"]) for r in step["rows"]}
     assert {("rgb_stage1", "ego_jax float32"), ("rgb_stage1", "ego_jax bfloat16")} <= impls, impls
     assert all(r["clips_per_s"] > 0 and r["first_step_s"] > 0 for r in step["rows"])
+    layers = json.loads((tmp_path / "layers.json").read_text())["rows"]
+    assert len(layers) == 2 and all(r["ego_jax_ms"] > 0 and r["autodiff_ms"] > 0 for r in layers), layers
     table = output[output.index("== table"):]
     assert "| rgb_stage1 | ego_jax bfloat16 |" in table, output
     flow = json.loads((tmp_path / "flow.json").read_text())  # OpenCV-contrib, PyAV, matplotlib: dependencies here

@@ -9,16 +9,16 @@ import re
 import stat
 
 import pytest
-import submitit
-
 import shard_command
+import submitit
+from test_extract_flow import _panning_frames
+from tiny_suite import get_config as tiny_suite
+
 from ego_jax.cli import extract_flow
 from ego_jax.data import video
 from ego_jax.experiments import executors, plan, runner, stage_job
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import loop
-from test_extract_flow import _panning_frames
-from tiny_suite import get_config as tiny_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = {

@@ -14,6 +14,7 @@ import time
 import cv2
 import pytest
 import tensorflow_datasets as tfds
+from tiny_suite import TINY, get_config as tiny_suite
 
 from configs import attention, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
@@ -22,10 +23,8 @@ from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import executors, plan, runner
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.specs import RunSpec
-from ego_jax.train import loop
-from ego_jax.train.workdir_lock import process_alive
-from tiny_suite import TINY
-from tiny_suite import get_config as tiny_suite
+from ego_jax.train import loop, sharding
+from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked, process_alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600  # seconds for a local-executor suite, far above its time on a loaded 2-core machine
@@ -260,6 +259,17 @@ def _field(fields: dict, key: str):
     for part in parts[1 if parts[0] == "data" else 2:]:
         node = node[part]
     return node
+
+
+def test_a_stage_trained_elsewhere_is_not_trained_again(data_dir, tmp_path):
+    """Every stage trains under its store directory's lock: a serial run refuses a stage a live job holds."""
+    w = str(tmp_path)
+    run = plan.Plan(tiny(step1, data_dir, "seeds=1,rows=flow", columns=(2,)), w).table_runs({})[0]
+    runner.link_stages(w, run)
+    with WorkdirLock(runner.stage_dir(w, run.spec, "flow")):  # as a stage job of an executor holds it
+        with pytest.raises(WorkdirLocked, match=rf"stages/flow-\w+ is in use by pid {os.getpid()}"):
+            runner.train_run(w, run, mesh=sharding.make_mesh(), stop=loop.StopRequest())
+    assert not os.path.exists(os.path.join(runner.stage_dir(w, run.spec, "flow"), "metrics.jsonl"))
 
 
 def _jobs(w) -> dict:

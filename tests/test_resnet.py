@@ -7,18 +7,25 @@ rel = max abs err / max |torch|; jitted; `pytest -s` prints them per output):
   inference ResNet-34 width 8, 64x50 px, batch 2:  abs <= 1.9e-5, rel <= 2.6e-6
   inference ResNet-18 width 4, 33x47 px:           abs <= 2.2e-5, rel <= 3.4e-6
   inference ResNet-34 width 64, 64x64 px:          abs <= 8.7e-5, rel <= 9.0e-6
-  training-mode BN (batch stats), ResNet-34 w8:    abs <= 6.3e-5, rel <= 1.1e-5
+  training-mode BN (batch stats), ResNet-18 w8:    abs <= 1.3e-5, rel <= 2.4e-6
+  its weight gradients (closed-form BN backward, max-pool): max abs err / max |torch grad| <= 8e-6
   running mean/var after that step (torch momentum 0.1, unbiased var): rel <= 1e-6
 XLA 'SAME' padding on the stem alone gives abs errors ~7 (test_parity_check_detects_asymmetric_same_padding).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from ego_jax.convert.torchvision import load_imagenet, torchvision_to_nnx
-from ego_jax.models.resnet import ResNet, layer4_grid
+from ego_jax.convert.torchvision import load_imagenet, torch_name, torchvision_to_nnx
+from ego_jax.models.resnet import (
+    ResNet,
+    batch_norm_train,
+    layer4_grid,
+    max_pool_3x3_s2_p1,
+)
 
 torch = pytest.importorskip("torch")
 from ego_jax.convert import torch_reference as torch_ref  # noqa: E402
@@ -73,16 +80,38 @@ def test_inference_matches_torch(depth, width, size):
     )
 
 
-def test_training_mode_batch_stats_and_running_update_match_torch():
-    sd = torch_ref.random_state_dict(34, width=8, num_classes=10, seed=3)
-    model = _model(sd, 34, width=8)
+def test_training_mode_outputs_gradients_and_running_update_match_torch():
+    """Training-mode BN (batch statistics, closed-form backward), the max-pool and the blocks: outputs, every
+    weight's gradient and the running statistics after the step, against torch autograd."""
+    sd = torch_ref.random_state_dict(18, width=8, num_classes=10, seed=3)
+    model = _model(sd, 18, width=8)
     model.train()
     x, xt = _inputs(2, 64, 64, seed=4)
+    cotangent = np.random.default_rng(7).standard_normal((2, 10)).astype(np.float32)
+
+    def loss(m, x):
+        out = m(x)
+        return (out["logits"] * cotangent).sum(), out
+
+    grads, out = nnx.jit(nnx.grad(loss, has_aux=True))(model, jnp.asarray(x))
     ref_sd = torch_ref.to_torch(sd)
+    for k, v in ref_sd.items():
+        v.requires_grad_(k.endswith(("weight", "bias")))
     ref = torch_ref.resnet_forward(ref_sd, xt, training=True, momentum=0.1)
-    _compare(_forward(model, jnp.asarray(x)), ref, "train-mode")
+    (ref["logits"] * torch.from_numpy(cotangent)).sum().backward()
+    _compare(out, ref, "train-mode")
+    flat = nnx.to_flat_state(grads)
+    assert len(flat) == sum(v.requires_grad for v in ref_sd.values())
+    errs = []
+    for path, g in flat:
+        want = ref_sd[torch_name(path)].grad.numpy()
+        want = want.transpose({4: (2, 3, 1, 0), 2: (1, 0)}.get(want.ndim, range(want.ndim)))
+        got = np.asarray(g[...])
+        errs.append(np.abs(got - want).max() / np.abs(want).max())
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-3, err_msg=str(path))
+    print(f"gradients: max rel err {max(errs):.2e}")
     # layer4 sees 2x2x2 = 8 values per channel: torch's unbiased running variance differs by 8/7 from the biased one.
-    updated = torchvision_to_nnx({k: v.numpy() for k, v in ref_sd.items()})
+    updated = torchvision_to_nnx({k: v.detach().numpy() for k, v in ref_sd.items()})
     state = nnx.to_flat_state(nnx.state(model, nnx.BatchStat))
     assert len(state) == sum(k.endswith(("/mean", "/var")) for k in updated)
     errs = []
@@ -91,6 +120,40 @@ def test_training_mode_batch_stats_and_running_update_match_torch():
         errs.append(np.abs(got - want).max() / np.abs(want).max())
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4, err_msg=str(p))
     print(f"running stats: max rel err {max(errs):.2e}")
+
+
+def test_batch_norm_train_vjp_is_the_gradient_of_its_formula():
+    """The closed-form backward equals autodiff of the plain formula, for all three outputs (y, mean, var)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 3, 4)) * 3 + 1, jnp.float32)
+    scale, bias = (jnp.asarray(rng.uniform(0.5, 1.5, 4), jnp.float32) for _ in range(2))
+    cotangents = tuple(jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x.shape, (4,), (4,)))
+
+    def formula(x, scale, bias):
+        mean = x.mean((0, 1, 2))
+        var = jnp.square(x - mean).mean((0, 1, 2))
+        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias, mean, var
+
+    def vjp(f):
+        def both(*primals):
+            out, pullback = jax.vjp(f, *primals)
+            return out + pullback(cotangents)
+        return jax.jit(both)(x, scale, bias)
+
+    for got, want in zip(vjp(lambda *a: batch_norm_train(*a, 1e-5)), vjp(formula)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 12)])
+def test_max_pool_gradient_goes_to_the_first_maximum_like_torch(size):
+    # Small integers: many ties inside each window, so which maximum gets the gradient decides the result.
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, (2, *size, 3)).astype(np.float32)
+    dy = rng.integers(1, 5, (2, (size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1, 3)).astype(np.float32)
+    got = jax.jit(lambda x, dy: jax.vjp(max_pool_3x3_s2_p1, x)[1](dy)[0])(x, dy)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    torch.nn.functional.max_pool2d(xt, 3, 2, 1).backward(torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_array_equal(np.asarray(got), _nhwc(xt.grad))
 
 
 def test_parity_check_detects_asymmetric_same_padding():

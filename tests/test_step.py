@@ -167,7 +167,10 @@ def test_compiler_options_parse_and_reach_xla():
     from ego_jax.train.step import compiler_options
 
     assert compiler_options("") == {}
-    assert compiler_options(" xla_a=1; xla_b=x,y ") == {"xla_a": "1", "xla_b": "x,y"}
+    assert compiler_options(" xla_a=1; xla_b=x,y; xla_c=false ") == {"xla_a": "1", "xla_b": "x,y", "xla_c": False}
+    ynn_off = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert compiler_options("auto", "cpu", "ego_rnn") == ynn_off and compiler_options("auto", "cpu", "flow") == {}
+    assert compiler_options("auto", "gpu", "ego_rnn") == {} == compiler_options("auto", "tpu", "flow")
     with pytest.raises(ValueError, match="xla_<option>=<value>"):
         compiler_options("ynn=off")
     model = StandIn(rngs=nnx.Rngs(0))

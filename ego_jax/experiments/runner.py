@@ -16,8 +16,7 @@ import os
 import signal
 import time
 
-from ego_jax.experiments import executors, report
-from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import executors, plan as plan_lib, report
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
@@ -78,7 +77,11 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
 
 
 def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None) -> bool:
-    """Train every stage of a run (or those in `stages`) not yet DONE in the store; -> True when done (False: stop)."""
+    """Train every stage of a run (or those in `stages`) not yet DONE in the store; -> True when done (False: stop).
+
+    Each stage trains under its store directory's lock: WorkdirLocked, naming the holder, while another process
+    (a stage job of --executor local|slurm) trains it.
+    """
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
     spec = run.spec
@@ -90,7 +93,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
     for name in todo:
         logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
         t0 = time.perf_counter()
-        done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources)
+        with run_lock(os.path.realpath(os.path.join(run_dir, name))):
+            done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources)
         distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
                                  f"record the training time of {run_dir}/{name}")
         if not done:

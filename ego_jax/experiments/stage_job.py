@@ -4,9 +4,10 @@
 
 Each stage key of the runs is one executors.Node, done when W/stages/<key>/DONE exists. Its job (StageJob) trains
 the stage through the first run that uses it: that run's workdir links the stage and the stages it starts from
-(init_from), whose jobs it runs after (stage 2 after stage 1, joint after RGB stage 2 and flow). The job holds the
-stage's lease lock (W/stages/<key>/.lock, ego_jax.train.workdir_lock) while it trains, so two jobs of one stage
-(two drivers; a resubmission while the first still runs) train it once: the second waits, then finds it DONE.
+(init_from), whose jobs it runs after (stage 2 after stage 1, joint after RGB stage 2 and flow). A stage trains
+under its lease lock (W/stages/<key>/.lock, ego_jax.train.workdir_lock; runner.train_run takes it whatever the
+executor), so two jobs of one stage (two drivers; a resubmission while the first still runs) train it once: the
+second waits, then finds it DONE (a serial run stops instead, naming the job).
 
 Preemption, submitit's checkpointing protocol: the job takes submitit's preemption signal (USR2, which SLURM sends
 --slurm.signal_delay_s before the time limit, and on preemption where the cluster is set up to), SIGTERM and SIGINT
@@ -15,7 +16,6 @@ handler, which calls StageJob.checkpoint() (the same job again), requeues it and
 from the checkpoint. After SIGTERM or SIGINT it exits unfinished without requeueing (a scancel; a cluster that
 preempts with SIGTERM requeues by its own PreemptMode).
 """
-import contextlib
 import logging
 import os
 import signal
@@ -24,10 +24,9 @@ import time
 
 import submitit
 
-from ego_jax.experiments import executors, report, runner
-from ego_jax.experiments import plan as plan_lib
+from ego_jax.experiments import executors, plan as plan_lib, report, runner
 from ego_jax.train import checkpoint, distributed, loop, sharding
-from ego_jax.train.workdir_lock import WorkdirLocked, run_lock
+from ego_jax.train.workdir_lock import WorkdirLocked
 
 LOCK_WAIT_S = 30.0  # how often a job waiting for another job of its stage looks again
 
@@ -63,9 +62,7 @@ class StageJob(submitit.helpers.Checkpointable):
         for sig in (signal.SIGTERM, signal.SIGINT, executors.preempt_signal()):
             signal.signal(sig, stop)
         key = plan_lib.stage_key(self.run.spec, self.stage)
-        with contextlib.ExitStack() as held:
-            done = _hold_lock(held, runner.stage_dir(self.workdir, self.run.spec, self.stage), stop) and self._train(
-                key, stop)
+        done = self._train(key, stop)
         if done:
             return dict(stage=self.stage, key=key, run=self.run.path)
         if stop.preempted and callable(requeue):
@@ -73,11 +70,24 @@ class StageJob(submitit.helpers.Checkpointable):
         sys.exit(f"stage {key}: stopped with a checkpoint before its end; rerun the suite to resume it")
 
     def _train(self, key: str, stop: "_Stop") -> bool:
-        """Train the stage (its lock held), recording this run of the job in W/jobs/<key>/; -> whether it is done."""
+        """Train the stage (once a job of it that still runs is gone), recording this run in W/jobs/<key>/.
+
+        -> whether the stage is done (False: stopped).
+        """
         attempt = executors.Attempt(os.path.join(self.workdir, runner.JOBS), key, device=report.device(),
                                     run=self.run.path) if distributed.is_writer() else None
         try:
-            done = runner.train_run(self.workdir, self.run, mesh=sharding.make_mesh(), stop=stop, stages=(self.stage,))
+            while True:
+                try:
+                    done = runner.train_run(self.workdir, self.run, mesh=sharding.make_mesh(), stop=stop,
+                                            stages=(self.stage,))
+                    break
+                except WorkdirLocked as e:  # another job of this stage (two drivers, a resubmission)
+                    if stop.requested:
+                        done = False
+                        break
+                    logging.warning("another job trains this stage; waiting for it (%s)", e)
+                    time.sleep(LOCK_WAIT_S)
         except BaseException:
             if attempt:
                 attempt.end("error")
@@ -94,18 +104,6 @@ def _setup_logs() -> None:
     checkpoint.quiet_orbax_logs(handler)
     logging.getLogger().handlers = [handler]
     logging.getLogger().setLevel(logging.INFO)
-
-
-def _hold_lock(held: contextlib.ExitStack, store: str, stop: loop.StopRequest) -> bool:
-    """Take the stage's lease lock into `held`, waiting while another job holds it; False if stopped meanwhile."""
-    while not stop.requested:
-        try:
-            held.enter_context(run_lock(store))
-            return True
-        except WorkdirLocked as e:
-            logging.warning("another job trains this stage; waiting for it (%s)", e)
-            time.sleep(LOCK_WAIT_S)
-    return False
 
 
 def nodes(workdir: str, runs: list[plan_lib.Run], *, processes: int = 1) -> list[executors.Node]:

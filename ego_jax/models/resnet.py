@@ -5,6 +5,7 @@ torchvision state-dict keys (see ego_jax/convert/torchvision.py):
 ('layer4', 2, 'conv2', 'kernel') <-> 'layer4.2.conv2.weight'.
 """
 
+import functools
 import math
 
 import jax
@@ -17,13 +18,51 @@ BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def _batch_stats(x):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    return mean, jnp.square(x - mean).mean(axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, epsilon: float):
+    """x (..., C) -> (y (..., C), mean (C,), biased var (C,)): normalisation by the batch statistics.
+
+    The forward pass is the plain two-pass formula; the backward pass is the closed form (as torch's and
+    cuDNN's): two per-channel sums and one elementwise pass, where autodiff of the formula would build one
+    reduction per use of mean and var. The same gradients up to float rounding (tests/test_resnet.py).
+    """
+    return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+    mean, var = _batch_stats(x)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    return ((x - mean) * rstd * scale + bias, mean, var), (x, mean, rstd, scale)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+    x, mean, rstd, scale = residuals
+    dy, dmean, dvar = cotangents
+    axes, n = tuple(range(x.ndim - 1)), math.prod(x.shape[:-1])
+    centred = x - mean
+    xhat = centred * rstd
+    dbias, dscale = dy.sum(axes), (dy * xhat).sum(axes)
+    # The mean and var outputs (running statistics) take no gradient in training; their terms keep the VJP exact.
+    dx = (scale * rstd) * (dy - dbias / n - xhat * (dscale / n)) + dmean / n + centred * (dvar * (2 / n))
+    return dx, dscale, dbias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
 class BatchNorm(nnx.BatchNorm):
     """`nnx.BatchNorm` whose training-mode running variance uses torch's unbiased batch variance.
 
     Normalisation is identical to nnx.BatchNorm (biased batch variance in training mode, running
     statistics in inference mode); only the running-variance update differs, by n/(n-1), so that
     statistics accumulated in training mode match PyTorch's `BatchNorm2d` (the reference trains
-    the flow stream with BN in training mode).
+    the flow stream with BN in training mode). Training mode runs `batch_norm_train`.
     """
 
     def __call__(self, x, use_running_average: bool | None = None):
@@ -32,7 +71,6 @@ class BatchNorm(nnx.BatchNorm):
             use_running_average = self.use_running_average
         if use_running_average:
             return super().__call__(x, use_running_average=True)
-        axes = tuple(range(x.ndim - 1))
         n = math.prod(x.shape[:-1])
         if n < 2:
             raise ValueError(
@@ -41,12 +79,10 @@ class BatchNorm(nnx.BatchNorm):
             )
         dtype = self.dtype or x.dtype
         xf = x.astype(jnp.promote_types(dtype, jnp.float32))
-        mean = xf.mean(axes)
-        var = jnp.square(xf - mean).mean(axes)
+        y, mean, var = batch_norm_train(xf, self.scale[...], self.bias[...], self.epsilon)
         m = self.momentum
         self.mean[...] = m * self.mean[...] + (1 - m) * jax.lax.stop_gradient(mean)
         self.var[...] = m * self.var[...] + (1 - m) * jax.lax.stop_gradient(var) * (n / (n - 1))
-        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
         return y.astype(dtype)
 
 
@@ -106,9 +142,43 @@ def layer4_grid(height: int, width: int) -> tuple[int, int]:
     return height, width
 
 
-def _max_pool_3x3_s2_p1(x):
+def _max_pool(x):
     # torch pads max-pooling with -inf, so padded cells never win.
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2_p1(x):
+    """(N,H,W,C) -> (N,(H-1)//2+1,(W-1)//2+1,C): torch's MaxPool2d(3, 2, 1); the gradient goes to each window's first
+    maximum in row-major order (as torch's and XLA's select-and-scatter), computed as one elementwise pass over the
+    nine taps, where autodiff lowers to an argmax reduce-window and a scatter on CPU."""
+    return _max_pool(x)
+
+
+def _max_pool_fwd(x):
+    y = _max_pool(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(residuals, dy):
+    x, y = residuals
+    _, h, w, _ = x.shape
+    ho, wo = y.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    zero = jnp.zeros((), dy.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    dx = jnp.zeros((x.shape[0], h + 2, w + 2, x.shape[3]), dy.dtype)
+    for i in range(3):
+        for j in range(3):
+            first = (padded[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] == y) & ~taken
+            taken = taken | first
+            # Tap (i, j) of output (a, b) is padded cell (2a + i, 2b + j): interior padding places it there.
+            spread = ((0, 0, 0), (i, h + 1 - i - 2 * (ho - 1), 1), (j, w + 1 - j - 2 * (wo - 1), 1), (0, 0, 0))
+            dx = dx + jax.lax.pad(jnp.where(first, dy, zero), zero, spread)
+    return (dx[:, 1:h + 1, 1:w + 1],)
+
+
+max_pool_3x3_s2_p1.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class ResNet(nnx.Module):
@@ -164,7 +234,7 @@ class ResNet(nnx.Module):
         """
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(f"ResNet expects (N, H, W, {self.in_channels}) channels-last input, got shape {x.shape}")
-        h = _max_pool_3x3_s2_p1(nnx.relu(self.bn1(self.conv1(x))))
+        h = max_pool_3x3_s2_p1(nnx.relu(self.bn1(self.conv1(x))))
         for name in ("layer1", "layer2", "layer3", "layer4"):
             for block in getattr(self, name):
                 h, raw = block(h)

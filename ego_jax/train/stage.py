@@ -210,5 +210,5 @@ def build(run: RunSpec, name: str, mesh, *, steps_per_epoch: int, init: InitFn |
     start, opt_state = init(model, tx, params) if init else (0, None)
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
     train_step = make_train_step(graphdef, make_loss_fn(stage, dtype), tx, mesh,
-                                 compiler_options=compiler_options(run.compiler_options))
+                                 compiler_options=compiler_options(run.compiler_options, kind=stage.model.kind))
     return Stage(model, graphdef, state, frozen, train_step, schedules, start)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from ego_jax import streams
 from ego_jax.train import sharding
 
 # (model, batch) -> (scalar loss, dict of scalar metrics); batch holds the loader's uint8 arrays.
@@ -48,29 +49,32 @@ def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTr
     return graphdef, sharding.replicate(state, mesh), sharding.replicate(frozen, mesh)
 
 
-def default_compiler_options(backend: str | None = None) -> dict:
-    """XLA options of the train step on `backend` (default: jax's), chosen by measurement; {} = XLA's own defaults.
+def default_compiler_options(backend: str | None = None, kind: str | None = None) -> dict:
+    """XLA options of the train step of a `kind` stream on `backend` (default: jax's), chosen by measurement.
 
-    CPU (jaxlib 0.10): convolutions run through XLA's Eigen kernels instead of its default YNNPACK fusions, which
-    are slower on the ConvLSTM's 7x7-grid convolutions and their gradients: RGB stage 1 at 224 px, batch 2, 7
-    frames, 0.74x the step time (README "Performance"); the flow stage's step is unchanged.
-    Other backends: none (the option is CPU-only).
+    CPU (jaxlib 0.10): XLA's own defaults for the kinds whose stream entry says cpu_ynnpack (the flow ResNet); for
+    every other kind, convolutions run through XLA's Eigen kernels instead of its default YNNPACK fusions (RGB
+    stage 1 at 224 px, batch 2, 7 frames: 0.74x the step time). Other backends: none (the options are CPU-only).
     """
-    return {"xla_cpu_experimental_ynn_fusion_type": ""} if (backend or jax.default_backend()) == "cpu" else {}
+    if (backend or jax.default_backend()) != "cpu" or (kind is not None and streams.get(kind).cpu_ynnpack):
+        return {}
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def compiler_options(spec: str, backend: str | None = None) -> dict:
-    """config.compiler_options -> XLA options: 'auto' -> default_compiler_options(backend); '' -> none;
-    'name=value;name=value' -> those (values as XLA parses them, e.g. 'xla_cpu_use_thunk_runtime=false')."""
+def compiler_options(spec: str, backend: str | None = None, kind: str | None = None) -> dict:
+    """config.compiler_options -> XLA options: 'auto' -> default_compiler_options(backend, kind); '' -> none;
+    'name=value;name=value' -> those (values as XLA parses them; true/false in any case are booleans, e.g.
+    'xla_cpu_multi_thread_eigen=false')."""
     if spec == "auto":
-        return default_compiler_options(backend)
+        return default_compiler_options(backend, kind)
     options = {}
     for item in filter(None, spec.split(";")):
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name.startswith("xla_"):
             raise ValueError(f"compiler_options item {item!r}: expected xla_<option>=<value> items separated by ';', "
                              "'auto' (the backend's measured defaults) or '' (XLA's own defaults)")
-        options[name] = value
+        # XLA parses a string bool only as 'True'/'False'; a Python bool reaches it whatever the spelling.
+        options[name] = {"true": True, "false": False}.get(value.lower(), value)
     return options
 
 
