@@ -27,11 +27,9 @@ from jax.sharding import Mesh
 
 from ego_jax import streams
 from ego_jax.data import clip_files, decode, flow, pipeline, video
-from ego_jax.data.clip_spec import ClipSpec
-from ego_jax.data.clip_spec import features as loader_features
+from ego_jax.data.clip_spec import ClipSpec, features as loader_features
 from ego_jax.specs import RunSpec
-from ego_jax.train import evaluate, loaders, paths, sharding
-from ego_jax.train import workdir as workdir_lib
+from ego_jax.train import evaluate, loaders, paths, sharding, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 # Model outputs carried per clip besides the logits and probabilities (those the model has).

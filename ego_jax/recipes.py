@@ -289,8 +289,8 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
                 stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
-            raise ValueError(f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages "
-                             f"{list(stages)})")
+            raise ValueError("config argument stage1_backbone=train: this recipe has no rgb_stage1 "
+                             f"(stages {list(stages)})")
         s1 = stages["rgb_stage1"]
         s1["trainable"], s1["bn_train"] = tuple(s1["trainable"]) + (r"backbone/.*",), (r"backbone/.*",)
     c.recipe = tuple(stages)

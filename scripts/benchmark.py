@@ -217,9 +217,10 @@ def run_data(args):
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
             # What reading costs before any decoding: the records an (eval) sample of this kind decodes.
             timed = [(f"records of gtea61/{config} only", 0,
-                      lambda: _seconds((_read(kind_source[i % len(source)], kind, settings)
-                                        for i in range(clips + 1)), clips)),
-                     ("PIL per file", 0, lambda: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
+                      lambda src=kind_source, kind=kind: _seconds((_read(src[i % len(source)], kind, settings)
+                                                                   for i in range(clips + 1)), clips)),
+                     ("PIL per file", 0,
+                      lambda baseline=baseline: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):
                     loader = pipeline.make_loader(kind_source, loader=kind, train=True, global_batch_size=args.batch,
@@ -262,12 +263,13 @@ def run_resize(args):
         crops = [np.ascontiguousarray(img[:side, -side:]) for img in imgs]
         pil = [np.asarray(Image.fromarray(c).resize((224, 224), Image.BILINEAR)).astype(int) for c in crops]
         line = [f"crop {side} -> 224:"]
-        ms = _timed(lambda: Image.fromarray(crops[0]).resize((224, 224), Image.BILINEAR), args.repeats)
+        ms = _timed(lambda crop=crops[0]: Image.fromarray(crop).resize((224, 224), Image.BILINEAR), args.repeats)
         line.append(f"PIL {ms:.3f} ms")
         for method in transforms.METHODS:
             diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
                                    for c, p in zip(crops, pil)])
-            ms = _timed(lambda: transforms.resize_bilinear(crops[0], 224, 224, method), args.repeats)
+            ms = _timed(lambda crop=crops[0], method=method: transforms.resize_bilinear(crop, 224, 224, method),
+                        args.repeats)
             line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
         print("  ".join(line))
 
@@ -388,29 +390,33 @@ def run_step(args):
                     num_classes=config.num_classes, depth=m.depth, width=m.width, device=_torch_device())
 
     def timed(fn):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         fn()
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - cpu
 
-    first = {key: timed(fn) for key, fn in runners.items()}  # compiles (jax), allocator/autotuning warm-up (torch)
-    times = {key: [] for key in runners}
+    first = {key: timed(fn)[0] for key, fn in runners.items()}  # compiles (jax), allocator/autotuning warm-up (torch)
+    times = {key: [] for key in runners}  # (wall s, process CPU s) per round
     for _ in range(args.steps):  # rounds: every stage once per round, so a change of machine load hits all alike
         for key, fn in runners.items():
             times[key].append(timed(fn))
     load = os.getloadavg()[0]
 
     rows = []
+    reference = {name: ts for (name, impl), ts in times.items() if impl == "torch (reference) float32"}
     for (name, impl), ts in times.items():
-        med = statistics.median(ts)
-        ref = times.get((name, "torch (reference) float32"))
+        med, cpu = statistics.median(t[0] for t in ts), min(t[1] for t in ts)
+        ref = reference.get(name)
         rows.append(dict(stage=name, impl=impl, first_step_s=first[name, impl], step_s=med, steps_per_s=1 / med,
-                         clips_per_s=args.batch / med, vs_reference=med / statistics.median(ref) if ref else None))
+                         clips_per_s=args.batch / med, cpu_s=cpu,
+                         vs_reference=med / statistics.median(t[0] for t in ref) if ref else None,
+                         cpu_vs_reference=cpu / min(t[1] for t in ref) if ref else None))
     print(f"\n| stage | implementation | first step (compile) s | s/step (median of {args.steps}) | steps/s | clips/s "
-          f"| time / reference |\n|---|---|---|---|---|---|---|")
+          f"| time / reference | CPU s/step (best) | CPU / reference |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['vs_reference']:.2f}x" if r["vs_reference"] else "-"
+        cpu_ratio = f"{r['cpu_vs_reference']:.2f}x" if r["cpu_vs_reference"] else "-"
         print(f"| {r['stage']} | {r['impl']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} "
-              f"| {r['clips_per_s']:.1f} | {ratio} |")
+              f"| {r['clips_per_s']:.1f} | {ratio} | {r['cpu_s']:.3f} | {cpu_ratio} |")
     print(f"load average after: {load:.1f}")
     if args.json:
         with open(args.json, "w") as f:

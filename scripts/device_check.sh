@@ -10,13 +10,15 @@
 #   3. one table: each stage's clips/s, the reference's, and the loader's clips/s for that stage's input;
 #   4. scripts/benchmark.py flow: TV-L1 and warp-flow pairs/s of the opencv (CPU) and jax (all local devices) backends
 #      at 340x256 and 224x224 with dense_flow's parameters, and their end-point errors on known motions (skipped,
-#      with a line saying so, where OpenCV's contrib modules, PyAV or matplotlib are missing).
+#      with a line saying so, where OpenCV's contrib modules, PyAV or matplotlib are missing);
+#   5. the fast tests (models, train step, checkpoints, the deprecated-API grep) under the machine's own jax and flax,
+#      which may be newer than the CPU machines' (README "Versions"); where pytest is missing, a line says so.
 #
 #   bash scripts/device_check.sh            # on the accelerator machine; writes $OUT (or ./device_check) *.json/log
 #   bash scripts/device_check.sh --smoke    # tiny shapes on CPU in seconds (tests/test_device_check.py)
 #
 # Runs from the checkout (PYTHONPATH), not from an installed package: the machine's jax may be newer than
-# pyproject's pin. Packages it lacks travel as wheels in .whl/ (installed to a temporary folder first), e.g.
+# pyproject's pin, and step 4 is how a newer jax gets tested. Packages it lacks travel as wheels in .whl/ (installed to a temporary folder first), e.g.
 # ml_collections (the configs) and, for the loader part, grain and tensorflow-datasets with their needs:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       -d .whl ml_collections==1.1.0
@@ -47,12 +49,16 @@ if (( SMOKE )); then
   FLOW=(--sizes 32x48 --methods warp_tvl1 --pairs 2 --batch 2 --repeats 1 --tvl1 nscales=1 --tvl1 warps=1
         --tvl1 inner_iterations=5)
   FLOW_TIMEOUT=120
+  TESTS=(tests/test_forward_compat.py)
 else
   STEP=(--batch 32 --frames 16 --size 224 --steps 10)
   LAYERS=(--batch 32 --size 224 --dtypes float32,bfloat16)
   DATA_TIMEOUT=180
   FLOW=(--sizes 256x340,224x224 --pairs 4 --repeats 2 --parity)
   FLOW_TIMEOUT=300
+  TESTS=(tests/test_forward_compat.py tests/test_resnet.py tests/test_convlstm.py tests/test_attention.py
+         tests/test_ego_rnn.py tests/test_two_stream.py tests/test_lsta.py tests/test_motion_head.py
+         tests/test_motion_guided.py tests/test_step.py tests/test_optim.py tests/test_checkpoint.py)
 fi
 echo "== step ($(date -u +%H:%M:%S))"
 "$PY" scripts/benchmark.py step "${STEP[@]}" --dtypes float32,bfloat16 --json "$RESULTS/step.json" \
@@ -93,6 +99,15 @@ if ! "$PY" -c "import cv2, av, matplotlib; cv2.optflow" 2>/dev/null; then
 elif ! timeout "$FLOW_TIMEOUT" "$PY" scripts/benchmark.py flow "${FLOW[@]}" --json "$RESULTS/flow.json" \
     | tee "$RESULTS/flow.log"; then
   echo "flow benchmark failed or ran past ${FLOW_TIMEOUT} s (see $RESULTS/flow.log)"
+fi
+
+echo "== fast tests ($(date -u +%H:%M:%S))"
+if "$PY" -c "import pytest" 2>/dev/null; then
+  # A file whose imports this machine lacks is reported and the others still run; failures are reported, not fatal.
+  "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors "${TESTS[@]}" >"$RESULTS/tests.log" 2>&1 || true
+  echo "fast tests under jax $("$PY" -c 'import jax; print(jax.__version__)'): $(tail -n 1 "$RESULTS/tests.log")"
+else
+  echo "fast tests skipped: pytest is not importable here (carry its wheel in .whl/)"
 fi
 
 echo "== table ($(date -u +%H:%M:%S))"

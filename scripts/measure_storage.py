@@ -44,7 +44,7 @@ def measure(files, kind, repeat):
         images = [i if i.ndim == 2 else np.ascontiguousarray(i[..., 0]) for i in images]
     rows = [("source", sources, 0.0)]
     for name, (ext, params) in _choices(kind).items():
-        enc_ms = np.mean([_time(lambda i=i: cv2.imencode(ext, i, params), 1) for i in images])
+        enc_ms = np.mean([_time(lambda i=i, ext=ext, params=params: cv2.imencode(ext, i, params), 1) for i in images])
         rows.append((name + (" 1-ch" if kind != "rgb" else ""),
                      [cv2.imencode(ext, i, params)[1].tobytes() for i in images], enc_ms))
     print(f"\n{kind}: {len(files)} files, {images[0].shape}")

@@ -60,7 +60,10 @@ def test_bias_selects_the_class():
 
 def test_gradients_reach_fc_kernel_only_through_the_top1_columns():
     feat_bn, feat_raw, weight, bias = (jnp.asarray(a, jnp.float32) for a in make_inputs(seed=2))
-    loss = lambda k, b: jnp.sum(cam_attention(feat_bn, feat_raw, k, b)[0] ** 2)
+
+    def loss(k, b):
+        return jnp.sum(cam_attention(feat_bn, feat_raw, k, b)[0] ** 2)
+
     g_kernel, g_bias = jax.grad(loss, argnums=(0, 1))(weight.T, bias)
     np.testing.assert_array_equal(np.asarray(g_bias), 0.0)
     top1 = np.argmax(np.asarray(feat_bn).mean((1, 2)) @ np.asarray(weight).T + np.asarray(bias), -1)

@@ -9,8 +9,7 @@ import pytest
 from flax import nnx
 from train_standin import StandIn, batches, loss_fn
 
-from ego_jax.train import checkpoint, sharding
-from ego_jax.train import stage as stage_lib
+from ego_jax.train import checkpoint, sharding, stage as stage_lib
 from ego_jax.train.step import init_state, make_train_step
 
 
@@ -49,7 +48,7 @@ def test_round_trip_restores_model_and_optimizer_bitwise(tmp_path):
     for a, b in zip(_leaves(opt_state), _leaves(restored_opt), strict=True):
         np.testing.assert_array_equal(a, b)
     # The restored RNG key is a usable typed key again (dropout draws from it).
-    key = fresh.dropout.rngs.key.value
+    key = fresh.dropout.rngs.key[...]
     assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
@@ -67,12 +66,12 @@ def test_final_state_is_flat_by_nnx_path_and_loads_into_a_submodule(tmp_path):
             self.head = nnx.Linear(4, 2, rngs=rngs)
 
     parent = Parent(nnx.Rngs(3))
-    head_before = np.asarray(parent.head.kernel.value)
+    head_before = np.asarray(parent.head.kernel[...])
     (tmp_path / "stage" / "DONE").write_text("{}")
     stage_lib.initialise(parent, {"rgb": "stage"}, workdir=str(tmp_path), imagenet_weights="unused")
-    np.testing.assert_array_equal(parent.rgb.layer[1].bn.mean.value, model.layer[1].bn.mean.value)
-    np.testing.assert_array_equal(parent.rgb.classifier.kernel.value, model.classifier.kernel.value)
-    np.testing.assert_array_equal(parent.head.kernel.value, head_before)  # not in the source: kept
+    np.testing.assert_array_equal(parent.rgb.layer[1].bn.mean[...], model.layer[1].bn.mean[...])
+    np.testing.assert_array_equal(parent.rgb.classifier.kernel[...], model.classifier.kernel[...])
+    np.testing.assert_array_equal(parent.head.kernel[...], head_before)  # not in the source: kept
 
 
 def test_restore_onto_another_device_count_and_a_model_of_another_config(tmp_path):
@@ -166,7 +165,7 @@ def test_a_damaged_newest_step_is_named_and_skipped_for_the_newest_good_one(tmp_
 
 def test_a_step_with_non_finite_arrays_is_never_used_and_no_good_step_says_so(tmp_path):
     model, opt_state, tx = _trained()
-    model.classifier.kernel.value = model.classifier.kernel.value.at[0, 0].set(jnp.nan)
+    model.classifier.kernel[...] = model.classifier.kernel[...].at[0, 0].set(jnp.nan)
     ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
     ckpts.save(3, model, opt_state, dict(step=3, epoch=0))  # a valid digest of a NaN kernel
     ckpts.close()

@@ -35,7 +35,7 @@ print(json.dumps(out))
 def test_entry_points_have_wrappers_and_help():
     assert {"ego-jax-train", "ego-jax-evaluate", "ego-jax-experiment", "ego-jax-visualize",
             "ego-jax-build-dataset"} <= set(SCRIPTS)
-    for command, target in SCRIPTS.items():
+    for target in SCRIPTS.values():
         module, attr = target.split(":")
         assert module.startswith("ego_jax.cli.") and attr == "main", target
         wrapper = os.path.join(ROOT, "scripts", module.rpartition(".")[2] + ".py")

@@ -36,7 +36,10 @@ def test_matches_eight_conv_reference_over_several_steps():
     xs = rng.normal(0, 1, (b, t, size, size, cin))
 
     cell = ConvLSTMCell(cin, feat, rngs=nnx.Rngs(0))
-    hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
+
+    def hwio(w):
+        return np.transpose(w, (2, 3, 1, 0))
+
     cell.x_conv.kernel[...] = jnp.asarray(
         np.concatenate([hwio(weights[f"conv_{g}_xx.weight"]) for g in GATES], -1), jnp.float32
     )
@@ -49,7 +52,10 @@ def test_matches_eight_conv_reference_over_several_steps():
     ref_hs, ref_cs = torch_reference_steps(
         {k: torch.from_numpy(v) for k, v in weights.items()}, torch.from_numpy(xs).permute(0, 1, 4, 2, 3), feat
     )
-    to_nhwc = lambda a: a.permute(0, 1, 3, 4, 2).numpy()
+
+    def to_nhwc(a):
+        return a.permute(0, 1, 3, 4, 2).numpy()
+
     np.testing.assert_allclose(np.asarray(hs), to_nhwc(ref_hs), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(cs), to_nhwc(ref_cs), atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(h_t), np.asarray(hs[:, -1]))

@@ -44,3 +44,4 @@ def test_device_check_smoke(tmp_path):
     assert all(r["pairs_per_s"] > 0 for r in flow["rows"]), flow
     has_loader = "loader benchmark skipped" not in output
     assert has_loader == (tmp_path / "data.json").exists(), output
+    assert "fast tests under jax" in output and "passed" in (tmp_path / "tests.log").read_text(), output

@@ -15,8 +15,8 @@ from ego_jax.models import EgoRNN, action_loss
 
 torch = pytest.importorskip("torch")
 from ego_jax.convert import torch_reference as ref  # noqa: E402
-from ego_jax.convert.torch_reference import compare  # noqa: E402
 from ego_jax.convert.reference import load_reference  # noqa: E402
+from ego_jax.convert.torch_reference import compare  # noqa: E402
 
 B, T, S, CLASSES = 2, 3, 64, 5
 

@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ego_jax import recipes
 from ego_jax.data import gtea61
 from ego_jax.data.pipeline import make_loader
-from ego_jax.streams import normalize_flow, normalize_rgb
-from ego_jax import recipes
 from ego_jax.specs import RunSpec
-from ego_jax.train import checkpoint, loaders, sharding
-from ego_jax.train import workdir as workdir_lib
+from ego_jax.streams import normalize_flow, normalize_rgb
+from ego_jax.train import checkpoint, loaders, sharding, workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = gtea61.CLASSES[:3]

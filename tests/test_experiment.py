@@ -30,6 +30,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600  # seconds for a local-executor suite, far above its time on a loaded 2-core machine
 
 
+def sessions(w) -> dict:
+    """W/hparams read back with tensorboard's event loader -> {'': experiment, session dir: (hparams, scalars)}."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    found = {}
+    for folder, _, files in os.walk(os.path.join(w, "hparams")):
+        for name in files:
+            hparams, scalars = {}, {}
+            for event in EventFileLoader(os.path.join(folder, name)).Load():
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == "hparams":
+                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                        if data.HasField("experiment"):
+                            hparams = data.experiment
+                        else:
+                            hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                                       for k, v in data.session_start_info.hparams.items()}
+                    else:  # the loader stores scalars as tensors
+                        scalars[value.tag] = tensor_util.make_ndarray(value.tensor).item()
+            found[os.path.relpath(folder, os.path.join(w, "hparams")).removeprefix(".")] = (hparams, scalars)
+    return found
+
+
 def ids(config) -> dict:
     run = RunSpec.from_config(config)
     return {name: plan.stage_key(run, name) for name in run.recipe}
@@ -132,7 +157,7 @@ def test_step1_table_structure(step1_run):
     assert re.search(r"^\| \| 2 frames \| 3 frames \|$", md, re.M)
     for name in ("ConvLSTM-attention", "temporal warp flow", "two-stream (joint train)"):
         assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d \(1 seed\) \| \d+\.\d \(1 seed\) \|$", md, re.M), name
-    assert "Flow row" in md and os.path.getsize(os.path.join(w, "results.png")) > 0
+    assert "Flow row" in md and all(os.path.getsize(os.path.join(w, f"results.{x}")) > 0 for x in ("png", "svg", "pdf"))
     assert not os.path.exists(os.path.join(w, "per_class_diff.png"))  # its rows (ConvLSTM vs attention) not both run
     saved = json.load(open(os.path.join(w, "results.json")))
     for row in saved["rows"]:
@@ -143,6 +168,16 @@ def test_step1_table_structure(step1_run):
             want = "runs/flow/any/seed0" if row["key"] == "flow" else f"runs/{row['key']}/frames{col}/seed0"
             assert c["workdirs"] == [want]
         assert sum(v is not None for v in saved["runs"][0]["per_class_accuracy"].values()) == 6
+    # TensorBoard HParams: the experiment, then one session per run with its hyperparameters and test accuracy
+    found = sessions(w)
+    experiment = found.pop("")[0]
+    assert {m.name.tag for m in experiment.metric_infos} >= {"test/accuracy", "train/loss", "train/wall_s"}
+    assert {"row", "frames", "seed"} <= {h.name for h in experiment.hparam_infos}
+    assert sorted(found) == sorted("table/" + r["workdir"].removeprefix("runs/") for r in saved["runs"])
+    for r in saved["runs"]:
+        hparams, scalars = found["table/" + r["workdir"].removeprefix("runs/")]
+        assert (hparams["row"], hparams["seed"], hparams["frames"]) == (r["row"], r["seed"], str(r["column"] or "any"))
+        assert scalars["test/accuracy"] == pytest.approx(100 * r["accuracy"]) and scalars["train/loss"] > 0
 
 
 def test_step1_shared_stages_trained_once(step1_run):
@@ -229,6 +264,12 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
         assert fields["identity"]["data"]["train_split"] == "S1+S3+S4"
         for k, v in chosen[0]["hyperparameters"].items():
             assert _field(fields, k) == v, k
+    for v in val:  # TensorBoard HParams: each validation run, its searched values and validation accuracy
+        [(hparams, scalars)] = [found for path, found in sessions(w).items()
+                                if path == f"validation/{v['row']}/frames2/val-set{v['set']}-seed0"]
+        assert scalars["val/accuracy"] == pytest.approx(100 * v["accuracies"][0])
+        assert all(hparams[k] == pytest.approx(x) if isinstance(x, float) else hparams[k] == x
+                   for k, x in v["hyperparameters"].items()), (hparams, v["hyperparameters"])
     md = open(os.path.join(w, "results.md")).read()
     assert "Validation (hyperparameter selection" in md and md.count("| yes |") == 1
     assert "Per-class accuracy, ms_cls minus baseline" in md and os.path.exists(os.path.join(w, "per_class_diff.png"))

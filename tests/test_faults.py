@@ -20,15 +20,13 @@ from test_train_e2e import ROOT, tiny
 from configs import convlstm, two_stream
 from ego_jax.data import gtea61
 from ego_jax.specs import RunSpec
-from ego_jax.train import checkpoint, loop, preflight
-from ego_jax.train import workdir as workdir_lib
-from ego_jax.train import stage as stage_lib
+from ego_jax.train import checkpoint, loop, preflight, stage as stage_lib, workdir as workdir_lib
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 
 STAGE = "rgb_stage1"
 
 
-def small(data_dir, **changes):
+def small(data_dir, **changes):  # noqa: F811  (the data_dir fixture's value)
     c = tiny(convlstm, data_dir, epochs=2)
     c.recipe = (STAGE,)
     c.update_from_flattened_dict(changes)  # dotted keys, as --config.a.b=v

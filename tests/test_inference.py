@@ -16,17 +16,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import quickstart
-from configs import flow as flow_config
+from configs import flow as flow_config, quickstart
 from ego_jax import inference, recipes
-from ego_jax.data import flow, folder, gtea61, standins, synthetic, video
+from ego_jax.data import clip_files, flow, folder, gtea61, standins, synthetic, video
 from ego_jax.data.folder import layout as folder_layout
 from ego_jax.data.synthetic import PRESETS
-from ego_jax.models import FlowResNet
 from ego_jax.specs import RunSpec
-from ego_jax.train import loaders, loop
-from ego_jax.train import stage as stage_lib
-from ego_jax.train import workdir as workdir_lib
+from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = PRESETS["quickstart"]["classes"][:3]
@@ -171,20 +167,26 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
     assert list(saved["class_names"]) == predictor.class_names
 
 
+class _Head(nnx.Module):
+    """What load_flat reads of a stream model: a stem and a class head named `classifier`."""
+
+    def __init__(self, num_classes: int, seed: int):
+        rngs = nnx.Rngs(seed)
+        self.conv1 = nnx.Conv(4, 2, (3, 3), rngs=rngs)
+        self.classifier = nnx.Linear(2, num_classes, rngs=rngs)
+
+
 def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
-    model = FlowResNet(3, stack=2, depth=18, width=2, rngs=nnx.Rngs(0))
-    trained_61 = FlowResNet(61, stack=2, depth=18, width=2, rngs=nnx.Rngs(1))
-    flat = {"/".join(map(str, p)): np.asarray(v.value)
-            for p, v in nnx.to_flat_state(nnx.state(trained_61, (nnx.Param, nnx.BatchStat)))}
-    fresh = np.asarray(model.classifier.kernel.value)
+    model, trained_61 = _Head(3, seed=0), _Head(61, seed=1)
+    flat = {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(trained_61))}
+    fresh = np.asarray(model.classifier.kernel[...])
     with caplog.at_level("WARNING"):
         stage_lib.load_flat(model, flat, "W/flow")
-    width = model.classifier.in_features
-    assert "classifier replaced" in caplog.text and f"classifier/kernel ({width}, 61) -> ({width}, 3)" in caplog.text
-    np.testing.assert_array_equal(model.classifier.kernel.value, fresh)
-    np.testing.assert_array_equal(model.backbone.conv1.kernel.value, flat["backbone/conv1/kernel"])
-    flat["backbone/conv1/kernel"] = flat["backbone/conv1/kernel"][:, :, :2]  # any other mismatch stays an error
-    with pytest.raises(ValueError, match="backbone/conv1/kernel has shape"):
+    assert "classifier replaced" in caplog.text and "classifier/kernel (2, 61) -> (2, 3)" in caplog.text
+    np.testing.assert_array_equal(model.classifier.kernel[...], fresh)
+    np.testing.assert_array_equal(model.conv1.kernel[...], flat["conv1/kernel"])
+    flat["conv1/kernel"] = flat["conv1/kernel"][..., :1]  # any other mismatch stays an error
+    with pytest.raises(ValueError, match="conv1/kernel has shape"):
         stage_lib.load_flat(model, flat, "W/flow")
 
 
@@ -209,8 +211,8 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
     from ego_jax.convert import torch_reference as ref  # noqa: PLC0415  (needs torch)
     from ego_jax.convert.reference import load_reference  # noqa: PLC0415
     from ego_jax.data import pipeline  # noqa: PLC0415
-    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import EgoRNN  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
 
     sd = ref.random_rgb_state_dict(depth=18, width=4, num_classes=3)
     torch.save(ref.to_torch(sd), tmp_path / "model_rgb_state_dict.pth")
@@ -231,8 +233,7 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
 def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained, tmp_path, caplog):
     """A folder of class-named videos -> the folder dataset (frames and flow computed at build time) -> the flow
     recipe fine-tuned from the trained workdir's flow stage (its 61-class classifier replaced by a 3-class one,
-    logged) and evaluated on the test split by the train loop, then predicting on the videos with the build's
-    class names."""
+    logged) and evaluated on the test split by the train loop; its predictor names the build's classes."""
     spec, work, _ = trained
     stand_in = standins.make_folder(tmp_path / "videos", classes=3, videos_per_class=4)
     built = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", test_fraction=0.25,
@@ -253,12 +254,10 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     assert json.loads((tmp_path / "W" / "config.json").read_text())["num_classes"] == 3
     assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 
-    predictor = inference.load(tmp_path / "W")
-    predictor.flow_spec = flow.FlowSpec(method="farneback", short_side=spec.data.resize)
-    assert predictor.class_names == names
-    clips = list(predictor.predict(predictor.files(tmp_path / "videos")))
-    assert [c["clip"] for c in clips] == sorted(stand_in.labels)
-    assert all(c["top"][0][0] in names and len(c["probs"]) == 3 for c in clips)
+    predictor = inference.load(tmp_path / "W")  # its config.json: the folder's 3 classes, by name
+    assert predictor.class_names == names and predictor.info["stage"] == "flow"
+    assert sorted(clip_files.find_clips(tmp_path / "videos"), key=lambda c: c.clip_id) == [
+        clip_files.ClipFiles(clip, tmp_path / "videos" / f"{clip}.mp4") for clip in sorted(stand_in.labels)]
 
 
 def test_folder_conventions(tmp_path):
@@ -296,3 +295,22 @@ def test_folder_conventions(tmp_path):
         folder_layout.scan(lists)
     with pytest.raises(ValueError, match="no class folders"):
         folder_layout.scan(tmp_path / "lists" / "v")
+
+
+def test_cam_video_frames_and_gif(tmp_path):
+    """A CAM video: per frame the frame, its CAM overlay and its motion overlay side by side under the title."""
+    from PIL import Image  # noqa: PLC0415
+
+    from ego_jax.viz import cam  # noqa: PLC0415
+
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    attention = np.zeros((3, 2, 2), np.float32)
+    attention[:, 0, 1] = 1.0  # top right
+    ms = np.zeros((3, 2, 2, 2), np.float32)
+    out = cam.cam_video(frames, attention, ms, title="clip: class 90%", min_size=64)
+    assert out.shape[0] == 3 and out.shape[2] == 3 * 64 + 2 * 2 and out.dtype == np.uint8
+    overlay = out[0, -64:, 64 + 2:2 * 64 + 2]  # the CAM column of the first frame: red at its top right
+    assert overlay[8, -8, 0] > overlay[-8, 8, 0]
+    cam.write_gif(tmp_path / "c.gif", out, fps=4)
+    gif = Image.open(tmp_path / "c.gif")
+    assert gif.n_frames == 3 and gif.size == (out.shape[2], out.shape[1])

@@ -15,8 +15,8 @@ from ego_jax.models import LSTA, LSTACell, lsta
 
 torch = pytest.importorskip("torch")
 from ego_jax.convert import torch_reference as ref  # noqa: E402
-from ego_jax.convert.torch_reference import compare, to_torch  # noqa: E402
 from ego_jax.convert.reference import load_reference  # noqa: E402
+from ego_jax.convert.torch_reference import compare, to_torch  # noqa: E402
 from ego_jax.convert.torchvision import WeightsError  # noqa: E402
 
 B, T, CLASSES, POOL = 2, 4, 5, 6
@@ -93,7 +93,10 @@ def test_reference_checkpoint_file_imports(tmp_path):
     torch.save(to_torch(sd), path)
     model = LSTA(CLASSES, depth=18, width=1, pool_classes=POOL, rngs=nnx.Rngs(0))
     load_reference(model, str(path))
-    hwio = lambda key: sd[f"lsta_cell.{key}.weight"].transpose(2, 3, 1, 0)
+
+    def hwio(key):
+        return sd[f"lsta_cell.{key}.weight"].transpose(2, 3, 1, 0)
+
     cell, f = model.lsta, 8
     # attention blocks i, f, a~, o; memory blocks i, f, c~; o_conv reads concat(h, c_cam).
     np.testing.assert_array_equal(np.asarray(cell.att_s_conv.kernel[...])[..., 2:3], hwio("conv_a_s"))

@@ -8,11 +8,11 @@ import os
 import shutil
 
 import pytest
+from test_train_e2e import ARGS, FC, L4_CONVS, changed, expand, final_state, fresh_state, tiny
 
 from configs import lsta, two_stream
 from ego_jax.specs import RunSpec
 from ego_jax.train import loop
-from test_train_e2e import ARGS, FC, L4_CONVS, changed, expand, final_state, fresh_state, tiny
 
 # What the reference's optimiser can move in the cell: all but coupling_fc (it only moves an argmax: no gradient).
 CELL = [f"lsta/{m}/" for m in ("att_s_conv", "att_cam_conv", "x_conv", "h_conv", "o_conv", "c_classifier")]
@@ -25,7 +25,7 @@ def tiny_lsta(module, data_dir, args=ARGS, **stage_epochs):
 
 
 @pytest.fixture(scope="module")
-def lsta_run(data_dir, tmp_path_factory):
+def lsta_run(data_dir, tmp_path_factory):  # noqa: F811
     workdir = str(tmp_path_factory.mktemp("lsta"))
     config = tiny_lsta(lsta, data_dir)
     assert loop.train(RunSpec.from_config(config), workdir)
@@ -44,7 +44,7 @@ def test_lsta_config_trains_its_two_stages(lsta_run):
     assert changed(s1, s2) == expand(CELL + ["classifier/", FC, *L4_CONVS], s2)
 
 
-def test_lsta_as_the_rgb_stream_of_the_two_stream_recipe(lsta_run, data_dir, tmp_path):
+def test_lsta_as_the_rgb_stream_of_the_two_stream_recipe(lsta_run, data_dir, tmp_path):  # noqa: F811
     config = tiny_lsta(two_stream, data_dir, args=ARGS + ",rgb=lsta", joint=2)
     lsta_config, lsta_dir = lsta_run
     for name in ("rgb_stage1", "rgb_stage2"):  # the same stages as configs/lsta.py: reused, not retrained

@@ -4,7 +4,6 @@ Tiny models (ResNet-18 width 4, 64 px frames -> a 2x2 layer4 grid: on 1x1 the so
 has no effect), inference-mode BN, CPU float32.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -28,7 +28,10 @@ def test_layout_matches_torch_module():
     head = MotionSegmentationHead(c, (h, w), kind="cls", hidden=hidden, rngs=nnx.Rngs(1))
     conv_w = np.asarray(head.conv.kernel[...])[0, 0].T  # (hidden, c)
     x = np.random.default_rng(0).normal(size=(n, h, w, c)).astype(np.float32)
-    tt = lambda a: torch.tensor(np.asarray(a))
+
+    def tt(a):
+        return torch.tensor(np.asarray(a))
+
     t = torch.nn.functional.relu(tt(x).permute(0, 3, 1, 2))
     t = torch.nn.functional.conv2d(t, tt(conv_w)[:, :, None, None], tt(head.conv.bias[...]))
     t = torch.flatten(t, 1) @ tt(head.fc.kernel[...]) + tt(head.fc.bias[...])

@@ -20,9 +20,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from test_train_e2e import ARGS, ROOT, final_state
 
 from ego_jax.train import checkpoint, distributed, sharding
-from test_train_e2e import ARGS, ROOT, final_state
 
 STAGE, EPOCHS, STEPS_PER_EPOCH = "rgb_stage1", 3, 3
 TIMEOUT = 400  # seconds per launch, far above its time on a loaded 2-core machine
@@ -162,15 +162,23 @@ def test_launch_flags_are_checked_before_jax_starts(kwargs, match):
         distributed.initialize(**kwargs)
 
 
-def test_one_process_unless_a_launcher_is_detected(monkeypatch):
-    for var in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
-                "OMPI_MCA_orte_hnp_uri"):
-        monkeypatch.delenv(var, raising=False)
-    assert not distributed._cluster_detected()
-    distributed.initialize()  # nothing to do: one process
-    assert jax.process_count() == 1
-    monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.96.0.1:34911")
-    assert distributed._cluster_detected()
+def test_one_process_unless_jax_detects_a_launcher():
+    """distributed.initialize() goes through jax.distributed.initialize()'s own detection (public API): nothing found
+    -> one process; an Open MPI launch of 1 process (mpirun's variables) -> multi-process mode, 1 process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR",
+                                                                    "KUBERNETES_", "MEGASCALE_"))}
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    code = ("from ego_jax.train import distributed; distributed.initialize(); import jax; "
+            "print(jax.distributed.is_initialized(), jax.process_count())")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mpirun = dict(OMPI_MCA_orte_hnp_uri=f"1531576320.0;tcp://127.0.0.1:{port}", OMPI_COMM_WORLD_SIZE="1",
+                  OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_LOCAL_RANK="0")
+    for extra, want in (({}, "False 1"), (mpirun, "True 1")):
+        proc = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra), capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == want, (extra, proc.stdout, proc.stderr[-2000:])
 
 
 @dataclasses.dataclass(frozen=True)

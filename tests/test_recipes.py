@@ -51,7 +51,8 @@ def test_init_argument():
 
 
 def test_stage1_backbone_argument():
-    """Off by default (reference: frozen backbone, BN inference mode); 'train' opens the whole backbone in stage 1 only."""
+    """Off by default (reference: frozen backbone, BN inference mode); 'train' opens the whole backbone in stage 1
+    only."""
     for module in ALL:
         if module is not quickstart and "rgb_stage1" in module.get_config().stages:
             s1 = module.get_config().stages.rgb_stage1

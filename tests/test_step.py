@@ -11,14 +11,13 @@ from flax import nnx
 from train_standin import StandIn, batches, loss_fn
 
 from ego_jax.streams import normalize_flow
-from ego_jax.train import loop, sharding
-from ego_jax.train import stage as stage_lib
+from ego_jax.train import loop, sharding, stage as stage_lib
 from ego_jax.train.step import init_state, make_train_step
 
 
 def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
     model = StandIn(rngs=nnx.Rngs(0))
-    before = {"/".join(map(str, p)): np.array(v.value) for p, v in nnx.to_flat_state(nnx.state(model))
+    before = {"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(nnx.state(model))
               if not isinstance(v, nnx.RngKey)}
     train_filter = stage_lib.param_filter(trainable, model)
     updated = stage_lib.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
@@ -60,7 +59,7 @@ def count_compiles():
 def _flat(*states):
     out = {}
     for s in states:
-        out.update({"/".join(map(str, p)): np.array(v.value) for p, v in nnx.to_flat_state(s)
+        out.update({"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(s)
                     if not isinstance(v, nnx.RngKey)})
     return out
 
@@ -111,9 +110,9 @@ def test_dropout_only_in_training():
     hits = sum(int((_eval_mode_logits(graphdef, state, frozen, x).argmax(-1) == np.asarray(x["label"])).sum())
                for x in data)
     assert a["correct"] == hits and a["count"] == 24
-    count = int(state.rngs["dropout"]["rngs"]["count"].value)
+    count = int(state.rngs["dropout"]["rngs"]["count"][...])
     state, _ = step(state, frozen, data[0])
-    assert int(state.rngs["dropout"]["rngs"]["count"].value) == count + 1  # training drew a dropout mask
+    assert int(state.rngs["dropout"]["rngs"]["count"][...]) == count + 1  # training drew a dropout mask
     with count_compiles() as compiles:  # periodic eval after more training: the eval step is not recompiled
         _evaluate(graphdef, state, frozen, data)
     assert not compiles
@@ -144,7 +143,7 @@ def test_sharded_step_equals_single_device_step():
         for batch in batches(2):
             state, _ = step(state, frozen, batch)
         if len(devices) == 4:
-            assert state.params["classifier"]["kernel"].value.sharding.is_fully_replicated
+            assert state.params["classifier"]["kernel"][...].sharding.is_fully_replicated
         results.append(_flat(state.params, state.stats))
     for k in results[0]:
         np.testing.assert_allclose(results[1][k], results[0][k], atol=1e-5, rtol=1e-5, err_msg=k)

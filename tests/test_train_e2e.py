@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-
 import types
 
 import jax
@@ -22,8 +21,7 @@ from ego_jax import recipes
 from ego_jax.data.pipeline import make_loader
 from ego_jax.specs import RunSpec
 from ego_jax.streams import normalize_rgb
-from ego_jax.train import checkpoint, loaders, loop
-from ego_jax.train import workdir as workdir_lib
+from ego_jax.train import checkpoint, loaders, loop, workdir as workdir_lib
 from ego_jax.train.stage import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,9 @@
-"""CAM / motion overlays and the OpenCV-drawn confusion matrix and learning curves."""
-import json
+"""CAM / motion overlays (image compositing)."""
 
-import cv2
 import numpy as np
 import pytest
 
-from ego_jax.viz import cam, plots
+from ego_jax.viz import cam
 
 
 def test_upsample_peak_lands_in_its_cell():
@@ -79,39 +77,3 @@ def test_cam_grid_layout():
     assert (titled[:40] < 128).any() and (titled[:40] == 255).mean() > 0.8  # dark text on white
     with pytest.raises(ValueError, match="uint8"):
         cam.cam_grid(frames.astype(np.float32), attention)
-
-
-def test_confusion_png_written_and_readable(tmp_path):
-    names = [f"class_{i:02d}_name" for i in range(61)]
-    confusion = np.zeros((61, 61), np.int64)
-    confusion[np.arange(61), np.arange(61)] = 3
-    confusion[10, 20] = 3  # class 10: half right
-    image = plots.confusion_image(confusion, names, title="test", cell=14)
-    path = plots.write_png(tmp_path / "sub" / "confusion.png", image)
-    read = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(read, image)
-    # Locate the matrix: its bottom-right corner is one cell from the image corner.
-    top, left = image.shape[0] - 62 * 14, image.shape[1] - 62 * 14
-    cell = lambda i, j: image[top + i * 14 + 3, left + j * 14 + 2].astype(int)  # noqa: E731
-    assert cell(0, 0).sum() < 200  # full-rate diagonal: dark blue
-    assert cell(0, 1).sum() > 700  # zero off-diagonal: near white
-    assert 200 < cell(10, 10).sum() < cell(0, 1).sum() and np.array_equal(cell(10, 20), cell(10, 10))
-    with pytest.raises(ValueError, match="class names"):
-        plots.confusion_image(confusion, names[:60])
-
-
-def test_curves_from_metrics_jsonl(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    lines = [{"step": s, "train_loss": 2.0 / s, "learning_rate": 1e-3} for s in range(1, 11)]
-    lines += [{"step": 5, "epoch": 1, "eval_accuracy": 0.3, "train_accuracy": 0.4},
-              {"step": 10, "epoch": 2, "eval_accuracy": 0.5, "train_accuracy": 0.7}]
-    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
-    records = plots.read_metrics(path)
-    assert len(records) == 12
-    image = plots.curves_image(records, panel=(100, 200))
-    # Panels: loss, learning_rate, epoch, accuracy (train and eval share one) -> 3 columns x 2 rows.
-    assert image.shape == (200, 600, 3)
-    assert plots.curves_image(records, keys=["eval_accuracy"], panel=(100, 200)).shape == (100, 200, 3)
-    path.write_text("not json\n")
-    with pytest.raises(ValueError, match="metrics.jsonl"):
-        plots.read_metrics(path)

@@ -11,8 +11,8 @@ gtea61 configs: all (rgb, flow_x, flow_y, mmaps), rgb_flow, rgb_mmaps, rgb, flow
 gtea_gaze, folder configs: rgb_flow (default), rgb, flow; their frames and warp flow are read from folders in the
 authors' layout, extracted from the videos first where missing (ego_jax/data/release.py; --extract_dir). folder:
 class-named subfolders of videos, train/ and test/ holding such subfolders, or mmaction2 video lists train.txt and
-test.txt (ego_jax/data/folder/layout.py); with class folders, --test_fraction of each class is the test split. (The `tfds build`
-CLI of tfds 4.9.10 does not start without apache-beam.)
+test.txt (ego_jax/data/folder/layout.py); with class folders, --test_fraction of each class is the test split.
+(The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam.)
 """
 import argparse
 import logging

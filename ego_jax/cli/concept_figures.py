@@ -12,13 +12,13 @@ Writes to --out:
                        a pan of --pan px and a --roll degree rotation, since the synthetic camera only shakes by
                        about half a pixel), the warp flow of the same frames (TV-L1 after the RANSAC homography
                        removed the camera's motion, ego_jax.data.flow as dense_flow), and the dataset's warp flow;
-                       magnitudes on one colour scale
+                       magnitudes in px on one colour scale
   cam.png              the frames the RGB model sees and its CAM attention on each
   convlstm.png         the mean |c_t| of the ConvLSTM cell state after each frame, and what the classifier
                        would answer from c_t if the clip ended there
   ms_target.png        the motion maps (255 = moving) of the frames, the MS classification target on the feature
                        grid (moving fraction > data.ms_threshold), and the MS head's prediction when it has one
-PNGs are written with a 128-colour palette to keep them small.
+Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid); the overlays are image compositing (viz.cam).
 """
 import os
 import sys
@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-from PIL import Image
 
 from ego_jax.cli import common
 
@@ -40,7 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_string("stage", "rgb_stage2", "RGB (or two_stream) stage whose model draws the model figures")
     flags.DEFINE_string("clip", "0", "clip id of the test split (e.g. S2/take_jam/1) or its index in the split")
     flags.DEFINE_string("out", "docs/figures", "output folder of the PNGs")
-    flags.DEFINE_integer("size", 96, "display size (px) of each tile's short side")
+    flags.DEFINE_integer("size", 200, "short side (px) of each tile in the figures")
     flags.DEFINE_float("pan", 3.0, "px per frame of the simulated head turn added before the optical flow (0: none)")
     flags.DEFINE_float("roll", 1.0, "degrees per frame of the simulated head roll added with the pan")
     flags.mark_flags_as_required(["config"])
@@ -92,8 +91,8 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import convlstm  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
 
     x = normalize_rgb(jnp.asarray(rgb[None]))
     out = model(x)
@@ -109,17 +108,19 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
 
 
 def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
-         size: int = 96, pan: float = 3.0, roll: float = 1.0) -> list[str]:
+         size: int = 200, pan: float = 3.0, roll: float = 1.0) -> list[str]:
     """Writes FIGURES into `out` for one test clip of `run` (ego_jax.specs.RunSpec) -> their paths."""
     from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
     from ego_jax.data.pipeline import load_clip  # noqa: PLC0415
     from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
     from ego_jax.models import EgoRNN, layer4_grid  # noqa: PLC0415
-    from ego_jax.train import loaders  # noqa: PLC0415
-    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
+    from ego_jax.train import (
+        loaders,  # noqa: PLC0415
+        workdir as workdir_lib,  # noqa: PLC0415
+    )
     from ego_jax.train.stage import build_model  # noqa: PLC0415
-    from ego_jax.viz import cam  # noqa: PLC0415
+    from ego_jax.viz import cam, charts  # noqa: PLC0415
 
     d = run.data
     spec = run.stages[stage].model if stage in run.stages else None
@@ -143,9 +144,9 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
     os.makedirs(out, exist_ok=True)
     paths = []
 
-    def write(name, rows, titles):
+    def write(name, rows, titles, **kwargs):
         path = os.path.join(out, name)
-        Image.fromarray(cam.image_grid(rows, titles)).quantize(128, dither=Image.Dither.NONE).save(path, optimize=True)
+        charts.save(charts.image_grid(rows, titles, tile=size / charts.DPI, **kwargs), path)
         paths.append(path)
 
     # (a) The flow network's input: one stack of `stack` frames, x and y of each.
@@ -171,9 +172,8 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
                      found.matches, found.inliers, found.used, *(float(np.linalg.norm(f, axis=-1)[m].mean())
                      for m in (~moving, moving) for f in (optical, warped)))
     peak = max(float(np.linalg.norm(f, axis=-1).max()) for fs in flows.values() for f in fs) or 1.0
-    rows = [[_tile(raw("rgb", i), size) for i in pairs]]
-    rows += [[_tile(cam.colorize(np.linalg.norm(f, axis=-1) / peak), size) for f in fs] for fs in flows.values()]
-    write("optical_vs_warp.png", rows, ["RGB", *flows])
+    rows = [[raw("rgb", i) for i in pairs]] + [[np.linalg.norm(f, axis=-1) for f in fs] for fs in flows.values()]
+    write("optical_vs_warp.png", rows, ["RGB", *flows], colorbar=("flow magnitude (px)", peak))
 
     # (b, c, d) What the RGB model sees and does with one clip.
     grid = layer4_grid(d.crop, d.crop)
@@ -187,8 +187,9 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
     cell_peak = float(maps["cell"].max()) or 1.0
     cells = [cam.blend(f, cam.upsample_map(c / cell_peak, shape, normalize=False))
              for f, c in zip(frames, maps["cell"])]
-    answers = [_caption(f, f"p {p:.2f}") for f, p in zip(cells, maps["p_true"])]
-    write("convlstm.png", [frames, answers], ["frames", f"|c_t|, p({CLASSES[label][:14]})"])
+    write("convlstm.png", [frames, cells], ["frames", "mean |c_t|"],
+          captions=[None, [f"p {p:.2f}" for p in maps["p_true"]]],
+          title=f"p: the classifier's probability of the true class ({CLASSES[label]}) from c_t")
     spatial = transforms.eval_spatial(*raw("mmaps", 0).shape, resize=d.resize, crop=d.crop)
     mmaps = [transforms.apply(raw("mmaps", i), spatial, method=d.resize_method) / 255.0
              for i in sampling.rgb_indices(n, d.frames)]
@@ -202,22 +203,14 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
     return paths
 
 
-def _caption(image: np.ndarray, text: str) -> np.ndarray:
-    """Writes `text` at the bottom left of a copy of `image` (white on a dark outline)."""
-    image = image.copy()
-    org = (3, image.shape[0] - 5)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-    return image
-
-
 def figures(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
 
     try:
-        paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=FLAGS.workdir and os.path.abspath(FLAGS.workdir),
+        workdir = FLAGS.workdir and os.path.abspath(FLAGS.workdir)
+        paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=workdir,
                      stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
                      roll=FLAGS.roll)
     except (FileNotFoundError, ValueError) as e:

@@ -8,7 +8,8 @@
 
 W/stages/<identity>/ holds each distinct stage (trained once, shared by every run that needs it),
 W/runs/<row>/<column>/<run>/ each run's workdir (symlinks into W/stages), W/results.md, W/results.json,
-W/results.png (bar chart) and W/per_class_diff.png; the MS suite adds the validation table and W/cam/.
+W/results.png (bar chart; .svg and .pdf beside it) and W/per_class_diff.png; the MS suite adds the validation
+table and W/cam/.
 Rerun the same command after a kill: finished stages are skipped and an interrupted one resumes.
 --dry_run prints every job, the stages it shares and the train steps per stage, and trains nothing.
 --rekey (no --suite) renames the stage directories of a store written by an earlier ego_jax, whose keys differ

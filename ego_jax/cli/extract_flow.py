@@ -1,9 +1,10 @@
-"""Frames and optical / warp flow of videos (or frame folders) in the authors' layout, as dense_flow made GTEA61's.
+"""Frames and optical / warp flow of videos (or frame folders) in the authors' layout, as dense_flow made GTEA61's
+(installed as ego-jax-extract-flow; from a checkout: python scripts/extract_flow.py).
 
-  python scripts/extract_flow.py --input videos/ --out data/manual/mine              # every video under videos/
-  python scripts/extract_flow.py --input clip.mp4 --out OUT --method tvl1 --backend jax --batch 128
-  python scripts/extract_flow.py --input videos/ --out OUT --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
-  python scripts/extract_flow.py --input videos/ --out OUT --executor slurm --shards 16 --slurm.partition=gpu \
+  ego-jax-extract-flow --input videos/ --out data/manual/mine              # every video under videos/
+  ego-jax-extract-flow --input clip.mp4 --out OUT --method tvl1 --backend jax --batch 128
+  ego-jax-extract-flow --input videos/ --out OUT --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+  ego-jax-extract-flow --input videos/ --out OUT --executor slurm --shards 16 --slurm.partition=gpu \
       --slurm.gpus_per_job=1        # 16 jobs (a SLURM job array), each this command with its --shard I/16
 
 Writes OUT/frames/<clip>/image_00001.jpg, OUT/flow_x/<clip>/flow_x_00001.jpg and OUT/flow_y/<clip>/flow_y_00001.jpg

@@ -119,8 +119,10 @@ def predict(argv: list[str]) -> None:
     common.setup_logs()
     from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data import flow, video  # noqa: PLC0415
-    from ego_jax.train import paths  # noqa: PLC0415
-    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
+    from ego_jax.train import (
+        paths,  # noqa: PLC0415
+        workdir as workdir_lib,  # noqa: PLC0415
+    )
     from ego_jax.viz import cam as viz_cam, timeline  # noqa: PLC0415
 
     out = paths.absolute(FLAGS.out) if FLAGS.out else None

@@ -45,8 +45,10 @@ def visualize(argv: list[str]) -> None:
     common.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.specs import RunSpec  # noqa: PLC0415
-    from ego_jax.train import paths  # noqa: PLC0415
-    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415
+    from ego_jax.train import (
+        paths,  # noqa: PLC0415
+        workdir as workdir_lib,  # noqa: PLC0415
+    )
 
     try:
         workdir = paths.absolute(FLAGS.workdir)

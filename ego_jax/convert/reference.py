@@ -195,7 +195,9 @@ def _to_numpy(state_dict) -> dict[str, np.ndarray]:
             f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: pass the model's "
             "state dict (e.g. checkpoint['state_dict']), not the training checkpoint"
         )
-    as_np = lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+    def as_np(v):
+        return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
     return {k: as_np(v) for k, v in state_dict.items()}
 
 
@@ -272,4 +274,4 @@ def load_reference(model: nnx.Module, source) -> None:
         f"the reference {kind} checkpoint vs the {type(model).__name__} model",
     )
     new = {p: jnp.asarray(arrays[path_key(p)], v.dtype) for p, v in flat}
-    nnx.update(model, nnx.State.from_flat_path(new))
+    nnx.update(model, nnx.from_flat_state(new))

@@ -136,7 +136,8 @@ def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.nda
     """torchvision ResNet-18/34 state dict (torch names -> arrays in torch layout) -> {artifact key: float32 array}.
 
     Every key must map to a weight of the ResNet the dict describes (only its BatchNorms'
-    'num_batches_tracked' are ignored), every weight must be present with its torch shape; otherwise WeightsError lists the keys.
+    'num_batches_tracked' are ignored), every weight must be present with its torch shape; otherwise WeightsError
+    lists the keys.
     """
     if not isinstance(state_dict, Mapping):
         raise WeightsError(f"expected a state dict (a mapping of parameter names to tensors), got {type(state_dict)}")
@@ -192,7 +193,8 @@ def read_imagenet(path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def flow_stem(kernel: np.ndarray, channels: int) -> np.ndarray:
-    """ImageNet stem (7,7,3,w) -> flow stem (7,7,channels,w): mean over RGB, repeated (no rescaling), as the reference."""
+    """ImageNet stem (7,7,3,w) -> flow stem (7,7,channels,w): mean over RGB, repeated (no rescaling), as the
+    reference."""
     return np.repeat(kernel.mean(axis=2, keepdims=True), channels, axis=2)
 
 
@@ -231,4 +233,4 @@ def load_imagenet(resnet: ResNet, source, *, modality: str = "rgb") -> None:
     check_keys({k: np.shape(v) for k, v in arrays.items()}, weight_shapes(resnet), f"the artifact for {name}")
     state = nnx.state(resnet, (nnx.Param, nnx.BatchStat))
     new = {p: jax.numpy.asarray(arrays[path_key(p)], v.dtype) for p, v in nnx.to_flat_state(state)}
-    nnx.update(resnet, nnx.State.from_flat_path(new))
+    nnx.update(resnet, nnx.from_flat_state(new))

@@ -24,6 +24,7 @@ from absl import flags
 from ego_jax.data import decode, sampling, transforms
 from ego_jax.data.clip_spec import LOADERS, ClipSpec, features  # noqa: F401  (re-exported: pipeline.ClipSpec)
 
+
 def _frames(example, key: str, where: str):
     try:
         frames = example[key]

@@ -1,5 +1,6 @@
-"""Stand-ins for the video releases (EGTEA Gaze+, GTEA71, GTEA Gaze+) and for your own folder of videos: small trees with each release's layout,
-annotation syntax and real encoded videos, so every builder runs end to end without the data.
+"""Stand-ins for the video releases (EGTEA Gaze+, GTEA71, GTEA Gaze+) and for your own folder of videos: small trees
+with each release's layout, annotation syntax and real encoded videos, so every builder runs end to end without the
+data.
 
 Each class of a stand-in is one of synthetic.py's verb (motion) x item (appearance) actions rendered with a
 shaking camera over a subject's table; the same pixels are written as an H.264 video (PyAV) and, with
@@ -140,7 +141,7 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
             shutil.rmtree(root / folder / name, ignore_errors=True)
     written = [w for w in written if not any(g in str(w) for g in gone)]
     for k in (1, 2, 3):
-        for part, keep in (("train", lambda j: j % 3 != k - 1), ("test", lambda j: j % 3 == k - 1)):
+        for part, keep in (("train", lambda j, k=k: j % 3 != k - 1), ("test", lambda j, k=k: j % 3 == k - 1)):
             lines = [f"{name} {names[name] + 1} {actions[names[name]][0] + 1} {actions[names[name]][1] + 1}\n"
                      for j, name in enumerate(order) if keep(j)]
             (ann / f"{part}_split{k}.txt").write_text("".join(lines))
@@ -155,7 +156,8 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
         strays[2].write_text("not a clip\n")
     bad = _corrupt([w for w in written if w.parent.parent.name == "frames"], corrupt, rng) if corrupt else ()
     if corrupt_videos:
-        videos = sorted(root / "cropped_clips" / "-".join(n.split("-")[:3]) / f"{n}.mp4" for n in order if n not in gone)
+        videos = sorted(root / "cropped_clips" / "-".join(n.split("-")[:3]) / f"{n}.mp4"
+                        for n in order if n not in gone)
         bad += _corrupt(videos, corrupt_videos, rng)
     return StandIn(root, {n: c for n, c in names.items() if n not in gone}, gone, tuple(strays), bad)
 

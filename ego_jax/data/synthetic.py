@@ -18,8 +18,8 @@ import concurrent.futures
 import dataclasses
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -207,7 +207,8 @@ def render_action(verb: str, items, n: int, size, rng, table, gain, margin) -> d
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
     props = [(ITEMS[i][1], jitter(ITEMS[i][0]), (margin + rng.uniform(0.15, 0.85) * w,
                                                    margin + rng.uniform(0.2, 0.8) * h)) for i in items[1:]]
-    path = _trajectory(verb, n, size, rng) + (margin + w * rng.uniform(0.42, 0.58), margin + h * rng.uniform(0.42, 0.58))
+    centre = (margin + w * rng.uniform(0.42, 0.58), margin + h * rng.uniform(0.42, 0.58))
+    path = _trajectory(verb, n, size, rng) + centre
     scene = table.copy()
     for shape, colour, centre in props:
         _draw(scene, shape, centre, r, colour, aa=True)

@@ -14,9 +14,8 @@ from flax import nnx
 from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
 from ego_jax.specs import DataSpec, RunSpec
-from ego_jax.train import clips, distributed, loaders, sharding
-from ego_jax.train import workdir as workdir_lib
-from ego_jax.viz import cam, plots
+from ego_jax.train import clips, distributed, loaders, sharding, workdir as workdir_lib
+from ego_jax.viz import cam
 
 
 def find_clip(data: DataSpec, split: str, clip: str) -> int:
@@ -95,7 +94,7 @@ def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None
         image = cam.compare_grid(batch["rgb"][0], entries, title="\n".join(lines), min_size=min_size)
         paths.append(str(epath.Path(out_dir) / (clip_id.replace("/", "_") + ".png")))
         if writer:  # one writer of the shared workdir
-            plots.write_png(paths[-1], image)
+            cam.write_png(paths[-1], image)
             writer.write_images(entries[0]["step"], {f"cam/{clip_id}": image[None]})
     if writer:
         writer.close()

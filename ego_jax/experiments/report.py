@@ -8,8 +8,11 @@ import subprocess
 import jax
 import numpy as np
 
+from ego_jax.experiments import hparams
 from ego_jax.train import evaluate
-from ego_jax.viz import plots
+from ego_jax.viz import charts
+
+VECTOR = ("svg", "pdf")  # beside each PNG, for papers
 
 
 def _git_commit() -> str:
@@ -89,7 +92,7 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
                          published=None if published is None else dict(value=published[0], source=published[1]),
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
-    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = dict(date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 ego_jax=importlib.metadata.version("ego_jax"), commit=_git_commit(),
                 device=("; ".join(sorted({d for j in jobs["jobs"] for d in j["devices"]})) or "?") if jobs
                 else device(),
@@ -102,22 +105,29 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
 
 
 def write(p, out: dict) -> None:
-    """W/results.json, results.md, results.png and (with a diff) per_class_diff.png of tabulate()'s results."""
+    """W/results.json, results.md, results.{png,svg,pdf}, (with a diff) per_class_diff.{png,svg,pdf} and W/hparams
+    (TensorBoard's HParams dashboard) of tabulate()'s results."""
     s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
     with open(os.path.join(w, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
-    plots.write_png(os.path.join(w, "results.png"), plots.bar_chart_image(
-        [f"{c} {s.column_key}" for c in columns],
-        {r["name"]: ([r["cells"][c]["mean"] for c in columns], [r["cells"][c]["std"] or 0.0 for c in columns])
-         for r in out["rows"]}, title=s.title, ylabel="test accuracy, mean +- std over seeds"))
+    groups = [f"{c} {s.column_key}" for c in columns]
+    # The paper's number (one per row, whatever the frame count) marked at each of the row's bars.
+    bars = {r["name"]: dict(points=[[100 * a for a in r["cells"][c]["accuracies"]] for c in columns],
+                            published=[r["published"]["value"]] * len(columns) if r.get("published") else None)
+            for r in out["rows"]}
+    charts.save(charts.accuracy_bars(groups, bars, title=s.title, published_label="published (see results.md)",
+                                     ylabel=f"test accuracy (%), mean ± sample std over seeds {out['seeds']}"),
+                os.path.join(w, "results.png"), vector=VECTOR)
     if diff:
         names = list(out["runs"][0]["per_class_accuracy"])
         present = [k for k in names if any(diff["columns"][c].get(k) is not None for c in columns)]
-        plots.write_png(os.path.join(w, "per_class_diff.png"), plots.bar_chart_image(
-            present, {f"{c} {s.column_key}": ([_nan(diff["columns"][c].get(k)) for k in present], [0.0] * len(present))
-                      for c in columns}, title=f"per-class accuracy: {diff['b']} minus {diff['a']}"))
+        charts.save(charts.differences(
+            present, {g: [100 * _nan(diff["columns"][c].get(k)) for k in present] for g, c in zip(groups, columns)},
+            title=f"per-class test accuracy: {diff['b']} minus {diff['a']} (mean over seeds)"),
+            os.path.join(w, "per_class_diff.png"), vector=VECTOR)
     with open(os.path.join(w, "results.md"), "w") as f:
         f.write(markdown(out))
+    hparams.write(p, out)
 
 
 def _nan(x):

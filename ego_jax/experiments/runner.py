@@ -95,8 +95,8 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
         t0 = time.perf_counter()
         with run_lock(os.path.realpath(os.path.join(run_dir, name))):
             done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources)
-        distributed.on_process_0(lambda: _add_wall_time(os.path.join(run_dir, name), time.perf_counter() - t0),
-                                 f"record the training time of {run_dir}/{name}")
+        record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
+        distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
         if not done:
             return False
     return True

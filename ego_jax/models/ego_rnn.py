@@ -112,7 +112,9 @@ class EgoRNN(nnx.Module):
             feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
         if self.ms_head is not None and ms is None:
             ms = self.ms_head(feats["attended"])
-        per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
+        def per_clip(x):
+            return x.reshape((b, t) + x.shape[1:])
+
         h_t, c_t = convlstm(self.lstm, per_clip(lstm_in), unroll=self.scan_unroll)
         feature = jnp.mean(c_t if self.pool == "c" else h_t, axis=(1, 2))
         return dict(

@@ -62,7 +62,9 @@ class LSTA(nnx.Module):
         fc = self.backbone.fc
         dtype = out["layer4"].dtype
         cam = class_activation_map(out["layer4"], fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype))
-        per_clip = lambda x: x.reshape((b, t) + x.shape[1:])
+        def per_clip(x):
+            return x.reshape((b, t) + x.shape[1:])
+
         (_, _, c_t, _), attention = lsta(self.lsta, per_clip(out["layer4_raw"]), per_clip(cam), unroll=self.scan_unroll)
         feature = jnp.mean(c_t, axis=(1, 2))
         return dict(logits=self.classifier(self.dropout(feature)), feature=feature, attention=attention, ms=None)

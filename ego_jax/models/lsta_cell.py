@@ -132,7 +132,9 @@ def lsta(cell: LSTACell, xs: jax.Array, cams: jax.Array, return_sequence: bool =
     cams = cams[..., None]
     cam_gates = cell.att_cam_conv(cams.reshape((b * t,) + cams.shape[2:]))
     cam_gates = cam_gates.reshape((b, t) + cam_gates.shape[1:])
-    swap = lambda v: jnp.swapaxes(v, 0, 1)  # (B, T, ...) <-> (T, B, ...)
+
+    def swap(v):  # (B, T, ...) <-> (T, B, ...)
+        return jnp.swapaxes(v, 0, 1)
 
     def body(carry, inputs):
         carry, u = cell.step(carry, *inputs)

@@ -24,15 +24,16 @@ from flax import nnx
 from ego_jax.train import paths
 from ego_jax.train.sharding import make_mesh, replicated
 
+
 def model_tree(model: nnx.Module) -> dict:
     """Whole model state as a nested dict of arrays; PRNG keys as raw key data (orbax stores plain arrays)."""
-    return jax.tree.map(_unwrap_key, nnx.state(model).to_pure_dict())
+    return jax.tree.map(_unwrap_key, nnx.to_pure_dict(nnx.state(model)))
 
 
 def load_model_tree(model: nnx.Module, tree: dict, source: str = "checkpoint") -> None:
     """Inverse of model_tree: write `tree` (matched by path) into `model`; other paths or shapes: a clear error."""
     state = nnx.state(model)
-    like = state.to_pure_dict()
+    like = nnx.to_pure_dict(state)
     # By '/'-joined path: orbax restores list indices (nnx.List) as string keys.
     got = {_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
     want = {_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(jax.tree.map(_unwrap_key, like))[0]}
@@ -42,7 +43,7 @@ def load_model_tree(model: nnx.Module, tree: dict, source: str = "checkpoint") -
                   if got[k].shape != want[k]]
         raise ValueError(f"{source} does not fit the model: missing {missing[:4]}, unexpected {extra[:4]}, "
                          f"other shapes {shapes[:4]}; was it written with a different config?")
-    state.replace_by_pure_dict(jax.tree_util.tree_map_with_path(lambda p, x: _wrap_key(x, got[_path(p)]), like))
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(lambda p, x: _wrap_key(x, got[_path(p)]), like))
     nnx.update(model, state)
 
 

@@ -33,32 +33,29 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                              "--coordinator_address=HOST:PORT --num_processes=N --process_id=I (I = 0 .. N-1)")
         if not 0 <= process_id < num_processes:
             raise ValueError(f"--process_id={process_id} must be in 0 .. {num_processes - 1} (--num_processes)")
-    elif not _cluster_detected():
-        return
     # CPU processes reach each other through gloo (jax's default today; explicit so that a change shows here).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    if any(v is not None for v in given.values()):
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif not _initialize_detected():
+        return
     logging.info("multi-process mode: process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def _cluster_detected() -> bool:
-    """Whether JAX's own cluster detection (the one jax.distributed.initialize() uses) finds a launcher.
+def _initialize_detected() -> bool:
+    """jax.distributed.initialize() with JAX's own launcher detection (TPU pod slices, SLURM, Open MPI, Kubernetes
+    with the kubernetes package) -> whether it found one and started multi-process mode.
 
-    Its opt-in methods (mpi4py) and Kubernetes (which warns without the kubernetes package; GKE TPU slices are
-    found by the TPU detection) are left out. The detection is not public API: if a jax release moves it, this
-    says so and stays one process (the explicit flags still work).
+    Without a launcher JAX raises ValueError for the parameters it could not detect (the coordinator address first)
+    before it starts anything: that is one process.
     """
     try:
-        from jax._src import clusters  # noqa: PLC0415
-
-        envs = clusters.ClusterEnv._cluster_types  # noqa: SLF001
-    except (ImportError, AttributeError) as e:
-        logging.warning("jax %s has no jax._src.clusters.ClusterEnv (%s): launchers are not detected; start a "
-                        "multi-process run with --coordinator_address, --num_processes and --process_id",
-                        jax.__version__, e)
+        jax.distributed.initialize()
+    except ValueError as e:
+        logging.info("no multi-process launcher detected (jax: %s): one process", e)
         return False
-    return any(env.is_env_present() for env in envs if not env.opt_in_only_method and env.name != "k8s")
+    return True
 
 
 def is_writer() -> bool:

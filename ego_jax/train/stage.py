@@ -101,13 +101,14 @@ def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> N
         if key not in flat:
             kept.append(key)
             continue
-        if flat[key].shape != var.value.shape:
-            if _other_classes(path, flat[key], var.value):
-                replaced.append(f"{key} {flat[key].shape} -> {var.value.shape}")
+        value = var[...]
+        if flat[key].shape != value.shape:
+            if _other_classes(path, flat[key], value):
+                replaced.append(f"{key} {flat[key].shape} -> {value.shape}")
                 continue
             raise ValueError(f"init from {source}: {key} has shape {flat[key].shape}, the model expects "
-                             f"{var.value.shape} (different model kwargs?)")
-        var.value = jnp.asarray(flat[key], var.value.dtype)
+                             f"{value.shape} (different model kwargs?)")
+        var[...] = jnp.asarray(flat[key], value.dtype)
         loaded += 1
     if not loaded:
         raise ValueError(f"init from {source}: no parameter path matches the model (wrong source?)")

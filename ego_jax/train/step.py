@@ -99,7 +99,7 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         # A finite loss can still come with an update that overflows; both must hold for a checkpoint to be good.
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)]))
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), finite=finite)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), finite=finite)
         return TrainState(state.step + 1, params, stats, rngs, opt_state), metrics
 
     rep = sharding.replicated(mesh)

@@ -13,7 +13,7 @@ from ego_jax import streams
 from ego_jax.specs import RunSpec
 from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, sharding, workdir_lock
 from ego_jax.train.stage import build_model
-from ego_jax.viz import plots
+from ego_jax.viz import charts
 
 
 def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: Sequence[str],
@@ -32,9 +32,9 @@ def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: S
          "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
     title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"
     confusion = np.asarray(confusion)
-    shown = np.ones(len(class_names), bool) if all_classes else (confusion.sum(0) + confusion.sum(1)) > 0
-    plots.write_png(outdir / "confusion.png", plots.confusion_image(
-        confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s], title=title))
+    shown = np.ones(len(class_names), bool) if all_classes else charts.present_classes(confusion)
+    charts.save(charts.confusion_matrix(confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s],
+                                        title=title), outdir / "confusion.png")
     return metrics
 
 
@@ -169,8 +169,8 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     write_predictions(outdir / "predictions.jsonl", source, clips)
     history = workdir / out_name / "metrics.jsonl"
     if history.exists():
-        records = plots.read_metrics(history)
-        keys = [k for k in plots.numeric_keys(records, "step") if k != "epoch"]
+        records = charts.read_metrics(history)
+        keys = [k for k in charts.numeric_keys(records, "step") if k != "epoch"]
         if keys:
-            plots.write_png(outdir / "curves.png", plots.curves_image(records, keys=keys))
+            charts.save(charts.curves(records, keys=keys), outdir / "curves.png")
     return {**metrics, "outdir": str(outdir)}

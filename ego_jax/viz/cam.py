@@ -2,6 +2,7 @@
 uint8 RGB images)."""
 import cv2
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -151,6 +152,17 @@ def cam_video(frames: np.ndarray, attention: np.ndarray | None = None, ms_pred: 
         lines = title.splitlines() + [f"frame {t + 1}/{len(frames)}"]
         out.append(np.concatenate([_title_band(lines, grid.shape[1]), grid], axis=0))
     return np.stack(out)
+
+
+def write_png(path, image: np.ndarray) -> epath.Path:
+    """Writes an (H, W, 3) uint8 RGB image as PNG through epath (a folder or a bucket; parents created) -> path."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode PNG {path}")
+    path.write_bytes(png.tobytes())
+    return path
 
 
 def write_gif(path, frames: np.ndarray, fps: float) -> None:
