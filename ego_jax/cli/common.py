@@ -7,9 +7,11 @@ errors in one line, and orbax's log noise filtered out.
 Flags are defined when the command starts, not when its module is imported, so every command module imports
 side by side (tests, docs) and --help needs neither jax nor TensorFlow.
 """
+import contextlib
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 HELP = ("-h", "--help", "--helpshort", "-?")
 
@@ -62,7 +64,36 @@ def run(main, doc: str, define_flags, argv: list[str] | None = None) -> None:
         except (AttributeError, KeyError, ValueError, TypeError) as e:
             sys.exit(f"error in the config flags ({' '.join(args[1:])}): {_message(e)}")
 
-    app.run(main, argv=argv, flags_parser=parse)
+    def checked(args: list[str]) -> None:
+        if len(args) > 1:
+            raise app.UsageError(f"unexpected arguments {args[1:]}")
+        main(args)
+
+    app.run(checked, argv=argv, flags_parser=parse)
+
+
+def define_workdir_flags(config_help: str = "config of --workdir (default: W/config.json)") -> None:
+    """--config (a config file[:key=value,...]) and --workdir (a training workdir), of the commands reading one."""
+    config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+
+
+def run_of_flags():
+    """The run's specs (ego_jax.specs.RunSpec): --config's, else the one --workdir recorded (W/config.json)."""
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train import workdir  # noqa: PLC0415
+
+    return RunSpec.from_config(flags.FLAGS.config) if flags.FLAGS.config else workdir.workdir_run(flags.FLAGS.workdir)
+
+
+@contextlib.contextmanager
+def one_line_errors(*errors: type[BaseException]):
+    """A command's expected `errors` (bad input, missing or damaged files): logged, and exit with 'error: ...'."""
+    try:
+        yield
+    except errors as e:
+        logging.error("%s", e)
+        sys.exit(f"error: {e}")
 
 
 def setup_logs() -> None:

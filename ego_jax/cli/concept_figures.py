@@ -21,11 +21,10 @@ Writes to --out:
 Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid); the overlays are image compositing (viz.cam).
 """
 import os
-import sys
 
 import cv2
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -204,18 +203,13 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
 
 
 def figures(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
 
-    try:
+    with common.one_line_errors(FileNotFoundError, ValueError):
         workdir = FLAGS.workdir and os.path.abspath(FLAGS.workdir)
         paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=workdir,
                      stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
                      roll=FLAGS.roll)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     print("\n".join(paths))
 
 

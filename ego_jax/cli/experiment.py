@@ -20,7 +20,6 @@ Multi-process: ego-jax-train's launch flags (auto-detected on TPU pod slices, SL
 with their dependencies); this process submits them, waits and writes the results. Rerun it after a crash or
 logout: it finds finished stages and running jobs (W/jobs/) and resubmits the ones that ended unfinished.
 """
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -44,8 +43,6 @@ def define_flags() -> None:
 
 def experiment(argv: list[str]) -> None:
     """Dry run (one process), or run the suite (with every process of a launch) and print its results table."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     from ego_jax.experiments import plan, report, runner  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.experiments.suite import SuiteSpec  # noqa: PLC0415
@@ -54,7 +51,7 @@ def experiment(argv: list[str]) -> None:
 
     if FLAGS.suite is None and not FLAGS.rekey:
         raise app.UsageError("--suite is required (unless --rekey)")
-    try:
+    with common.one_line_errors(OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked, executors.JobsFailed):
         if FLAGS.rekey:
             workdir = runner.filesystem_workdir(FLAGS.workdir)
             with run_lock(workdir):
@@ -70,9 +67,6 @@ def experiment(argv: list[str]) -> None:
         if executor is None:  # the jobs of an executor are launches of their own
             common.initialize_from_flags()
         results = runner.run_suite(suite, FLAGS.workdir, executor=executor)
-    except (OSError, ValueError, KeyError, FloatingPointError, WorkdirLocked, executors.JobsFailed) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     if results is None:
         logging.warning("stopped before the end; rerun the same command to resume")
     elif distributed.is_writer():

@@ -20,10 +20,8 @@ of each window over time.
 """
 import fractions
 import json
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags
 
 from ego_jax.cli import common
 
@@ -31,8 +29,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags()
     flags.DEFINE_list("stage", None, "stages to predict with (default: the recipe's last stage; 'all': every stage)")
     flags.DEFINE_string("reference", None, "an authors' checkpoint (.pth) instead of --workdir, with --kind")
     flags.DEFINE_string("kind", None, "--reference: its stream kind (ego_rnn, flow, two_stream, lsta)")
@@ -43,17 +40,18 @@ def define_flags() -> None:
     flags.DEFINE_float("window", None, "slide windows of this many seconds over each video (a timeline)")
     flags.DEFINE_float("stride", None, "seconds between windows (default: --window)")
     flags.DEFINE_float("fps", None, "frame rate of frame-folder inputs (windows are in seconds; videos: their own)")
-    define_flow_flags()
-    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
+    define_predictor_flags()
     flags.DEFINE_bool("logits", False, "add each clip's logits to its line")
-    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_integer("min_size", 160, "CAM videos: frames smaller than this (px) are enlarged")
     flags.DEFINE_float("cam_fps", 4.0, "CAM videos: frames per second")
     flags.mark_flags_as_required(["input"])
 
 
-def define_flow_flags() -> None:
-    """How flow is computed from the frames of clips without flow files (ego_jax.data.flow.FlowSpec)."""
+def define_predictor_flags() -> None:
+    """How a trained stage predicts (predict, extract_features): its batch size, an unfinished stage's newest
+    checkpoint, and how flow is computed from frames."""
+    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
+    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_enum("flow_method", "warp_tvl1", ["warp_tvl1", "tvl1", "farneback"],
                       "flow from frames: warp_tvl1 = dense_flow's warp flow, GTEA61's (ego_jax.data.flow)")
     flags.DEFINE_enum("flow_backend", "opencv", ["opencv", "jax"], "flow from frames: OpenCV on the CPU, or JAX")
@@ -65,7 +63,7 @@ def set_flow(predictor, flow) -> None:
                                         short_side=predictor.spec.resize)
 
 
-def _predictors(inference, workdir_lib):
+def _predictors(inference):
     """(the run's specs or None, [Predictor]) of the flags."""
     if FLAGS.reference:
         if not FLAGS.kind or FLAGS.workdir:
@@ -73,9 +71,7 @@ def _predictors(inference, workdir_lib):
         return None, [inference.from_reference(FLAGS.reference, FLAGS.kind, batch_size=FLAGS.batch_size)]
     if not FLAGS.workdir:
         raise app.UsageError("pass --workdir (a trained workdir) or --reference with --kind")
-    from ego_jax.specs import RunSpec  # noqa: PLC0415
-
-    run = RunSpec.from_config(FLAGS.config) if FLAGS.config else workdir_lib.workdir_run(FLAGS.workdir)
+    run = common.run_of_flags()
     stages = list(run.recipe) if FLAGS.stage == ["all"] else FLAGS.stage or [None]
     return run, [inference.load(FLAGS.workdir, stage, run=run, allow_unfinished=FLAGS.allow_unfinished,
                                 batch_size=FLAGS.batch_size) for stage in stages]
@@ -112,22 +108,17 @@ def _cam_video(clip: dict, predictor, folder, viz_cam, video) -> None:
 
 
 def predict(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.stride and not FLAGS.window:
         raise app.UsageError("--stride needs --window")
     common.setup_logs()
     from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data import flow, video  # noqa: PLC0415
-    from ego_jax.train import (
-        paths,  # noqa: PLC0415
-        workdir as workdir_lib,  # noqa: PLC0415
-    )
+    from ego_jax.train import paths  # noqa: PLC0415
     from ego_jax.viz import cam as viz_cam, timeline  # noqa: PLC0415
 
     out = paths.absolute(FLAGS.out) if FLAGS.out else None
-    try:
-        run, predictors = _predictors(inference, workdir_lib)
+    with common.one_line_errors(FileNotFoundError, ValueError):  # ClipFilesError, VideoError, WeightsError among them
+        run, predictors = _predictors(inference)
         for predictor in predictors:
             set_flow(predictor, flow)
             folder = out / str(predictor.info.get("stage", predictor.kind)) if out else None
@@ -156,9 +147,6 @@ def predict(argv: list[str]) -> None:
                     timeline.write_csv(f"{stem}.csv", starts, ends, probs, predictor.class_names, FLAGS.top)
                     timeline.plot(f"{stem}.png", starts, ends, probs, predictor.class_names, FLAGS.top,
                                   title=f"{text}: {predictor.info.get('stage', predictor.kind)}")
-    except (FileNotFoundError, ValueError) as e:  # ClipFilesError, VideoError, WeightsError among them
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ Multi-process (see README, "Scaling out"): auto-detected on TPU pod slices, SLUR
 """
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -31,8 +31,6 @@ def define_flags() -> None:
 
 
 def train(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
     from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
@@ -41,13 +39,11 @@ def train(argv: list[str]) -> None:
 
     config, workdir = FLAGS.config, paths.absolute(FLAGS.workdir)
     logging.info("config:\n%s", config)
-    try:
-        done = loop.train(RunSpec.from_config(config), workdir, restart=tuple(FLAGS.restart_stage))
-    except (FileNotFoundError, ValueError, FloatingPointError, WorkdirLocked) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        sys.exit(f"aborted: {e}")
+    with common.one_line_errors(FileNotFoundError, ValueError, FloatingPointError, WorkdirLocked):
+        try:
+            done = loop.train(RunSpec.from_config(config), workdir, restart=tuple(FLAGS.restart_stage))
+        except KeyboardInterrupt as e:
+            sys.exit(f"aborted: {e}")
     if not done:
         logging.warning("stopped before the end; rerun the same command to resume")
 

@@ -13,10 +13,8 @@ TensorBoard (W/<stage>, tag cam/<clip>); several: <out>/<clip>.png and TensorBoa
 shows the attention of its RGB stream; flow stages have no CAM.
 Multi-process (see README, "Scaling out"): launched like ego-jax-train, with the same launch flags.
 """
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
 from ego_jax.cli import common
 
@@ -24,8 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags()
     flags.DEFINE_string("stage", None, "stage whose final checkpoint to show (default: the recipe's last stage)")
     flags.DEFINE_multi_string("compare", [], "more models WORKDIR:STAGE drawn under the first (config: W/config.json)")
     flags.DEFINE_list("clips", ["0"], "clip ids of the test split (e.g. S2/take_bread/1) or indices in it")
@@ -39,20 +36,14 @@ def define_flags() -> None:
 
 
 def visualize(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
-    from ego_jax.specs import RunSpec  # noqa: PLC0415
-    from ego_jax.train import (
-        paths,  # noqa: PLC0415
-        workdir as workdir_lib,  # noqa: PLC0415
-    )
+    from ego_jax.train import paths, workdir as workdir_lib  # noqa: PLC0415
 
-    try:
+    with common.one_line_errors(FileNotFoundError, ValueError):
         workdir = paths.absolute(FLAGS.workdir)
-        run = RunSpec.from_config(FLAGS.config) if FLAGS.config else workdir_lib.workdir_run(workdir)
+        run = common.run_of_flags()
         stage = workdir_lib.stage_of(run, FLAGS.stage)
         models = [(run, workdir, stage, workdir.name if FLAGS.compare else "")]
         for spec in FLAGS.compare:
@@ -66,9 +57,6 @@ def visualize(argv: list[str]) -> None:
         pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
                             tensorboard_dir=None if FLAGS.compare else workdir / stage,
                             allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     print("\n".join(pictures))
 
 
