@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ego_jax.data.transforms import normalize_flow, normalize_rgb
+from ego_jax.streams import normalize_flow, normalize_rgb
 from ego_jax.train import evaluate as ev
 from ego_jax.viz import charts
 

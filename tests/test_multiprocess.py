@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
+from test_train_e2e import ARGS, ROOT, final_state
 
 from ego_jax.cli import common
 from ego_jax.train import checkpoint, distributed, sharding
@@ -80,7 +80,7 @@ def _rows(workdir) -> dict:
     return {r["step"]: r for r in map(json.loads, lines)}
 
 
-def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):  # noqa: F811
+def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):
     t0 = time.perf_counter()
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     reference = launch(_train(single, data_dir), devices=2)
@@ -120,7 +120,7 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
     print(f"2-process test: stop phase {t_stop - t0:.0f}s, resume + reference {t_end - t_stop:.0f}s")
 
 
-def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,  # noqa: F811
+def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,
                                                                              tmp_path):
     """The flow row of the Step-1 suite (1 stage, 1 seed) through scripts/experiment.py."""
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"

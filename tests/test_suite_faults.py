@@ -12,23 +12,23 @@ import shutil
 
 import pytest
 import tiny_suite
-from test_train_e2e import data_dir  # noqa: F401  (the module's tiny synthetic dataset)
 
 from ego_jax.experiments import plan, report, runner, stage_job
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import checkpoint, loop
 
 RUN = os.path.join("runs", "attention", "frames2", "seed0")
 
 
-def suite(data_dir):  # noqa: F811
+def suite(data_dir) -> SuiteSpec:
     s = tiny_suite.get_config(f"data_dir={data_dir},rows=attention,seeds=1")
     s.rows = tuple(dict(r, args="") for r in s.rows)  # stage 1 on a frozen backbone: the cheaper compile
     s.overrides = s.overrides + (("stages.rgb_stage1.epochs", 2), ("checkpoint_every_epochs", 1))
-    return s
+    return SuiteSpec.from_config(s)
 
 
 @pytest.fixture(scope="module")
-def finished(data_dir, tmp_path_factory):  # noqa: F811
+def finished(data_dir, tmp_path_factory):
     """The undisturbed suite: (workdir, results)."""
     w = tmp_path_factory.mktemp("suite")
     return w, runner.run_suite(suite(data_dir), str(w))
@@ -62,7 +62,7 @@ def evaluations(w):
     return {stage: json.loads((w / RUN / stage / "eval.json").read_text()) for stage in ("rgb_stage1", "rgb_stage2")}
 
 
-def test_a_damaged_reused_stage_is_verified_and_retrained_and_no_table_outlives_it(data_dir, finished, w):  # noqa: F811
+def test_a_damaged_reused_stage_is_verified_and_retrained_and_no_table_outlives_it(data_dir, finished, w):
     want = evaluations(finished[0])
     s1, s2 = store(w, "rgb_stage1"), store(w, "rgb_stage2")
     flip_bytes(s1 / "checkpoints" / "6")  # the final step; step 3 is good
@@ -111,7 +111,7 @@ def unreadable(w):
 
 
 def test_a_kill_while_a_suite_file_is_written_leaves_it_whole_and_a_damaged_one_is_named(
-        data_dir, finished, w, monkeypatch):  # noqa: F811
+        data_dir, finished, w, monkeypatch):
     s1, s2 = store(w, "rgb_stage1"), store(w, "rgb_stage2")
     (s1 / "identity.json").unlink()  # written again by the next run
     for name in ("identity.json", "config.json", "wall.json", "selection.json", "results.json"):
@@ -140,7 +140,7 @@ class _Recorder:
         return False
 
 
-def test_an_executor_reuses_a_finished_stage_only_once_it_verifies(data_dir, w):  # noqa: F811
+def test_an_executor_reuses_a_finished_stage_only_once_it_verifies(data_dir, w):
     s2 = store(w, "rgb_stage2")
     flip_bytes(s2 / "checkpoints" / "3")
     executor = _Recorder()

@@ -13,6 +13,7 @@ import os
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import is_config_flag  # (not re-exported by the package)
 
 HELP = ("-h", "--help", "--helpshort", "-?")
@@ -75,11 +76,12 @@ def error_line(e: BaseException) -> str:
 
 @contextlib.contextmanager
 def one_line_errors(*errors: type[Exception]):
-    """Exit with one `error:` line (status 1) on an OSError or one of `errors`; a second Ctrl-C: 'aborted: ...'."""
+    """A command's expected errors (an OSError, or one of `errors`: bad input, missing or damaged files): logged,
+    and exit with one `error:` line (status 1); Ctrl-C (a second one, while a run saves): 'aborted'."""
     try:
         yield
     except KeyboardInterrupt as e:
-        sys.exit(f"aborted: {e}")
+        sys.exit(f"aborted: {e}" if str(e) else "aborted")
     except (OSError, *errors) as e:
         logging.error("%s", error_line(e))
         sys.exit(f"error: {error_line(e)}")
@@ -124,7 +126,26 @@ def run(main, doc: str, define_flags, argv: list[str] | None = None) -> None:
         except (AttributeError, KeyError, ValueError, TypeError) as e:
             sys.exit(f"error in the config flags ({' '.join(args[1:])}): {_message(e)}")
 
-    app.run(main, argv=argv, flags_parser=parse)
+    def checked(args: list[str]) -> None:
+        if len(args) > 1:
+            raise app.UsageError(f"unexpected arguments {args[1:]}")
+        main(args)
+
+    app.run(checked, argv=argv, flags_parser=parse)
+
+
+def define_workdir_flags(config_help: str = "config of --workdir (default: W/config.json)") -> None:
+    """--config (a config file[:key=value,...]) and --workdir (a training workdir), of the commands reading one."""
+    config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+
+
+def run_of_flags():
+    """The run's specs (ego_jax.specs.RunSpec): --config's, else the one --workdir recorded (W/config.json)."""
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train import workdir  # noqa: PLC0415
+
+    return RunSpec.from_config(flags.FLAGS.config) if flags.FLAGS.config else workdir.workdir_run(flags.FLAGS.workdir)
 
 
 def setup_logs() -> None:

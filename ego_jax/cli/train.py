@@ -12,7 +12,7 @@ Multi-process (see README, "Scaling out"): auto-detected on TPU pod slices, SLUR
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process; all share one --workdir.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -30,17 +30,16 @@ def define_flags() -> None:
 
 
 def train(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
-    from ego_jax.train import loop, paths  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train import loop, paths  # noqa: PLC0415
     from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: PLC0415
 
     config, workdir = FLAGS.config, paths.absolute(FLAGS.workdir)
     logging.info("config:\n%s", config)
     with common.one_line_errors(ValueError, FloatingPointError, WorkdirLocked):
-        done = loop.train(config, workdir, restart=tuple(FLAGS.restart_stage))
+        done = loop.train(RunSpec.from_config(config), workdir, restart=tuple(FLAGS.restart_stage))
     if not done:
         common.exit_stopped()
 

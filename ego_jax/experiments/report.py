@@ -80,16 +80,16 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
     columns = list(s.columns)
     rows = []
     for row in s.rows:
-        cells = {col: cell([r for r in results if r["row"] == row["key"] and r["column"] in (col, None)])
+        cells = {col: cell([r for r in results if r["row"] == row.key and r["column"] in (col, None)])
                  for col in columns}
         # {column: set}, or with several folds {column: {fold: set}} (each fold selects on its own validation part)
-        chosen = {col: {r["fold"]: r["set"] for r in results if r["row"] == row["key"] and r["column"] == col
+        chosen = {col: {r["fold"]: r["set"] for r in results if r["row"] == row.key and r["column"] == col
                         and r["set"] is not None} or None for col in columns}
         if len(s.folds) == 1:
             chosen = {col: next(iter(c.values())) if c else None for col, c in chosen.items()}
-        published = s.published.get(row["key"])
-        rows.append(dict(key=row["key"], name=row["name"], stage=row["stage"], config=row["config"],
-                         per_column=row["per_column"], cells=cells,
+        published = s.published.get(row.key)
+        rows.append(dict(key=row.key, name=row.name, stage=row.stage, config=row.config,
+                         per_column=row.per_column, cells=cells,
                          published=None if published is None else dict(value=published[0], source=published[1]),
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
@@ -98,7 +98,7 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
                 device=("; ".join(sorted({d for j in jobs["jobs"] for d in j["devices"]})) or "?") if jobs
                 else device(),
                 data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=s.protocol,
-                folds=[dict(f) for f in s.folds],
+                folds=[f.as_dict() for f in s.folds],
                 wall_s=wall_s)
     return dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
                 notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta,

@@ -16,6 +16,7 @@ import signal
 import time
 
 from ego_jax.experiments import executors, plan as plan_lib, report
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
@@ -45,21 +46,21 @@ def filesystem_workdir(workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
-def stage_dir(workdir: str, config, stage: str) -> str:
-    """W/stages/<stage_key> of `stage` of a run's config."""
-    return os.path.join(workdir, "stages", plan_lib.stage_key(config, stage))
+def stage_dir(workdir: str, spec, stage: str) -> str:
+    """W/stages/<stage_key> of `stage` of a run's spec."""
+    return os.path.join(workdir, "stages", plan_lib.stage_key(spec, stage))
 
 
 def link_stages(workdir: str, run: plan_lib.Run) -> str:
     """Make the run's workdir with one symlink per stage into the store; -> the run's absolute workdir."""
     run_dir = os.path.join(workdir, run.path)
     os.makedirs(run_dir, exist_ok=True)
-    for name in run.config.recipe:
-        target = stage_dir(workdir, run.config, name)
+    for name in run.spec.recipe:
+        target = stage_dir(workdir, run.spec, name)
         os.makedirs(target, exist_ok=True)
-        fields = os.path.join(target, "identity.json")
+        fields = os.path.join(target, plan_lib.FIELDS)
         if not os.path.exists(fields):
-            paths.write_json(fields, plan_lib.stage_fields(run.config, name))
+            paths.write_json(fields, plan_lib.stage_fields(run.spec, name))
         link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
         if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
             os.remove(link)
@@ -68,7 +69,7 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         elif not os.path.islink(link):
             raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
                                   f"written by scripts/train.py? Use a fresh --workdir for the suite")
-    paths.write_atomic(os.path.join(run_dir, "config.json"), run.config.to_json_best_effort(indent=1))
+    paths.write_json(os.path.join(run_dir, "config.json"), run.spec.to_dict())
     return run_dir
 
 
@@ -84,22 +85,22 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
     """
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
-    config, verified = run.config, set() if verified is None else verified
+    spec, verified = run.spec, set() if verified is None else verified
     todo = []
-    for name in config.recipe if stages is None else [n for n in config.recipe if n in stages]:
+    for name in spec.recipe if stages is None else [n for n in spec.recipe if n in stages]:
         store = os.path.realpath(os.path.join(run_dir, name))
         if store not in verified and not loop.is_done(name, run_dir):
             todo.append(name)
         verified.add(store)  # done after this call (or the suite stops before reading it)
     if not todo:
         return True
-    sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
+    sources = preflight.check(spec, run_dir, mesh=mesh)  # the train loop's checks before any step
     for name in todo:
         store = os.path.realpath(os.path.join(run_dir, name))
         logging.info("run %s: training stage %s (%s)", run.path, name, store)
         t0 = time.perf_counter()
         with run_lock(store):
-            done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
+            done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
                 f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
         record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
         distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
@@ -126,7 +127,7 @@ def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
     run_dir = os.path.join(workdir, run.path)
     stages = {name: dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
-                         wall_s=_wall_time(os.path.join(run_dir, name))) for name in run.config.recipe}
+                         wall_s=_wall_time(os.path.join(run_dir, name))) for name in run.spec.recipe}
     stage_dir = os.path.join(run_dir, stage)
     evaluated = paths.read_json(os.path.join(stage_dir, "eval.json"),
                                 f"delete {os.path.join(stage_dir, 'DONE')} and rerun: the stage's final checkpoint "
@@ -154,21 +155,21 @@ def select(p: plan_lib.Plan, *, train_all, stop) -> dict | None:
         return None
     records, chosen = [], {}
     for row in p.suite.rows:
-        if not row["search"]:
+        if not row.search:
             continue
         sets = p.sets(row)
         for column in p.columns(row):
             for fold in p.folds():
                 scores = []
                 for k, hp in enumerate(sets):
-                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row["key"], column, k, fold)]
-                    accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
+                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row.key, column, k, fold)]
+                    accs = [result_of(p.workdir, r, row.stage)["accuracy"] for r in mine]
                     scores.append(sum(accs) / len(accs))
-                    records.append(dict(row=row["key"], column=column, fold=fold, set=k, hyperparameters=hp,
-                                        accuracies=accs, split=p.fold(fold)["val"], workdirs=[r.path for r in mine]))
+                    records.append(dict(row=row.key, column=column, fold=fold, set=k, hyperparameters=hp,
+                                        accuracies=accs, split=p.fold(fold).val, workdirs=[r.path for r in mine]))
                 best = max(range(len(sets)), key=lambda k: (scores[k], -k))
                 # one choice, whatever each process read
-                chosen[(row["key"], column, fold)] = distributed.from_process_0(best)
+                chosen[(row.key, column, fold)] = distributed.from_process_0(best)
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"], rec["fold"])] == rec["set"]
 
@@ -177,7 +178,16 @@ def select(p: plan_lib.Plan, *, train_all, stop) -> dict | None:
     return dict(chosen=chosen, validation=records)
 
 
-def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None,
+def check_store(workdir: str) -> None:
+    """Refuse a store written by an earlier ego_jax whose stage keys differ, naming the command that re-keys it."""
+    stale = plan_lib.stale_keys(workdir)
+    if stale:
+        raise ValueError(f"{workdir}/stages holds {len(stale)} stage(s) keyed by an earlier ego_jax (e.g. "
+                         f"{next(iter(stale))} is now {next(iter(stale.values()))}); re-key the store once with `"
+                         f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
+
+
+def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None,
               executor: executors.Executor | None = None) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped.
 
@@ -189,6 +199,7 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None,
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with run_lock(workdir):  # one suite run per W (process 0 holds the lock for all of its processes)
+            check_store(workdir)
             return _run(p, stop, executor)
     finally:
         for sig, handler in previous.items():
@@ -215,31 +226,31 @@ def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     if not train_all(workdir, runs, stop=stop):
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
-                    **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
+                    **result_of(workdir, r, p.rows[r.row].stage)) for r in runs]
     jobs = None
     if executor is not None:  # each distinct stage of the suite once, in plan order
-        keys = {plan_lib.stage_key(r.config, n): None for r in p.validation_runs() + runs for n in r.config.recipe}
+        keys = {plan_lib.stage_key(r.spec, n): None for r in p.validation_runs() + runs for n in r.spec.recipe}
         jobs = dict(executor=executor.describe(), jobs=executors.summary(os.path.join(workdir, JOBS), keys))
     out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0, jobs=jobs)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
-    if suite.cam["rows"] and suite.cam["clips"]:
+    if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415
 
         out["cam"] = cam.draw_suite(p, runs)
     return out
 
 
-def dry_run(suite, workdir: str) -> str:
+def dry_run(suite: SuiteSpec, workdir: str) -> str:
     """Every job, the stages it trains or shares, and the train steps per stage; trains nothing."""
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     runs = p.validation_runs()
-    provisional = {(r["key"], c, f): 0 for r in suite.rows if r["search"] for c in p.columns(r) for f in p.folds()}
+    provisional = {(r.key, c, f): 0 for r in suite.rows if r.search for c in p.columns(r) for f in p.folds()}
     table = p.table_runs(provisional)
     users: dict[str, list[str]] = {}
     for run in runs + table:
-        for name in run.config.recipe:
-            users.setdefault(plan_lib.stage_key(run.config, name), []).append(run.path)
+        for name in run.spec.recipe:
+            users.setdefault(plan_lib.stage_key(run.spec, name), []).append(run.path)
     lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
              f"(store {workdir}/stages)"]
     steps_cache: dict[str, str] = {}
@@ -249,23 +260,23 @@ def dry_run(suite, workdir: str) -> str:
         lines.append(f"\n{title}:")
         for run in group:
             hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
-            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
-                         f" test {run.config.data.test_split}{hp}")
-            for name in run.config.recipe:
-                sid = plan_lib.stage_key(run.config, name)
+            lines.append(f"  {run.path}: {p.rows[run.row].config}:{run.args} train {run.spec.data.train_split}"
+                         f" test {run.spec.data.test_split}{hp}")
+            for name in run.spec.recipe:
+                sid = plan_lib.stage_key(run.spec, name)
                 shared = len(set(users[sid])) - 1
-                lines.append(f"    {name:<11} {sid}  {_steps(run.config, name, steps_cache)}"
+                lines.append(f"    {name:<11} {sid}  {_steps(run.spec, name, steps_cache)}"
                              + (f"  shared with {shared} other run(s)" if shared else ""))
     return "\n".join(lines)
 
 
-def _steps(config, stage: str, cache: dict) -> str:
+def _steps(spec, stage: str, cache: dict) -> str:
     """'E epochs x S steps = N steps' (S from the built train split; '?' when the data is not built yet)."""
-    epochs = config.stages[stage].epochs
-    key = (config.data.data_dir, config.data.train_split, config.batch_size)
+    epochs = spec.stage(stage).epochs
+    key = (spec.data.data_dir, spec.data.train_split, spec.batch_size)
     if key not in cache:
         try:
-            cache[key] = str(len(loaders.load_split(config, config.data.train_split)) // config.batch_size)
+            cache[key] = str(len(loaders.load_split(spec.data, spec.data.train_split)) // spec.batch_size)
         except (FileNotFoundError, ValueError):
             cache[key] = "?"
     per_epoch = cache[key]

@@ -45,3 +45,9 @@ def read_json(path: epath.Path, remedy: str):
         return json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON ({len(text)} bytes; {e}): {remedy}") from None
+
+
+def read_done(stage_dir: str | os.PathLike) -> dict:
+    """W/<stage>/DONE's record (step, epochs, accuracy); one that does not parse is named with what to do."""
+    return read_json(epath.Path(stage_dir) / "DONE", "delete it and rerun the training command: it evaluates the "
+                                                      "stage's final checkpoint again and writes it anew")
