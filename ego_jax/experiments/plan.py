@@ -19,6 +19,7 @@ from ego_jax import recipes, specs
 from ego_jax.data import datasets
 from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.specs import RunSpec
+from ego_jax.train import paths
 
 TABLE, VALIDATION = "table", "validation"
 
@@ -42,14 +43,19 @@ def stage_key(run: RunSpec, stage: str) -> str:
 FIELDS = "identity.json"  # W/stages/<key>/identity.json: the stage_fields its key hashes
 
 
+def _fields(path: str) -> dict:
+    """A store directory's identity.json, normalised (None values dropped)."""
+    return specs.normalise(paths.read_json(path, "it records which stage the directory holds: move the directory "
+                                                 "out of the store (its stage then trains again)"))
+
+
 def stale_keys(workdir: str) -> dict[str, str]:
     """{old: new} store directories whose key an earlier ego_jax computed (None values included in the hash)."""
     store, stale = os.path.join(workdir, "stages"), {}
     for key in sorted(os.listdir(store)) if os.path.isdir(store) else []:
         fields = os.path.join(store, key, FIELDS)
         if os.path.exists(fields):
-            with open(fields) as f:
-                new = key_of(key.rpartition("-")[0], specs.normalise(json.load(f)))
+            new = key_of(key.rpartition("-")[0], _fields(fields))
             if new != key:
                 stale[key] = new
     return stale
@@ -71,10 +77,8 @@ def rekey(workdir: str) -> dict[str, str]:
         raise FileExistsError(f"{store}: {taken} exist already beside the stale directories they replace (a run of "
                               "this ego_jax started them over); move them away, then rerun " + rekey_command(workdir))
     for old, new in stale.items():
-        with open(os.path.join(store, old, FIELDS)) as f:
-            fields = specs.normalise(json.load(f))
-        with open(os.path.join(store, old, FIELDS), "w") as f:
-            json.dump(fields, f, indent=1)
+        path = os.path.join(store, old, FIELDS)
+        paths.write_json(path, _fields(path))
         os.rename(os.path.join(store, old), os.path.join(store, new))
         logging.info("re-keyed %s -> %s", old, new)
     return stale
