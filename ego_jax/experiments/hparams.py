@@ -47,7 +47,7 @@ def sessions(p, out: dict) -> list[dict]:
     runs = [dict(phase="validation", row=v["row"], column=v["column"], seed=seed, set=v["set"], path=path,
                  accuracy=acc, metric="val/accuracy")
             for v in out["validation"]
-            for seed, path, acc in zip(p.suite.selection["seeds"], v["workdirs"], v["accuracies"])]
+            for seed, path, acc in zip(p.suite.selection.seeds, v["workdirs"], v["accuracies"])]
     runs += [dict(phase="table", row=r["row"], column=r["column"], seed=r["seed"], set=r["set"], path=r["workdir"],
                   accuracy=r["accuracy"], metric="test/accuracy", stages=r["stages"]) for r in out["runs"]]
     configs = [_flat(json.load(open(os.path.join(w, r["path"], "config.json")))) for r in runs]
@@ -62,7 +62,7 @@ def sessions(p, out: dict) -> list[dict]:
                   "set": -1 if r["set"] is None else r["set"]}
         values.update({k: config[k] for k in varying})
         values.update(_flat(searched))
-        stage_dir = os.path.join(w, r["path"], row["stage"])
+        stage_dir = os.path.join(w, r["path"], row.stage)
         metrics = {r["metric"]: 100 * r["accuracy"], "train/loss": _final_loss(stage_dir),
                    "train/wall_s": sum(s["wall_s"] or 0.0 for s in r.get("stages", {}).values()) or None}
         result.append(dict(path=os.path.join(r["phase"], os.path.relpath(r["path"], "runs")),
