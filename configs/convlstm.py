@@ -2,8 +2,8 @@
 
 configs/convlstm.py[:frames=7|16|25,data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
-from configs import common
+from ego_jax import recipes
 
 
 def get_config(arg=None):
-    return common.rgb_recipe(arg, attention=False)
+    return recipes.rgb_recipe(arg, attention=False)

@@ -2,10 +2,10 @@
 
 configs/flow.py[:data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
-from configs import common
+from ego_jax import recipes
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.base(args)
-    return common.finish(c, args, dict(flow=common.flow(c)))
+    args = recipes.parse_args(arg)
+    c = recipes.base(args)
+    return recipes.finish(c, args, dict(flow=recipes.flow(c)))

@@ -8,11 +8,11 @@ batch 32, 25 frames, memory 512, output pooling over 100 classes. rgb_stage2 (fr
 and the ImageNet fc, same optimiser (train_rgb.sh run with --stage 2; the public code has no stage-2 command).
 Frames: floor(linspace(1, N, 25)) with the last frame included (LSTA's makeDataset; Ego-RNN's leaves it out).
 """
-from configs import common
+from ego_jax import recipes
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.base(args)
-    common.lsta_data(c)
-    return common.finish(c, args, dict(rgb_stage1=common.lsta_stage1(c), rgb_stage2=common.lsta_stage2(c)))
+    args = recipes.parse_args(arg)
+    c = recipes.base(args)
+    recipes.lsta_data(c)
+    return recipes.finish(c, args, dict(rgb_stage1=recipes.lsta_stage1(c), rgb_stage2=recipes.lsta_stage2(c)))

@@ -6,7 +6,7 @@ Same four stages as configs/two_stream.py (RGB stage 1 -> RGB stage 2, flow, joi
 filters, BN modes, optimisers and learning rates, except one deviation (needed only without ImageNet weights):
   stage1_backbone=train  RGB stage 1 also trains the whole backbone with its BatchNorms in training mode. The
       reference trains only ConvLSTM + classifier on a frozen ImageNet backbone; from a random init that leaves
-      the ConvLSTM reading random features, and the BN statistics never adapt to the data (configs/common.py).
+      the ConvLSTM reading random features, and the BN statistics never adapt to the data (configs/recipes.py).
 Sizes: ResNet-18 width 8, 5 frames, 64 px crops of the 96x80 frames (layer4 grid 2x2: a coarse CAM; 80 px
 crops, grid 3x3, generalised worse to the held-out subject in one run), 3-frame flow stacks (3 stacks
 averaged at test), batch 8; 30-100 epochs per stage with the
@@ -15,23 +15,8 @@ told apart only by colour x 2 verbs (take: up, open: left), 6 clips per class an
 only tell the verb (ceiling 1/3 on the 6 classes), RGB frames the object (1/2 from appearance, more if the
 ConvLSTM picks up the motion), both together every class.
 """
-from configs import common
-
-# The quickstart's sizes as overrides of any recipe config (the experiment suites' preset=quickstart uses them too).
-ARGS = dict(data="synthetic", init="scratch", stage1_backbone="train")
-SIZES = {"model.depth": 18, "model.width": 8, "data.crop": 64, "data.resize": 80, "data.stack": 3,
-         "data.flow_eval_stacks": 3, "data.worker_count": 0, "batch_size": 8, "eval_batch_size": 8,
-         "log_every_steps": 10, "eval_every_epochs": 10, "checkpoint_every_epochs": 10}
+from ego_jax import recipes
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg, frames=5, **ARGS)
-    c = common.base(args)
-    common.override(c, SIZES)
-    stages = dict(rgb_stage1=common.rgb_stage1(c, attention=True), rgb_stage2=common.rgb_stage2(c, attention=True),
-                  flow=common.flow(c), joint=common.joint(c))
-    for stage, epochs, milestones in (("rgb_stage1", 40, (30,)), ("rgb_stage2", 30, (20,)), ("flow", 100, (70,))):
-        stages[stage]["epochs"] = epochs
-        stages[stage]["optimizer"]["schedule"]["milestones"] = milestones
-    stages["joint"]["epochs"] = 30
-    return common.finish(c, args, stages)
+    return recipes.quickstart(arg)

@@ -7,15 +7,8 @@ rgb=lsta: the RGB stream is LSTA (configs/lsta.py's two stages and frame samplin
 with the same flow stream by the same joint stage (an ego_jax combination: the paper's two-stream LSTA fuses the
 streams inside the cell, code the authors did not publish).
 """
-from configs import common
+from ego_jax import recipes
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg, rgb="ego_rnn")
-    c = common.base(args)
-    if args.rgb == "lsta":
-        common.lsta_data(c)
-        rgb = dict(rgb_stage1=common.lsta_stage1(c), rgb_stage2=common.lsta_stage2(c))
-    else:
-        rgb = dict(rgb_stage1=common.rgb_stage1(c, attention=True), rgb_stage2=common.rgb_stage2(c, attention=True))
-    return common.finish(c, args, dict(rgb, flow=common.flow(c), joint=common.joint(c, rgb=args.rgb)))
+    return recipes.two_stream_recipe(arg)

@@ -6,7 +6,7 @@
     outs = predictor.video("clip.mp4")              # a video file (or frame folder), whole or in windows
 
 Nothing here preprocesses or runs a model its own way: clips are sampled, cropped and stacked by the evaluation's
-loader (ego_jax.data.pipeline with the ClipSpec of the stage's protocol, train.clips.clip_spec) and the model runs
+loader (ego_jax.data.pipeline with the ClipSpec of the stage's protocol, specs.DataSpec.clip_spec) and the model runs
 through the protocol (train.evaluate.protocol_outputs), so on a clip of a built dataset the logits are the ones
 scripts/evaluate.py computes (tested). Batches are sharded over all local devices; one compiled function per
 input shape.
@@ -28,7 +28,8 @@ from jax.sharding import Mesh
 from ego_jax import streams
 from ego_jax.data import clip_files, decode, flow, pipeline, video
 from ego_jax.data.clip_spec import ClipSpec, features as loader_features
-from ego_jax.train import clips, evaluate, loaders, paths, sharding
+from ego_jax.specs import RunSpec
+from ego_jax.train import evaluate, loaders, paths, sharding, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 # Model outputs carried per clip besides the logits and probabilities (those the model has).
@@ -121,7 +122,7 @@ class Predictor:
     @property
     def features(self) -> tuple[str, ...]:
         """Example keys a clip needs: 'rgb' and/or 'flow_x', 'flow_y' (sequences of frames, encoded or uint8)."""
-        return loader_features(self.spec.kind)
+        return loader_features(self.spec.loader)
 
     def predict(self, source, *, top: int = 5, frames: bool = False) -> Iterator[dict]:
         """Clips of `source` (a built split, or a sequence of example dicts holding self.features and optionally
@@ -282,17 +283,17 @@ class _Pairs(Sequence):
         return self._images[k]
 
 
-def input_source(predictor: Predictor, text: str, config=None):
-    """A command's --input -> a source of clips: 'split:NAME' (a split of the config's dataset) or
+def input_source(predictor: Predictor, text: str, run: RunSpec | None = None):
+    """A command's --input -> a source of clips: 'split:NAME' (a split of the run's dataset) or
     'split:NAME:ID,ID' (those clips of it), else a path (Predictor.files: videos, frame folders, the authors'
     layout)."""
     if not text.startswith("split:"):
         return predictor.files(text)
-    if config is None:
+    if run is None:
         raise ValueError(f"--input {text}: a dataset split needs the config of a workdir (a reference checkpoint "
                          "has none): pass a path instead")
     _, split, wanted = (text.split(":", 2) + [""])[:3]
-    source = loaders.load_split(config, split)
+    source = loaders.load_split(run.data, split)
     ids = clip_ids(source)
     if not wanted:
         return Subset(source, range(len(source)), ids)
@@ -304,28 +305,26 @@ def input_source(predictor: Predictor, text: str, config=None):
 
 
 def _example_id(example, index: int) -> str:
-    return evaluate.clip_id(example) if "clip_id" in example else str(index)
+    return workdir_lib.clip_id(example) if "clip_id" in example else str(index)
 
 
-def load(workdir, stage: str | None = None, *, config=None, allow_unfinished: bool = False,
+def load(workdir, stage: str | None = None, *, run: RunSpec | None = None, allow_unfinished: bool = False,
          batch_size: int | None = None, worker_count: int = 0) -> Predictor:
     """A stage of a trained workdir -> its Predictor (the stage's final checkpoint, as evaluate.py loads it).
 
-    config: the run's config (default: the workdir's config.json); stage: default the recipe's last;
-    allow_unfinished: the newest good checkpoint of a stage still training. batch_size: default the config's
+    run: the run's specs (default: the workdir's config.json); stage: default the recipe's last;
+    allow_unfinished: the newest good checkpoint of a stage still training. batch_size: default the run's
     eval_batch_size, rounded up to a multiple of the local device count.
     """
-    from ego_jax.experiments.cam import workdir_config  # (lazily: clu's writers)
-
     workdir = paths.absolute(workdir)
-    config = config or workdir_config(workdir)
-    model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
+    run = loaders.resolve_classes(run or workdir_lib.workdir_run(workdir))
+    model, meta = workdir_lib.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
     protocol = streams.get(meta["kind"]).protocol
-    spec = clips.clip_spec(config, evaluate.protocol_loader(protocol, {protocol: meta["kind"]}), train=False,
-                           eval_stacks=evaluate.flow_stacks(config, protocol))
+    spec = run.data.clip_spec(evaluate.protocol_loader(protocol, {protocol: meta["kind"]}), train=False,
+                              eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks))
     devices = jax.local_device_count()
-    batch_size = -(-(batch_size or config.eval_batch_size) // devices) * devices
-    return Predictor(model, meta["kind"], spec, loaders.class_names(config), dtype=jnp.dtype(config.dtype),
+    batch_size = -(-(batch_size or run.eval_batch_size) // devices) * devices
+    return Predictor(model, meta["kind"], spec, loaders.class_names(run), dtype=jnp.dtype(run.dtype),
                      batch_size=batch_size, worker_count=worker_count, info=dict(meta, workdir=str(workdir)))
 
 

@@ -28,10 +28,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from ego_jax import streams  # noqa: E402
 from ego_jax.data import sampling, transforms  # noqa: E402
 from ego_jax.models import resnet  # noqa: E402
-from ego_jax.train import clips, recipes, sharding, stage  # noqa: E402
+from ego_jax.specs import RunSpec  # noqa: E402
+from ego_jax.train import clips, sharding, stage  # noqa: E402
 from ego_jax.train.step import compiler_options  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- data
@@ -223,7 +223,7 @@ def run_data(args):
                       lambda baseline=baseline: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):
-                    loader = pipeline.make_loader(kind_source, kind=kind, train=True, global_batch_size=args.batch,
+                    loader = pipeline.make_loader(kind_source, loader=kind, train=True, global_batch_size=args.batch,
                                                   worker_count=workers, method=method, **settings)
                     timed.append((f"grain, gtea61/{config}, method {method}", workers,
                                   lambda loader=loader: _seconds(loader, args.batches)))
@@ -322,14 +322,12 @@ def _config(spec: str, overrides, **sizes):
     return config
 
 
-def _example_batch(config, name: str, model, mesh):
+def _example_batch(run: RunSpec, name: str, model, mesh):
     """Random uint8 frames and labels with the keys, shapes and dtypes of the stage's train loader, on the mesh."""
-    stage_cfg, b = config.stages[name], config.batch_size
-    kind = stage_cfg.model.kind
-    spec = clips.clip_spec(config, streams.get(kind).loader, train=True, ms_grid=clips.ms_grid(config, model, kind),
-                             ms_head=recipes.ms_kind(stage_cfg))
+    b = run.batch_size
+    spec = clips.train_clip_spec(run, name, model)
     rng = np.random.default_rng(0)
-    batch = dict(label=rng.integers(0, config.num_classes, b).astype(np.int32), mask=np.ones(b, bool),
+    batch = dict(label=rng.integers(0, run.num_classes, b).astype(np.int32), mask=np.ones(b, bool),
                  index=np.arange(b, dtype=np.int32))
     for key, (shape, dtype) in spec.shapes().items():
         if dtype == np.uint8:
@@ -343,8 +341,9 @@ class _JaxStage:
     """A stage built as the train loop builds it (ego_jax.train.stage.build), stepped on one fixed batch."""
 
     def __init__(self, config, name: str, mesh):
-        self.built = stage.build(config, name, mesh, steps_per_epoch=1)
-        self.batch = _example_batch(config, name, self.built.model, mesh)
+        run = RunSpec.from_config(config)
+        self.built = stage.build(run, name, mesh, steps_per_epoch=1)
+        self.batch = _example_batch(run, name, self.built.model, mesh)
 
     def __call__(self):
         b = self.built

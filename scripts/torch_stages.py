@@ -1,7 +1,7 @@
 """The reference's four training stages re-stated in PyTorch, to time them beside ego_jax's (benchmark.py step).
 
-Forward passes are the parity tests' re-statements of the reference modules (tests/torch_ref.py,
-tests/ego_rnn_torch_ref.py: per-frame ResNet calls, eight-convolution ConvLSTM cell, NCHW), so the torch
+Forward passes are the parity tests' re-statements of the reference modules (ego_jax/convert/torch_reference.py:
+per-frame ResNet calls, eight-convolution ConvLSTM cell, NCHW), so the torch
 side computes what the reference computes, the way it computes it. On top of them, as the reference trains
 (shared/reference/ego-rnn.md, "Training recipes"): the trainable tensors (requires_grad; frozen ones get no
 backward pass, as in the reference), BN modes, dropout before each classifier, cross-entropy, and the
@@ -10,14 +10,11 @@ Weights are random (speed does not depend on them); inputs are normalised float3
 yields them. Always float32: the reference has no mixed precision.
 """
 import re
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared re-statements
-import ego_rnn_torch_ref as ref  # noqa: E402
+from ego_jax.convert import torch_reference as ref
 
 STAGES = ("rgb_stage1", "rgb_stage2", "flow", "joint")
 # RGB stage 2 (and the joint stage's RGB stream) fine-tune these on top of the ConvLSTM and classifier.

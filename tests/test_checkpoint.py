@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from train_standin import StandIn, batches, loss_fn
 
-from ego_jax.train import checkpoint, recipes, sharding
+from ego_jax.train import checkpoint, sharding, stage as stage_lib
 from ego_jax.train.step import init_state, make_train_step
 
 
@@ -68,7 +68,7 @@ def test_final_state_is_flat_by_nnx_path_and_loads_into_a_submodule(tmp_path):
     parent = Parent(nnx.Rngs(3))
     head_before = np.asarray(parent.head.kernel[...])
     (tmp_path / "stage" / "DONE").write_text("{}")
-    recipes.initialise(parent, {"rgb": "stage"}, workdir=str(tmp_path), imagenet_weights="unused")
+    stage_lib.initialise(parent, {"rgb": "stage"}, workdir=str(tmp_path), imagenet_weights="unused")
     np.testing.assert_array_equal(parent.rgb.layer[1].bn.mean[...], model.layer[1].bn.mean[...])
     np.testing.assert_array_equal(parent.rgb.classifier.kernel[...], model.classifier.kernel[...])
     np.testing.assert_array_equal(parent.head.kernel[...], head_before)  # not in the source: kept
@@ -101,17 +101,17 @@ def test_restore_onto_another_device_count_and_a_model_of_another_config(tmp_pat
 def test_init_errors_say_what_to_do(tmp_path):
     model = StandIn(rngs=nnx.Rngs(0))
     with pytest.raises(FileNotFoundError, match="stage rgb_stage1 is not finished"):
-        recipes.initialise(model, {"model": "rgb_stage1"}, workdir=str(tmp_path), imagenet_weights="x")
+        stage_lib.initialise(model, {"model": "rgb_stage1"}, workdir=str(tmp_path), imagenet_weights="x")
     with pytest.raises(FileNotFoundError, match="convert_weights.py.*init=scratch"):
-        recipes.initialise(model, {"model": "imagenet"}, workdir=str(tmp_path), imagenet_weights="nope.npz")
+        stage_lib.initialise(model, {"model": "imagenet"}, workdir=str(tmp_path), imagenet_weights="nope.npz")
     with pytest.raises(ValueError, match="no submodule 'backbone'"):
-        recipes.initialise(model, {"backbone": "imagenet"}, workdir=str(tmp_path), imagenet_weights="x")
+        stage_lib.initialise(model, {"backbone": "imagenet"}, workdir=str(tmp_path), imagenet_weights="x")
 
 
 def test_shape_mismatch_is_a_clear_error():
     model = StandIn(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="classifier/kernel has shape"):
-        recipes.load_flat(model, {"classifier/kernel": jnp.zeros((3, 3))}, "somewhere")
+        stage_lib.load_flat(model, {"classifier/kernel": jnp.zeros((3, 3))}, "somewhere")
 
 
 def _largest_file(step_dir):

@@ -7,20 +7,16 @@ import sys
 import cv2
 import pytest
 
-from ego_jax.data import gtea61, synthetic
+from ego_jax.data import gtea61
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, FRAMES, STACK = 60, 3, 2
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(synthetic_gtea61):
     """4 clips of one class, one per subject (the test split S2 holds one)."""
-    tmp = tmp_path_factory.mktemp("concepts")
-    manual, built = tmp / "manual", tmp / "tfds"
-    synthetic.make_synthetic(manual, preset="tiny", classes=gtea61.CLASSES[:1], clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=manual, data_dir=built, config="all")
-    return str(built)
+    return synthetic_gtea61(gtea61.CLASSES[:1])
 
 
 def run(data_dir, out, *extra):
@@ -48,4 +44,4 @@ def test_writes_every_figure(data_dir, tmp_path):
 def test_clear_error_for_a_flow_stage(data_dir, tmp_path):
     """(--clip goes through experiments.cam.find_clip, whose errors test_evaluate_e2e checks.)"""
     proc = run(data_dir, tmp_path, "--stage=flow")
-    assert proc.returncode != 0 and "not an RGB or two_stream stage" in proc.stderr
+    assert proc.returncode != 0 and "not an Ego-RNN RGB or two_stream stage" in proc.stderr

@@ -9,7 +9,7 @@ from ego_jax.convert.torchvision import WeightsError
 from ego_jax.models import EgoRNN, FlowResNet, TwoStream
 
 torch = pytest.importorskip("torch")
-import ego_rnn_torch_ref as ref  # noqa: E402
+from ego_jax.convert import torch_reference as ref  # noqa: E402
 
 WIDTH, CLASSES, STACK = 4, 3, 2
 

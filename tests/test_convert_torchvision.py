@@ -21,7 +21,7 @@ from ego_jax.convert.torchvision import (
 from ego_jax.models.resnet import ResNet
 
 torch = pytest.importorskip("torch")
-import torch_ref  # noqa: E402
+from ego_jax.convert import torch_reference as torch_ref  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -105,7 +105,7 @@ def test_flow_stem_and_forward_match_reference_initialisation():
     stack = 5
     sd = torch_ref.random_state_dict(18, width=4, num_classes=1000, seed=2)
     model = _abstract(in_channels=2 * stack, num_classes=None)
-    load_imagenet(model, torchvision_to_nnx(sd), kind="flow")
+    load_imagenet(model, torchvision_to_nnx(sd), modality="flow")
     # The reference: conv1.weight (out, 3, 7, 7) averaged over dim 1, repeated 2*stack times; fc dropped.
     flow_sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     flow_sd["conv1.weight"] = np.repeat(sd["conv1.weight"].mean(axis=1, keepdims=True), 2 * stack, axis=1)
@@ -151,14 +151,14 @@ def test_artifact_model_mismatch_errors():
     cases = [
         (_abstract(34), "rgb", "this artifact is a ResNet-18 but the model is ResNet-34"),
         (_abstract(width=8), "rgb", "width 4 .* model has width 8"),
-        (_abstract(in_channels=10), "rgb", "use kind='flow'"),
+        (_abstract(in_channels=10), "rgb", "use modality='flow'"),
         (_abstract(in_channels=10), "flow", "build it with num_classes=None"),
         (_abstract(num_classes=7), "rgb", r"fc/kernel: got \(32, 10\), expected \(32, 7\)"),
         (_abstract(num_classes=None), "rgb", "unknown keys \\(2\\): fc/bias, fc/kernel"),
     ]
-    for model, kind, match in cases:
+    for model, modality, match in cases:
         with pytest.raises(WeightsError, match=match):
-            load_imagenet(model, arrays, kind=kind)
+            load_imagenet(model, arrays, modality=modality)
 
 
 @pytest.mark.parametrize(

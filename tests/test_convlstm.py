@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.models import ConvLSTMCell, convlstm
 
 torch = pytest.importorskip("torch")
-from ego_rnn_torch_ref import GATES, convlstm_cell  # noqa: E402
+from ego_jax.convert.torch_reference import GATES, convlstm_cell  # noqa: E402
 
 
 def torch_reference_steps(weights, xs, features):
@@ -80,17 +81,34 @@ def test_initialisation_is_per_gate_xavier_normal_with_zero_bias():
         assert (np.abs(kernel) > 2.2 * expected_std).mean() > 0.01
 
 
-def test_time_is_scanned_not_unrolled():
-    """With unroll=1 (the TPU default) the program does not grow with T: time is one scan."""
+def _cell_program(t: int) -> str:
     cell = ConvLSTMCell(2, 3, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(cell)
+    run = jax.jit(lambda state, xs: convlstm(nnx.merge(graphdef, state), xs, return_sequence=True, unroll=1))
+    return run.lower(state, jnp.zeros((1, t, 4, 4, 2))).as_text()
 
-    def run(state, xs):
-        return convlstm(nnx.merge(graphdef, state), xs, return_sequence=True, unroll=1)
 
-    texts = [jax.jit(run).lower(state, jnp.zeros((1, t, 4, 4, 2))).as_text() for t in (7, 25)]
+def _stream_program(kind: str, t: int) -> str:
+    model = streams.get(kind).build(3, dict(depth=18, width=4, scan_unroll=1), dtype=jnp.float32, rngs=nnx.Rngs(0),
+                                    crop=32)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)["logits"])
+    return forward.lower(state, jnp.zeros((1, t, 32, 32, 3))).as_text()
+
+
+# The ConvLSTM, and every stream kind with a time scan (its entry names scan_unroll a speed-only kwarg).
+SCANNED = ["convlstm"] + [k for k, s in streams.STREAMS.items() if "scan_unroll" in s.speed_only]
+
+
+@pytest.mark.parametrize("what", SCANNED)
+def test_time_is_scanned_not_unrolled(what):
+    """With unroll=1 (the TPU default) the program does not grow with T: time is one scan, for the ConvLSTM and
+    every model that passes scan_unroll through."""
+    texts = [_cell_program(t) if what == "convlstm" else _stream_program(what, t) for t in (7, 25)]
     assert texts[0].count("convolution") == texts[1].count("convolution")
     assert len(texts[0].splitlines()) == len(texts[1].splitlines())
+    assert abs(len(texts[0]) - len(texts[1])) < 0.01 * len(texts[0])  # only the digits of T differ
 
 
 def test_bad_input_rank_and_even_kernel_are_rejected():

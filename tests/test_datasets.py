@@ -11,10 +11,11 @@ from tiny_suite import TINY
 
 from configs import two_stream
 from configs.experiments import step1
-from ego_jax.data import datasets, egtea, flow, gtea61, gtea71, gtea_gaze, release, standins, synthetic
+from ego_jax.data import datasets, egtea, flow, gtea71, gtea_gaze, release, standins, synthetic
 from ego_jax.data.decode import decode_gray
 from ego_jax.data.manual_dir import AnnotationError, CorruptFrameError, CorruptVideoError
 from ego_jax.experiments import runner
+from ego_jax.experiments.suite import SuiteSpec
 
 FAST = flow.FlowSpec(tvl1=flow.TVL1(nscales=1, warps=1, inner_iterations=3))  # few TV-L1 iterations
 BUILD = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
@@ -130,7 +131,7 @@ def tiny(data_dir, arg):
     s = step1.get_config(f"preset=quickstart,seeds=1,rows=flow,data_dir={data_dir},{arg}")
     s.overrides = s.overrides + TINY
     s.columns = (2,)
-    return s
+    return SuiteSpec.from_config(s)
 
 
 def test_step1_suite_on_egtea(egtea_dir, tmp_path):
@@ -143,11 +144,9 @@ def test_step1_suite_on_egtea(egtea_dir, tmp_path):
     assert out["title"].startswith("Step 1: Ego-RNN ablations on egtea") or "EGTEA" in out["title"], out["title"]
 
 
-def test_step1_suite_4fold(tmp_path):
-    synthetic.make_synthetic(tmp_path / "manual", preset="tiny", classes=synthetic.PRESETS["quickstart"]["classes"][:3],
-                             clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=tmp_path / "manual", data_dir=tmp_path / "tfds", config="all")
-    out = runner.run_suite(tiny(tmp_path / "tfds", "protocol=4fold"), str(tmp_path / "w"))
+def test_step1_suite_4fold(tmp_path, synthetic_gtea61):
+    data_dir = synthetic_gtea61(synthetic.PRESETS["quickstart"]["classes"][:3])
+    out = runner.run_suite(tiny(data_dir, "protocol=4fold"), str(tmp_path / "w"))
     cell = out["rows"][0]["cells"][2]
     assert sorted(cell["folds"]) == [1, 2, 3, 4] and len(cell["accuracies"]) == 4
     for k, fold in cell["folds"].items():

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ego_jax.data.transforms import normalize_flow, normalize_rgb
-from ego_jax.train import evaluate as ev
+from ego_jax.streams import normalize_flow, normalize_rgb
+from ego_jax.train import evaluate as ev, workdir as workdir_lib
 from ego_jax.viz import charts
 
 S = 8  # spatial size of the fake inputs
@@ -244,7 +244,7 @@ def test_write_report_files(tmp_path):
     confusion[np.arange(61), np.arange(61)] = 2
     confusion[3, 5] = 1
     names = [f"class_{i}" for i in range(61)]
-    metrics = ev.write_report(tmp_path / "eval", confusion, names, {"protocol": "rgb", "step": 10})
+    metrics = workdir_lib.write_report(tmp_path / "eval", confusion, names, {"protocol": "rgb", "step": 10})
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert saved["protocol"] == "rgb" and saved["num_examples"] == 123
@@ -261,8 +261,8 @@ def test_confusion_png_shows_the_classes_of_the_split_unless_asked_for_all(tmp_p
     confusion[np.arange(6), np.arange(6)] = 3
     confusion[2, 40] = 1  # a prediction outside the split's classes stays visible
     names = [f"class_{i}" for i in range(61)]
-    ev.write_report(tmp_path / "some", confusion, names, {"protocol": "rgb"})
-    ev.write_report(tmp_path / "all", confusion, names, {"protocol": "rgb"}, all_classes=True)
+    workdir_lib.write_report(tmp_path / "some", confusion, names, {"protocol": "rgb"})
+    workdir_lib.write_report(tmp_path / "all", confusion, names, {"protocol": "rgb"}, all_classes=True)
     some, every = (cv2.imread(str(tmp_path / d / "confusion.png")) for d in ("some", "all"))
     shown = [0, 1, 2, 3, 4, 5, 40]
     want = charts.confusion_matrix(confusion[np.ix_(shown, shown)], [names[i] for i in shown],

@@ -17,6 +17,7 @@ from tiny_suite import get_config as tiny_suite
 from ego_jax.cli import extract_flow
 from ego_jax.data import video
 from ego_jax.experiments import executors, plan, runner, stage_job
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,6 +81,7 @@ def _after(dependency: str | None) -> set | None:
 def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_path, caplog):
     suite = tiny_suite(f"data_dir={tmp_path}/no_data,rows=attention+flow+two_stream,seeds=1")
     suite.synthetic_preset = ""  # nothing is read or built: the driver only submits
+    suite = SuiteSpec.from_config(suite)
     w = str(tmp_path / "w")
     executor = executors.Executor("slurm", options=OPTIONS)
     assert runner.run_suite(suite, w, stop=_stopped(), executor=executor) is None  # submitted, then left
@@ -104,7 +106,7 @@ def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_
         # the pickled job: StageJob of that stage, through the first run using it, 8 processes (2 nodes x 4 GPUs)
         job = submitit.helpers.DelayedSubmission.load(os.path.join(folder, f"{job_id}_submitted.pkl")).function
         assert isinstance(job, stage_job.StageJob) and job.stage == stage and job.processes == 8
-        key = plan.stage_key(job.run.config, stage)
+        key = plan.stage_key(job.run.spec, stage)
         record = executors.submissions(os.path.join(w, "jobs"), key)
         assert [r["job_id"] for r in record] == [job_id] and _after(record[0]["dependency"]) == want
         assert record[0]["log"]["err"] == f"{folder}/{job_id}_0_log.err"

@@ -16,10 +16,13 @@ import pytest
 import tensorflow_datasets as tfds
 from tiny_suite import TINY, get_config as tiny_suite
 
-from configs import attention, common, flow, ms_cls, two_stream
+from configs import attention, flow, ms_cls, two_stream
 from configs.experiments import ms, step1
+from ego_jax import recipes
 from ego_jax.data import gtea61, synthetic
 from ego_jax.experiments import executors, plan, runner
+from ego_jax.experiments.suite import SuiteSpec
+from ego_jax.specs import RunSpec
 from ego_jax.train import loop, sharding
 from ego_jax.train.workdir_lock import WorkdirLock, WorkdirLocked, process_alive
 
@@ -53,11 +56,12 @@ def sessions(w) -> dict:
 
 
 def ids(config) -> dict:
-    return {name: plan.stage_key(config, name) for name in config.recipe}
+    run = RunSpec.from_config(config)
+    return {name: plan.stage_key(run, name) for name in run.recipe}
 
 
 def changed(config, values) -> dict:
-    return ids(common.override(config, values))
+    return ids(recipes.override(config, values))
 
 
 def test_identity_changes_with_result_fields_only():
@@ -122,24 +126,20 @@ def test_suite_arguments():
 def test_a_bucket_workdir_is_refused_with_the_reason():
     for run in (runner.dry_run, runner.run_suite):
         with pytest.raises(ValueError, match="symlinks, which a bucket cannot hold"):
-            run(step1.get_config("seeds=1"), "gs://bucket/suite")
+            run(SuiteSpec.from_config(step1.get_config("seeds=1")), "gs://bucket/suite")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(synthetic_gtea61):
     """The quickstart's 6 classes, 1 clip per class and subject: train S1+S3+S4 = 18 clips (4 steps of 4)."""
-    tmp = tmp_path_factory.mktemp("gtea61")
-    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=synthetic.PRESETS["quickstart"]["classes"],
-                             clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
-    return str(tmp / "tfds")
+    return synthetic_gtea61(synthetic.PRESETS["quickstart"]["classes"])
 
 
 def tiny(module, data_dir, arg="", columns=(2, 3)):
     s = module.get_config(f"preset=quickstart,seeds=2,data_dir={data_dir}" + (f",{arg}" if arg else ""))
     s.overrides = s.overrides + TINY
     s.columns = columns
-    return s
+    return SuiteSpec.from_config(s)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +275,7 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
     assert "Per-class accuracy, ms_cls minus baseline" in md and os.path.exists(os.path.join(w, "per_class_diff.png"))
     # CAM comparison of the two rows on the suite's clips: frames, baseline CAM, then CAM + MS pred + MS target
     # of the MS model; 32 px frames enlarged to 160, 2 px gaps, under a title band of clip, truth, 2 models.
-    assert out["cam"] == [os.path.join(w, "cam", "frames2", c.replace("/", "_") + ".png") for c in suite.cam["clips"]]
+    assert out["cam"] == [os.path.join(w, "cam", "frames2", c.replace("/", "_") + ".png") for c in suite.cam.clips]
     image = cv2.imread(out["cam"][0])
     assert image.shape == (4 * 18 + 4 + 5 * 162 - 2, 2 * 162 - 2, 3)
 
@@ -307,10 +307,10 @@ def test_a_stage_trained_elsewhere_is_not_trained_again(data_dir, tmp_path):
     w = str(tmp_path)
     run = plan.Plan(tiny(step1, data_dir, "seeds=1,rows=flow", columns=(2,)), w).table_runs({})[0]
     runner.link_stages(w, run)
-    with WorkdirLock(runner.stage_dir(w, run.config, "flow")):  # as a stage job of an executor holds it
+    with WorkdirLock(runner.stage_dir(w, run.spec, "flow")):  # as a stage job of an executor holds it
         with pytest.raises(WorkdirLocked, match=rf"stages/flow-\w+ is in use by pid {os.getpid()}"):
             runner.train_run(w, run, mesh=sharding.make_mesh(), stop=loop.StopRequest())
-    assert not os.path.exists(os.path.join(runner.stage_dir(w, run.config, "flow"), "metrics.jsonl"))
+    assert not os.path.exists(os.path.join(runner.stage_dir(w, run.spec, "flow"), "metrics.jsonl"))
 
 
 def _jobs(w) -> dict:
@@ -359,7 +359,8 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
         os.kill(first["pid"], executors.preempt_signal())
         driver.kill()  # the rerun finds stage 1 done, the running jobs by their ids, and submits the rest
         driver.wait(timeout=60)
-        out = runner.run_suite(tiny_suite(arg), w, executor=executors.Executor("local", workers=2))
+        suite = SuiteSpec.from_config(tiny_suite(arg))
+        out = runner.run_suite(suite, w, executor=executors.Executor("local", workers=2))
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -122,6 +122,7 @@ def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(t
 
     from configs import quickstart
     from ego_jax.data import gtea61, synthetic
+    from ego_jax.specs import RunSpec
     from ego_jax.train import loop
 
     classes = ("take_jam", "open_jam")
@@ -144,5 +145,5 @@ def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(t
     c.data.update({"crop": 32, "resize": 36, "stack": 2, "flow_eval_stacks": 1, "worker_count": 0})
     c.model.depth, c.model.width, c.batch_size, c.eval_batch_size = 18, 4, 4, 4
     c.stages.flow.epochs = 1
-    assert loop.train(c, str(tmp_path / "work"))
+    assert loop.train(RunSpec.from_config(c), str(tmp_path / "work"))
     assert (tmp_path / "work/flow/DONE").exists()

@@ -4,6 +4,9 @@ recovered to the same final parameters as an undisturbed run.
 One undisturbed run (RGB stage 1 of the ConvLSTM recipe, 2 epochs x 3 steps, checkpoints at steps 3 and 6) is
 shared by the scenarios; each works on its own copy. Every process started here ends (killed on teardown).
 """
+import builtins
+import errno
+import fcntl
 import json
 import os
 import re
@@ -15,11 +18,13 @@ import time
 
 import numpy as np
 import pytest
-from test_train_e2e import ROOT, data_dir, tiny  # noqa: F401  (data_dir: the module's tiny synthetic dataset)
+from test_train_e2e import ROOT, tiny
 
 from configs import convlstm, two_stream
-from ego_jax.data import gtea61
-from ego_jax.train import checkpoint, evaluate, loop, preflight, recipes
+from ego_jax.cli import common
+from ego_jax.data import gtea61, prepare
+from ego_jax.specs import RunSpec
+from ego_jax.train import checkpoint, loaders, loop, preflight, stage as stage_lib, workdir as workdir_lib
 from ego_jax.train.workdir_lock import LOCK, WorkdirLocked, holder
 
 STAGE = "rgb_stage1"
@@ -43,10 +48,10 @@ def assert_same(got, want):
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory):  # noqa: F811
+def reference(data_dir, tmp_path_factory):
     """The undisturbed run: (workdir, final parameters)."""
     workdir = tmp_path_factory.mktemp("reference")
-    assert loop.train(small(data_dir), str(workdir))
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(workdir))
     return workdir, final_state(workdir)
 
 
@@ -67,7 +72,7 @@ def largest_file(step_dir):
 
 
 def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retrained(
-        data_dir, reference, work):  # noqa: F811
+        data_dir, reference, work):
     config = small(data_dir)
     data = bytearray(largest_file(ckpt(work, 6)).read_bytes())
     for i in range(0, len(data), max(1, len(data) // 64)):  # 64 flipped bytes
@@ -76,22 +81,22 @@ def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retra
     bad = re.escape(str(ckpt(work, 6)))
     # Evaluation refuses the damaged final step, naming it; --allow_unfinished evaluates step 3, labelled so.
     with pytest.raises(checkpoint.BadCheckpoint, match=rf"(?s){bad} is damaged.*--allow_unfinished"):
-        evaluate.load_stage_model(config, work, STAGE)
-    _, meta = evaluate.load_stage_model(config, work, STAGE, allow_unfinished=True)
+        workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE)
+    _, meta = workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE, allow_unfinished=True)
     assert (meta["step"], meta["finished"]) == (3, False)
     # A next stage starting from it refuses too (never an older step in place of the final one).
-    model = recipes.build_model(config.stages.rgb_stage2.model, num_classes=61, dtype=np.float32, seed=0, crop=32)
+    model = stage_lib.build_model(RunSpec.from_config(config), "rgb_stage2")
     with pytest.raises(checkpoint.BadCheckpoint, match=bad):
-        recipes.initialise(model, {"model": STAGE}, workdir=str(work), imagenet_weights="unused")
+        stage_lib.initialise(model, {"model": STAGE}, workdir=str(work), imagenet_weights="unused")
     # Training sees it, retrains steps 4..6 from step 3, and ends where the undisturbed run did.
-    assert loop.train(config, str(work))
+    assert loop.train(RunSpec.from_config(config), str(work))
     assert_same(final_state(work), reference[1])
     assert (work / STAGE / "rejected_checkpoints" / "6").is_dir()  # kept for inspection, not deleted
     assert (work / STAGE / "rejected_checkpoints" / "DONE-6").exists() and (work / STAGE / "DONE").exists()
 
 
 def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_good_one(
-        data_dir, reference, work):  # noqa: F811
+        data_dir, reference, work):
     """An interrupted stage (no DONE) whose newest checkpoint lost half a file and its metadata item."""
     (work / STAGE / "DONE").unlink()
     path = largest_file(ckpt(work, 6))
@@ -99,47 +104,49 @@ def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_goo
     shutil.rmtree(ckpt(work, 6) / "meta")
     with pytest.raises(checkpoint.BadCheckpoint, match=rf"{re.escape(str(ckpt(work, 6)))} is damaged: .*missing"):
         checkpoint.restore_state(str(work / STAGE / "checkpoints"), step=6)
-    assert loop.train(small(data_dir), str(work))
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(work))
     assert_same(final_state(work), reference[1])
 
 
 def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_is_taken_over(
-        data_dir, work):  # noqa: F811
+        data_dir, work):
     config = small(data_dir)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         (work / LOCK).write_text(json.dumps(dict(pid=sleeper.pid, host=os.uname().nodename, time=time.time(),
                                                  command="python scripts/train.py (the other run)")))
         with pytest.raises(WorkdirLocked, match=rf"in use by pid {sleeper.pid} on host .*the other run"):
-            loop.train(config, str(work))
+            loop.train(RunSpec.from_config(config), str(work))
         # Readers do not need the lock: evaluation reads while the other run holds it.
-        assert evaluate.load_stage_model(config, work, STAGE)[1]["step"] == 6
+        assert workdir_lib.load_stage_model(RunSpec.from_config(config), work, STAGE)[1]["step"] == 6
     finally:
         sleeper.kill()
         sleeper.wait(timeout=30)
     assert holder(str(work)) is None  # its process is gone: stale
-    assert loop.train(config, str(work))
+    assert loop.train(RunSpec.from_config(config), str(work))
     assert not (work / LOCK).exists()
 
 
 def test_5_a_changed_config_is_refused_with_a_diff_harmless_keys_pass_and_a_stage_restarts_on_purpose(
-        data_dir, work):  # noqa: F811
+        data_dir, work):
     with pytest.raises(ValueError, match=r"(?s)stage 'rgb_stage1' .* started with another config.*batch_size: 4 -> 8"
                                          r".*stages?.optimizer.lr: 0.001 -> 0.01.*--restart_stage rgb_stage1"):
-        loop.train(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01}), str(work))
+        loop.train(RunSpec.from_config(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01})),
+                   str(work))
     with pytest.raises(ValueError, match=r"stage.epochs: 2 -> 3"):  # a finished stage is not reopened
-        loop.train(small(data_dir, **{"stages.rgb_stage1.epochs": 3}), str(work))
+        loop.train(RunSpec.from_config(small(data_dir, **{"stages.rgb_stage1.epochs": 3})), str(work))
     harmless = {"log_every_steps": 1, "eval_batch_size": 8, "data.worker_count": 1, "eval_every_epochs": 5,
                 "checkpoint_every_epochs": 7}
-    assert loop.train(small(data_dir, **harmless), str(work))
+    assert loop.train(RunSpec.from_config(small(data_dir, **harmless)), str(work))
     # An unfinished stage may change its length (the epochs already run do not depend on it).
     (work / STAGE / "DONE").unlink()
-    assert preflight.check_records(small(data_dir, **{"stages.rgb_stage1.epochs": 3}), str(work)) == []
+    longer = RunSpec.from_config(small(data_dir, **{"stages.rgb_stage1.epochs": 3}))
+    assert preflight.check_records(longer, str(work)) == []
     # --restart_stage: the old directory is moved aside, the stage starts from scratch under the new config.
     changed = small(data_dir, batch_size=8)
     loop.restart_stage(changed, str(work), STAGE)
     assert not (work / STAGE).exists() and len(os.listdir(work / "restarted")) == 1
-    assert preflight.check_records(changed, str(work)) == []
+    assert preflight.check_records(RunSpec.from_config(changed), str(work)) == []
 
 
 def _children(pid):
@@ -164,7 +171,7 @@ def _alive(pid):
         return False
 
 
-def _start(workdir, data_dir):  # noqa: F811
+def _start(workdir, data_dir):
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
            f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.data.crop=32",
@@ -190,7 +197,7 @@ def _wait_for_rows(proc, metrics, rows, timeout=900):  # jax import + compile on
 
 
 def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed_trainer(
-        data_dir, tmp_path):  # noqa: F811
+        data_dir, tmp_path):
     workdir = tmp_path / "w"
     metrics = workdir / STAGE / "metrics.jsonl"
     procs = []
@@ -202,7 +209,7 @@ def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed
         assert len([w for w in workers if _alive(w)]) >= 2  # the grain worker and multiprocessing's resource tracker
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
+        assert proc.returncode == common.EXIT_STOPPED == 75, out[-3000:]  # stopped, resumable: a scheduler requeues
         assert "rerun the same command to resume" in out and "Traceback" not in out
         step = checkpoint.StageCheckpoints(str(workdir / STAGE / "checkpoints")).latest_step()
         assert step and step >= 2
@@ -237,27 +244,37 @@ def test_6_a_second_ctrl_c_aborts_at_once():
         stop(signal.SIGINT)
 
 
-def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_path):  # noqa: F811
+def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_path):
     manual = os.path.join(os.path.dirname(data_dir), "manual")
     gtea61.build(manual_dir=manual, data_dir=data_dir, config="rgb")  # a build without flow
     config = tiny(two_stream, data_dir)
     config.data.builder_config = "rgb"
     with pytest.raises(ValueError, match=r"(?s)stage 'flow' needs the dataset features \['flow_x', 'flow_y'\].*"
                                          r"stage 'joint' needs .*--config all"):
-        loop.train(config, str(tmp_path))
+        loop.train(RunSpec.from_config(config), str(tmp_path))
     assert not (tmp_path / "rgb_stage1").exists()  # nothing trained first
+
+
+def test_14_a_missing_config_file_is_one_line_naming_it(tmp_path):
+    missing = os.path.join(ROOT, "configs", "nope.py")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={missing}:frames=2",
+                          f"--workdir={tmp_path}", "--config.batch_size=4"], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [f"error: --config: no config file {missing!r}; give the path of one "
+                                               "(for example configs/quickstart.py)"]
 
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every_epochs", 0), ("eval_every_epochs", 0),
                                        ("log_every_steps", 0), ("batch_size", 0), ("stages.rgb_stage1.epochs", 0),
                                        ("eval_batch_size", -4), ("batch_size", 64)])
-def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):  # noqa: F811
+def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):
     with pytest.raises(ValueError, match=rf"{key.split('.')[-1]}={value}"):
-        loop.train(small(data_dir, **{key: value}), str(tmp_path))
+        loop.train(RunSpec.from_config(small(data_dir, **{key: value})), str(tmp_path))
     assert not (tmp_path / STAGE).exists()
 
 
-def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(data_dir, tmp_path):  # noqa: F811
+def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(data_dir, tmp_path):
     damaged = tmp_path / "tfds"
     shutil.copytree(data_dir, damaged)
     shard = next((damaged / "gtea61" / "all").rglob("gtea61-S1.array_record-*"))
@@ -272,18 +289,18 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
 
     damage(shard, 200, 1000)  # the clip records (metadata only: the rest of the first block is padding)
     with pytest.raises(OSError, match=rf"(?s)of split S1\+S3\+S4 \(file {re.escape(str(shard))}, record \d\).*rebuild"):
-        loop.train(small(str(damaged)), str(tmp_path / "w1"))
+        loop.train(RunSpec.from_config(small(str(damaged))), str(tmp_path / "w1"))
     shard.write_bytes(originals[shard])
     damage(frames, len(originals[frames]) // 4, len(originals[frames]) // 2)
     with pytest.raises(OSError, match=rf"(?s)frame file {re.escape(str(frames))} of split S1 .*rebuild with"):
-        loop.train(small(str(damaged)), str(tmp_path / "w1b"))
+        loop.train(RunSpec.from_config(small(str(damaged))), str(tmp_path / "w1b"))
 
     weights = tmp_path / "resnet.npz"
     weights.write_bytes(b"not a zip file")
     config = convlstm.get_config("frames=2,data=synthetic")  # starts from ImageNet weights
     config.data.data_dir, config.imagenet_weights = data_dir, str(weights)
     with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is not a readable ImageNet weights artifact"):
-        loop.train(config, str(tmp_path / "w2"))
+        loop.train(RunSpec.from_config(config), str(tmp_path / "w2"))
 
     typo = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"),
                            f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}", f"--workdir={tmp_path}",
@@ -291,3 +308,116 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
                           env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"))
     assert typo.returncode != 0
     assert "Traceback" not in typo.stderr and 'Did you mean "batch_size"' in typo.stderr.strip().splitlines()[-1]
+
+
+def _signal_at(monkeypatch, step, signum=signal.SIGTERM):
+    """Send this process `signum` as the loader hands out the batch of train step `step` (a stop between steps)."""
+    real = loaders.train_loader
+
+    def signalling(*args, start_step, **kwargs):
+        for i, batch in enumerate(real(*args, start_step=start_step, **kwargs), start_step + 1):
+            if i == step:
+                os.kill(os.getpid(), signum)
+            yield batch
+
+    monkeypatch.setattr(loaders, "train_loader", signalling)
+
+
+def test_11_metrics_after_a_stop_between_two_logs_are_the_undisturbed_runs_byte_for_byte(
+        data_dir, reference, work, tmp_path, monkeypatch):
+    """Logs at steps 2, 4, 6 average the steps since the last log; a stop at step 5 (SIGTERM) or a crash after the
+    step-3 checkpoint (SIGKILL) resumes the window where it was, so metrics.jsonl is the undisturbed run's."""
+    want = (reference[0] / STAGE / "metrics.jsonl").read_bytes()
+    stopped = tmp_path / "sigterm"
+    with monkeypatch.context() as patch:
+        _signal_at(patch, 5)
+        assert not loop.train(RunSpec.from_config(small(data_dir)), str(stopped))
+    assert checkpoint.StageCheckpoints(str(stopped / STAGE / "checkpoints")).latest_step() == 5
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(stopped))
+    assert (stopped / STAGE / "metrics.jsonl").read_bytes() == want
+    assert_same(final_state(stopped), reference[1])
+    # The crash: DONE and step 6 gone (metrics.jsonl holds rows past step 3, which the resume logs again).
+    (work / STAGE / "DONE").unlink()
+    shutil.rmtree(ckpt(work, 6))
+    assert loop.train(RunSpec.from_config(small(data_dir)), str(work))
+    assert (work / STAGE / "metrics.jsonl").read_bytes() == want
+
+
+def test_12_a_killed_dataset_build_is_cleaned_up_by_the_next_and_a_running_one_is_left_alone(
+        data_dir, tmp_path):
+    manual, target = os.path.join(os.path.dirname(data_dir), "manual"), tmp_path / "tfds"
+    folder = target / "gtea61" / "rgb"
+    # A build killed (SIGTERM) while writing its second clip.
+    code = ("import os, signal\n"
+            "from ego_jax.data import gtea61\n"
+            "real = gtea61.Gtea61._generate_examples\n"
+            "def dying(self, *args):\n"
+            "    for i, example in enumerate(real(self, *args)):\n"
+            "        if i == 1:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        yield example\n"
+            "gtea61.Gtea61._generate_examples = dying\n"
+            f"gtea61.build(manual_dir={manual!r}, data_dir={str(target)!r}, config='rgb')\n")
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert killed.returncode == -signal.SIGTERM, killed.stderr[-3000:]
+    left = list(folder.glob("incomplete.*"))
+    assert len(left) == 1 and any(p.is_file() for p in left[0].rglob("*"))
+    # While another build holds the folder, a build is refused and touches nothing.
+    with open(folder / prepare.LOCK, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(prepare.BuildRunning, match=rf"another process is building into {re.escape(str(folder))}"):
+            gtea61.build(manual_dir=manual, data_dir=target, config="rgb")
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert list(folder.glob("incomplete.*")) == left
+    builder = gtea61.build(manual_dir=manual, data_dir=target, config="rgb")
+    assert builder.is_prepared() and list(folder.glob("incomplete.*")) == []
+
+
+def _fail_writes(monkeypatch, under, err):
+    """Every open for writing of a file under `under` fails with OSError `err` (a read-only or a full filesystem)."""
+    real = builtins.open
+
+    def opening(file, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+") and os.path.abspath(os.fspath(file)).startswith(str(under)):
+            raise OSError(err, os.strerror(err), os.fspath(file))
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", opening)
+
+
+def _error_line(train, *args) -> str:
+    """What train.py prints for an error `train(*args)` raises (the commands' one_line_errors)."""
+    with pytest.raises(SystemExit) as e, common.one_line_errors(ValueError):
+        train(*args)
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code, e.value.code
+    return e.value.code
+
+
+def test_13_a_file_for_workdir_a_read_only_workdir_and_a_full_disk_are_one_line_naming_the_path_and_the_fix(
+        data_dir, reference, tmp_path, monkeypatch):
+    run = RunSpec.from_config(small(data_dir))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert _error_line(loop.train, run, str(a_file)) == (
+        f"error: workdir {a_file} is a file, not a directory: name a directory (it is created if missing)")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    with monkeypatch.context() as patch:
+        _fail_writes(patch, read_only, errno.EROFS)
+        assert re.fullmatch(rf"error: workdir {re.escape(str(read_only))} is not writable \(Read-only file system: "
+                            rf"{re.escape(str(read_only))}/\S+\): make it writable, or name a directory you may "
+                            "write to", _error_line(loop.train, run, str(read_only)))
+    assert os.listdir(read_only) == []
+    # The disk fills up while orbax writes the first checkpoint (step 3, in its worker threads).
+    work = tmp_path / "w"
+    with monkeypatch.context() as patch:
+        _fail_writes(patch, work / STAGE / "checkpoints", errno.ENOSPC)
+        assert re.fullmatch(rf"error: no space left on the device of {re.escape(str(work / STAGE))}/checkpoints while "
+                            r"saving checkpoint step 3: free space there \(or move the workdir to a larger disk\) and "
+                            r"rerun the same command; the stage resumes from its newest good checkpoint \(none yet\)",
+                            _error_line(loop.train, run, str(work)))
+    assert [p.name for p in (work / STAGE / "checkpoints").iterdir()] == ["3.orbax-checkpoint-tmp"]  # the failed save
+    assert loop.train(run, str(work))  # space freed: the same command (removes what the failed save left)
+    assert_same(final_state(work), reference[1])
+    assert sorted(p.name for p in (work / STAGE / "checkpoints").iterdir()) == ["3", "6"]

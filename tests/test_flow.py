@@ -12,10 +12,9 @@ from flax import nnx
 from ego_jax.models import FlowResNet
 
 torch = pytest.importorskip("torch")
-import ego_rnn_torch_ref as ref  # noqa: E402
-from ego_rnn_torch_ref import compare  # noqa: E402
-
+from ego_jax.convert import torch_reference as ref  # noqa: E402
 from ego_jax.convert.reference import load_reference  # noqa: E402
+from ego_jax.convert.torch_reference import compare  # noqa: E402
 
 STACK, CLASSES = 2, 5
 

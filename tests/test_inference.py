@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import common, flow as flow_config, quickstart
-from ego_jax import inference
-from ego_jax.data import flow, folder, gtea61, standins, synthetic, video
+from configs import flow as flow_config, quickstart
+from ego_jax import inference, recipes
+from ego_jax.data import clip_files, flow, folder, gtea61, standins, synthetic, video
 from ego_jax.data.folder import layout as folder_layout
 from ego_jax.data.synthetic import PRESETS
-from ego_jax.models import FlowResNet
-from ego_jax.train import evaluate, loop, recipes
+from ego_jax.specs import RunSpec
+from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = PRESETS["quickstart"]["classes"][:3]
@@ -34,7 +34,7 @@ STAGES = ("rgb_stage2", "flow", "joint")  # one per protocol: rgb, flow, joint
 
 def tiny_quickstart(data_dir: str, arg: str = "frames=2"):
     """configs/quickstart.py at the test sizes, one epoch per stage."""
-    config = common.override(quickstart.get_config(arg), dict(TINY, **{"data.data_dir": data_dir}))
+    config = recipes.override(quickstart.get_config(arg), dict(TINY, **{"data.data_dir": data_dir}))
     for name in config.recipe:
         config.stages[name].epochs = 1
     return config
@@ -42,21 +42,21 @@ def tiny_quickstart(data_dir: str, arg: str = "frames=2"):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(config, workdir, S2 clip frames {clip id: (N, H, W, 3)}); every stage evaluated (eval/predictions.jsonl)."""
+    """(run specs, workdir, S2 clip frames {clip id: (N, H, W, 3)}); every stage evaluated (eval/predictions.jsonl)."""
     root = tmp_path_factory.mktemp("inference")
     synthetic.make_synthetic(root / "manual", preset="tiny", classes=CLASSES, clips_per_class=1, workers=1)
     gtea61.build(manual_dir=root / "manual", data_dir=root / "tfds", config="all")
-    config = tiny_quickstart(str(root / "tfds"))
+    run = RunSpec.from_config(tiny_quickstart(str(root / "tfds")))
     work = root / "W"
-    assert loop.train(config, str(work))
+    assert loop.train(run, str(work))
     for stage in STAGES:
-        evaluate.evaluate_workdir(config, work, stage=stage)
+        workdir_lib.evaluate_workdir(run, work, stage=stage)
     frames = {}
     for clip in sorted((root / "manual" / "processed_frames2" / "S2").glob("*/*")):
         files = sorted((clip / "rgb").glob("*.png"))
         frames[f"S2/{clip.parent.name}/{clip.name}"] = np.stack(
             [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
-    return config, work, frames
+    return run, work, frames
 
 
 def _evaluated(work, stage) -> dict:
@@ -73,7 +73,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
     """predict.py on split:S2 gives evaluate.py's logits clip by clip for the rgb, flow and joint stages; on the
     same clips as lossless videos the RGB stage's logits are the same again; the other stages compute flow from
     the videos; a long video is predicted in windows (timeline CSV and plot); CAM videos are written."""
-    config, work, frames = trained
+    spec, work, frames = trained
     videos = tmp_path / "videos"
     for clip, clip_frames in frames.items():  # ffv1 .mkv: lossless, so the frames the model sees are the same
         video.write_video(videos / f"{clip.replace('/', '_')}.mkv", clip_frames, fps=8)
@@ -108,12 +108,12 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         assert cv2.imread(str(out / stage / "long_timeline.png")) is not None
     # CAM videos for the models with attention: the T = 2 frames they saw, the CAM beside each
     cams = video.read_frames(out / "joint" / "S2_take_coffee_1.mp4")
-    assert cams.shape[0] == config.data.frames and cams.shape[2] > cams.shape[1]
+    assert cams.shape[0] == spec.data.frames and cams.shape[2] > cams.shape[1]
     assert not list((out / "flow").glob("*.mp4"))  # no attention, no motion head: no CAM video
 
 
 def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
-    config, work, frames = trained
+    spec, work, frames = trained
     predictor = inference.load(work, "rgb_stage2", batch_size=4)
     assert predictor.mesh.size == 4 and predictor.batch_size == 4
     clip = next(iter(frames.values()))
@@ -125,15 +125,15 @@ def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
     assert inference.predict_step._cache_size() == before + 1  # same shapes: no new compilation
     assert [c["clip"] for c in first] == [f"c{i}" for i in range(6)]
     np.testing.assert_array_equal(again[0]["logits"], first[0]["logits"])
-    assert first[0]["attention"].shape == (config.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
+    assert first[0]["attention"].shape == (spec.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
 
 
 def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
     """Killed in its third batch, extract_features goes on after the clips it saved; the file equals the
     predictor's outputs and reloads with np.load."""
-    config, work, _ = trained
+    spec, work, _ = trained
     predictor = inference.load(work, "joint")
-    split = evaluate.test_source(config)
+    split = loaders.test_source(spec)
     # The 3 test clips three times over (9 clips, 3 batches of 4), under their own ids.
     source = inference.Subset(split, [0, 1, 2] * 3, [f"clip{i}" for i in range(9)])
     want = {c["clip"]: c for c in predictor.predict(source)}
@@ -167,28 +167,34 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
     assert list(saved["class_names"]) == predictor.class_names
 
 
+class _Head(nnx.Module):
+    """What load_flat reads of a stream model: a stem and a class head named `classifier`."""
+
+    def __init__(self, num_classes: int, seed: int):
+        rngs = nnx.Rngs(seed)
+        self.conv1 = nnx.Conv(4, 2, (3, 3), rngs=rngs)
+        self.classifier = nnx.Linear(2, num_classes, rngs=rngs)
+
+
 def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
-    model = FlowResNet(3, stack=2, depth=18, width=2, rngs=nnx.Rngs(0))
-    trained_61 = FlowResNet(61, stack=2, depth=18, width=2, rngs=nnx.Rngs(1))
-    flat = {"/".join(map(str, p)): np.asarray(v[...])
-            for p, v in nnx.to_flat_state(nnx.state(trained_61, (nnx.Param, nnx.BatchStat)))}
+    model, trained_61 = _Head(3, seed=0), _Head(61, seed=1)
+    flat = {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(trained_61))}
     fresh = np.asarray(model.classifier.kernel[...])
     with caplog.at_level("WARNING"):
-        recipes.load_flat(model, flat, "W/flow")
-    width = model.classifier.in_features
-    assert "classifier replaced" in caplog.text and f"classifier/kernel ({width}, 61) -> ({width}, 3)" in caplog.text
+        stage_lib.load_flat(model, flat, "W/flow")
+    assert "classifier replaced" in caplog.text and "classifier/kernel (2, 61) -> (2, 3)" in caplog.text
     np.testing.assert_array_equal(model.classifier.kernel[...], fresh)
-    np.testing.assert_array_equal(model.backbone.conv1.kernel[...], flat["backbone/conv1/kernel"])
-    flat["backbone/conv1/kernel"] = flat["backbone/conv1/kernel"][:, :, :2]  # any other mismatch stays an error
-    with pytest.raises(ValueError, match="backbone/conv1/kernel has shape"):
-        recipes.load_flat(model, flat, "W/flow")
+    np.testing.assert_array_equal(model.conv1.kernel[...], flat["conv1/kernel"])
+    flat["conv1/kernel"] = flat["conv1/kernel"][..., :1]  # any other mismatch stays an error
+    with pytest.raises(ValueError, match="conv1/kernel has shape"):
+        stage_lib.load_flat(model, flat, "W/flow")
 
 
 def test_inputs_that_are_not_clips_say_what_was_expected(trained, tmp_path):
-    config, work, _ = trained
+    spec, work, _ = trained
     predictor = inference.load(work, "rgb_stage2")
     with pytest.raises(ValueError, match="not in split S2; its clips look like"):
-        inference.input_source(predictor, "split:S2:S2/nope/1", config)
+        inference.input_source(predictor, "split:S2:S2/nope/1", spec)
     with pytest.raises(ValueError, match="does not exist: expected a video file"):
         predictor.files(tmp_path / "missing.mp4")
     (tmp_path / "empty").mkdir()
@@ -202,12 +208,11 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
     """from_reference: an authors' .pth (random weights in their layout) -> the model the converter loads, run on
     the evaluation's centre crop of the clip's sampled frames."""
     torch = pytest.importorskip("torch")
-    import ego_rnn_torch_ref as ref  # noqa: PLC0415  (needs torch)
-
+    from ego_jax.convert import torch_reference as ref  # noqa: PLC0415  (needs torch)
     from ego_jax.convert.reference import load_reference  # noqa: PLC0415
     from ego_jax.data import pipeline  # noqa: PLC0415
-    from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import EgoRNN  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
 
     sd = ref.random_rgb_state_dict(depth=18, width=4, num_classes=3)
     torch.save(ref.to_torch(sd), tmp_path / "model_rgb_state_dict.pth")
@@ -228,34 +233,31 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
 def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained, tmp_path, caplog):
     """A folder of class-named videos -> the folder dataset (frames and flow computed at build time) -> the flow
     recipe fine-tuned from the trained workdir's flow stage (its 61-class classifier replaced by a 3-class one,
-    logged) and evaluated on the test split by the train loop, then predicting on the videos with the build's
-    class names."""
-    config, work, _ = trained
+    logged) and evaluated on the test split by the train loop; its predictor names the build's classes."""
+    spec, work, _ = trained
     stand_in = standins.make_folder(tmp_path / "videos", classes=3, videos_per_class=4)
     built = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", test_fraction=0.25,
-                         flow_spec=flow.FlowSpec(method="farneback", short_side=config.data.resize))
+                         flow_spec=flow.FlowSpec(method="farneback", short_side=spec.data.resize))
     assert {name: split.num_examples for name, split in built.info.splits.items()} == {"train": 9, "test": 3}
     names = folder.class_names(data_dir=tmp_path / "tfds", config="rgb_flow")
     assert names == sorted(standins.folder_class(c) for c in range(3))
     test = folder.load_source("test", data_dir=tmp_path / "tfds", config="rgb_flow")
     for example in test:  # one held-out video per class, labelled by its folder
-        assert names[example["label"]] == evaluate.clip_id(example).split("/")[0]
+        assert names[example["label"]] == workdir_lib.clip_id(example).split("/")[0]
 
-    tuned = common.override(flow_config.get_config(f"data=folder,init={work}"),
+    tuned = recipes.override(flow_config.get_config(f"data=folder,init={work}"),
                             dict(TINY, **{"data.data_dir": str(tmp_path / "tfds"), "stages.flow.epochs": 1}))
     assert tuned.num_classes == 0 and tuned.stages.flow.init_from.to_dict() == {"model": str(work / "flow")}
     with caplog.at_level("WARNING"):
-        assert loop.train(tuned, str(tmp_path / "W"))
+        assert loop.train(RunSpec.from_config(tuned), str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
     assert json.loads((tmp_path / "W" / "config.json").read_text())["num_classes"] == 3
     assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 
-    predictor = inference.load(tmp_path / "W")
-    predictor.flow_spec = flow.FlowSpec(method="farneback", short_side=config.data.resize)
-    assert predictor.class_names == names
-    clips = list(predictor.predict(predictor.files(tmp_path / "videos")))
-    assert [c["clip"] for c in clips] == sorted(stand_in.labels)
-    assert all(c["top"][0][0] in names and len(c["probs"]) == 3 for c in clips)
+    predictor = inference.load(tmp_path / "W")  # its config.json: the folder's 3 classes, by name
+    assert predictor.class_names == names and predictor.info["stage"] == "flow"
+    assert sorted(clip_files.find_clips(tmp_path / "videos"), key=lambda c: c.clip_id) == [
+        clip_files.ClipFiles(clip, tmp_path / "videos" / f"{clip}.mp4") for clip in sorted(stand_in.labels)]
 
 
 def test_folder_conventions(tmp_path):
@@ -293,3 +295,22 @@ def test_folder_conventions(tmp_path):
         folder_layout.scan(lists)
     with pytest.raises(ValueError, match="no class folders"):
         folder_layout.scan(tmp_path / "lists" / "v")
+
+
+def test_cam_video_frames_and_gif(tmp_path):
+    """A CAM video: per frame the frame, its CAM overlay and its motion overlay side by side under the title."""
+    from PIL import Image  # noqa: PLC0415
+
+    from ego_jax.viz import cam  # noqa: PLC0415
+
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    attention = np.zeros((3, 2, 2), np.float32)
+    attention[:, 0, 1] = 1.0  # top right
+    ms = np.zeros((3, 2, 2, 2), np.float32)
+    out = cam.cam_video(frames, attention, ms, title="clip: class 90%", min_size=64)
+    assert out.shape[0] == 3 and out.shape[2] == 3 * 64 + 2 * 2 and out.dtype == np.uint8
+    overlay = out[0, -64:, 64 + 2:2 * 64 + 2]  # the CAM column of the first frame: red at its top right
+    assert overlay[8, -8, 0] > overlay[-8, 8, 0]
+    cam.write_gif(tmp_path / "c.gif", out, fps=4)
+    gif = Image.open(tmp_path / "c.gif")
+    assert gif.n_frames == 3 and gif.size == (out.shape[2], out.shape[1])

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ego_jax.models import LSTA, LSTACell, action_loss, lsta
+from ego_jax.models import LSTA, LSTACell, lsta
 
 torch = pytest.importorskip("torch")
-import lsta_torch_ref as ref  # noqa: E402
-from ego_rnn_torch_ref import compare, to_torch  # noqa: E402
-
+from ego_jax.convert import torch_reference as ref  # noqa: E402
 from ego_jax.convert.reference import load_reference  # noqa: E402
+from ego_jax.convert.torch_reference import compare, to_torch  # noqa: E402
 from ego_jax.convert.torchvision import WeightsError  # noqa: E402
 
 B, T, CLASSES, POOL = 2, 4, 5, 6
@@ -26,7 +25,7 @@ CELL_ATOL = CELL_RTOL = 1e-5
 
 def cell_with_reference_weights(width=1):
     """(LSTACell with 8*width features, its reference state dict): random weights loaded by the converter."""
-    sd = ref.random_rgb_state_dict(depth=18, width=width, pool_classes=POOL, num_classes=CLASSES)
+    sd = ref.random_lsta_state_dict(depth=18, width=width, pool_classes=POOL, num_classes=CLASSES)
     model = LSTA(CLASSES, depth=18, width=width, pool_classes=POOL, rngs=nnx.Rngs(0))
     load_reference(model, sd)
     return model.lsta, {k.removeprefix("lsta_cell."): v for k, v in sd.items() if k.startswith("lsta_cell.")}
@@ -41,7 +40,7 @@ def test_cell_matches_reference_at_every_step():
     final, attention, (a, s, c, o) = lsta(cell, jnp.asarray(xs), jnp.asarray(cams), return_sequence=True)
 
     wt = to_torch(sd)
-    state = ref.zero_state(B, features, size, size)
+    state = ref.lsta_zero_state(B, features, size, size)
     want = {k: [] for k in ("a", "s", "c", "o", "u")}
     with torch.no_grad():
         for t in range(T):
@@ -72,14 +71,14 @@ def test_cell_matches_reference_at_every_step():
 
 def test_model_matches_reference():
     size = 96  # a 3x3 layer4 grid
-    sd = ref.random_rgb_state_dict(depth=18, width=8, pool_classes=POOL, num_classes=CLASSES)
+    sd = ref.random_lsta_state_dict(depth=18, width=8, pool_classes=POOL, num_classes=CLASSES)
     model = LSTA(CLASSES, depth=18, width=8, pool_classes=POOL, rngs=nnx.Rngs(0))
     load_reference(model, sd)
     model.eval()
     x = np.random.default_rng(0).normal(size=(B, 3, size, size, 3)).astype(np.float32)
     out = model(jnp.asarray(x))
     with torch.no_grad():
-        logits, feats, maps = ref.rgb_forward(to_torch(sd), torch.tensor(x).permute(0, 1, 4, 2, 3))
+        logits, feats, maps = ref.lsta_forward(to_torch(sd), torch.tensor(x).permute(0, 1, 4, 2, 3))
     compare(out["logits"], logits, "LSTA logits")
     compare(out["feature"], feats, "LSTA pooled c_T")
     compare(out["attention"], maps, "LSTA attention maps")
@@ -89,7 +88,7 @@ def test_model_matches_reference():
 
 def test_reference_checkpoint_file_imports(tmp_path):
     """A .pth of the authors' attentionModel state dict lands where the converter's table says."""
-    sd = ref.random_rgb_state_dict(depth=18, width=1, pool_classes=POOL, num_classes=CLASSES)
+    sd = ref.random_lsta_state_dict(depth=18, width=1, pool_classes=POOL, num_classes=CLASSES)
     path = tmp_path / "lsta_rgb.pth"
     torch.save(to_torch(sd), path)
     model = LSTA(CLASSES, depth=18, width=1, pool_classes=POOL, rngs=nnx.Rngs(0))
@@ -139,35 +138,6 @@ def test_initialisation_follows_the_reference():
     assert np.abs(kernel).max() <= 1 / np.sqrt(cin) and np.abs(kernel).max() > 0.8 / np.sqrt(cin)
 
 
-def test_gradients_reach_what_the_reference_trains_and_not_what_it_cannot():
-    # A rolled scan compiles faster; with a 2x2 grid its slow CPU backward pass costs nothing.
-    model = LSTA(CLASSES, depth=18, width=4, pool_classes=POOL, scan_unroll=1, rngs=nnx.Rngs(0))
-    model.eval()
-    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 64, 64, 3)), jnp.float32)
-    labels = jnp.asarray([1, 4])
-
-    @nnx.jit
-    def grads(model, x):
-        return nnx.grad(lambda m: action_loss(m(x)["logits"], labels))(model)
-
-    g = grads(model, x)
-    cell = g.lsta
-    for name, leaf in (
-        ("att_s_conv", cell.att_s_conv.kernel),
-        ("att_cam_conv", cell.att_cam_conv.kernel),
-        ("x_conv", cell.x_conv.kernel),
-        ("h_conv", cell.h_conv.kernel),
-        ("o_conv", cell.o_conv.kernel),
-        ("c_classifier (through c_cam)", cell.c_classifier.kernel),
-        ("ImageNet fc kernel (through the CAM)", g.backbone.fc.kernel),
-        ("classifier", g.classifier.kernel),
-    ):
-        assert float(jnp.abs(leaf[...]).max()) > 0, name
-    # Only argmaxes read these: no gradient (torch leaves their .grad None, so its optimisers skip them).
-    np.testing.assert_array_equal(np.asarray(cell.coupling_fc.kernel[...]), 0.0)
-    np.testing.assert_array_equal(np.asarray(g.backbone.fc.bias[...]), 0.0)
-
-
 def test_unroll_is_a_pure_speed_choice():
     """Outputs and gradients of the fully unrolled scan (the CPU default) equal those of the rolled one."""
     cell = LSTACell(4, 5, POOL, rngs=nnx.Rngs(2))
@@ -185,17 +155,6 @@ def test_unroll_is_a_pure_speed_choice():
     np.testing.assert_allclose(gx2, gx1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(gs2), jax.tree.leaves(gs1)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_time_is_scanned_not_unrolled():
-    """With unroll=1 the program does not grow with T: time is one scan."""
-    model = LSTA(CLASSES, depth=18, width=4, pool_classes=POOL, scan_unroll=1, rngs=nnx.Rngs(0))
-    model.eval()
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)["logits"])
-    texts = [forward.lower(state, jnp.zeros((1, t, 32, 32, 3))).as_text() for t in (7, 25)]
-    assert texts[0].count("convolution") == texts[1].count("convolution")
-    assert len(texts[0].splitlines()) == len(texts[1].splitlines())
 
 
 def test_bad_inputs_are_rejected():

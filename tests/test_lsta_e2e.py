@@ -8,16 +8,17 @@ import os
 import shutil
 
 import pytest
-from test_train_e2e import ARGS, FC, L4_CONVS, changed, data_dir, expand, final_state, fresh_state, tiny  # noqa: F401
+from test_train_e2e import ARGS, FC, L4_CONVS, changed, expand, final_state, fresh_state, tiny
 
 from configs import lsta, two_stream
+from ego_jax.specs import RunSpec
 from ego_jax.train import loop
 
 # What the reference's optimiser can move in the cell: all but coupling_fc (it only moves an argmax: no gradient).
 CELL = [f"lsta/{m}/" for m in ("att_s_conv", "att_cam_conv", "x_conv", "h_conv", "o_conv", "c_classifier")]
 
 
-def tiny_lsta(module, data_dir, args=ARGS, **stage_epochs):  # noqa: F811  (the data_dir fixture's value)
+def tiny_lsta(module, data_dir, args=ARGS, **stage_epochs):
     config = tiny(module, data_dir, args=args, **stage_epochs)
     config.data.update(dict(crop=64, resize=72))
     return config
@@ -27,7 +28,7 @@ def tiny_lsta(module, data_dir, args=ARGS, **stage_epochs):  # noqa: F811  (the 
 def lsta_run(data_dir, tmp_path_factory):  # noqa: F811
     workdir = str(tmp_path_factory.mktemp("lsta"))
     config = tiny_lsta(lsta, data_dir)
-    assert loop.train(config, workdir)
+    assert loop.train(RunSpec.from_config(config), workdir)
     return config, workdir
 
 
@@ -50,7 +51,7 @@ def test_lsta_as_the_rgb_stream_of_the_two_stream_recipe(lsta_run, data_dir, tmp
         assert config.stages[name] == lsta_config.stages[name]
         shutil.copytree(os.path.join(lsta_dir, name), tmp_path / name)
     done_before = (tmp_path / "rgb_stage2" / "DONE").read_text()
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     assert (tmp_path / "rgb_stage2" / "DONE").read_text() == done_before
     assert json.load(open(tmp_path / "joint" / "eval.json"))["count"] == 4
     s2, fl, jt = (final_state(tmp_path, s) for s in ("rgb_stage2", "flow", "joint"))

@@ -20,8 +20,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train_e2e import ARGS, ROOT, data_dir, final_state  # noqa: F401  (data_dir: module fixture)
+from test_train_e2e import ARGS, ROOT, final_state
 
+from ego_jax.cli import common
 from ego_jax.train import checkpoint, distributed, sharding
 
 STAGE, EPOCHS, STEPS_PER_EPOCH = "rgb_stage1", 3, 3
@@ -67,9 +68,9 @@ def _pair(launch, argv):
             for i in (0, 1)]
 
 
-def _finish(proc) -> str:
+def _finish(proc, status=0) -> str:
     out, _ = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == status, out[-4000:]
     return out
 
 
@@ -79,7 +80,7 @@ def _rows(workdir) -> dict:
     return {r["step"]: r for r in map(json.loads, lines)}
 
 
-def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):  # noqa: F811
+def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir, launch, tmp_path):
     t0 = time.perf_counter()
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     reference = launch(_train(single, data_dir), devices=2)
@@ -91,7 +92,7 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
         assert all(p.poll() is None for p in pair), [p.communicate()[0][-3000:] for p in pair]
         time.sleep(0.2)
     pair[1].send_signal(signal.SIGTERM)  # process 1 only: process 0 learns of it through the agreement
-    outs = [_finish(p) for p in pair]
+    outs = [_finish(p, common.EXIT_STOPPED) for p in pair]  # stopped, resumable: both exit saying so
     stopped = [re.search(r"stopped at step (\d+)/(\d+)", out) for out in outs]
     assert all(stopped), "a process did not stop early (did the run end before the signal?)\n" + outs[0][-3000:]
     step = int(stopped[0][1])
@@ -119,7 +120,7 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
     print(f"2-process test: stop phase {t_stop - t0:.0f}s, resume + reference {t_end - t_stop:.0f}s")
 
 
-def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,  # noqa: F811
+def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,
                                                                              tmp_path):
     """The flow row of the Step-1 suite (1 stage, 1 seed) through scripts/experiment.py."""
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"

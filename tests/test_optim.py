@@ -1,4 +1,6 @@
 """Optimisers and lr schedules against the reference recipe table (ego-rnn.md) and torch.optim."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,13 @@ import optax
 import pytest
 
 from configs import attention, convlstm, flow, ms_cls, ms_reg, two_stream
+from ego_jax.specs import RunSpec
 from ego_jax.train.optim import lr_schedule, make_optimizer
+
+
+def _stages():
+    """The reference stages as the train loop reads them (ego_jax.specs.StageSpec)."""
+    return RunSpec.from_config(two_stream.get_config()).stages
 
 SPE = 3  # steps per epoch
 
@@ -48,7 +56,7 @@ def _joint_params():
 @pytest.mark.parametrize("quirk", [True, False])
 def test_every_recipe_uses_the_reference_lr_each_epoch(quirk):
     expected = QUIRK if quirk else TEXTBOOK
-    stages = two_stream.get_config().stages
+    stages = _stages()
     for name, epochs in EPOCHS.items():
         stage = stages[name]
         assert stage.epochs == epochs
@@ -70,9 +78,7 @@ def test_other_configs_use_the_same_optimisers_and_schedules():
 
 def test_optimizer_applies_the_scheduled_lr_per_group():
     """Plain SGD on a gradient of ones: each update is exactly -lr of the parameter's group at that step."""
-    cfg = two_stream.get_config().stages.joint.optimizer
-    cfg.unlock()
-    cfg.momentum, cfg.weight_decay = 0.0, 0.0
+    cfg = dataclasses.replace(_stages()["joint"].optimizer, momentum=0.0, weight_decay=0.0)
     params = _joint_params()
     tx, _ = make_optimizer(cfg, params, num_epochs=250, steps_per_epoch=SPE)
     opt_state = tx.init(params)
@@ -104,9 +110,7 @@ def test_matches_torch_optimizer_with_coupled_weight_decay(stage, torch_kw):
 
     weight_decay is raised to 0.5 so that coupled (torch Adam/SGD) and decoupled (AdamW) decay differ clearly.
     """
-    cfg = two_stream.get_config().stages[stage].optimizer
-    cfg.unlock()
-    cfg.weight_decay = 0.5
+    cfg = dataclasses.replace(_stages()[stage].optimizer, weight_decay=0.5)
     rng = np.random.default_rng(0)
     p0 = rng.normal(size=(4, 3))
     grads = [rng.normal(size=(4, 3)) for _ in range(5)]
@@ -124,7 +128,7 @@ def test_matches_torch_optimizer_with_coupled_weight_decay(stage, torch_kw):
 
 
 def test_unclaimed_param_group_fails_loudly():
-    cfg = two_stream.get_config().stages.joint.optimizer
+    cfg = _stages()["joint"].optimizer
     with pytest.raises(ValueError, match="flow_layer4.*matches no trainable parameter"):
         make_optimizer(cfg, {"classifier": {"kernel": jnp.ones(2)}}, num_epochs=2, steps_per_epoch=1)
 

@@ -43,7 +43,7 @@ def _assert_batches_equal(a, b):
     ],
 )
 def test_batch_keys_shapes_and_dtypes(source, kind, train, extra, shapes):
-    batch = next(iter(pipeline.make_loader(source, kind=kind, train=train, global_batch_size=4, **SMALL, **extra)))
+    batch = next(iter(pipeline.make_loader(source, loader=kind, train=train, global_batch_size=4, **SMALL, **extra)))
     dtypes = {"rgb": np.uint8, "flow": np.uint8, "ms_target": np.float32}
     expected = {k: (s, dtypes[k]) for k, s in shapes.items()} | {
         "label": ((4,), np.int32), "mask": ((4,), np.bool_), "index": ((4,), np.int32)}
@@ -51,7 +51,7 @@ def test_batch_keys_shapes_and_dtypes(source, kind, train, extra, shapes):
 
 
 def test_eval_batches_follow_the_reference_sampling(source):
-    loader = pipeline.make_loader(source, kind="two_stream", train=False, global_batch_size=4, **SMALL)
+    loader = pipeline.make_loader(source, loader="two_stream", train=False, global_batch_size=4, **SMALL)
     batches = list(loader)
     assert len(loader) == len(batches) == 2
     for batch in batches:
@@ -75,24 +75,24 @@ def test_lsta_frame_sampling_includes_the_last_frame(source):
 
 
 def test_motion_targets_through_the_loader(source):
-    batch = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+    batch = next(iter(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
                                            **SMALL)))
     # Fake maps move in columns 0:26 of 80; the centre crop takes columns 24:56 in two 16-wide cells: 2 / 16 moving.
     np.testing.assert_allclose(batch["ms_target"], np.broadcast_to([[0.125, 0], [0.125, 0]], (2, 4, 2, 2)), atol=1e-6)
-    binary = next(iter(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
+    binary = next(iter(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
                                             ms_threshold=0.2, **SMALL)))
     assert not binary["ms_target"].any()
 
 
 def test_eval_pads_the_last_batch_with_mask_false(source):
-    last = list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=4, **SMALL))[-1]
+    last = list(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=4, **SMALL))[-1]
     np.testing.assert_array_equal(last["mask"], [True, True, True, False])
     np.testing.assert_array_equal(last["index"], [4, 5, 6, -1])
     assert not last["rgb"][3].any()
 
 
 def test_k_stack_eval_uses_evenly_spread_starts(source):
-    batch = next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=4, eval_stacks=3,
+    batch = next(iter(pipeline.make_loader(source, loader="flow", train=False, global_batch_size=4, eval_stacks=3,
                                            **SMALL)))
     # Clip 3 has 40 frames: starts floor(linspace(1, 38, 3, endpoint=False)) = 1, 13, 25 (1-based).
     expected = 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]])
@@ -100,7 +100,7 @@ def test_k_stack_eval_uses_evenly_spread_starts(source):
 
 
 def test_train_epochs_are_reshuffled_and_drop_the_remainder(source):
-    loader = pipeline.make_loader(source, kind="rgb", train=True, global_batch_size=3, num_epochs=2, **SMALL)
+    loader = pipeline.make_loader(source, loader="rgb", train=True, global_batch_size=3, num_epochs=2, **SMALL)
     assert loader.steps_per_epoch == 2 and len(loader) == 4
     batches = list(loader)
     epochs = [np.concatenate([b["index"] for b in batches[:2]]), np.concatenate([b["index"] for b in batches[2:]])]
@@ -111,7 +111,7 @@ def test_train_epochs_are_reshuffled_and_drop_the_remainder(source):
 
 
 def test_two_stream_shares_crop_and_flip_between_modalities(source):
-    loader = pipeline.make_loader(source, kind="two_stream", train=True, global_batch_size=7, num_epochs=3, **SMALL)
+    loader = pipeline.make_loader(source, loader="two_stream", train=True, global_batch_size=7, num_epochs=3, **SMALL)
     flips = []
     for batch in loader:
         red = batch["rgb"][:, 0, :, :, 0].astype(int)  # 3 * x ramp
@@ -124,7 +124,7 @@ def test_two_stream_shares_crop_and_flip_between_modalities(source):
 
 
 def test_same_batches_for_any_worker_count(source):
-    kwargs = dict(kind="two_stream", train=True, global_batch_size=3, ms_grid=(2, 2), seed=7, **SMALL)
+    kwargs = dict(loader="two_stream", train=True, global_batch_size=3, ms_grid=(2, 2), seed=7, **SMALL)
     serial = _take(pipeline.make_loader(source, **kwargs), 5)  # crosses an epoch boundary (2 steps per epoch)
     _assert_batches_equal(_take(pipeline.make_loader(source, worker_count=2, **kwargs), 5), serial)
     _assert_batches_equal(_take(pipeline.make_loader(source, read_threads=3, **kwargs), 5), serial)
@@ -143,7 +143,7 @@ def _wait_gone(pids, seconds=60) -> set[int]:
 
 
 def test_a_loader_that_keeps_its_workers_starts_them_once(source):
-    kwargs = dict(kind="rgb", train=False, global_batch_size=3, **SMALL)
+    kwargs = dict(loader="rgb", train=False, global_batch_size=3, **SMALL)
     once = list(pipeline.make_loader(source, **kwargs))
     before = _workers()
     loader = pipeline.make_loader(source, worker_count=1, keep_workers=True, **kwargs)
@@ -159,7 +159,7 @@ def test_a_loader_that_keeps_its_workers_starts_them_once(source):
 
 
 def test_a_loader_that_keeps_its_workers_repeats_its_batches_even_after_an_early_exit(source):
-    kwargs = dict(kind="two_stream", train=True, global_batch_size=3, num_epochs=2, start_step=1, seed=4, **SMALL)
+    kwargs = dict(loader="two_stream", train=True, global_batch_size=3, num_epochs=2, start_step=1, seed=4, **SMALL)
     once = list(pipeline.make_loader(source, **kwargs))
     loader = pipeline.make_loader(source, keep_workers=True, **kwargs)
     for _ in range(2):
@@ -170,13 +170,13 @@ def test_a_loader_that_keeps_its_workers_repeats_its_batches_even_after_an_early
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_restart_at_step_k_yields_the_uninterrupted_batches(source, k):
-    kwargs = dict(kind="two_stream", train=True, global_batch_size=3, ms_grid=(2, 2), seed=3, **SMALL)
+    kwargs = dict(loader="two_stream", train=True, global_batch_size=3, ms_grid=(2, 2), seed=3, **SMALL)
     full = _take(pipeline.make_loader(source, **kwargs), 5)
     _assert_batches_equal(_take(pipeline.make_loader(source, start_step=k, **kwargs), 5 - k), full[k:])
 
 
 def test_seed_changes_the_batches(source):
-    a, b = (next(iter(pipeline.make_loader(source, kind="rgb", train=True, global_batch_size=3, seed=s, **SMALL)))
+    a, b = (next(iter(pipeline.make_loader(source, loader="rgb", train=True, global_batch_size=3, seed=s, **SMALL)))
             for s in (0, 1))
     assert not all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -184,7 +184,7 @@ def test_seed_changes_the_batches(source):
 def test_sharded_batches_are_global_arrays(source):
     mesh = Mesh(np.array(jax.devices()), ("data",))
     sharding = NamedSharding(mesh, P("data"))
-    kwargs = dict(kind="two_stream", train=False, global_batch_size=8, ms_grid=(2, 2), **SMALL)
+    kwargs = dict(loader="two_stream", train=False, global_batch_size=8, ms_grid=(2, 2), **SMALL)
     host = next(iter(pipeline.make_loader(source, **kwargs)))
     batch = next(iter(pipeline.make_loader(source, sharding=sharding, **kwargs)))
     assert len(jax.devices()) == 4
@@ -198,7 +198,7 @@ def test_sharded_batches_are_global_arrays(source):
 def test_a_batch_the_sharding_cannot_split_is_refused(source):
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
     with pytest.raises(ValueError, match="cannot split a batch of 6"):
-        pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=6, sharding=sharding, **SMALL)
+        pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=6, sharding=sharding, **SMALL)
 
 
 def test_a_corrupt_frame_names_its_example_and_frame():
@@ -207,18 +207,18 @@ def test_a_corrupt_frame_names_its_example_and_frame():
     source = fake_source([4, 4])
     source[1]["rgb"][2] = b"not a png"
     with pytest.raises(DecodeError, match=r"example 1 rgb\[2\]"):
-        list(pipeline.make_loader(source, kind="rgb", train=False, global_batch_size=2, **SMALL))
+        list(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, **SMALL))
 
 
 def test_missing_modality_names_the_key():
     source = fake_source([4, 4], modalities=("rgb",))
     with pytest.raises(KeyError, match="flow_x"):
-        next(iter(pipeline.make_loader(source, kind="flow", train=False, global_batch_size=2, **SMALL)))
+        next(iter(pipeline.make_loader(source, loader="flow", train=False, global_batch_size=2, **SMALL)))
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="audio"), "kind"),
-    (dict(kind="flow", ms_grid=(2, 2)), "ms_grid"),
+    (dict(loader="audio"), "unknown loader"),
+    (dict(loader="flow", ms_grid=(2, 2)), "ms_grid"),
     (dict(ms_threshold=0.5), "ms_grid"),
     (dict(global_batch_size=8, train=True), "full batch"),
     (dict(start_step=9), "start_step"),
@@ -227,7 +227,7 @@ def test_missing_modality_names_the_key():
     (dict(ms_grid=(7,)), "ms_grid"),
 ])
 def test_bad_arguments_raise(source, kwargs, match):
-    args = dict(kind="rgb", train=False, global_batch_size=4, **SMALL) | kwargs
+    args = dict(loader="rgb", train=False, global_batch_size=4, **SMALL) | kwargs
     with pytest.raises(ValueError, match=match):
         pipeline.make_loader(source, **args)
 
@@ -241,7 +241,7 @@ class _StubSharding:
 
 def test_each_process_reads_its_rows_of_the_same_global_batch(source, monkeypatch):
     assert pipeline._local_rows(_StubSharding(), 8) == (4, 5, 6, 7)
-    kwargs = dict(kind="rgb", train=True, global_batch_size=4 * 2, drop_remainder=False, **SMALL)
+    kwargs = dict(loader="rgb", train=True, global_batch_size=4 * 2, drop_remainder=False, **SMALL)
     global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
     monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (4, 5, 6, 7))
     local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
@@ -256,7 +256,7 @@ def test_interleaved_device_order_reads_its_blocks_in_ascending_order(source, mo
             return {"d0": (slice(4, 6),), "d1": (slice(0, 2),)}
 
     assert pipeline._local_rows(Interleaved(), 8) == (0, 1, 4, 5)
-    kwargs = dict(kind="rgb", train=True, global_batch_size=8, drop_remainder=False, **SMALL)
+    kwargs = dict(loader="rgb", train=True, global_batch_size=8, drop_remainder=False, **SMALL)
     global_batches = _take(pipeline.make_loader(source, **kwargs), 2)
     monkeypatch.setattr(pipeline, "_local_rows", lambda sharding, n: (0, 1, 4, 5))
     local_batches = _take(pipeline.make_loader(source, **kwargs), 2)
@@ -266,7 +266,7 @@ def test_interleaved_device_order_reads_its_blocks_in_ascending_order(source, mo
 def test_frames_of_different_sizes_in_one_clip_are_refused():
     clip = fake_source([4])[0] | {"flow_x": fake_source([4], height=40)[0]["flow_x"]}
     with pytest.raises(ValueError, match="one size"):
-        next(iter(pipeline.make_loader([clip], kind="two_stream", train=False, global_batch_size=1, **SMALL)))
+        next(iter(pipeline.make_loader([clip], loader="two_stream", train=False, global_batch_size=1, **SMALL)))
 
 
 @pytest.fixture(scope="module")
@@ -282,14 +282,14 @@ def built(tmp_path_factory):
     return tmp / "tfds"
 
 
-@pytest.mark.parametrize("kind", pipeline.KINDS)
+@pytest.mark.parametrize("kind", pipeline.LOADERS)
 def test_loaders_on_a_built_tfds_dataset(built, kind):
     from ego_jax.data import gtea61
 
     train_source = gtea61.load_source("S1", data_dir=built)
     test_source = gtea61.load_source("S2", data_dir=built)
     ms = dict(ms_grid=(2, 2), ms_threshold=0.0) if kind != "flow" else {}
-    train = pipeline.make_loader(train_source, kind=kind, train=True, global_batch_size=2, num_epochs=1, seed=5,
+    train = pipeline.make_loader(train_source, loader=kind, train=True, global_batch_size=2, num_epochs=1, seed=5,
                                  worker_count=1 if kind == "two_stream" else 0, **ms, **SMALL)
     batches = list(train)
     assert len(batches) == len(train_source) // 2
@@ -297,7 +297,7 @@ def test_loaders_on_a_built_tfds_dataset(built, kind):
     assert labels <= set(range(4)) and all(b["mask"].all() for b in batches)
     if ms:
         assert set(np.unique(np.concatenate([b["ms_target"].ravel() for b in batches]))) <= {0.0, 1.0}
-    evaluated = list(pipeline.make_loader(test_source, kind=kind, train=False, global_batch_size=3, **ms, **SMALL))
+    evaluated = list(pipeline.make_loader(test_source, loader=kind, train=False, global_batch_size=3, **ms, **SMALL))
     indices = np.concatenate([b["index"] for b in evaluated])
     masks = np.concatenate([b["mask"] for b in evaluated])
     assert sorted(indices[masks]) == list(range(len(test_source))) and (indices[~masks] == -1).all()
@@ -307,7 +307,7 @@ def test_loaders_on_a_built_tfds_dataset(built, kind):
                 assert label == test_source[int(i)]["label"]
 
 
-@pytest.mark.parametrize("kind", pipeline.KINDS)
+@pytest.mark.parametrize("kind", pipeline.LOADERS)
 def test_a_sample_of_a_built_dataset_reads_only_the_frames_it_decodes(built, kind, monkeypatch):
     from array_record.python.array_record_data_source import ArrayRecordDataSource
 

@@ -1,13 +1,13 @@
 """Configs: arguments, command-line overrides, typo protection, and the reference recipe table (ego-rnn.md)."""
 import os
 
-import jax.numpy as jnp
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
 from configs import attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream
-from ego_jax.train import recipes
+from ego_jax.specs import RunSpec
+from ego_jax.train.stage import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL = (attention, convlstm, flow, ms_cls, ms_reg, quickstart, two_stream)
@@ -114,7 +114,17 @@ def test_pool_and_resize_method_default_to_the_reference_and_reach_every_rgb_str
     with c.unlocked():
         c.model.pool = "h"  # one override (as --config.model.pool=h) changes every RGB stream of the recipe
         c.model.depth, c.model.width = 18, 4
+        c.data.crop, c.data.resize = 32, 32
     assert c.stages.rgb_stage1.model.kwargs.pool == c.stages.rgb_stage2.model.kwargs.pool == "h"
     assert c.stages.joint.model.kwargs.rgb.pool == "h"
-    model = recipes.build_model(c.stages.rgb_stage1.model, num_classes=3, dtype=jnp.float32, seed=0, crop=32)
-    assert model.pool == "h"
+    assert build_model(RunSpec.from_config(c), "rgb_stage1").pool == "h"
+
+
+@pytest.mark.parametrize("rgb", ["ego_rnn", "lsta"])
+def test_the_joint_stage_takes_its_rgb_stream_from_rgb_stage2(rgb):
+    """Its kwargs are RGB stage 2's, its RGB fine-tune set the stream entry's (ego_jax.streams)."""
+    c = two_stream.get_config(f"rgb={rgb}")
+    joint, stage2 = c.stages.joint, c.stages.rgb_stage2
+    assert joint.model.kwargs.rgb == stage2.model.kwargs and stage2.model.kind == rgb
+    assert joint.model.kwargs.get("rgb_kind") == (None if rgb == "ego_rnn" else rgb)
+    assert tuple(p[4:] for p in joint.trainable if p.startswith("rgb/")) == stage2.trainable[:-1]

@@ -1,4 +1,4 @@
-"""ResNet-18/34 vs an independent torch functional re-statement (tests/torch_ref.py), float32, CPU.
+"""ResNet-18/34 vs an independent torch functional re-statement (ego_jax/convert/torch_reference.py), float32, CPU.
 
 Random weights and randomised BN statistics, imported through the torchvision converter.
 Tolerance for every output (layer3, layer4, layer4_raw, pooled, logits): elementwise
@@ -28,7 +28,7 @@ from ego_jax.models.resnet import (
 )
 
 torch = pytest.importorskip("torch")
-import torch_ref  # noqa: E402
+from ego_jax.convert import torch_reference as torch_ref  # noqa: E402
 
 ATOL, RTOL = 2e-4, 1e-4
 KEYS = ("layer3", "layer4", "layer4_raw", "pooled", "logits")
@@ -39,7 +39,7 @@ def _model(sd, depth, *, width, in_channels=3, num_classes=10):
     model = nnx.eval_shape(
         lambda: ResNet(depth, width=width, in_channels=in_channels, num_classes=num_classes, rngs=nnx.Rngs(0))
     )
-    load_imagenet(model, torchvision_to_nnx(sd), kind="rgb")
+    load_imagenet(model, torchvision_to_nnx(sd), modality="rgb")
     return model
 
 

@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 from train_standin import StandIn, batches, loss_fn
 
-from ego_jax.data.transforms import normalize_flow
-from ego_jax.train import loop, recipes, sharding
+from ego_jax.streams import normalize_flow
+from ego_jax.train import loop, sharding, stage as stage_lib
 from ego_jax.train.step import init_state, make_train_step
 
 
@@ -19,8 +19,8 @@ def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
     model = StandIn(rngs=nnx.Rngs(0))
     before = {"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(nnx.state(model))
               if not isinstance(v, nnx.RngKey)}
-    train_filter = recipes.param_filter(trainable, model)
-    updated = recipes.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
+    train_filter = stage_lib.param_filter(trainable, model)
+    updated = stage_lib.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
     mesh = sharding.make_mesh(devices)
     tx = optax.sgd(0.1, momentum=0.9)
     graphdef, state, frozen = init_state(model, train_filter, updated, tx, mesh)
@@ -157,9 +157,9 @@ def test_indivisible_batch_is_a_clear_error():
 def test_typo_in_a_filter_regex_is_a_clear_error():
     model = StandIn(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="'classifer/.*' matches no parameter"):
-        recipes.param_filter((r"classifer/.*",), model)
+        stage_lib.param_filter((r"classifer/.*",), model)
     with pytest.raises(ValueError, match="matches no BatchNorm"):
-        recipes.set_modes(model, bn_train=("layer/7/.*",), dropout_train=())
+        stage_lib.set_modes(model, bn_train=("layer/7/.*",), dropout_train=())
 
 
 def test_compiler_options_parse_and_reach_xla():

@@ -1,11 +1,13 @@
 """The stream table: built-in entries, registration, lookup by kind and by model class."""
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from ego_jax import models, streams
-from ego_jax.data.transforms import normalize_flow, normalize_rgb
+from ego_jax.streams import normalize_flow, normalize_rgb
 
 
 class Echo(nnx.Module):
@@ -28,7 +30,7 @@ def echo():
                                                                               "rgb": normalize_rgb},
                                              loader="two_stream", protocol="joint"))
     yield stream
-    del streams.STREAMS["echo"]
+    streams.unregister("echo")
 
 
 def test_builtin_entries_build_their_models():
@@ -69,11 +71,40 @@ def test_default_builder_and_lookup_by_class(echo):
 
 
 def test_registration_errors(echo):
+    assert streams.register(dataclasses.replace(echo, layout="rgb")) is streams.get("echo")  # its module run again
     with pytest.raises(ValueError, match="already registered"):
-        streams.register(echo)
+        streams.register(dataclasses.replace(echo, model=EchoChild))
     with pytest.raises(TypeError, match="streams.Stream"):
         streams.register(dict(kind="x"))
     with pytest.raises(ValueError, match="at least one batch key"):
         streams.register(streams.Stream("empty", Echo, {}, loader="rgb", protocol="rgb"))
-    with pytest.raises(ValueError, match=r"model.kind='ego_rnm'.*'ego_rnn', 'flow', 'two_stream'.*'echo'.*register"):
+    with pytest.raises(ValueError, match=r"kind='ego_rnm'.*'ego_rnn', 'flow', 'lsta', 'two_stream'.*'echo'.*register"):
         streams.get("ego_rnm")
+
+
+
+def test_what_each_kind_means_is_in_its_entry():
+    """Everything the recipes, identities and CAM drawing ask of a kind: RGB input, MS head, speed-only kwargs,
+    the fine-tune set of the two-stream joint stage, the RGB sub-stream of a composite kind."""
+    rgb, flow, lsta, joint = (streams.get(k) for k in ("ego_rnn", "flow", "lsta", "two_stream"))
+    assert (rgb.reads_rgb, flow.reads_rgb, joint.reads_rgb) == (True, False, True)
+    assert rgb.ms_head_of({"ms_head": {"kind": "cls"}}) == {"kind": "cls"} and lsta.ms_head_of({}) is None
+    assert rgb.finetune and lsta.finetune and not flow.finetune
+    kwargs = dict(rgb=dict(depth=18, scan_unroll=1), flow=dict(stack=2), dropout=0.5)
+    assert joint.result_kwargs(kwargs) == dict(rgb=dict(depth=18), flow=dict(stack=2), dropout=0.5)
+    assert joint.rgb_stream(kwargs) == ("rgb", rgb) and rgb.rgb_stream({}) == (None, rgb)
+    assert joint.rgb_stream(dict(kwargs, rgb_kind="lsta")) == ("rgb", lsta) and flow.rgb_stream({}) is None
+    with pytest.raises(ValueError, match="no fine-tune set"):
+        joint.build(3, dict(kwargs, rgb_kind="flow"), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=32)
+
+
+@pytest.mark.parametrize("xp", [np, jnp])
+def test_normalisation_on_numpy_and_jax(xp):
+    rgb = xp.asarray(np.array([[0, 255, 128]], np.uint8))
+    # (0 - 0.485) / 0.229, (1 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225
+    np.testing.assert_allclose(np.asarray(streams.normalize_rgb(rgb)), [[-2.117904, 2.428571, 0.426492]], atol=1e-5)
+    flow = xp.asarray(np.array([0, 128, 255], np.uint8))
+    # (v / 255 - 0.449) / 0.226
+    np.testing.assert_allclose(np.asarray(streams.normalize_flow(flow)), [-1.986726, 0.234349, 2.438053], atol=1e-5)
+    assert isinstance(streams.normalize_rgb(rgb), type(xp.zeros(1)))
+    assert streams.normalize_flow(flow, dtype=jnp.bfloat16).dtype == jnp.bfloat16

@@ -9,43 +9,44 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import toy_variant
 
 from configs import attention, convlstm, flow, motion_guided, ms_cls, ms_reg, quickstart, two_stream
-from ego_jax import streams
-from ego_jax.data import gtea61, synthetic
+from ego_jax import recipes
+from ego_jax.cli import common
 from ego_jax.data.pipeline import make_loader
-from ego_jax.data.transforms import normalize_rgb
-from ego_jax.train import checkpoint, evaluate, loop, recipes
+from ego_jax.specs import RunSpec
+from ego_jax.streams import normalize_rgb
+from ego_jax.train import checkpoint, loaders, loop, workdir as workdir_lib
+from ego_jax.train.stage import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = "frames=2,data=synthetic,init=scratch"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """16 clips (4 classes x 4 subjects): train S1+S3+S4 = 12 clips = 3 steps of 4, test S2 = 4 clips."""
-    tmp = tmp_path_factory.mktemp("gtea61")
-    synthetic.make_synthetic(tmp / "manual", preset="tiny", classes=gtea61.CLASSES[:4], clips_per_class=1, workers=1)
-    gtea61.build(manual_dir=tmp / "manual", data_dir=tmp / "tfds", config="all")
-    return str(tmp / "tfds")
+TINY = {"data.crop": 32, "data.resize": 36, "data.stack": 2, "data.flow_eval_stacks": 2, "data.worker_count": 0,
+        "model.depth": 18, "model.width": 4, "batch_size": 4, "eval_batch_size": 4, "log_every_steps": 2,
+        "eval_every_epochs": 1, "checkpoint_every_epochs": 1}
 
 
 def tiny(config_module, data_dir, *, args=ARGS, epochs=1, **stage_epochs):
     c = config_module.get_config(args)
-    c.data.data_dir = data_dir
-    c.data.update(dict(crop=32, resize=36, stack=2, flow_eval_stacks=2, worker_count=0))
-    c.model.depth, c.model.width = 18, 4
-    c.batch_size = c.eval_batch_size = 4
-    c.log_every_steps, c.eval_every_epochs, c.checkpoint_every_epochs = 2, 1, 1
+    recipes.override(c, {**TINY, "data.data_dir": data_dir})
     for name in c.recipe:
         c.stages[name].epochs = stage_epochs.get(name, epochs)
     return c
+
+
+def tiny_flags(config_file: str, data_dir: str, workdir, **values) -> list[str]:
+    """scripts/train.py's command line for `tiny` of a config file (values: more --config.KEY=VALUE)."""
+    return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={config_file}:{ARGS}",
+            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+            *(f"--config.{k}={v}" for k, v in {**TINY, **values}.items())]
 
 
 def final_state(workdir, stage):
@@ -62,8 +63,7 @@ def changed(before: dict, after: dict, prefix="") -> set:
 
 
 def fresh_state(config, stage):
-    model = recipes.build_model(config.stages[stage].model, num_classes=61, dtype=jnp.float32, seed=config.seed,
-                                crop=config.data.crop)
+    model = build_model(RunSpec.from_config(config), stage)
     return {k: np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(checkpoint.model_tree(model))[0]
             for k in ["/".join(str(p.key) for p in k)]}
 
@@ -97,8 +97,8 @@ def two_stream_run(data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("two_stream"))
     config = tiny(two_stream, data_dir, joint=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate, "make_eval_loader", _counted_eval_loaders(evaluate.make_eval_loader))
-        assert loop.train(config, workdir)
+        patch.setattr(loaders, "eval_loader", _counted_eval_loaders(loaders.eval_loader))
+        assert loop.train(RunSpec.from_config(config), workdir)
     return config, workdir
 
 
@@ -160,7 +160,7 @@ def test_stage1_backbone_train_moves_the_backbone_and_its_bn_statistics(data_dir
     """
     config = tiny(two_stream, data_dir, args=ARGS + ",stage1_backbone=train")
     config.recipe = ("rgb_stage1",)
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     s1 = final_state(tmp_path, "rgb_stage1")
     got = changed(fresh_state(config, "rgb_stage1"), s1)
     assert got == expand(["lstm/", "classifier/", "backbone/"], s1) - {"backbone/fc/bias", "backbone/layer4/1/bn2/bias"}
@@ -169,7 +169,7 @@ def test_stage1_backbone_train_moves_the_backbone_and_its_bn_statistics(data_dir
 
 def test_convlstm_config(data_dir, tmp_path):
     config = tiny(convlstm, data_dir)
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     s1, s2 = final_state(tmp_path, "rgb_stage1"), final_state(tmp_path, "rgb_stage2")
     assert changed(s1, s2) == expand(["lstm/", "classifier/", FC, *L4_CONVS], s2)
 
@@ -179,7 +179,7 @@ def test_attention_and_flow_configs_run_end_to_end(data_dir, tmp_path):
     for module in (attention, flow):
         work = tmp_path / module.__name__.split(".")[-1]
         config = tiny(module, data_dir)
-        assert loop.train(config, str(work))
+        assert loop.train(RunSpec.from_config(config), str(work))
         for name in config.recipe:
             assert (work / name / "DONE").exists() and json.loads((work / name / "eval.json").read_text())["count"] == 4
 
@@ -191,7 +191,7 @@ def test_ms_configs_reuse_a_finished_stage_1(module, data_dir, two_stream_run, t
     assert config.stages.rgb_stage1 == ts_config.stages.rgb_stage1
     shutil.copytree(os.path.join(ts_dir, "rgb_stage1"), tmp_path / "rgb_stage1")
     done_before = (tmp_path / "rgb_stage1" / "DONE").read_text()
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     assert (tmp_path / "rgb_stage1" / "DONE").read_text() == done_before  # skipped, not retrained
     rows = [json.loads(line) for line in open(tmp_path / "rgb_stage2" / "metrics.jsonl")]
     assert any("train/ms_loss" in r for r in rows)
@@ -208,7 +208,7 @@ def test_motion_guided_config_trains_end_to_end(data_dir, tmp_path):
     config = tiny(motion_guided, data_dir)
     config.data.update(dict(crop=64, resize=72))
     assert motion_guided.get_config(ARGS).stages.rgb_stage1 == attention.get_config(ARGS).stages.rgb_stage1
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     for name in config.recipe:
         assert json.loads((tmp_path / name / "eval.json").read_text())["count"] == 4
     rows = [json.loads(line) for line in open(tmp_path / "rgb_stage2" / "metrics.jsonl")]
@@ -224,13 +224,13 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_pat
     config, w = two_stream_run
     for stage in ("rgb_stage1", "rgb_stage2", "flow"):
         shutil.copytree(os.path.join(w, stage), tmp_path / stage)
-    assert not loop.train(config, str(tmp_path), stop_at_step=4)
+    assert not loop.train(RunSpec.from_config(config), str(tmp_path), stop_at_step=4)
     assert not (tmp_path / "joint" / "DONE").exists()
     assert checkpoint.StageCheckpoints(str(tmp_path / "joint" / "checkpoints")).latest_step() == 4
     metrics = tmp_path / "joint" / "metrics.jsonl"
     with open(metrics, "a") as f:  # what a crash after logging step 5 and in the middle of writing step 6 leaves
         f.write(json.dumps({"step": 5, "train/loss": 1.0}) + "\n" + '{"step": 6, "train/lo')
-    assert loop.train(config, str(tmp_path))
+    assert loop.train(RunSpec.from_config(config), str(tmp_path))
     want, got = final_state(w, "joint"), final_state(tmp_path, "joint")
     assert want.keys() == got.keys()
     for k in want:
@@ -241,12 +241,8 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_pat
 
 def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     workdir = tmp_path / "w"
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-           f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
-           f"--config.data.data_dir={data_dir}", "--config.data.crop=32", "--config.data.resize=36",
-           "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
-           "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
-           "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000"]
+    cmd = tiny_flags(os.path.join(ROOT, "configs", "convlstm.py"), data_dir, workdir, log_every_steps=1,
+                     recipe="('rgb_stage1',)", **{"stages.rgb_stage1.epochs": 1000})
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = workdir / "rgb_stage1" / "metrics.jsonl"
@@ -256,7 +252,7 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path)
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == common.EXIT_STOPPED, out[-3000:]
     assert "rerun the same command to resume" in out
     assert not (workdir / "rgb_stage1" / "DONE").exists()
     ckpts = checkpoint.StageCheckpoints(str(workdir / "rgb_stage1" / "checkpoints"))
@@ -267,7 +263,7 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path)
     # Usable: the same config resumes from it (and stops one step later).
     config = tiny(convlstm, data_dir, rgb_stage1=1000)
     config.recipe = ("rgb_stage1",)
-    assert not loop.train(config, str(workdir), stop_at_step=step + 1)
+    assert not loop.train(RunSpec.from_config(config), str(workdir), stop_at_step=step + 1)
     assert checkpoint.StageCheckpoints(str(workdir / "rgb_stage1" / "checkpoints")).latest_step() == step + 1
 
 
@@ -276,7 +272,7 @@ def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
     config.recipe = ("rgb_stage1",)
     config.stages.rgb_stage1.optimizer.lr = float("inf")  # the first update overflows
     with pytest.raises(FloatingPointError, match=r"non-finite .* at step 1 .*Last good checkpoint: step None"):
-        loop.train(config, str(tmp_path))
+        loop.train(RunSpec.from_config(config), str(tmp_path))
     assert not (tmp_path / "rgb_stage1" / "DONE").exists()
     assert checkpoint.StageCheckpoints(str(tmp_path / "rgb_stage1" / "checkpoints")).latest_step() is None
 
@@ -284,40 +280,41 @@ def test_non_finite_loss_stops_naming_the_step(data_dir, tmp_path):
 def test_clear_errors(data_dir, tmp_path):
     config = tiny(convlstm, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="build_dataset.py"):
-        loop.train(config, str(tmp_path / "w1"))
+        loop.train(RunSpec.from_config(config), str(tmp_path / "w1"))
     config = tiny(convlstm, data_dir)
     config.batch_size = 6
     with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4 devices"):
-        loop.train(config, str(tmp_path / "w2"))
+        loop.train(RunSpec.from_config(config), str(tmp_path / "w2"))
     config = convlstm.get_config("frames=2,data=synthetic")  # init=imagenet by default
     config.data.data_dir, config.imagenet_weights = data_dir, str(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="convert_weights.py.*init=scratch"):  # with every other problem found
-        loop.train(config, str(tmp_path / "w3"))
+        loop.train(RunSpec.from_config(config), str(tmp_path / "w3"))
 
 
-@pytest.fixture
-def toy_stream():
-    """tests/toy_variant.py's entry in the stream table for one test."""
-    streams.register(toy_variant.STREAM)
-    yield toy_variant.STREAM
-    del streams.STREAMS[toy_variant.STREAM.kind]
-
-
-def test_a_variant_added_through_the_stream_table_trains_and_evaluates(data_dir, tmp_path, toy_stream):
-    """A model file + one Stream entry + a config: the loop trains it and evaluate scores it, unchanged."""
-    config = tiny(toy_variant, data_dir, epochs=2)
-    assert loop.train(config, str(tmp_path))
+def test_a_variant_defined_outside_the_package_trains_from_its_config_file_and_evaluates(data_dir, tmp_path):
+    """A model + its Stream entry + a config, in one file outside the repository: `train.py --config FILE` trains
+    it (the file registers its kind), evaluate scores it, unchanged."""
+    variant = tmp_path / "elsewhere" / "my_variant.py"
+    variant.parent.mkdir()
+    shutil.copy(os.path.join(ROOT, "tests", "toy_variant.py"), variant)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    proc = subprocess.run(tiny_flags(str(variant), data_dir, tmp_path, **{"stages.toy.epochs": 2}), env=env,
+                          cwd=variant.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    config = tiny(types.SimpleNamespace(get_config=lambda a: recipes.from_file(str(variant), a)), data_dir, epochs=2)
     done = json.loads((tmp_path / "toy" / "DONE").read_text())
     assert done["step"] == 6
     trained = final_state(tmp_path, "toy")
     assert changed(fresh_state(config, "toy"), trained) == {k for k in trained if "rngs" not in k}
 
-    metrics = evaluate.evaluate_workdir(config, tmp_path)
+    metrics = workdir_lib.evaluate_workdir(RunSpec.from_config(config), tmp_path)
     assert metrics["protocol"] == "rgb" and metrics["num_examples"] == 4
     # The restored model run one clip at a time by hand gives the confusion evaluate wrote.
-    model, _ = evaluate.load_stage_model(config, tmp_path, "toy")
+    model, _ = workdir_lib.load_stage_model(RunSpec.from_config(config), tmp_path, "toy")
     d = config.data
-    clips = list(make_loader(evaluate.test_source(config), kind="rgb", train=False, global_batch_size=1,
+    clips = list(make_loader(loaders.test_source(RunSpec.from_config(config)), loader="rgb", train=False,
+                             global_batch_size=1,
                              frames=d.frames, crop=d.crop, resize=d.resize, num_epochs=1))
     want = np.zeros((61, 61), int)
     for clip in clips:
@@ -340,5 +337,5 @@ def test_train_stage_closes_its_writers_and_checkpoints_on_errors(data_dir, tmp_
     config.recipe = ("rgb_stage1",)
     config.stages.rgb_stage1.optimizer.lr = float("inf")  # fails in the first steps, after both are open
     with pytest.raises(FloatingPointError):
-        loop.train(config, str(tmp_path))
+        loop.train(RunSpec.from_config(config), str(tmp_path))
     assert closed.keys() == {"_Log", "StageCheckpoints"}

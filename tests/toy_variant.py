@@ -1,14 +1,14 @@
-"""A user's model variant added the documented way: a model, one stream-table entry, a config (nothing else).
+"""A user's model variant added the documented way: a model, its stream-table entry, a config (nothing else).
 
-ToyRGB reads the RGB clip like EgoRNN (so the loader kind 'rgb' feeds it and the 'rgb' protocol scores it):
-per-frame conv -> BatchNorm -> ReLU -> mean over time and space -> linear.
+The file registers its kind when it is loaded, so `scripts/train.py --config path/to/this_file.py` trains it from
+anywhere (tests/test_train_e2e.py copies it out of the repository to show that). ToyRGB reads the RGB clip like
+EgoRNN (so the loader 'rgb' feeds it and the 'rgb' protocol scores it): per-frame conv -> BatchNorm -> ReLU ->
+mean over time and space -> linear.
 """
 import jax.numpy as jnp
 from flax import nnx
 
-from configs import common
-from ego_jax import streams
-from ego_jax.data.transforms import normalize_rgb
+from ego_jax import recipes, streams
 
 
 class ToyRGB(nnx.Module):
@@ -23,14 +23,14 @@ class ToyRGB(nnx.Module):
         return {"logits": self.classifier(feature), "feature": feature}
 
 
-# The one entry (registered by the caller: streams.register(STREAM)).
-STREAM = streams.Stream(kind="toy_rgb", model=ToyRGB, inputs={"rgb": normalize_rgb}, loader="rgb", protocol="rgb")
+STREAM = streams.register(streams.Stream(kind="toy_rgb", model=ToyRGB, inputs={"rgb": streams.normalize_rgb},
+                                         loader="rgb", protocol="rgb"))
 
 
 def get_config(arg=None):
     """One stage training the whole ToyRGB (BatchNorm in training mode) with the reference Adam."""
-    args = common.parse_args(arg)
-    c = common.base(args)
+    args = recipes.parse_args(arg)
+    c = recipes.base(args)
     toy = dict(model=dict(kind="toy_rgb", kwargs=dict(width=4)), init_from={}, trainable=(".*",), bn_train=(".*",),
-               dropout_train=(), optimizer=common.adam(1e-2, ()), epochs=2, loss=common.NO_MS_LOSS)
-    return common.finish(c, args, dict(toy=toy))
+               dropout_train=(), optimizer=recipes.adam(1e-2, ()), epochs=2, loss=recipes.NO_MS_LOSS)
+    return recipes.finish(c, args, dict(toy=toy))

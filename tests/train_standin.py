@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ego_jax.data.transforms import normalize_flow
+from ego_jax.streams import normalize_flow
 
 CHANNELS = 4
 
@@ -39,7 +39,7 @@ class StandIn(nnx.Module):
 
 
 def loss_fn(model, batch):
-    """uint8 stacks -> cross-entropy (what recipes.make_loss_fn does for the real models)."""
+    """uint8 stacks -> cross-entropy (what stage.make_loss_fn does for the real models)."""
     logits = model(normalize_flow(batch["flow"]))["logits"]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]))

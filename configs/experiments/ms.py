@@ -9,7 +9,7 @@ on the training subjects without the validation subject (S1+S3 with val=S4) and 
 is retrained on S1+S3+S4 with every seed and tested on S2. The test subject is never read during selection.
 The baseline has no searched hyperparameter (the reference stage 2). Stage 1 is the attention stage 1 for all.
 """
-from configs.experiments import common
+from ego_jax.experiments import suite
 
 S2 = "stages.rgb_stage2."
 # Hyperparameters searched for both methods (values from sparnet.md "Hyperparameters that were searched").
@@ -23,7 +23,7 @@ SEARCH = dict(
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
+    args = suite.parse_args(arg)
     rows = [
         dict(key="baseline", name="attention, no MS (baseline)", config="configs/attention.py", args="",
              stage="rgb_stage2", per_column=True),
@@ -38,11 +38,7 @@ def get_config(arg=None):
              "method and frame count; set 0 = the reference, the first value of each list): " + "; ".join(
                  f"{key}: " + ", ".join(f"{k.removeprefix(S2)} {list(v)}" for k, v in space)
                  for key, space in SEARCH.items()) + "."]
-    return common.suite(args, name="ms", title="Motion segmentation (SparNet) on GTEA61 (test subject S2)",
+    return suite.suite(args, name="ms", title="Motion segmentation (SparNet) on GTEA61 (test subject S2)",
                         rows=rows, diff=("baseline", "ms_cls"), notes=notes,
-                        cam_rows=("baseline", "ms_cls", "ms_reg"), cam_clips=CAM_CLIPS[args.preset])
+                        cam_rows=("baseline", "ms_cls", "ms_reg"), cam_clips=suite.CAM_CLIPS[args.preset])
 
-
-# Test clips of the CAM comparison (subject S2): GTEA61 actions with a clear moving object, and the quickstart's.
-CAM_CLIPS = dict(reference=("S2/take_bread/1", "S2/open_coffee/1", "S2/pour_water,cup/1"),
-                 quickstart=("S2/open_honey/1", "S2/take_jam/1"))

@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 
-from ego_jax.data import datasets, gtea61
+from ego_jax.data import datasets, gtea61, prepare
 
 
 def main(argv=None):
@@ -56,7 +56,7 @@ def main(argv=None):
             split = {"test_fraction": args.test_fraction, "seed": args.seed} if args.dataset == "folder" else {}
             builder = module.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config,
                                    extract_dir=args.extract_dir, **split)
-    except ValueError as e:  # ManualDirError, a folder built with another split
+    except (ValueError, prepare.BuildRunning) as e:  # ManualDirError, a folder built with another split
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): "

@@ -22,11 +22,10 @@ Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid; PNGs with a 1
 the overlays are image compositing (viz.cam).
 """
 import os
-import sys
 
 import cv2
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -92,8 +91,8 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    from ego_jax.data.transforms import normalize_rgb  # noqa: PLC0415
     from ego_jax.models import convlstm  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
 
     x = normalize_rgb(jnp.asarray(rgb[None]))
     out = model(x)
@@ -108,32 +107,34 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
                 cell=np.asarray(jnp.mean(jnp.abs(cs[0]), axis=-1)), p_true=np.asarray(p_true))
 
 
-def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
+def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
          size: int = 150, pan: float = 3.0, roll: float = 1.0) -> list[str]:
-    """Writes FIGURES into `out` for one test clip -> their paths."""
-    import jax.numpy as jnp  # noqa: PLC0415  (heavy imports after flag parsing)
-
-    from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415
+    """Writes FIGURES into `out` for one test clip of `run` (ego_jax.specs.RunSpec) -> their paths."""
+    from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-    from ego_jax.data.pipeline import ClipSpec, load_clip  # noqa: PLC0415
+    from ego_jax.data.pipeline import load_clip  # noqa: PLC0415
     from ego_jax.experiments.cam import find_clip  # noqa: PLC0415
-    from ego_jax.models import layer4_grid  # noqa: PLC0415
-    from ego_jax.train import evaluate, recipes  # noqa: PLC0415
+    from ego_jax.models import EgoRNN, layer4_grid  # noqa: PLC0415
+    from ego_jax.train import (
+        loaders,  # noqa: PLC0415
+        workdir as workdir_lib,  # noqa: PLC0415
+    )
+    from ego_jax.train.stage import build_model  # noqa: PLC0415
     from ego_jax.viz import cam, charts  # noqa: PLC0415
 
-    d = config.data
-    kind = config.stages[stage].model.kind if stage in config.stages else None
-    if kind not in ("ego_rnn", "two_stream"):
-        raise ValueError(f"stage {stage!r} of config.recipe {tuple(config.recipe)} is not an RGB or two_stream stage")
+    d = run.data
+    spec = run.stages[stage].model if stage in run.stages else None
+    inner = spec.stream.rgb_stream(spec.kwargs) if spec else None  # (attribute holding it, its stream entry)
+    if inner is None or not issubclass(inner[1].model, EgoRNN):  # the figures read Ego-RNN's ConvLSTM
+        raise ValueError(f"stage {stage!r} of config.recipe {run.recipe} is not an Ego-RNN RGB or two_stream stage")
     if workdir:
-        model, _ = evaluate.load_stage_model(config, workdir, stage)
+        model, _ = workdir_lib.load_stage_model(run, workdir, stage)
     else:
-        model = recipes.build_model(config.stages[stage].model, num_classes=config.num_classes,
-                                    dtype=jnp.dtype(config.dtype), seed=config.seed, crop=d.crop)
+        model = build_model(run, stage)
         model.eval()
-    model = model.rgb if kind == "two_stream" else model
-    source = evaluate.test_source(config)
-    example = source[find_clip(config, config.data.test_split, clip)]
+    model = model if inner[0] is None else getattr(model, inner[0])
+    source = loaders.test_source(run)
+    example = source[find_clip(d, d.test_split, clip)]
     label = int(example["label"])
     n = len(example["rgb"])
 
@@ -176,9 +177,7 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
 
     # (b, c, d) What the RGB model sees and does with one clip.
     grid = layer4_grid(d.crop, d.crop)
-    spec = ClipSpec("rgb", False, frames=d.frames, crop=d.crop, resize=d.resize, ms_grid=grid,
-                    ms_threshold=d.ms_threshold, method=d.resize_method)
-    clip_arrays = load_clip(example, spec, None)
+    clip_arrays = load_clip(example, d.clip_spec("rgb", train=False, ms_grid=grid, ms_target="cls"), None)
     frames = [_tile(f, size) for f in clip_arrays["rgb"]]
     maps = model_maps(model, clip_arrays["rgb"], label)
     shape = frames[0].shape[:2]
@@ -205,15 +204,13 @@ def draw(config, out: str, *, workdir: str | None = None, stage: str = "rgb_stag
 
 
 def figures(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    try:
-        paths = draw(FLAGS.config, FLAGS.out, workdir=FLAGS.workdir and os.path.abspath(FLAGS.workdir),
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+
+    with common.one_line_errors(ValueError):
+        workdir = FLAGS.workdir and os.path.abspath(FLAGS.workdir)
+        paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=workdir,
                      stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
                      roll=FLAGS.roll)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     print("\n".join(paths))
 
 

@@ -4,7 +4,7 @@ ego-jax-convert-weights; from a checkout: python scripts/convert_weights.py).
   ego-jax-convert-weights resnet34-b627a593.pth data/weights/resnet34_imagenet.npz
 
 The .npz holds arrays keyed by '/'-joined nnx paths plus '__meta__'; training loads it with
-`ego_jax.convert.torchvision.load_imagenet(model.backbone, path, kind='rgb'|'flow')`, without torch.
+`ego_jax.convert.torchvision.load_imagenet(model.backbone, path, modality='rgb'|'flow')`, without torch.
 """
 
 import argparse

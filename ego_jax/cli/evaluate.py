@@ -17,10 +17,8 @@ of the split, or --all_classes), and curves.png from the stage's metrics.jsonl.
 Multi-process (see README, "Scaling out"): launched like ego-jax-train, with the same launch flags.
 """
 import os
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags
 
 from ego_jax.cli import common
 
@@ -28,8 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags("experiment config file[:key=value,...]")
     flags.DEFINE_string("stage", None, "stage to evaluate (default: the recipe's last stage; 'all': every stage)")
     flags.DEFINE_enum("protocol", None, ["rgb", "flow", "joint", "late_fusion"], "default: the stage's own protocol")
     flags.DEFINE_string("rgb_stage", None, "late_fusion: RGB stage (default: the recipe's last EgoRNN stage)")
@@ -45,25 +42,21 @@ def define_flags() -> None:
 
 
 def evaluate(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
-    from ego_jax.train import evaluate  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
+    from ego_jax.train import workdir as workdir_lib  # noqa: PLC0415  (after absl parsed the flags: heavy imports)
 
-    stages = FLAGS.config.recipe if FLAGS.stage == "all" else [FLAGS.stage]
     if FLAGS.stage == "all" and FLAGS.protocol:
         raise app.UsageError("--stage=all evaluates each stage with its own protocol; drop --protocol")
-    for stage in stages:
-        try:
-            metrics = evaluate.evaluate_workdir(
-                FLAGS.config, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
+    with common.one_line_errors(ValueError):
+        run = common.run_of_flags()
+    for stage in run.recipe if FLAGS.stage == "all" else [FLAGS.stage]:
+        with common.one_line_errors(ValueError):
+            metrics = workdir_lib.evaluate_workdir(
+                run, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
                 rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
                 flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,
                 all_classes=FLAGS.all_classes)
-        except (FileNotFoundError, ValueError) as e:
-            logging.error("%s", e)
-            sys.exit(f"error: {e}")
         steps = ", ".join(f"{name} step {step}" for name, step in metrics["steps"].items())
         print(f"{os.path.basename(os.path.dirname(metrics['outdir']))}: {metrics['protocol']} accuracy "
               f"{100 * metrics['accuracy']:.2f}% ({metrics['num_correct']}/{metrics['num_examples']}; {steps}, "

@@ -11,10 +11,8 @@ averaged over its stacks, the two-stream concatenation), logits (N, C), predicti
 unknown), class_names (C,), stage, step, kind; np.load reads it. Resumable: killed, the same command goes on after
 the clips saved to <out>.partial.npz (every --save_every clips). A progress bar on stderr.
 """
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
 from ego_jax.cli import common, predict
 
@@ -22,38 +20,29 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags()
+    predict.define_predictor_flags()
     flags.DEFINE_string("stage", None, "stage whose features to extract (default: the recipe's last stage)")
     flags.DEFINE_string("input", None, "folder of clips, video, or split:NAME[:ID,ID]")
     flags.DEFINE_string("out", None, "the .npz file to write")
-    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
     flags.DEFINE_integer("save_every", 64, "clips between saves of <out>.partial.npz")
-    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_bool("progress", True, "a progress bar on stderr")
-    predict.define_flow_flags()
     flags.mark_flags_as_required(["workdir", "input", "out"])
 
 
 def extract(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data import flow  # noqa: PLC0415
-    from ego_jax.experiments import cam  # noqa: PLC0415
 
-    try:
-        config = FLAGS.config or cam.workdir_config(FLAGS.workdir)
-        predictor = inference.load(FLAGS.workdir, FLAGS.stage, config=config,
+    with common.one_line_errors(ValueError):
+        run = common.run_of_flags()
+        predictor = inference.load(FLAGS.workdir, FLAGS.stage, run=run,
                                    allow_unfinished=FLAGS.allow_unfinished, batch_size=FLAGS.batch_size)
         predict.set_flow(predictor, flow)
-        source = inference.input_source(predictor, FLAGS.input, config)
+        source = inference.input_source(predictor, FLAGS.input, run)
         arrays = inference.extract_features(predictor, source, FLAGS.out, save_every=FLAGS.save_every,
                                             progress=FLAGS.progress)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     print(f"{FLAGS.out}: {len(arrays['clip'])} clips, feature {arrays['feature'].shape[1]}, stage "
           f"{arrays['stage']} step {arrays['step']}")
 

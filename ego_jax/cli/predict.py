@@ -20,10 +20,8 @@ of each window over time.
 """
 import fractions
 import json
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags
 
 from ego_jax.cli import common
 
@@ -31,8 +29,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags()
     flags.DEFINE_list("stage", None, "stages to predict with (default: the recipe's last stage; 'all': every stage)")
     flags.DEFINE_string("reference", None, "an authors' checkpoint (.pth) instead of --workdir, with --kind")
     flags.DEFINE_string("kind", None, "--reference: its stream kind (ego_rnn, flow, two_stream, lsta)")
@@ -43,17 +40,18 @@ def define_flags() -> None:
     flags.DEFINE_float("window", None, "slide windows of this many seconds over each video (a timeline)")
     flags.DEFINE_float("stride", None, "seconds between windows (default: --window)")
     flags.DEFINE_float("fps", None, "frame rate of frame-folder inputs (windows are in seconds; videos: their own)")
-    define_flow_flags()
-    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
+    define_predictor_flags()
     flags.DEFINE_bool("logits", False, "add each clip's logits to its line")
-    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_integer("min_size", 160, "CAM videos: frames smaller than this (px) are enlarged")
     flags.DEFINE_float("cam_fps", 4.0, "CAM videos: frames per second")
     flags.mark_flags_as_required(["input"])
 
 
-def define_flow_flags() -> None:
-    """How flow is computed from the frames of clips without flow files (ego_jax.data.flow.FlowSpec)."""
+def define_predictor_flags() -> None:
+    """How a trained stage predicts (predict, extract_features): its batch size, an unfinished stage's newest
+    checkpoint, and how flow is computed from frames."""
+    flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
+    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
     flags.DEFINE_enum("flow_method", "warp_tvl1", ["warp_tvl1", "tvl1", "farneback"],
                       "flow from frames: warp_tvl1 = dense_flow's warp flow, GTEA61's (ego_jax.data.flow)")
     flags.DEFINE_enum("flow_backend", "opencv", ["opencv", "jax"], "flow from frames: OpenCV on the CPU, or JAX")
@@ -65,18 +63,18 @@ def set_flow(predictor, flow) -> None:
                                         short_side=predictor.spec.resize)
 
 
-def _predictors(inference, cam):
-    """(config or None, [Predictor]) of the flags."""
+def _predictors(inference):
+    """(the run's specs or None, [Predictor]) of the flags."""
     if FLAGS.reference:
         if not FLAGS.kind or FLAGS.workdir:
             raise app.UsageError("--reference needs --kind and no --workdir")
         return None, [inference.from_reference(FLAGS.reference, FLAGS.kind, batch_size=FLAGS.batch_size)]
     if not FLAGS.workdir:
         raise app.UsageError("pass --workdir (a trained workdir) or --reference with --kind")
-    config = FLAGS.config or cam.workdir_config(FLAGS.workdir)
-    stages = list(config.recipe) if FLAGS.stage == ["all"] else FLAGS.stage or [None]
-    return config, [inference.load(FLAGS.workdir, stage, config=config, allow_unfinished=FLAGS.allow_unfinished,
-                                   batch_size=FLAGS.batch_size) for stage in stages]
+    run = common.run_of_flags()
+    stages = list(run.recipe) if FLAGS.stage == ["all"] else FLAGS.stage or [None]
+    return run, [inference.load(FLAGS.workdir, stage, run=run, allow_unfinished=FLAGS.allow_unfinished,
+                                batch_size=FLAGS.batch_size) for stage in stages]
 
 
 def _line(clip: dict, predictor) -> dict:
@@ -110,20 +108,17 @@ def _cam_video(clip: dict, predictor, folder, viz_cam, video) -> None:
 
 
 def predict(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.stride and not FLAGS.window:
         raise app.UsageError("--stride needs --window")
     common.setup_logs()
     from ego_jax import inference  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data import flow, video  # noqa: PLC0415
-    from ego_jax.experiments import cam  # noqa: PLC0415
     from ego_jax.train import paths  # noqa: PLC0415
     from ego_jax.viz import cam as viz_cam, timeline  # noqa: PLC0415
 
     out = paths.absolute(FLAGS.out) if FLAGS.out else None
-    try:
-        config, predictors = _predictors(inference, cam)
+    with common.one_line_errors(ValueError):  # ClipFilesError, VideoError, WeightsError among them
+        run, predictors = _predictors(inference)
         for predictor in predictors:
             set_flow(predictor, flow)
             folder = out / str(predictor.info.get("stage", predictor.kind)) if out else None
@@ -136,7 +131,7 @@ def predict(argv: list[str]) -> None:
                     clips = predictor.video(text, window=FLAGS.window, stride=FLAGS.stride, fps=FLAGS.fps,
                                             top=FLAGS.top, frames=bool(out))
                 else:
-                    clips = predictor.predict(inference.input_source(predictor, text, config), top=FLAGS.top,
+                    clips = predictor.predict(inference.input_source(predictor, text, run), top=FLAGS.top,
                                               frames=bool(out))
                 rows = []
                 for clip in clips:
@@ -152,9 +147,6 @@ def predict(argv: list[str]) -> None:
                     timeline.write_csv(f"{stem}.csv", starts, ends, probs, predictor.class_names, FLAGS.top)
                     timeline.plot(f"{stem}.png", starts, ends, probs, predictor.class_names, FLAGS.top,
                                   title=f"{text}: {predictor.info.get('stage', predictor.kind)}")
-    except (FileNotFoundError, ValueError) as e:  # ClipFilesError, VideoError, WeightsError among them
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
 
 
 def main(argv: list[str] | None = None) -> None:

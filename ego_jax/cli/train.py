@@ -6,14 +6,13 @@
 Overrides: --config.KEY=VALUE (the config is locked: typos fail).
 Finished stages (W/<stage>/DONE) are skipped; an interrupted stage resumes from its newest good checkpoint, if
 the keys that determine its result are unchanged (W/<stage>/config.json; --restart_stage NAME starts it over).
-One training per workdir (W/.lock). SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0;
-a second Ctrl-C aborts at once.
+One training per workdir (W/.lock). SIGTERM or Ctrl-C saves a checkpoint after the current step and exits with
+status 75 (EX_TEMPFAIL: rerun to resume; 0 = every stage done, 1 = an error line); a second Ctrl-C aborts at once.
 Multi-process (see README, "Scaling out"): auto-detected on TPU pod slices, SLURM and Open MPI, or
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each process; all share one --workdir.
 """
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ego_jax.cli import common
@@ -31,24 +30,18 @@ def define_flags() -> None:
 
 
 def train(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
-    from ego_jax.train import loop, paths  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.specs import RunSpec  # noqa: PLC0415  (heavy imports after flag parsing)
+    from ego_jax.train import loop, paths  # noqa: PLC0415
     from ego_jax.train.workdir_lock import WorkdirLocked  # noqa: PLC0415
 
     config, workdir = FLAGS.config, paths.absolute(FLAGS.workdir)
     logging.info("config:\n%s", config)
-    try:
-        done = loop.train(config, workdir, restart=tuple(FLAGS.restart_stage))
-    except (FileNotFoundError, ValueError, FloatingPointError, WorkdirLocked) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        sys.exit(f"aborted: {e}")
+    with common.one_line_errors(ValueError, FloatingPointError, WorkdirLocked):
+        done = loop.train(RunSpec.from_config(config), workdir, restart=tuple(FLAGS.restart_stage))
     if not done:
-        logging.warning("stopped before the end; rerun the same command to resume")
+        common.exit_stopped()
 
 
 def main(argv: list[str] | None = None) -> None:

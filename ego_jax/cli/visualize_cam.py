@@ -13,10 +13,8 @@ TensorBoard (W/<stage>, tag cam/<clip>); several: <out>/<clip>.png and TensorBoa
 shows the attention of its RGB stream; flow stages have no CAM.
 Multi-process (see README, "Scaling out"): launched like ego-jax-train, with the same launch flags.
 """
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
 from ego_jax.cli import common
 
@@ -24,8 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "config of --workdir (default: W/config.json)", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the training workdir (W/<stage>/checkpoints)")
+    common.define_workdir_flags()
     flags.DEFINE_string("stage", None, "stage whose final checkpoint to show (default: the recipe's last stage)")
     flags.DEFINE_multi_string("compare", [], "more models WORKDIR:STAGE drawn under the first (config: W/config.json)")
     flags.DEFINE_list("clips", ["0"], "clip ids of the test split (e.g. S2/take_bread/1) or indices in it")
@@ -39,32 +36,27 @@ def define_flags() -> None:
 
 
 def visualize(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     common.setup_logs()
     common.initialize_from_flags()
     from ego_jax.experiments import cam  # noqa: PLC0415  (heavy imports after flag parsing)
-    from ego_jax.train import evaluate, paths  # noqa: PLC0415
+    from ego_jax.train import paths, workdir as workdir_lib  # noqa: PLC0415
 
-    try:
+    with common.one_line_errors(ValueError):
         workdir = paths.absolute(FLAGS.workdir)
-        config = FLAGS.config or cam.workdir_config(workdir)
-        stage = evaluate.stage_of(config, FLAGS.stage)
-        models = [(config, workdir, stage, workdir.name if FLAGS.compare else "")]
+        run = common.run_of_flags()
+        stage = workdir_lib.stage_of(run, FLAGS.stage)
+        models = [(run, workdir, stage, workdir.name if FLAGS.compare else "")]
         for spec in FLAGS.compare:
             path, sep, other = spec.rpartition(":")
             if not sep:
                 raise ValueError(f"--compare {spec!r}: expected WORKDIR:STAGE")
             other_dir = paths.absolute(path)
-            other_config = cam.workdir_config(other_dir)
-            models.append((other_config, other_dir, evaluate.stage_of(other_config, other), other_dir.name))
+            other_run = workdir_lib.workdir_run(other_dir)
+            models.append((other_run, other_dir, workdir_lib.stage_of(other_run, other), other_dir.name))
         out = paths.absolute(FLAGS.out) if FLAGS.out else workdir / stage / "cam"
         pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
                             tensorboard_dir=None if FLAGS.compare else workdir / stage,
                             allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
     print("\n".join(pictures))
 
 

@@ -198,15 +198,16 @@ def flow_stem(kernel: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(kernel.mean(axis=2, keepdims=True), channels, axis=2)
 
 
-def load_imagenet(resnet: ResNet, source, *, kind: str = "rgb") -> None:
+def load_imagenet(resnet: ResNet, source, *, modality: str = "rgb") -> None:
     """Apply an ImageNet artifact (.npz path, or {artifact key: array}) to `resnet` in place.
 
-    kind='rgb': every weight copied, fc included (the model needs in_channels=3 and the artifact's fc).
-    kind='flow': stem averaged over RGB and repeated for resnet.in_channels; fc dropped (model without fc).
+    modality: what the ResNet reads. 'rgb': every weight copied, fc included (the model needs in_channels=3 and
+    the artifact's fc). 'flow': stem averaged over RGB and repeated for resnet.in_channels; fc dropped (model
+    without fc).
     `resnet` may be abstract (`nnx.eval_shape(lambda: ResNet(...))`): every weight is replaced.
     """
-    if kind not in ("rgb", "flow"):
-        raise ValueError(f"kind must be 'rgb' or 'flow', got {kind!r}")
+    if modality not in ("rgb", "flow"):
+        raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
     arrays = dict(source) if isinstance(source, Mapping) else read_imagenet(source)[0]
     arrays.pop(META_KEY, None)
     cfg = config_of(arrays)
@@ -217,17 +218,17 @@ def load_imagenet(resnet: ResNet, source, *, kind: str = "rgb") -> None:
         raise WeightsError(
             f"this artifact has width {cfg['width']} (layer1 channels) but the model has width {resnet.width}"
         )
-    if kind == "flow":
+    if modality == "flow":
         if resnet.fc is not None:
             raise WeightsError(
-                "kind='flow' drops the ImageNet fc, but the model has an fc: build it with num_classes=None"
+                "modality='flow' drops the ImageNet fc, but the model has an fc: build it with num_classes=None"
             )
         arrays = {k: v for k, v in arrays.items() if not k.startswith("fc/")}
         arrays["conv1/kernel"] = flow_stem(arrays["conv1/kernel"], resnet.in_channels)
     elif resnet.in_channels != cfg["in_channels"]:
         raise WeightsError(
             f"the artifact's stem takes {cfg['in_channels']} channels but the model's takes "
-            f"{resnet.in_channels}: use kind='flow' for stacked-flow input"
+            f"{resnet.in_channels}: use modality='flow' for stacked-flow input"
         )
     check_keys({k: np.shape(v) for k, v in arrays.items()}, weight_shapes(resnet), f"the artifact for {name}")
     state = nnx.state(resnet, (nnx.Param, nnx.BatchStat))

@@ -8,14 +8,14 @@ import numpy as np
 
 from ego_jax.data import transforms
 
-KINDS = ("rgb", "flow", "two_stream")
+LOADERS = ("rgb", "flow", "two_stream")  # what an example holds: RGB frames, flow stacks, or both
 
 
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
     """What one example of a loader holds; `shapes()` gives its per-example shapes and dtypes."""
 
-    kind: str
+    loader: str  # one of LOADERS
     train: bool
     frames: int = 16
     stack: int = 5
@@ -28,10 +28,10 @@ class ClipSpec:
     rgb_endpoint: bool = False  # RGB frames at floor(linspace(1, N, T, endpoint)): Ego-RNN False, LSTA True
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown loader kind {self.kind!r}; expected one of {KINDS}")
-        if self.ms_grid is not None and self.kind == "flow":
-            raise ValueError("ms_grid (motion-map targets) needs RGB frames; use kind='rgb' or 'two_stream'")
+        if self.loader not in LOADERS:
+            raise ValueError(f"unknown loader {self.loader!r}; expected one of {LOADERS}")
+        if self.ms_grid is not None and self.loader == "flow":
+            raise ValueError("ms_grid (motion-map targets) needs RGB frames; use loader='rgb' or 'two_stream'")
         if self.ms_threshold is not None and self.ms_grid is None:
             raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
         sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize,
@@ -46,11 +46,11 @@ class ClipSpec:
 
     @property
     def uses_rgb(self) -> bool:
-        return self.kind != "flow"
+        return self.loader != "flow"
 
     @property
     def uses_flow(self) -> bool:
-        return self.kind != "rgb"
+        return self.loader != "rgb"
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Per-example {key: (shape, dtype)} of the batch keys."""
@@ -72,9 +72,9 @@ class ClipSpec:
         return out
 
 
-def features(kind: str, *, motion_maps: bool = False) -> tuple[str, ...]:
-    """Dataset features a loader of `kind` reads (motion_maps: the MS targets too), e.g. ('flow_x', 'flow_y')."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown loader kind {kind!r}; expected one of {KINDS}")
+def features(loader: str, *, motion_maps: bool = False) -> tuple[str, ...]:
+    """Dataset features `loader` reads (motion_maps: the MS targets too), e.g. ('flow_x', 'flow_y')."""
+    if loader not in LOADERS:
+        raise ValueError(f"unknown loader {loader!r}; expected one of {LOADERS}")
     rgb = ("rgb", "mmaps") if motion_maps else ("rgb",)
-    return (rgb if kind != "flow" else ()) + (("flow_x", "flow_y") if kind != "rgb" else ())
+    return (rgb if loader != "flow" else ()) + (("flow_x", "flow_y") if loader != "rgb" else ())

@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 
 from ego_jax.data import decode, sampling, transforms
-from ego_jax.data.clip_spec import KINDS, ClipSpec, features  # noqa: F401  (re-exported: pipeline.ClipSpec)
+from ego_jax.data.clip_spec import LOADERS, ClipSpec, features  # noqa: F401  (re-exported: pipeline.ClipSpec)
 
 
 def _frames(example, key: str, where: str):
@@ -31,7 +31,7 @@ def _frames(example, key: str, where: str):
     except KeyError:
         raise KeyError(
             f"{where} has no {key!r} frames (keys: {sorted(example)}); build the dataset with a config that "
-            f"includes {key!r}, or pick a loader kind that does not need it"
+            f"includes {key!r}, or pick a loader that does not need it"
         ) from None
     if len(frames) == 0:
         raise ValueError(f"{where} has no {key!r} frames")
@@ -274,7 +274,7 @@ class Loader:
         self._kept = None
 
 
-def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
+def make_loader(source, *, loader: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
                 crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
                 ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
                 num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
@@ -283,8 +283,8 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
-      'rgb' uint8 (B, T, S, S, 3)                      kinds rgb, two_stream
-      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  kinds flow, two_stream; eval with eval_stacks=k>1:
+      'rgb' uint8 (B, T, S, S, 3)                      loaders rgb, two_stream
+      'flow' uint8 (B, S, S, 2*stack), x1 y1 x2 y2 ...  loaders flow, two_stream; eval with eval_stacks=k>1:
                                                         (B, k, S, S, 2*stack)
       'ms_target' float32 (B, T, h, w)                  when ms_grid=(h, w): moving fraction, {0, 1} with ms_threshold
       'label' int32 (B,), 'mask' bool (B,) False on padding, 'index' int32 (B,) source index (-1 on padding).
@@ -298,7 +298,7 @@ def make_loader(source, *, kind: str = "rgb", train: bool, global_batch_size: in
     keep_workers=True, until loader.close(); see Loader): a script must guard its entry point with
     `if __name__ == "__main__":`.
     """
-    spec = ClipSpec(kind, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
+    spec = ClipSpec(loader, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
                     ms_threshold, eval_stacks, method, rgb_endpoint)
     return build_loader(source, spec, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                         num_epochs=num_epochs, worker_count=worker_count, sharding=sharding,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ego_jax.data import clip_index
+from ego_jax.data import clip_index, prepare
 from ego_jax.data.clip_source import ClipSource
 from ego_jax.data.frame_records import FrameBuilder
 from ego_jax.data.manual_dir import CorruptVideoError, MissingModalityError, authors_clip
@@ -186,8 +186,11 @@ def rebuild_command(name: str, config: str, data_dir) -> str:
 
 
 def build(builder: FrameBuilder, manual_dir) -> FrameBuilder:
-    """Builds `builder` from the release in `manual_dir` (no-op if already built) and indexes its clip ids."""
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    """Builds `builder` from the release in `manual_dir` (no-op if already built) and indexes its clip ids.
+
+    One build at a time per dataset config and data_dir; the folder an interrupted build left is removed first.
+    """
+    prepare.download_and_prepare(builder, download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     clip_index.write_index(builder, builder.data_dir_root)
     return builder
 

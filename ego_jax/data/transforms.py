@@ -1,4 +1,5 @@
-"""Spatial transforms of Ego-RNN (one per clip, shared by its frames, flow and motion maps), and normalisation.
+"""Spatial transforms of Ego-RNN (one per clip, shared by its frames, flow and motion maps); the models'
+input normalisation is their stream entry's (ego_jax.streams).
 
 Reference (torchvision-style on PIL images): train = resize shorter side to `resize` -> horizontal
 flip p=0.5 -> multi-scale corner crop (side int(resize * s), s in SCALES, position in POSITIONS) ->
@@ -24,10 +25,6 @@ SCALES = (1.0, 0.875, 0.75, 0.65625)
 POSITIONS = ("c", "tl", "tr", "bl", "br")
 METHODS = ("pil", "cv2")
 
-RGB_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-RGB_STD = np.array([0.229, 0.224, 0.225], np.float32)
-FLOW_MEAN = np.float32(0.449)
-FLOW_STD = np.float32(0.226)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,12 +121,3 @@ def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int],
         frac = (frac > threshold).astype(np.float32)
     return np.ascontiguousarray(frac)
 
-
-def normalize_rgb(x, dtype=np.float32):
-    """uint8 (..., 3) RGB -> ImageNet-normalised float (..., 3); numpy or jax arrays."""
-    return ((x.astype(np.float32) / 255.0 - RGB_MEAN) / RGB_STD).astype(dtype)
-
-
-def normalize_flow(x, dtype=np.float32):
-    """uint8 flow (..., 2*stack) -> (v / 255 - 0.449) / 0.226 float; numpy or jax arrays."""
-    return ((x.astype(np.float32) / 255.0 - FLOW_MEAN) / FLOW_STD).astype(dtype)

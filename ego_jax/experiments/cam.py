@@ -2,35 +2,25 @@
 
 Clips are found by id through the dataset's clip index (gtea61.clip_ids): one record is read per clip.
 """
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from clu import metric_writers
 from etils import epath
 from flax import nnx
 
-from ego_jax import streams
 from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
-from ego_jax.train import clips, distributed, evaluate, recipes, sharding
+from ego_jax.specs import DataSpec, RunSpec
+from ego_jax.train import clips, distributed, loaders, sharding, workdir as workdir_lib
 from ego_jax.viz import cam
 
 
-def workdir_config(workdir) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with (W/config.json, written by train.py and experiment.py)."""
-    path = epath.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass --config (the config {workdir} was trained with)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def find_clip(config, split: str, clip: str) -> int:
+def find_clip(data: DataSpec, split: str, clip: str) -> int:
     """Clip id ('S2/take_bread/1') or decimal index -> index in `split`; a clear error listing some ids."""
-    ids = gtea61.clip_ids(split, data_dir=config.data.data_dir, config=config.data.builder_config)
+    ids = gtea61.clip_ids(split, data_dir=data.data_dir, config=data.builder_config)
     if clip.isdigit():
         if int(clip) >= len(ids):
             raise ValueError(f"clip {clip}: the split has {len(ids)} clips (indices 0..{len(ids) - 1})")
@@ -40,26 +30,26 @@ def find_clip(config, split: str, clip: str) -> int:
     return ids.index(clip)
 
 
-def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> tuple[dict, dict]:
+def _maps(run: RunSpec, workdir: str, stage: str, example, allow_unfinished: bool) -> tuple[dict, dict]:
     """One model on one example -> (compare_grid entry without label, batch); meta in the entry."""
-    kind = config.stages[stage].model.kind
-    if "rgb" not in streams.get(kind).inputs:
-        raise ValueError(f"stage {stage!r} is a {kind} model without RGB input: it has no CAM; pick an RGB or "
+    spec = run.stage(stage).model
+    if not spec.stream.reads_rgb:
+        raise ValueError(f"stage {stage!r} is a {spec.kind} model without RGB input: it has no CAM; pick an RGB or "
                          "two_stream stage")
-    model, meta = evaluate.load_stage_model(config, workdir, stage, allow_unfinished=allow_unfinished)
-    # A model reading more than RGB (two_stream) shows the attention of its RGB stream, held as `.rgb`.
-    rgb_model = model if tuple(streams.get(kind).inputs) == ("rgb",) else getattr(model, "rgb", None)
-    rgb_stream = streams.of_model(rgb_model) if rgb_model is not None else None
-    if rgb_stream is None or tuple(rgb_stream.inputs) != ("rgb",):
-        raise ValueError(f"stage {stage!r}: its {kind} model has no registered RGB stream (an RGB-only stream "
-                         "kind, itself or as its `.rgb`) whose attention could be drawn")
-    grid = clips.ms_grid(config, rgb_model, rgb_stream.kind)
-    spec = clips.clip_spec(config, rgb_stream.loader, train=False, ms_grid=grid,
-                             ms_head=recipes.ms_kind(config.stages[stage]))
-    loader = build_loader([example], spec, global_batch_size=1, num_epochs=1,
+    # A model reading more than RGB (two_stream) shows the attention of its RGB stream (its entry names it).
+    inner = spec.stream.rgb_stream(spec.kwargs)
+    if inner is None:
+        raise ValueError(f"stage {stage!r}: its {spec.kind} model has no RGB-only stream (itself or a part in its "
+                         "stream entry) whose attention could be drawn")
+    attribute, rgb_stream = inner
+    model, meta = workdir_lib.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
+    rgb_model = model if attribute is None else getattr(model, attribute)
+    grid = clips.ms_grid(run.data, rgb_model, rgb_stream)
+    clip_spec = run.data.clip_spec(rgb_stream.loader, train=False, ms_grid=grid, ms_target=spec.ms_target)
+    loader = build_loader([example], clip_spec, global_batch_size=1, num_epochs=1,
                           sharding=sharding.replicated(sharding.make_mesh()))  # every process: the whole clip
     batch = next(iter(loader))
-    out = nnx.jit(lambda m, b: rgb_stream.forward(m, b, jnp.dtype(config.dtype)))(rgb_model, {"rgb": batch["rgb"]})
+    out = nnx.jit(lambda m, b: rgb_stream.forward(m, b, jnp.dtype(run.dtype)))(rgb_model, {"rgb": batch["rgb"]})
     batch, out = jax.tree.map(np.asarray, (batch, out))  # replicated: every process holds the whole result
     if out.get("attention") is None and out.get("ms") is None:
         raise ValueError(f"stage {stage!r}: its EgoRNN has no attention (the ConvLSTM ablation) and no MS head; "
@@ -74,29 +64,29 @@ def _maps(config, workdir: str, stage: str, example, allow_unfinished: bool) -> 
 
 def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None,
          split: str | None = None, allow_unfinished: bool = False, min_size: int = 160) -> list[str]:
-    """models: (config, workdir, stage, label) -> one PNG per clip in out_dir -> paths; images also to TensorBoard
+    """models: (run spec, workdir, stage, label) -> one PNG per clip in out_dir -> paths; images also to TensorBoard
     in tensorboard_dir (default out_dir), tag cam/<clip id>.
 
-    The frames of the first model's data config are shown; every model must read the same frames and crop.
+    The frames of the first model's data are shown; every model must read the same frames and crop.
     """
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
 
     first = models[0][0]
-    for config, workdir, _, _ in models[1:]:
-        if (config.data.frames, config.data.crop) != (first.data.frames, first.data.crop):
-            raise ValueError(f"{workdir}: frames/crop {config.data.frames}/{config.data.crop} differ from "
+    for run, workdir, _, _ in models[1:]:
+        if (run.data.frames, run.data.crop) != (first.data.frames, first.data.crop):
+            raise ValueError(f"{workdir}: frames/crop {run.data.frames}/{run.data.crop} differ from "
                              f"{first.data.frames}/{first.data.crop}; compare models that see the same frames")
     split = split or first.data.test_split
-    source = evaluate.test_source(first, split)
+    source = loaders.test_source(first, split)
     writer = (metric_writers.create_default_writer(str(tensorboard_dir or out_dir), asynchronous=False)
               if distributed.is_writer() else None)
     paths = []
     for clip in clips:
-        example = source[find_clip(first, split, clip)]
+        example = source[find_clip(first.data, split, clip)]
         clip_id = example["clip_id"].decode() if isinstance(example["clip_id"], bytes) else str(example["clip_id"])
         entries, lines = [], [clip_id]
-        for config, workdir, stage, label in models:
-            entry, batch = _maps(config, workdir, stage, example, allow_unfinished)
+        for run, workdir, stage, label in models:
+            entry, batch = _maps(run, workdir, stage, example, allow_unfinished)
             entries.append(dict(entry, label=label))
             lines.append(f"{label or stage}: step {entry['step']}" + ("" if entry["finished"] else " (unfinished)")
                          + (f", pred {CLASSES[entry['pred']]}" if entry["pred"] is not None else ""))
@@ -116,7 +106,7 @@ def draw_suite(p, runs) -> list[str]:
     s, paths = p.suite, []
     for column in s.columns:
         chosen = [next(r for r in runs if r.row == key and r.column in (column, None) and r.seed == s.seeds[0])
-                  for key in s.cam["rows"]]
-        models = [(r.config, os.path.join(p.workdir, r.path), p.rows[r.row]["stage"], r.row) for r in chosen]
-        paths += draw(models, list(s.cam["clips"]), out_dir=os.path.join(p.workdir, "cam", f"{s.column_key}{column}"))
+                  for key in s.cam.rows]
+        models = [(r.spec, os.path.join(p.workdir, r.path), p.rows[r.row].stage, r.row) for r in chosen]
+        paths += draw(models, list(s.cam.clips), out_dir=os.path.join(p.workdir, "cam", f"{s.column_key}{column}"))
     return paths

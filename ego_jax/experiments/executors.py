@@ -140,14 +140,15 @@ def _submissions_path(jobs_dir: str, name: str) -> str:
 def submissions(jobs_dir: str, name: str) -> list[dict]:
     """Every submission of node `name` in jobs_dir, oldest first."""
     path = _submissions_path(jobs_dir, name)
-    return json.load(open(path)) if os.path.exists(path) else []
+    return paths.read_json(path, "it records the jobs submitted for this stage: delete it once none of them "
+                                 "runs") if os.path.exists(path) else []
 
 
 def attempts(jobs_dir: str, name: str) -> list[dict]:
     """Every run of node `name`'s jobs (a requeued job runs again), by start time."""
     folder = os.path.join(jobs_dir, name)
-    found = [json.load(open(os.path.join(folder, f))) for f in os.listdir(folder) if f.startswith("attempt-")
-             ] if os.path.isdir(folder) else []
+    found = [paths.read_json(os.path.join(folder, f), "it records one run of a job: delete it")
+             for f in os.listdir(folder) if f.startswith("attempt-")] if os.path.isdir(folder) else []
     return sorted(found, key=lambda a: a["start"])
 
 

@@ -15,6 +15,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+from ego_jax.train import paths
 from ego_jax.viz import charts
 
 FOLDER = "hparams"
@@ -47,10 +48,11 @@ def sessions(p, out: dict) -> list[dict]:
     runs = [dict(phase="validation", row=v["row"], column=v["column"], seed=seed, set=v["set"], path=path,
                  accuracy=acc, metric="val/accuracy")
             for v in out["validation"]
-            for seed, path, acc in zip(p.suite.selection["seeds"], v["workdirs"], v["accuracies"])]
+            for seed, path, acc in zip(p.suite.selection.seeds, v["workdirs"], v["accuracies"])]
     runs += [dict(phase="table", row=r["row"], column=r["column"], seed=r["seed"], set=r["set"], path=r["workdir"],
                   accuracy=r["accuracy"], metric="test/accuracy", stages=r["stages"]) for r in out["runs"]]
-    configs = [_flat(json.load(open(os.path.join(w, r["path"], "config.json")))) for r in runs]
+    configs = [_flat(paths.read_json(os.path.join(w, r["path"], "config.json"), "delete it and rerun the suite (which "
+                                     "writes it again)")) for r in runs]
     shared = set.intersection(*(set(c) for c in configs))
     varying = sorted(k for k in shared if not k.endswith("_dir") and len({json.dumps(c[k]) for c in configs}) > 1)
     result = []
@@ -62,7 +64,7 @@ def sessions(p, out: dict) -> list[dict]:
                   "set": -1 if r["set"] is None else r["set"]}
         values.update({k: config[k] for k in varying})
         values.update(_flat(searched))
-        stage_dir = os.path.join(w, r["path"], row["stage"])
+        stage_dir = os.path.join(w, r["path"], row.stage)
         metrics = {r["metric"]: 100 * r["accuracy"], "train/loss": _final_loss(stage_dir),
                    "train/wall_s": sum(s["wall_s"] or 0.0 for s in r.get("stages", {}).values()) or None}
         result.append(dict(path=os.path.join(r["phase"], os.path.relpath(r["path"], "runs")),

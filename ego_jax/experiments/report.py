@@ -1,15 +1,16 @@
 """A suite's results: W/results.md (the table, footnotes, validation table), W/results.json, bar chart PNGs."""
 import datetime
 import importlib.metadata
-import json
+import logging
 import os
+import shutil
 import subprocess
 
 import jax
 import numpy as np
 
 from ego_jax.experiments import hparams
-from ego_jax.train import evaluate
+from ego_jax.train import evaluate, paths
 from ego_jax.viz import charts
 
 VECTOR = ("svg", "pdf")  # beside each PNG, for papers
@@ -79,16 +80,16 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
     columns = list(s.columns)
     rows = []
     for row in s.rows:
-        cells = {col: cell([r for r in results if r["row"] == row["key"] and r["column"] in (col, None)])
+        cells = {col: cell([r for r in results if r["row"] == row.key and r["column"] in (col, None)])
                  for col in columns}
         # {column: set}, or with several folds {column: {fold: set}} (each fold selects on its own validation part)
-        chosen = {col: {r["fold"]: r["set"] for r in results if r["row"] == row["key"] and r["column"] == col
+        chosen = {col: {r["fold"]: r["set"] for r in results if r["row"] == row.key and r["column"] == col
                         and r["set"] is not None} or None for col in columns}
         if len(s.folds) == 1:
             chosen = {col: next(iter(c.values())) if c else None for col, c in chosen.items()}
-        published = s.published.get(row["key"])
-        rows.append(dict(key=row["key"], name=row["name"], stage=row["stage"], config=row["config"],
-                         per_column=row["per_column"], cells=cells,
+        published = s.published.get(row.key)
+        rows.append(dict(key=row.key, name=row.name, stage=row.stage, config=row.config,
+                         per_column=row.per_column, cells=cells,
                          published=None if published is None else dict(value=published[0], source=published[1]),
                          chosen_set={c: k for c, k in chosen.items() if k is not None}))
     diff = _per_class_diff(s, results, columns) if s.diff else {}
@@ -97,19 +98,35 @@ def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, j
                 device=("; ".join(sorted({d for j in jobs["jobs"] for d in j["devices"]})) or "?") if jobs
                 else device(),
                 data=f"{s.args} ({p.data_dir or 'the configs data_dir'})", protocol=s.protocol,
-                folds=[dict(f) for f in s.folds],
+                folds=[f.as_dict() for f in s.folds],
                 wall_s=wall_s)
     return dict(suite=s.name, title=s.title, column_key=s.column_key, columns=columns, seeds=list(s.seeds),
                 notes=list(s.notes), rows=rows, validation=validation, per_class_diff=diff, runs=results, meta=meta,
                 jobs=jobs)
 
 
+OUTPUTS = ("results.json", "results.md", *(f"{chart}.{ext}" for chart in ("results", "per_class_diff")
+                                           for ext in ("png", *VECTOR)), hparams.FOLDER)
+
+
+def remove(p) -> None:
+    """Delete what write() made in the suite's workdir (a run recomputes it at its end)."""
+    for name in OUTPUTS:
+        path = os.path.join(p.workdir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        else:
+            continue
+        logging.info("removed %s (recomputed at the end of this run)", path)
+
+
 def write(p, out: dict) -> None:
     """W/results.json, results.md, results.{png,svg,pdf}, (with a diff) per_class_diff.{png,svg,pdf} and W/hparams
     (TensorBoard's HParams dashboard) of tabulate()'s results."""
     s, w, columns, diff = p.suite, p.workdir, out["columns"], out["per_class_diff"]
-    with open(os.path.join(w, "results.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    paths.write_json(os.path.join(w, "results.json"), out)
     groups = [f"{c} {s.column_key}" for c in columns]
     # The paper's number (one per row, whatever the frame count) marked at each of the row's bars.
     bars = {r["name"]: dict(points=[[100 * a for a in r["cells"][c]["accuracies"]] for c in columns],
@@ -125,8 +142,7 @@ def write(p, out: dict) -> None:
             present, {g: [100 * _nan(diff["columns"][c].get(k)) for k in present] for g, c in zip(groups, columns)},
             title=f"per-class test accuracy: {diff['b']} minus {diff['a']} (mean over seeds)"),
             os.path.join(w, "per_class_diff.png"), vector=VECTOR)
-    with open(os.path.join(w, "results.md"), "w") as f:
-        f.write(markdown(out))
+    paths.write_atomic(os.path.join(w, "results.md"), markdown(out))
     hparams.write(p, out)
 
 

@@ -10,13 +10,13 @@ each stage together with the others; process 0 alone writes the store's links, r
 (distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
 import functools
-import json
 import logging
 import os
 import signal
 import time
 
 from ego_jax.experiments import executors, plan as plan_lib, report
+from ego_jax.experiments.suite import SuiteSpec
 from ego_jax.train import distributed, loaders, loop, paths, preflight, sharding
 from ego_jax.train.workdir_lock import run_lock
 
@@ -46,22 +46,21 @@ def filesystem_workdir(workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
-def stage_dir(workdir: str, config, stage: str) -> str:
-    """W/stages/<stage_key> of `stage` of a run's config."""
-    return os.path.join(workdir, "stages", plan_lib.stage_key(config, stage))
+def stage_dir(workdir: str, spec, stage: str) -> str:
+    """W/stages/<stage_key> of `stage` of a run's spec."""
+    return os.path.join(workdir, "stages", plan_lib.stage_key(spec, stage))
 
 
 def link_stages(workdir: str, run: plan_lib.Run) -> str:
     """Make the run's workdir with one symlink per stage into the store; -> the run's absolute workdir."""
     run_dir = os.path.join(workdir, run.path)
     os.makedirs(run_dir, exist_ok=True)
-    for name in run.config.recipe:
-        target = stage_dir(workdir, run.config, name)
+    for name in run.spec.recipe:
+        target = stage_dir(workdir, run.spec, name)
         os.makedirs(target, exist_ok=True)
-        fields = os.path.join(target, "identity.json")
+        fields = os.path.join(target, plan_lib.FIELDS)
         if not os.path.exists(fields):
-            with open(fields, "w") as f:
-                json.dump(plan_lib.stage_fields(run.config, name), f, indent=1)
+            paths.write_json(fields, plan_lib.stage_fields(run.spec, name))
         link, rel = os.path.join(run_dir, name), os.path.relpath(target, run_dir)
         if os.path.islink(link) and os.readlink(link) != rel:  # the suite changed: point at the current identity
             os.remove(link)
@@ -70,30 +69,39 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         elif not os.path.islink(link):
             raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
                                   f"written by scripts/train.py? Use a fresh --workdir for the suite")
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(run.config.to_json_best_effort(indent=1))
+    paths.write_json(os.path.join(run_dir, "config.json"), run.spec.to_dict())
     return run_dir
 
 
-def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None) -> bool:
+def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None,
+              verified: set | None = None) -> bool:
     """Train every stage of a run (or those in `stages`) not yet DONE in the store; -> True when done (False: stop).
 
+    A DONE stage is reused only once its final checkpoint verifies, as train.py checks it; one that fails is
+    trained again from its newest good checkpoint (its DONE and damaged steps kept in rejected_checkpoints/).
+    verified: store directories already verified in this session (not read again; this run's are added).
     Each stage trains under its store directory's lock: WorkdirLocked, naming the holder, while another process
     (a stage job of --executor local|slurm) trains it.
     """
     run_dir = os.path.join(workdir, run.path)
     distributed.on_process_0(lambda: link_stages(workdir, run), f"link the stages of {run_dir}")
-    config = run.config
-    todo = [name for name in config.recipe if (stages is None or name in stages)
-            and not distributed.from_process_0(os.path.exists(os.path.join(run_dir, name, "DONE")))]
+    spec, verified = run.spec, set() if verified is None else verified
+    todo = []
+    for name in spec.recipe if stages is None else [n for n in spec.recipe if n in stages]:
+        store = os.path.realpath(os.path.join(run_dir, name))
+        if store not in verified and not loop.is_done(name, run_dir):
+            todo.append(name)
+        verified.add(store)  # done after this call (or the suite stops before reading it)
     if not todo:
         return True
-    sources = preflight.check(config, run_dir, mesh=mesh)  # the train loop's checks before any step
+    sources = preflight.check(spec, run_dir, mesh=mesh)  # the train loop's checks before any step
     for name in todo:
-        logging.info("run %s: training stage %s (%s)", run.path, name, os.readlink(os.path.join(run_dir, name)))
+        store = os.path.realpath(os.path.join(run_dir, name))
+        logging.info("run %s: training stage %s (%s)", run.path, name, store)
         t0 = time.perf_counter()
-        with run_lock(os.path.realpath(os.path.join(run_dir, name))):
-            done = loop.train_stage(config, name, run_dir, mesh=mesh, stop=stop, sources=sources)
+        with run_lock(store):
+            done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
+                f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
         record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
         distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
         if not done:
@@ -101,29 +109,36 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
     return True
 
 
+def _wall_time(stage_dir: str) -> float | None:
+    """The training seconds W/stages/<stage>/wall.json records, or None without one."""
+    wall = os.path.join(stage_dir, "wall.json")
+    if not os.path.exists(wall):
+        return None
+    return paths.read_json(wall, "delete it (it only sums the stage's training time, which then counts from the "
+                                 "next session)")["seconds"]
+
+
 def _add_wall_time(stage_dir: str, seconds: float) -> None:
     """W/stages/<stage>/wall.json: training seconds summed over sessions (a resumed stage adds up)."""
-    wall = os.path.join(stage_dir, "wall.json")
-    before = json.load(open(wall))["seconds"] if os.path.exists(wall) else 0.0
-    with open(wall, "w") as f:
-        json.dump(dict(seconds=before + seconds), f)
+    paths.write_json(os.path.join(stage_dir, "wall.json"), dict(seconds=(_wall_time(stage_dir) or 0.0) + seconds))
 
 
 def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
     run_dir = os.path.join(workdir, run.path)
-    stages = {}
-    for name in run.config.recipe:
-        wall = os.path.join(run_dir, name, "wall.json")
-        stages[name] = dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
-                            wall_s=json.load(open(wall))["seconds"] if os.path.exists(wall) else None)
-    return dict(json.load(open(os.path.join(run_dir, stage, "eval.json"))), stages=stages)
+    stages = {name: dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
+                         wall_s=_wall_time(os.path.join(run_dir, name))) for name in run.spec.recipe}
+    stage_dir = os.path.join(run_dir, stage)
+    evaluated = paths.read_json(os.path.join(stage_dir, "eval.json"),
+                                f"delete {os.path.join(stage_dir, 'DONE')} and rerun: the stage's final checkpoint "
+                                "is evaluated again")
+    return dict(evaluated, stages=stages)
 
 
-def _train_all(workdir, runs, *, stop, mesh) -> bool:
+def _train_all(workdir, runs, *, stop, mesh, verified: set) -> bool:
     """The serial executor: every run's stages one after the other in this process (or multi-process launch)."""
     for run in runs:
-        if not train_run(workdir, run, mesh=mesh, stop=stop):
+        if not train_run(workdir, run, mesh=mesh, stop=stop, verified=verified):
             return False
     return True
 
@@ -140,33 +155,39 @@ def select(p: plan_lib.Plan, *, train_all, stop) -> dict | None:
         return None
     records, chosen = [], {}
     for row in p.suite.rows:
-        if not row["search"]:
+        if not row.search:
             continue
         sets = p.sets(row)
         for column in p.columns(row):
             for fold in p.folds():
                 scores = []
                 for k, hp in enumerate(sets):
-                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row["key"], column, k, fold)]
-                    accs = [result_of(p.workdir, r, row["stage"])["accuracy"] for r in mine]
+                    mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row.key, column, k, fold)]
+                    accs = [result_of(p.workdir, r, row.stage)["accuracy"] for r in mine]
                     scores.append(sum(accs) / len(accs))
-                    records.append(dict(row=row["key"], column=column, fold=fold, set=k, hyperparameters=hp,
-                                        accuracies=accs, split=p.fold(fold)["val"], workdirs=[r.path for r in mine]))
+                    records.append(dict(row=row.key, column=column, fold=fold, set=k, hyperparameters=hp,
+                                        accuracies=accs, split=p.fold(fold).val, workdirs=[r.path for r in mine]))
                 best = max(range(len(sets)), key=lambda k: (scores[k], -k))
                 # one choice, whatever each process read
-                chosen[(row["key"], column, fold)] = distributed.from_process_0(best)
+                chosen[(row.key, column, fold)] = distributed.from_process_0(best)
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"], rec["fold"])] == rec["set"]
 
-    def write():
-        with open(os.path.join(p.workdir, SELECTION), "w") as f:
-            json.dump(dict(validation=records), f, indent=1)
-
-    distributed.on_process_0(write, f"write {p.workdir}/{SELECTION}")
+    distributed.on_process_0(lambda: paths.write_json(os.path.join(p.workdir, SELECTION), dict(validation=records)),
+                             f"write {p.workdir}/{SELECTION}")
     return dict(chosen=chosen, validation=records)
 
 
-def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None,
+def check_store(workdir: str) -> None:
+    """Refuse a store written by an earlier ego_jax whose stage keys differ, naming the command that re-keys it."""
+    stale = plan_lib.stale_keys(workdir)
+    if stale:
+        raise ValueError(f"{workdir}/stages holds {len(stale)} stage(s) keyed by an earlier ego_jax (e.g. "
+                         f"{next(iter(stale))} is now {next(iter(stale.values()))}); re-key the store once with `"
+                         f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
+
+
+def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None,
               executor: executors.Executor | None = None) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped.
 
@@ -178,6 +199,7 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None,
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with run_lock(workdir):  # one suite run per W (process 0 holds the lock for all of its processes)
+            check_store(workdir)
             return _run(p, stop, executor)
     finally:
         for sig, handler in previous.items():
@@ -187,9 +209,11 @@ def run_suite(suite, workdir: str, *, stop: loop.StopRequest | None = None,
 def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     """run_suite's body, under the suite workdir's lock."""
     suite, workdir = p.suite, p.workdir
+    # The table is recomputed from the stages at the end: until then, no table their runs may no longer support.
+    distributed.on_process_0(lambda: report.remove(p), f"remove the previous results from {workdir}")
     distributed.on_process_0(lambda: prepare_data(p), f"prepare the suite's data in {p.data_dir}")
     if executor is None:
-        train_all = functools.partial(_train_all, mesh=sharding.make_mesh())
+        train_all = functools.partial(_train_all, mesh=sharding.make_mesh(), verified=set())
     else:  # the jobs hold the accelerators: this process initialises none
         from ego_jax.experiments import stage_job  # noqa: PLC0415  (imports this module)
 
@@ -202,31 +226,31 @@ def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     if not train_all(workdir, runs, stop=stop):
         return None
     results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
-                    **result_of(workdir, r, p.rows[r.row]["stage"])) for r in runs]
+                    **result_of(workdir, r, p.rows[r.row].stage)) for r in runs]
     jobs = None
     if executor is not None:  # each distinct stage of the suite once, in plan order
-        keys = {plan_lib.stage_key(r.config, n): None for r in p.validation_runs() + runs for n in r.config.recipe}
+        keys = {plan_lib.stage_key(r.spec, n): None for r in p.validation_runs() + runs for n in r.spec.recipe}
         jobs = dict(executor=executor.describe(), jobs=executors.summary(os.path.join(workdir, JOBS), keys))
     out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0, jobs=jobs)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
-    if suite.cam["rows"] and suite.cam["clips"]:
+    if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415
 
         out["cam"] = cam.draw_suite(p, runs)
     return out
 
 
-def dry_run(suite, workdir: str) -> str:
+def dry_run(suite: SuiteSpec, workdir: str) -> str:
     """Every job, the stages it trains or shares, and the train steps per stage; trains nothing."""
     workdir = filesystem_workdir(workdir)
     p = plan_lib.Plan(suite, workdir)
     runs = p.validation_runs()
-    provisional = {(r["key"], c, f): 0 for r in suite.rows if r["search"] for c in p.columns(r) for f in p.folds()}
+    provisional = {(r.key, c, f): 0 for r in suite.rows if r.search for c in p.columns(r) for f in p.folds()}
     table = p.table_runs(provisional)
     users: dict[str, list[str]] = {}
     for run in runs + table:
-        for name in run.config.recipe:
-            users.setdefault(plan_lib.stage_key(run.config, name), []).append(run.path)
+        for name in run.spec.recipe:
+            users.setdefault(plan_lib.stage_key(run.spec, name), []).append(run.path)
     lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
              f"(store {workdir}/stages)"]
     steps_cache: dict[str, str] = {}
@@ -236,23 +260,23 @@ def dry_run(suite, workdir: str) -> str:
         lines.append(f"\n{title}:")
         for run in group:
             hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
-            lines.append(f"  {run.path}: {p.rows[run.row]['config']}:{run.args} train {run.config.data.train_split}"
-                         f" test {run.config.data.test_split}{hp}")
-            for name in run.config.recipe:
-                sid = plan_lib.stage_key(run.config, name)
+            lines.append(f"  {run.path}: {p.rows[run.row].config}:{run.args} train {run.spec.data.train_split}"
+                         f" test {run.spec.data.test_split}{hp}")
+            for name in run.spec.recipe:
+                sid = plan_lib.stage_key(run.spec, name)
                 shared = len(set(users[sid])) - 1
-                lines.append(f"    {name:<11} {sid}  {_steps(run.config, name, steps_cache)}"
+                lines.append(f"    {name:<11} {sid}  {_steps(run.spec, name, steps_cache)}"
                              + (f"  shared with {shared} other run(s)" if shared else ""))
     return "\n".join(lines)
 
 
-def _steps(config, stage: str, cache: dict) -> str:
+def _steps(spec, stage: str, cache: dict) -> str:
     """'E epochs x S steps = N steps' (S from the built train split; '?' when the data is not built yet)."""
-    epochs = config.stages[stage].epochs
-    key = (config.data.data_dir, config.data.train_split, config.batch_size)
+    epochs = spec.stage(stage).epochs
+    key = (spec.data.data_dir, spec.data.train_split, spec.batch_size)
     if key not in cache:
         try:
-            cache[key] = str(len(loaders.load_split(config, config.data.train_split)) // config.batch_size)
+            cache[key] = str(len(loaders.load_split(spec.data, spec.data.train_split)) // spec.batch_size)
         except (FileNotFoundError, ValueError):
             cache[key] = "?"
     per_epoch = cache[key]

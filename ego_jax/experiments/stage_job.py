@@ -61,7 +61,7 @@ class StageJob(submitit.helpers.Checkpointable):
         requeue = signal.getsignal(executors.preempt_signal())  # submitit's checkpoint-and-requeue handler
         for sig in (signal.SIGTERM, signal.SIGINT, executors.preempt_signal()):
             signal.signal(sig, stop)
-        key = plan_lib.stage_key(self.run.config, self.stage)
+        key = plan_lib.stage_key(self.run.spec, self.stage)
         done = self._train(key, stop)
         if done:
             return dict(stage=self.stage, key=key, run=self.run.path)
@@ -110,15 +110,15 @@ def nodes(workdir: str, runs: list[plan_lib.Run], *, processes: int = 1) -> list
     """One Node per distinct stage of `runs`, in the order the runs' recipes need them."""
     out = {}
     for run in runs:
-        for name in run.config.recipe:
-            key = plan_lib.stage_key(run.config, name)
+        for name in run.spec.recipe:
+            key = plan_lib.stage_key(run.spec, name)
             if key in out:
                 continue
-            sources = [s for s in run.config.stages[name].init_from.values() if s in run.config.recipe]
+            sources = [s for s in run.spec.stage(name).init_from.values() if s in run.spec.recipe]
             out[key] = executors.Node(
                 name=key, fn=StageJob(workdir, run, name, processes=processes),
-                after=tuple(plan_lib.stage_key(run.config, s) for s in sources),
-                done=os.path.join(runner.stage_dir(workdir, run.config, name), "DONE"))
+                after=tuple(plan_lib.stage_key(run.spec, s) for s in sources),
+                done=os.path.join(runner.stage_dir(workdir, run.spec, name), "DONE"))
     return list(out.values())
 
 
@@ -126,5 +126,7 @@ def train_all(executor: executors.Executor, workdir: str, runs: list[plan_lib.Ru
     """Every stage of `runs` as a job of `executor` (see the module doc); -> True when all are done."""
     for run in runs:  # the links first, so that no two jobs make the same one
         runner.link_stages(workdir, run)
-    return executor.run(nodes(workdir, runs, processes=executor.tasks_per_job), os.path.join(workdir, runner.JOBS),
-                        stop=stop)
+    jobs = nodes(workdir, runs, processes=executor.tasks_per_job)
+    for job in jobs:  # a finished stage is reused once its final checkpoint verifies, else its job trains it again
+        loop.verify_done(job.fn.stage, os.path.dirname(job.done))
+    return executor.run(jobs, os.path.join(workdir, runner.JOBS), stop=stop)

@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.models import torch_init
 from ego_jax.models.attention import cam_attention
 from ego_jax.models.convlstm import ConvLSTMCell, convlstm
 from ego_jax.models.motion_guided import MotionGuide
 from ego_jax.models.motion_head import MotionSegmentationHead
-from ego_jax.models.resnet import ResNet
+from ego_jax.models.resnet import ResNet, layer4_grid
 
 POOLS = ("c", "h")
 
@@ -127,3 +128,19 @@ class EgoRNN(nnx.Module):
 def action_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """logits (B,C), labels (B,) int -> scalar mean softmax cross-entropy."""
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
+
+
+def _build(num_classes, kwargs, *, dtype, rngs, crop):
+    if kwargs.get("ms_head"):  # the MS head predicts on the layer4 grid of this input size
+        kwargs["ms_head"] = dict(kwargs["ms_head"], grid=layer4_grid(crop, crop))
+    return EgoRNN(num_classes, **kwargs, dtype=dtype, rngs=rngs)
+
+
+# RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
+# fc/kernel only: the reference's fc.bias only picks the CAM class (an argmax), so its grad stays None and torch's
+# Adam skips it, coupled weight decay included; listing it would let the decay shrink the ImageNet bias.
+FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
+
+streams.register(streams.Stream("ego_rnn", EgoRNN, {"rgb": streams.normalize_rgb}, loader="rgb", protocol="rgb",
+                                layout="rgb", builder=_build, ms_head="ms_head", speed_only=("scan_unroll",),
+                                finetune=FINETUNE))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.models import torch_init
 from ego_jax.models.resnet import ResNet
 
@@ -40,3 +41,9 @@ class FlowResNet(nnx.Module):
             )
         feature = self.backbone(flow)["pooled"]
         return dict(logits=self.classifier(self.dropout(feature)), feature=feature)
+
+
+# cpu_ynnpack: the flow ResNet, trained whole, whose weight gradients YNNPACK computes at about twice Eigen's speed
+# (the kinds with a ConvLSTM/LSTA recurrence are faster with Eigen, on the recurrence's 7x7-grid convolutions).
+streams.register(streams.Stream("flow", FlowResNet, {"flow": streams.normalize_flow}, loader="flow", protocol="flow",
+                                layout="flow", cpu_ynnpack=True))

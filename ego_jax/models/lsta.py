@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ego_jax import streams
 from ego_jax.models import torch_init
 from ego_jax.models.attention import class_activation_map
 from ego_jax.models.lsta_cell import LSTACell, lsta
@@ -67,3 +68,14 @@ class LSTA(nnx.Module):
         (_, _, c_t, _), attention = lsta(self.lsta, per_clip(out["layer4_raw"]), per_clip(cam), unroll=self.scan_unroll)
         feature = jnp.mean(c_t, axis=(1, 2))
         return dict(logits=self.classifier(self.dropout(feature)), feature=feature, attention=attention, ms=None)
+
+
+# LSTA's main_rgb.py trains the whole LSTA cell, and in stage 2 also layer4's conv1/conv2 and the ImageNet fc. Two of
+# those only move argmaxes (the cell's coupling_fc, the fc bias): torch leaves their .grad None and its Adam skips
+# them, so they keep their initial values. Leaving them out of the trainable sets keeps them there under the
+# coupled weight decay too.
+CELL = (r"lsta/(att_s_conv|att_cam_conv|x_conv|h_conv|o_conv|c_classifier)/.*",)
+FINETUNE = CELL + (r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
+
+streams.register(streams.Stream("lsta", LSTA, {"rgb": streams.normalize_rgb}, loader="rgb", protocol="rgb",
+                                layout="lsta", speed_only=("scan_unroll",), finetune=FINETUNE))

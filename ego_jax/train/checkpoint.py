@@ -9,9 +9,11 @@ it), and every restore verifies the digest and that every floating array is fini
 reported by path and skipped for the newest good one; it is never used and never deleted (a writer that must
 reuse its step number moves it to W/<stage>/rejected_checkpoints/).
 """
+import errno
 import hashlib
 import json
 import logging
+import os
 import time
 
 import jax
@@ -66,6 +68,17 @@ def _abstract(tree, sharding):
 
 
 DIGEST = "ego_jax_digest.json"
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` or an exception it was raised from says the disk or quota is full (OSError, or tensorstore's
+    ValueError text: 'No space left on device [os_error_code=...]')."""
+    full = {errno.ENOSPC, errno.EDQUOT}
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno in full) or any(os.strerror(n) in str(e) for n in full):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class BadCheckpoint(ValueError):
@@ -124,10 +137,12 @@ def check_finite(tree, where: str) -> None:
 
 def _manager(directory: epath.Path, *, read_only: bool, max_to_keep: int | None = None) -> ocp.CheckpointManager:
     # Handlers named up front: a manager that only knows item names cannot read item metadata (and warns).
+    # The writer (one per workdir) removes the temporary folders of saves that never completed (killed, disk full).
     handlers = dict(state=ocp.StandardCheckpointHandler(), opt_state=ocp.StandardCheckpointHandler(),
                     meta=ocp.JsonCheckpointHandler())
     return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=not read_only, read_only=read_only))
+        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only))
 
 
 def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
@@ -166,13 +181,22 @@ class StageCheckpoints:
         """Write checkpoint `step` and its digest (overwrites nothing: a step already saved is skipped)."""
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(model_tree(model)),
-            opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
-        if jax.process_index() == 0:
-            write_digest(self.directory / str(step))
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(model_tree(model)),
+                opt_state=ocp.args.StandardSave(opt_state),
+                meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_digest(self.directory / str(step))
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            latest = self.latest_step()
+            raise OSError(errno.ENOSPC, f"no space left on the device of {self.directory} while saving checkpoint "
+                                        f"step {step}: free space there (or move the workdir to a larger disk) and "
+                                        "rerun the same command; the stage resumes from its newest good checkpoint "
+                                        f"({'none yet' if latest is None else f'step {latest}'})") from e
 
     def verify(self, step: int) -> None:
         """Raise BadCheckpoint unless step's files are the ones saved (digest only; restore checks finiteness)."""
@@ -264,10 +288,26 @@ def load_final_state(directory: str | epath.Path, *, step: int | None = None) ->
 _ORBAX_NOISE = ("Metadata file does not exist", "read_only=True", "directory is read only")
 
 
+def _through_orbax(record: logging.LogRecord) -> bool:
+    """Whether the record's exception was raised in orbax's code (its traceback passes through orbax)."""
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _QuietOrbax(logging.Filter):
-    """orbax logs every step of every save at INFO and some warnings that are not problems; keep the others."""
+    """orbax logs every step of every save at INFO and some warnings that are not problems; keep the others.
+
+    A failed save (a full disk) is raised to the caller, which reports it once: the tracebacks orbax's threads log
+    on the way, and asyncio's of the futures the failure left behind (at exit), are dropped.
+    """
 
     def filter(self, record):
+        if record.exc_info and _through_orbax(record):
+            return False
         if "orbax" not in record.pathname:
             return True
         return record.levelno >= logging.WARNING and not any(n in str(record.msg) for n in _ORBAX_NOISE)

@@ -2,23 +2,20 @@
 
 `evaluate(batches, protocol, models, num_classes)` runs one jitted step per batch that turns the
 uint8 batch into logits the protocol's way and accumulates a (C, C) confusion matrix of the
-unpadded examples; `summarize` and `write_report` turn it into accuracy, per-class accuracy and
-files. The model-free pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
+unpadded examples; `summarize` turns it into accuracy and per-class accuracy. Nothing here reads or writes
+files: a workdir's stages are evaluated, and their reports written, by ego_jax.train.workdir. The model-free
+pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
 """
 import functools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from ego_jax import streams
-from ego_jax.train import checkpoint, distributed, loaders, paths, recipes, sharding, workdir_lock
-from ego_jax.viz import charts
 
 PROTOCOLS = ("rgb", "flow", "joint", "late_fusion")
 # The roles (keys of `models`) each protocol reads. A single-model protocol's role is its own name, filled by a
@@ -76,7 +73,7 @@ def role_kinds(protocol: str, kinds: Mapping[str, str] | None = None) -> dict[st
     kinds = dict(kinds or {})
     for role in MODELS[protocol]:
         if role not in kinds:
-            kinds[role] = next(s.kind for s in streams.STREAMS.values() if s.protocol == role)
+            kinds[role] = streams.scoring(role)[0].kind
     return {role: kinds[role] for role in MODELS[protocol]}
 
 
@@ -90,6 +87,11 @@ def protocol_loader(protocol: str, kinds: Mapping[str, str] | None = None) -> st
     """Pipeline loader kind of `protocol`: its stream's own loader, or FUSION_LOADER for a multi-model protocol."""
     kinds = role_kinds(protocol, kinds)
     return FUSION_LOADER.get(protocol) or streams.get(kinds[protocol]).loader
+
+
+def flow_stacks(protocol: str, flow_eval_stacks: int, fusion_stacks: int = 10) -> int:
+    """Flow stacks per clip of `protocol`: flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
+    return {"flow": flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
 def protocol_outputs(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
@@ -226,177 +228,3 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
         "per_class_accuracy": per_class,
         "per_class_support": {name: int(s) for name, s in zip(class_names, support)},
     }
-
-
-def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: Sequence[str],
-                 meta: Mapping | None = None, *, all_classes: bool = False) -> dict:
-    """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta).
-
-    confusion.png shows the classes that occur in the split or among the predictions (all_classes: every
-    class); confusion.json always holds the whole matrix.
-    """
-    outdir = paths.absolute(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    metrics = {**(meta or {}), **summarize(confusion, class_names)}
-    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (outdir / "confusion.json").write_text(json.dumps(
-        {"rows": "true", "columns": "predicted", "classes": list(class_names),
-         "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
-    title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"
-    confusion = np.asarray(confusion)
-    shown = np.ones(len(class_names), bool) if all_classes else charts.present_classes(confusion)
-    charts.save(charts.confusion_matrix(confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s],
-                                        title=title), outdir / "confusion.png")
-    return metrics
-
-
-def clip_id(example) -> str:
-    """An example's 'clip_id' as text (tfds stores bytes)."""
-    value = example["clip_id"]
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def write_predictions(path: str | epath.Path, source, clips: Mapping[str, np.ndarray]) -> None:
-    """One JSON line per evaluated clip of `source` (evaluate(per_clip=True)'s arrays): clip id, source index, label,
-    predicted class and the logits, in loader order (written whole or not at all)."""
-    rows = [json.dumps({"clip": clip_id(source[int(i)]), "index": int(i), "label": int(label),
-                        "prediction": int(np.argmax(logits)), "logits": logits.tolist()})
-            for i, label, logits in zip(clips["index"], clips["label"], clips["logits"])]
-    paths.write_atomic(epath.Path(path), "".join(row + "\n" for row in rows))
-
-
-def stage_of(config, stage: str | None) -> str:
-    """`stage` (default: the recipe's last) once the config is known to define it."""
-    stage = stage or config.recipe[-1]
-    if stage not in config.stages:
-        raise ValueError(f"stage {stage!r} is not in the config; its stages are {list(config.recipe)}")
-    return stage
-
-
-def load_stage_model(config, workdir: str | epath.Path, stage: str, *, allow_unfinished: bool = False):
-    """Stage `stage` of config.recipe with its final checkpoint from W/<stage>/checkpoints -> (model, meta).
-
-    Read-only. The final checkpoint is the step W/<stage>/DONE names; best-epoch selection on the test subject is
-    deliberately not offered. The whole model state is restored (replicated over this process's devices),
-    whatever device count wrote it; its digest and finiteness are verified. allow_unfinished evaluates the newest
-    good checkpoint instead, finished or not. meta: stage, kind, step (the one really evaluated), finished (that
-    step is the stage's final one).
-    """
-    loaders.resolve_classes(config)
-    stage = stage_of(config, stage)
-    stage_dir = paths.absolute(workdir) / stage
-    done = stage_dir / "DONE"
-    # One answer for all processes: process 0 reads DONE.
-    final = distributed.from_process_0(json.loads(done.read_text()).get("step", -1)
-                                       if distributed.is_writer() and done.exists() else -1)
-    final = None if final < 0 else final
-    if final is None and not allow_unfinished:
-        running = workdir_lock.holder(str(workdir))
-        raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
-                                f"(scripts/train.py with the same --config and --workdir), or pass "
-                                f"--allow_unfinished to evaluate its newest good checkpoint"
-                                + (f"; it is training now ({workdir_lock.describe(running)})" if running else ""))
-    ckpt_dir = stage_dir / "checkpoints"
-    try:
-        tree, step = checkpoint.restore_state(str(ckpt_dir), step=None if allow_unfinished else final)
-    except checkpoint.BadCheckpoint as e:
-        raise checkpoint.BadCheckpoint(f"{e}\nRerun scripts/train.py with the same --config and --workdir (it "
-                                       f"trains stage {stage!r} again from its newest good checkpoint), or pass "
-                                       f"--allow_unfinished to evaluate that one") from None
-    stage_cfg = config.stages[stage]
-    model = recipes.build_model(stage_cfg.model, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
-                                seed=config.seed, crop=config.data.crop)
-    checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
-    model.eval()
-    return model, {"stage": stage, "kind": stage_cfg.model.kind, "step": step, "finished": step == final}
-
-
-def _last_stage_scored_by(config, role: str) -> str:
-    stages = [name for name in config.recipe if streams.get(config.stages[name].model.kind).protocol == role]
-    if not stages:
-        kinds = [s.kind for s in streams.STREAMS.values() if s.protocol == role]
-        raise ValueError(f"late_fusion needs a {role} stage (model kind {' or '.join(map(repr, kinds))}); the recipe "
-                         f"has {[(n, config.stages[n].model.kind) for n in config.recipe]}: pass --{role}_stage")
-    return stages[-1]
-
-
-def test_source(config, split: str | None = None):
-    """The config's test split (or `split`) of gtea61 as a random-access source; a clear error if not built."""
-    return loaders.load_split(config, split or config.data.test_split)
-
-
-def flow_stacks(config, protocol: str, fusion_stacks: int = 10) -> int:
-    """Flow stacks per clip of `protocol`: config.data.flow_eval_stacks (flow), fusion_stacks (late_fusion), else 1."""
-    return {"flow": config.data.flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
-
-
-def make_eval_loader(config, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
-                     fusion_stacks: int = 10, keep_workers: bool = False):
-    """config.data's padded one-epoch loader of `source` for `protocol` (and its roles' stream `kinds`), batches
-    sharded over mesh's 'data' axis. keep_workers: for an evaluation repeated during training (close() it)."""
-    return loaders.eval_loader(config, source, protocol_loader(protocol, kinds),
-                               eval_stacks=flow_stacks(config, protocol, fusion_stacks), mesh=mesh,
-                               keep_workers=keep_workers)
-
-
-def evaluate_workdir(config, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
-                     rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
-                     flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
-                     all_classes: bool = False) -> dict:
-    """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
-
-    stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams).
-    late_fusion combines rgb_stage and flow_stage (default: the recipe's last rgb / flow protocol stages) and writes
-    <workdir>/late_fusion/eval/. The flow protocol averages config.data.flow_eval_stacks stacks.
-    """
-    workdir = paths.absolute(workdir)
-    loaders.resolve_classes(config)
-    stage = stage_of(config, stage)
-    protocol = protocol or streams.get(config.stages[stage].model.kind).protocol
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    if protocol == "late_fusion":
-        given = {"rgb": rgb_stage, "flow": flow_stage}
-        names = {role: given[role] or _last_stage_scored_by(config, role) for role in MODELS[protocol]}
-        out_name = "late_fusion"
-    else:
-        names = {protocol: stage}
-        out_name = stage
-    models, checkpoints, kinds = {}, {}, {}
-    for role, name in names.items():
-        kinds[role] = kind = config.stages[name].model.kind
-        own = streams.get(kind).protocol
-        if own != role:
-            raise ValueError(f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
-                             f"{kind} model (evaluate it with --protocol {own})")
-        models[role], checkpoints[name] = load_stage_model(config, workdir, name, allow_unfinished=allow_unfinished)
-
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    split = split or config.data.test_split
-    source = test_source(config, split)
-    loader = make_eval_loader(config, source, protocol, mesh=mesh, kinds=kinds, fusion_stacks=fusion_stacks)
-    confusion, clips = evaluate(loader, protocol, models, config.num_classes, kinds=kinds, flow_weight=flow_weight,
-                                dtype=jnp.dtype(config.dtype), per_clip=True)
-
-    class_names = loaders.class_names(config)
-    finished = all(m["finished"] for m in checkpoints.values())
-    meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
-            "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
-            "frames": config.data.frames, "crop": config.data.crop}
-    if "flow" in protocol_inputs(protocol, kinds):
-        meta["flow_stacks"] = flow_stacks(config, protocol, fusion_stacks)
-    if protocol == "late_fusion":
-        meta["flow_weight"] = flow_weight
-    outdir = workdir / out_name / "eval"
-    if not distributed.is_writer():  # one writer of the shared workdir
-        return {**meta, **summarize(confusion, class_names), "outdir": str(outdir)}
-    metrics = write_report(outdir, confusion, class_names, meta, all_classes=all_classes)
-    write_predictions(outdir / "predictions.jsonl", source, clips)
-    history = workdir / out_name / "metrics.jsonl"
-    if history.exists():
-        records = charts.read_metrics(history)
-        keys = [k for k in charts.numeric_keys(records, "step") if k != "epoch"]
-        if keys:
-            charts.save(charts.curves(records, keys=keys), outdir / "curves.png")
-    return {**metrics, "outdir": str(outdir)}

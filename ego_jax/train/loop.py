@@ -1,10 +1,11 @@
 """Runs a recipe's stages in order in a workdir: resumable, sharded, logged, stopped cleanly on SIGTERM/SIGINT.
 
-W/.lock (the one writer), W/config.json (the last run's config), W/<stage>/config.json (what the stage was
+W/.lock (the one writer), W/config.json (the last run's specs), W/<stage>/config.json (what the stage was
 started with: a resume must match it), W/<stage>/checkpoints (orbax, digest-verified), W/<stage>/metrics.jsonl,
 W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files in W/<stage>.
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -17,18 +18,8 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 from flax import nnx
 
-from ego_jax import streams
-from ego_jax.train import (
-    checkpoint,
-    distributed,
-    evaluate,
-    loaders,
-    paths,
-    preflight,
-    recipes,
-    sharding,
-    stage as stage_lib,
-)
+from ego_jax.specs import RunSpec
+from ego_jax.train import checkpoint, distributed, evaluate, loaders, paths, preflight, sharding, stage as stage_lib
 from ego_jax.train.step import TrainState
 from ego_jax.train.workdir_lock import run_lock
 
@@ -38,7 +29,7 @@ class StopRequest:
 
     A second SIGINT (Ctrl-C twice) aborts at once with KeyboardInterrupt, without saving.
 
-    With several processes the flags are gathered at log boundaries (config.log_every_steps), so a signal to any
+    With several processes the flags are gathered at log boundaries (log_every_steps), so a signal to any
     one process stops all of them at the same step.
     """
 
@@ -53,27 +44,27 @@ class StopRequest:
         self.requested = True
 
 
-def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
+def train(run: RunSpec, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
           restart: tuple[str, ...] = ()) -> bool:
-    """Run every stage of config.recipe in `workdir`; -> True when all are done, False if stopped early.
+    """Run every stage of the run's recipe in `workdir`; -> True when all are done, False if stopped early.
 
     Holds the workdir lock (process 0) and checks the whole recipe (preflight) before the first step.
     restart: stages to start over (their directories are moved to W/restarted/, not deleted).
     stop_at_step: stop each unfinished stage (with a checkpoint) once it reaches this step, as a preemption would.
     """
     workdir = paths.absolute(workdir)
-    loaders.resolve_classes(config)  # data=folder: the build's class count, recorded in W/config.json
+    run = loaders.resolve_classes(run)  # data=folder: the build's class count, recorded in W/config.json
     stop = stop or StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with run_lock(workdir):
             for name in restart:
-                restart_stage(config, workdir, name)
+                restart_stage(run, workdir, name)
             mesh = sharding.make_mesh()
-            sources = preflight.check(config, workdir, mesh=mesh)
-            _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-            for name in config.recipe:
-                if not train_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+            sources = preflight.check(run, workdir, mesh=mesh)
+            _write_json(workdir / "config.json", run.to_dict())
+            for name in run.recipe:
+                if not train_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
                                    sources=sources):
                     return False
             return True
@@ -82,10 +73,10 @@ def train(config, workdir: str, *, stop: StopRequest | None = None, stop_at_step
             signal.signal(sig, handler)
 
 
-def restart_stage(config, workdir: str, name: str) -> None:
+def restart_stage(run: RunSpec, workdir: str, name: str) -> None:
     """Start stage `name` over: move W/<name> to W/restarted/<name>-<UTC time> (process 0)."""
-    if name not in config.stages:
-        raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(config.stages)})")
+    if name not in run.stages:
+        raise ValueError(f"--restart_stage {name}: not a stage of the config ({list(run.stages)})")
     stage_dir = paths.absolute(workdir) / name
 
     def move_aside():
@@ -147,45 +138,59 @@ class _Log:
     def close(self):
         self.writer.close()
 
-
 def _write_json(path: epath.Path, obj: dict) -> None:
     """Process 0 writes `path`; every process returns once it is written (it is read next by all of them)."""
     distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)), f"write {path}")
 
 
-def _done(name: str, stage_dir: epath.Path) -> bool:
-    """Whether the stage is finished: DONE exists and its final checkpoint verifies (else DONE is set aside)."""
+def verify_done(name: str, stage_dir: str | epath.Path) -> bool:
+    """Whether the stage in `stage_dir` is finished: DONE exists and its final checkpoint verifies; a DONE whose
+    checkpoint does not is moved to rejected_checkpoints/ (so the stage trains again). The writer process only;
+    no JAX (an executor's driver calls it without devices)."""
+    stage_dir = epath.Path(stage_dir)
     done = stage_dir / "DONE"
     if not done.exists():
         return False
-    step = json.loads(done.read_text())["step"]
+    step = paths.read_done(stage_dir)["step"]
     try:
         checkpoint.verify_digest(stage_dir / "checkpoints" / str(step))
     except checkpoint.BadCheckpoint as e:
         logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
                       "good checkpoint", name, e)
-        if jax.process_index() == 0:
-            (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
+        (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another suite process (a job) set it aside first
             done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
         return False
     return True
 
 
-def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
-                sources=None) -> bool:
+def is_done(name: str, workdir: str) -> bool:
+    """Whether stage `name` is finished in `workdir` and its final checkpoint verifies (else its DONE is set aside).
+
+    Process 0 decides and every process takes its answer.
+    """
+    return distributed.from_process_0(distributed.is_writer() and verify_done(name, paths.absolute(workdir) / name))
+
+
+def train_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
+                sources=None, restart_hint: str | None = None) -> bool:
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
-    sources: (train, test) sources already loaded (default: loaders.load_sources(config)). Its checkpoint
+    sources: (train, test) sources already loaded (default: loaders.load_sources(run.data)). Its checkpoint
     manager, eval loader and metric writers are closed on every path, errors included; DONE is written after.
+    restart_hint: how to start the stage over, said when none of its checkpoints is good (default: train.py's
+    --restart_stage).
     """
     stage_dir = paths.absolute(workdir) / name
-    # Process 0 decides (it may set a bad DONE aside) and every process takes its answer.
-    if distributed.from_process_0(distributed.is_writer() and _done(name, stage_dir)):
+    if is_done(name, workdir):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
+    restart_hint = restart_hint or (f"Start the stage over with --restart_stage {name} (its directory is moved to "
+                                    f"{workdir}/restarted/)")
     with contextlib.ExitStack() as closing:
-        done = _run_stage(config, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
-                          sources=sources or loaders.load_sources(config), closing=closing)
+        done = _run_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
+                          sources=sources or loaders.load_sources(run.data), closing=closing,
+                          restart_hint=restart_hint)
     if done is None:
         return False
     _write_json(stage_dir / "DONE", done)
@@ -193,111 +198,153 @@ def train_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, sto
     return True
 
 
-def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
-               closing: contextlib.ExitStack) -> dict | None:
-    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
-    stage, stage_dir = config.stages[name], paths.absolute(workdir) / name
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    train_source, test_source = sources
-    dtype = jnp.dtype(config.dtype)
-    steps_per_epoch = len(train_source) // config.batch_size
-    if not steps_per_epoch:
-        raise ValueError(f"train split {config.data.train_split!r} has {len(train_source)} clips, fewer than "
-                         f"batch_size={config.batch_size}")
-    total = steps_per_epoch * stage.epochs
-    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
-    closing.callback(ckpts.close)
+class _Window:
+    """The train metrics since the last log, fetched from the devices one step late (so the host never waits for
+    them between logs) and checked as they arrive: a non-finite loss or parameter stops the run.
+
+    Saved with each checkpoint (`saved`, read back by `restore`), so that a stage stopped or killed between two logs
+    logs, once resumed, the means an undisturbed run logs.
+    """
+
+    def __init__(self, name: str, steps_per_epoch: int, ckpts: checkpoint.StageCheckpoints):
+        self.name, self.steps_per_epoch, self.ckpts = name, steps_per_epoch, ckpts
+        self.rows, self.pending = [], None
+
+    def check(self, step: int, metrics: dict) -> None:
+        """A step's fetched metrics: a non-finite loss or parameter stops the run, naming the last good checkpoint."""
+        if not metrics["finite"]:
+            raise FloatingPointError(
+                f"stage {self.name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
+                f"{(step - 1) // self.steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
+                f"{self.ckpts.latest_step()} in {self.ckpts.directory}")
+
+    def push(self, step: int, metrics: dict) -> None:
+        """This step's metrics (still on the devices); the previous step's are fetched and checked."""
+        self.fetch()
+        self.pending = (step, metrics)
+
+    def fetch(self) -> None:
+        """Fetch and check the newest step's metrics now (before a checkpoint: non-finite parameters are never
+        saved)."""
+        if self.pending is not None:
+            self.rows.append(jax.device_get(self.pending[1]))
+            self.check(self.pending[0], self.rows[-1])
+            self.pending = None
+
+    def means(self) -> dict:
+        """-> {metric: mean over the window} (the newest step fetched too, 'finite' left out); the window restarts."""
+        self.fetch()
+        means = {k: np.mean([w[k] for w in self.rows]) for k in self.rows[0] if k != "finite"}
+        self.rows = []
+        return means
+
+    def saved(self) -> dict:
+        """The window (newest step fetched) as JSON for a checkpoint's meta; `restore` reads it back exactly."""
+        self.fetch()
+        dtypes = {k: np.asarray(v).dtype.name for k, v in self.rows[0].items()} if self.rows else {}
+        return dict(dtypes=dtypes, steps=[{k: float(v) for k, v in w.items()} for w in self.rows])
+
+    def restore(self, meta: dict) -> None:
+        """The window a checkpoint's meta saved (none: a checkpoint at a log step, or written by an older ego_jax)."""
+        saved = meta.get("log_window") or dict(dtypes={}, steps=[])
+        self.rows = [{k: np.asarray(v, saved["dtypes"][k]) for k, v in w.items()} for w in saved["steps"]]
+
+
+def _resume(run: RunSpec, name: str, workdir: str, window: _Window, mesh, total: int,
+            restart_hint: str) -> stage_lib.InitFn:
+    """The stage's starting point (a stage.InitFn): its newest good checkpoint (and the train-metric window saved
+    with it), which every process must find the same, else its init_from sources at step 0."""
+    stage, ckpts = run.stage(name), window.ckpts
 
     def init(model, tx, params):
         try:
             start, opt_state, meta = ckpts.restore_newest_good(model, tx.init(params), sharding.replicated(mesh))
         except checkpoint.BadCheckpoint as e:
-            raise checkpoint.BadCheckpoint(f"stage {name}: {e}\nStart the stage over with --restart_stage {name} "
-                                           f"(its directory is moved to {workdir}/restarted/)") from None
+            raise checkpoint.BadCheckpoint(f"stage {name}: {e}\n{restart_hint}") from None
         # Each process restored on its own; they agree unless some do not see the workdir process 0 sees.
         if distributed.any_process(distributed.from_process_0(start or 0) != (start or 0)):
             raise ValueError(f"stage {name}: the processes found different newest checkpoints in {ckpts.directory} "
                              f"(this one, process {jax.process_index()}: step {start}); every process must see the "
                              "same workdir: put it on a filesystem (or bucket) they all share")
         if start is None:
-            recipes.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=config.imagenet_weights)
+            stage_lib.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=run.imagenet_weights)
             return 0, None
         if start > total:
             raise ValueError(f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
                              f"epochs={stage.epochs}; raise the epochs, or start over with --restart_stage {name}")
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
+        window.restore(meta)
         return start, opt_state
 
-    built = stage_lib.build(config, name, mesh, steps_per_epoch=steps_per_epoch, init=init)
-    preflight.write_record(config, workdir, name)  # checked against any earlier record by preflight
-    model, graphdef, state, frozen = built.model, built.graphdef, built.state, built.frozen
-    train_step = built.train_step
-    start, schedules = built.start, built.schedules
-    kind = stage.model.kind
-    protocol = streams.get(kind).protocol
-    log = _Log(stage_dir, start)
-    closing.callback(log.close)
-    report = periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer,
-                                             every_steps=config.log_every_steps)
-    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
-                 steps_per_epoch, len(jax.tree.leaves(state.params)), len(jax.tree.leaves(frozen)))
+    return init
 
-    def save(step):
+
+@dataclasses.dataclass
+class _Training:
+    """A stage in training: its built stage (whose `state` each step replaces), train-metric window, checkpoints
+    and last evaluation."""
+
+    name: str
+    built: stage_lib.Stage
+    window: _Window
+    last_eval: dict | None = None
+
+    def save(self, step: int) -> None:
+        """Checkpoint `step` with the train-metric window, once the newest step's metrics are checked."""
+        b, w = self.built, self.window
+        log_window = w.saved()
         # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
-        nnx.update(model, state.params, state.stats, state.rngs, frozen)
-        ckpts.save(step, model, state.opt_state, dict(step=step, epoch=step // steps_per_epoch, stage=name))
+        nnx.update(b.model, b.state.params, b.state.stats, b.state.rngs, b.frozen)
+        w.ckpts.save(step, b.model, b.state.opt_state, dict(step=step, epoch=step // w.steps_per_epoch,
+                                                             stage=self.name, log_window=log_window))
 
-    def check(step, metrics):
-        if not metrics["finite"]:
-            raise FloatingPointError(
-                f"stage {name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
-                f"{(step - 1) // steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
-                f"{ckpts.latest_step()} in {ckpts.directory}")
 
-    # Built once per stage: each evaluation iterates it again, its worker processes started once.
-    test = evaluate.make_eval_loader(config, test_source, protocol, mesh=mesh, kinds={protocol: kind},
-                                     keep_workers=True)
-    closing.callback(test.close)
+def _hooks(run: RunSpec, training: _Training, log: "_Log", test, *, total: int):
+    """-> (clu periodic actions run after every step, in order: progress, the train-metric log, the evaluation on the
+    test split (kept in training.last_eval), the checkpoint, each also at the stage's last step; the evaluation)."""
+    b, window, stream = training.built, training.window, run.stage(training.name).model.stream
+    spe, dtype = window.steps_per_epoch, jnp.dtype(run.dtype)
 
-    def run_eval(step):
-        result = dict(step=step, epoch=step // steps_per_epoch, **evaluate_state(
-            graphdef, state, frozen, test, protocol=protocol, num_classes=config.num_classes, dtype=dtype, kind=kind))
-        log(step, {"eval/accuracy": result["accuracy"]})
-        return result
+    def log_train(step, t=None):
+        lrs = {("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in b.schedules.items()}
+        log(step, {**{f"train/{k}": v for k, v in window.means().items()}, **lrs, "epoch": step // spe})
 
-    loader = loaders.train_loader(config, stage, model, train_source, start_step=start, mesh=mesh)
-    window, pending, last_eval, t0 = [], None, None, time.perf_counter()
-    completed = start  # the last step applied to `state`
+    def evaluate_test(step, t=None):
+        training.last_eval = dict(step=step, epoch=step // spe, **evaluate_state(
+            b.graphdef, b.state, b.frozen, test, protocol=stream.protocol, num_classes=run.num_classes, dtype=dtype,
+            kind=stream.kind))
+        log(step, {"eval/accuracy": training.last_eval["accuracy"]})
+
+    def save(step, t=None):
+        training.save(step)
+
+    every = dict(log=run.log_every_steps, eval=spe * run.eval_every_epochs, save=spe * run.checkpoint_every_epochs)
+    hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer, every_steps=every["log"]),
+             *(periodic_actions.PeriodicCallback(every_steps=every[k], on_steps=[total], callback_fn=fn)
+               for k, fn in (("log", log_train), ("eval", evaluate_test), ("save", save)))]
+    return hooks, evaluate_test
+
+
+def _step_loop(run: RunSpec, t: _Training, loader, hooks: list, *, total: int, stop: StopRequest,
+               stop_at_step) -> int:
+    """Steps from the built stage's start to `total`, the hooks after each, until done or stopped (with a checkpoint)
+    -> the last step applied to the state."""
+    b, completed, t0 = t.built, t.built.start, time.perf_counter()
+    *periodic, save = hooks
     try:
-        for step, batch in zip(range(start + 1, total + 1), loader):
-            state, metrics = train_step(state, frozen, batch)
+        for step, batch in zip(range(b.start + 1, total + 1), loader):
+            b.state, metrics = b.train_step(b.state, b.frozen, batch)
             completed = step
-            if pending is not None:  # checked one step late, so the host never waits for the device here
-                window.append(jax.device_get(pending[1]))
-                check(pending[0], window[-1])
-            pending = (step, metrics)
-            if step == start + 1:
-                logging.info("stage %s: first step (compile) %.1fs", name, time.perf_counter() - t0)
-            report(step)
-            boundary = step % steps_per_epoch == 0
-            epoch = step // steps_per_epoch
-            if step % config.log_every_steps == 0 or step == total:
-                window.append(jax.device_get(metrics))
-                check(step, window[-1])
-                pending = None
-                log(step, {**{f"train/{k}": np.mean([w[k] for w in window]) for k in window[0] if k != "finite"},
-                           **{("lr" if g == "base" else f"lr/{g}"): s(step - 1) for g, s in schedules.items()},
-                           "epoch": epoch})
-                window = []
-            if boundary and (epoch % config.eval_every_epochs == 0 or step == total):
-                last_eval = run_eval(step)
+            t.window.push(step, metrics)
+            if step == b.start + 1:
+                logging.info("stage %s: first step (compile) %.1fs", t.name, time.perf_counter() - t0)
+            for hook in periodic:
+                hook(step)
             # Gathered where the host waits for the device anyway (one process: every step, at no cost).
-            agreed = jax.process_count() == 1 or step % config.log_every_steps == 0
+            agreed = jax.process_count() == 1 or step % run.log_every_steps == 0
             stopping = step == stop_at_step or (agreed and distributed.any_process(stop.requested))
-            if step == total or stopping or (boundary and epoch % config.checkpoint_every_epochs == 0):
-                if pending is not None:
-                    check(*pending)
-                save(step)
+            if not save(step) and stopping:
+                t.save(step)
             if stopping and step < total:
                 break
     except Exception as e:
@@ -305,21 +352,50 @@ def _run_stage(config, name: str, workdir: str, *, mesh, stop: StopRequest, stop
         # (One process alone: with several, the save is collective and the others would wait for it.)
         if not stop.requested or jax.process_count() > 1:
             raise
-        logging.warning("stage %s: %s: %s after the stop request; saving step %d", name, type(e).__name__, e,
+        logging.warning("stage %s: %s: %s after the stop request; saving step %d", t.name, type(e).__name__, e,
                         completed)
-        if completed > start:
-            if pending is not None:
-                check(*pending)
-            save(completed)
+        if completed > b.start:
+            t.save(completed)
+    return completed
+
+
+def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
+               closing: contextlib.ExitStack, restart_hint: str) -> dict | None:
+    """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
+    stage, stage_dir = run.stage(name), paths.absolute(workdir) / name
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    train_source, test_source = sources
+    steps_per_epoch = len(train_source) // run.batch_size
+    if not steps_per_epoch:
+        raise ValueError(f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
+                         f"batch_size={run.batch_size}")
+    total = steps_per_epoch * stage.epochs
+    ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
+    closing.callback(ckpts.close)
+    window = _Window(name, steps_per_epoch, ckpts)
+    built = stage_lib.build(run, name, mesh, steps_per_epoch=steps_per_epoch,
+                            init=_resume(run, name, workdir, window, mesh, total, restart_hint))
+    preflight.write_record(run, workdir, name)  # checked against any earlier record by preflight
+    log = _Log(stage_dir, built.start)
+    closing.callback(log.close)
+    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
+                 steps_per_epoch, len(jax.tree.leaves(built.state.params)), len(jax.tree.leaves(built.frozen)))
+    # Built once per stage: each evaluation iterates it again, its worker processes started once.
+    protocol = stage.model.stream.protocol
+    test = loaders.eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: stage.model.kind},
+                               keep_workers=True)
+    closing.callback(test.close)
+
+    t = _Training(name, built, window)
+    hooks, evaluate_test = _hooks(run, t, log, test, total=total)
+    loader = loaders.train_loader(run, name, built.model, train_source, start_step=built.start, mesh=mesh)
+    completed = _step_loop(run, t, loader, hooks, total=total, stop=stop, stop_at_step=stop_at_step)
     if completed < total:
         logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
                         name, completed, total)
         return None
-
-    if last_eval is None or last_eval["step"] != total:  # resumed exactly at the end
-        last_eval = run_eval(total)
-    save(total)
-    _write_json(stage_dir / "eval.json", dict(stage=name, split=config.data.test_split, **last_eval))
-    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=last_eval["accuracy"])
-
-
+    if t.last_eval is None or t.last_eval["step"] != total:  # resumed exactly at the end
+        evaluate_test(total)
+    t.save(total)
+    _write_json(stage_dir / "eval.json", dict(stage=name, split=run.data.test_split, **t.last_eval))
+    return dict(stage=name, step=total, epochs=stage.epochs, accuracy=t.last_eval["accuracy"])

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from ego_jax import streams
 from ego_jax.train import sharding
 
 # (model, batch) -> (scalar loss, dict of scalar metrics); batch holds the loader's uint8 arrays.
@@ -48,21 +49,14 @@ def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTr
     return graphdef, sharding.replicate(state, mesh), sharding.replicate(frozen, mesh)
 
 
-# Stream kinds whose train step is faster on CPU with jaxlib's default YNNPACK convolutions than with XLA's Eigen
-# ones (README "Performance", measured side by side): the flow ResNet, trained whole, whose weight gradients YNNPACK
-# computes at about twice Eigen's speed. The kinds with a ConvLSTM/LSTA recurrence (RGB stages, joint) are faster
-# with Eigen, whose convolutions win on the recurrence's 7x7-grid convolutions.
-CPU_YNNPACK_KINDS = frozenset({"flow"})
-
-
 def default_compiler_options(backend: str | None = None, kind: str | None = None) -> dict:
     """XLA options of the train step of a `kind` stream on `backend` (default: jax's), chosen by measurement.
 
-    CPU (jaxlib 0.10): XLA's own defaults for CPU_YNNPACK_KINDS; for every other kind, convolutions run through
-    XLA's Eigen kernels instead of its default YNNPACK fusions (RGB stage 1 at 224 px, batch 2, 7 frames: 0.74x
-    the step time). Other backends: none (the options are CPU-only).
+    CPU (jaxlib 0.10): XLA's own defaults for the kinds whose stream entry says cpu_ynnpack (the flow ResNet); for
+    every other kind, convolutions run through XLA's Eigen kernels instead of its default YNNPACK fusions (RGB
+    stage 1 at 224 px, batch 2, 7 frames: 0.74x the step time). Other backends: none (the options are CPU-only).
     """
-    if (backend or jax.default_backend()) != "cpu" or kind in CPU_YNNPACK_KINDS:
+    if (backend or jax.default_backend()) != "cpu" or (kind is not None and streams.get(kind).cpu_ynnpack):
         return {}
     return {"xla_cpu_experimental_ynn_fusion_type": ""}
 

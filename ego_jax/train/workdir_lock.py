@@ -15,6 +15,7 @@ epath: the lock is written, and read back after SETTLE_S to see whose write won;
 starts reach the bucket within SETTLE_S of each other.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -111,22 +112,31 @@ class WorkdirLock:
 
     def acquire(self) -> "WorkdirLock":
         """Take the lock (taking over a stale one) -> self; WorkdirLocked naming the holder if it is alive."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"workdir {self.workdir} is a file, not a directory: name a "
+                                                    "directory (it is created if missing)")
         now = time.time()
         record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=start_time(os.getpid()),
                       time=now, renewed=now, command=" ".join([os.path.basename(sys.executable), *sys.argv])[:300],
                       token=uuid.uuid4().hex)
-        if paths.is_local(self.path):
-            # Takeovers are serialised on this host by flock on a guard file, so two starters never both remove
-            # a stale lock and then each other's fresh one.
-            with open(os.fspath(self.path) + ".guard", "a") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                try:
-                    self._take(record, self._create_exclusive)
-                finally:
-                    fcntl.flock(guard, fcntl.LOCK_UN)
-        else:
-            self._take(record, self._create_and_read_back)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if paths.is_local(self.path):
+                # Takeovers are serialised on this host by flock on a guard file, so two starters never both
+                # remove a stale lock and then each other's fresh one.
+                with open(os.fspath(self.path) + ".guard", "a") as guard:
+                    fcntl.flock(guard, fcntl.LOCK_EX)
+                    try:
+                        self._take(record, self._create_exclusive)
+                    finally:
+                        fcntl.flock(guard, fcntl.LOCK_UN)
+            else:
+                self._take(record, self._create_and_read_back)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise PermissionError(e.errno, f"workdir {self.workdir} is not writable ({e.strerror}: {e.filename}): "
+                                           "make it writable, or name a directory you may write to") from e
         self._stop_renewing.clear()
         self._renewer = threading.Thread(target=self._renew, name="workdir-lock-renewal", daemon=True)
         self._renewer.start()

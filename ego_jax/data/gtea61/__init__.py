@@ -5,8 +5,8 @@ from ego_jax.data import clip_index, release
 from ego_jax.data.clip_source import ClipSource, DamagedBuildError, Frames
 from ego_jax.data.gtea61.builder import CONFIGS, Gtea61, Gtea61Config
 from ego_jax.data.gtea61.classes import CLASSES, NUM_CLASSES
-from ego_jax.data.gtea61.layout import (
-    MODALITIES,
+from ego_jax.data.gtea61.layout import MODALITIES
+from ego_jax.data.manual_dir import (  # the layout errors of every release's manual folder, gtea61's too
     CorruptFrameError,
     FrameCountError,
     FrameFormatError,

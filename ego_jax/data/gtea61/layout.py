@@ -15,12 +15,9 @@ import logging
 from pathlib import Path
 
 from ego_jax.data.gtea61.classes import CLASSES
-from ego_jax.data.manual_dir import (  # noqa: F401  (the errors are part of gtea61's API)
-    CorruptFrameError,
+from ego_jax.data.manual_dir import (
     FrameCountError,
-    FrameFormatError,
     LayoutError,
-    ManualDirError,
     MissingModalityError,
     UnknownClassError,
     contiguous,

@@ -1,4 +1,5 @@
-"""Pieces shared by the experiment suites (configs/experiments/*.py): arguments, presets, protocol.
+"""The experiment suites' pieces (configs/experiments/*.py are thin files calling them): arguments, presets, and
+`SuiteSpec`, the typed frozen suite the runner reads (`SuiteSpec.from_config(suite)`, where a suite run starts).
 
 A suite is a ConfigDict:
   name, title            the results' heading
@@ -22,12 +23,13 @@ A suite is a ConfigDict:
   cam                    rows and clip ids of the CAM comparison drawn at the end (rows () = none)
   notes                  footnotes printed under the table
 """
-import importlib
-import os
+import dataclasses
+from collections.abc import Mapping
 
 import ml_collections
+from flax.core import FrozenDict
 
-from configs import common as recipe_common, quickstart
+from ego_jax import recipes
 from ego_jax.data import datasets
 
 # protocol: 'fixed' (alias s2: one protocol split, `split`, 0 = the dataset's default) or 'folds' (aliases 4fold,
@@ -53,16 +55,11 @@ QUICKSTART_EPOCHS = 2
 
 def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """'preset=quickstart,seeds=1' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
-    args = recipe_common.parse_args(arg, spec=ARGS, choices=CHOICES,
+    args = recipes.parse_args(arg, spec=ARGS, choices=CHOICES,
                                     example="configs/experiments/step1.py:preset=quickstart,seeds=1", **defaults)
     if args.seeds < 1 or args.sets < 1 or args.selection_seeds < 1:
         raise ValueError(f"suite arguments seeds, sets, selection_seeds must be >= 1; got {args}")
     return args
-
-
-def _recipe(path: str):
-    """The default config of a recipe file ('configs/flow.py')."""
-    return importlib.import_module(os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")).get_config()
 
 
 def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: list[str],
@@ -106,13 +103,13 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     s.notes = tuple(notes)
     if args.preset == "quickstart":
         # The quickstart's synthetic data, unless another dataset (a stand-in in the tests) is named.
-        data = dict(quickstart.ARGS, **({} if args.data == "gtea61" else {"data": args.data}))
+        data = dict(recipes.QUICKSTART_ARGS, **({} if args.data == "gtea61" else {"data": args.data}))
         s.args = ",".join(f"{k}={v}" for k, v in data.items() if k != "stage1_backbone")
         # stage1_backbone=train only where there is an RGB stage 1 (the flow recipe refuses the argument)
         s.rows = tuple(dict(r, args=",".join(filter(None, [r["args"], "stage1_backbone=train"])))
-                       if "rgb_stage1" in _recipe(r["config"]).recipe else r for r in s.rows)
+                       if "rgb_stage1" in recipes.from_file(r["config"]).recipe else r for r in s.rows)
         s.columns = QUICKSTART_COLUMNS
-        s.overrides = tuple(quickstart.SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
+        s.overrides = tuple(recipes.QUICKSTART_SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
         s.synthetic_preset = "quickstart" if args.data in ("gtea61", "synthetic") else ""
         data = "synthetic quickstart data (6 classes)" if stand_in else args.data
         s.notes = s.notes + (f"preset=quickstart: {data}, "
@@ -122,3 +119,94 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     elif args.data == "synthetic":
         s.synthetic_preset = "small"
     return s
+
+
+# Test clips of the CAM comparisons (subject S2): GTEA61 actions with a clear moving object, and the quickstart's.
+CAM_CLIPS = dict(reference=("S2/take_bread/1", "S2/open_coffee/1", "S2/pour_water,cup/1"),
+                 quickstart=("S2/open_honey/1", "S2/take_jam/1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    """A row of the table: a recipe file with its arguments, and the stage whose test accuracy its cells report."""
+
+    key: str
+    name: str
+    config: str  # recipe config file (relative to the working directory)
+    args: str  # its config arguments (the column's and the suite's are added)
+    stage: str
+    per_column: bool  # False: trained once, shown in every column
+    search: tuple | None = None  # hyperparameter space ((dotted key, values), ...), or None
+
+    def __post_init__(self):
+        if self.search is not None:
+            object.__setattr__(self, "search", tuple((k, tuple(v)) for k, v in self.search))
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionSpec:
+    """Hyperparameter selection: validation seeds, sets per searched row, sampler 'random' | 'grid' and its seed."""
+
+    seeds: tuple[int, ...]  # of the validation runs
+    sets: int  # hyperparameter sets per searched row
+    sampler: str
+    seed: int  # of the random sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class CamSpec:
+    """Rows and clip ids of the CAM comparison drawn at the end (rows () = none)."""
+
+    rows: tuple[str, ...]
+    clips: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSpec:
+    """A suite (see the module doc), typed and frozen; `from_config` reads the suite ConfigDict."""
+
+    name: str
+    title: str  # the results' heading
+    column_key: str  # the config argument a column sets ('frames')
+    columns: tuple  # its values
+    seeds: tuple[int, ...]  # every table run is trained with each
+    rows: tuple[RowSpec, ...]
+    args: str  # config arguments of every run
+    protocol: str  # 'fixed' | 'folds'
+    folds: tuple[datasets.Protocol, ...]
+    published: Mapping[str, tuple]  # {row key: (number %, source)}
+    overrides: tuple[tuple[str, object], ...]
+    data_dir: str
+    synthetic_preset: str
+    selection: SelectionSpec
+    diff: tuple[str, ...]
+    cam: CamSpec
+    notes: tuple[str, ...]
+
+    def __post_init__(self):
+        keys = [r.key for r in self.rows]
+        unknown = sorted({*self.diff, *self.cam.rows} - set(keys))
+        problems = [f"suite rows {keys}: a row key appears twice"] if len(set(keys)) != len(keys) else []
+        problems += [f"suite diff {self.diff} / cam rows {self.cam.rows}: unknown rows {unknown}"] if unknown else []
+        if self.selection.sampler not in ("random", "grid"):
+            problems.append(f"suite selection.sampler={self.selection.sampler!r}: expected 'random' or 'grid'")
+        if not self.seeds or not self.folds:
+            problems.append(f"suite seeds {self.seeds} and folds {self.folds}: expected at least one of each")
+        if problems:
+            raise ValueError("suite problems:\n  " + "\n  ".join(problems))
+
+    def row(self, key: str) -> RowSpec:
+        return next(r for r in self.rows if r.key == key)
+
+    @classmethod
+    def from_config(cls, suite) -> "SuiteSpec":
+        """A suite ConfigDict (or its to_dict) -> SuiteSpec."""
+        d = dict(suite.to_dict() if hasattr(suite, "to_dict") else suite)
+        return cls(**{**d, "columns": tuple(d["columns"]), "seeds": tuple(d["seeds"]),
+                      "rows": tuple(RowSpec(**r) for r in d["rows"]),
+                      "folds": tuple(datasets.Protocol(**f) for f in d["folds"]),
+                      "published": FrozenDict({k: tuple(v) for k, v in d["published"].items()}),
+                      "overrides": tuple((k, v) for k, v in d["overrides"]),
+                      "selection": SelectionSpec(**{**d["selection"], "seeds": tuple(d["selection"]["seeds"])}),
+                      "diff": tuple(d["diff"]), "cam": CamSpec(tuple(d["cam"]["rows"]), tuple(d["cam"]["clips"])),
+                      "notes": tuple(d["notes"])})

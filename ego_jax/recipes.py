@@ -1,16 +1,22 @@
-"""Pieces shared by the experiment configs: arguments, data, and the reference stages.
+"""The recipes: config arguments, the run defaults and the reference stages, as ml_collections configs.
 
+The user-facing config files (configs/*.py) are thin `get_config(arg)` functions calling these; train.py and the
+other commands turn the config into specs (ego_jax.specs) once, where the run starts.
 Defaults are the reference recipe (shared/reference/ego-rnn.md, "Training recipes"; sparnet.md for MS).
 Paths in `trainable` are regexes over '/'-joined nnx state paths; `bn_train` / `dropout_train` are regexes
 over module paths (every BatchNorm / Dropout not matched runs in inference mode).
 """
+import importlib.util
 import os
+import re
+import sys
 
 import ml_collections
 
+from ego_jax import streams
 from ego_jax.data import datasets
-
-RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be the two-stream recipe's RGB stream
+from ego_jax.models.lsta import CELL as LSTA_CELL
+from ego_jax.models.two_stream import DEFAULT_RGB as JOINT_DEFAULT_RGB
 
 # stage1_backbone=train is a deviation for runs without ImageNet weights (the quickstart): RGB stage 1 then also
 # trains the whole backbone (fc included) with its BatchNorms in training mode, instead of the reference's
@@ -18,11 +24,11 @@ RGB_KINDS = ("ego_rnn", "lsta")  # stream kinds (ego_jax/streams.py) that can be
 # data: the dataset (ego_jax/data/datasets.py); split: its protocol split k (0 = the dataset's default: GTEA61's
 # fixed test subject S2, EGTEA's split 1, ...), which sets the train/test splits; target: EGTEA's label field.
 ARGS = dict(frames=25, data="gtea61", split=0, target="action", seed=0, init="imagenet", stage1_backbone="frozen")
-# rgb (configs/two_stream.py only): the RGB stream of the two-stream recipe, Ego-RNN's or LSTA's.
+# rgb (the two-stream recipe only): its RGB stream, a kind of RGB_STAGES (below).
 # init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
 INITS = ("imagenet", "scratch")
 CHOICES = dict(frames=None, data=datasets.NAMES, target=("action", "verb", "noun"), init=None,
-               stage1_backbone=("frozen", "train"), rgb=RGB_KINDS)
+               stage1_backbone=("frozen", "train"), rgb=lambda: tuple(RGB_STAGES))
 
 
 def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
@@ -37,6 +43,7 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
                              f"e.g. {example}")
         args[key] = type(args[key])(value)
     for key, allowed in choices.items():
+        allowed = allowed() if callable(allowed) else allowed
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
     if "init" in args and args["init"] not in INITS and not os.path.isdir(args["init"]):
@@ -122,10 +129,6 @@ def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
                 schedule=dict(milestones=tuple(milestones), step_size=step_size, gamma=gamma), param_groups={})
 
 
-# RGB stage 2 fine-tunes these on top of stage 1's ConvLSTM + classifier (layer4 downsample and every BN stay frozen).
-# fc/kernel only: the reference's fc.bias only picks the CAM class (an argmax), so its grad stays None and torch's
-# Adam skips it, coupled weight decay included; listing it here would let the decay shrink the ImageNet bias.
-RGB_FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
 NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
 # The motion guide's one scalar w: Adam moves a parameter by about lr per step, so at stage 2's 1e-4 it could
 # travel at most ~0.17 in GTEA61's 1650 stage-2 steps, too little to weigh the motion expert in or out; 1e-2
@@ -154,18 +157,12 @@ def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_gu
     return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head,
                                                           motion_guide=motion_guide)),
                 init_from={"model": "rgb_stage1"},
-                trainable=RGB_FINETUNE + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ())
+                trainable=streams.get("ego_rnn").finetune + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ())
                 + ((r"motion_guide/.*",) if motion_guide is not None else ()),
                 bn_train=(), dropout_train=(".*",), optimizer=optimizer, epochs=150,
                 loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss))
 
 
-# LSTA's main_rgb.py trains the whole LSTA cell, and in stage 2 also layer4's conv1/conv2 and the ImageNet fc. Two of
-# those only move argmaxes (the cell's coupling_fc, the fc bias): torch leaves their .grad None and its Adam skips
-# them, so they keep their initial values. Leaving them out of the trainable sets keeps them there under the
-# coupled weight decay too.
-LSTA_CELL = (r"lsta/(att_s_conv|att_cam_conv|x_conv|h_conv|o_conv|c_classifier)/.*",)
-LSTA_FINETUNE = LSTA_CELL + (r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
 LSTA_ADAM = dict(lr=1e-3, milestones=(25, 75, 150), weight_decay=5e-4)  # train_rgb.sh
 
 
@@ -182,7 +179,7 @@ def lsta_stage2(c) -> dict:
     The public code gives no stage-2 command: this is train_rgb.sh with --stage 2 (Adam 1e-3, 200 epochs).
     """
     return dict(model=dict(kind="lsta", kwargs=lsta(c)), init_from={"model": "rgb_stage1"},
-                trainable=LSTA_FINETUNE + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
+                trainable=streams.get("lsta").finetune + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
                 optimizer=adam(**LSTA_ADAM), epochs=200, loss=NO_MS_LOSS)
 
 
@@ -198,22 +195,46 @@ def flow(c) -> dict:
                 optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5), epochs=750, loss=NO_MS_LOSS)
 
 
-def joint(c, rgb: str = "ego_rnn") -> dict:
-    """Two-stream: group A (lr 1e-2) joint head + the RGB stream's stage-2 set (Ego-RNN: ConvLSTM/layer4 convs/fc),
-    group B (1e-4) flow layer4. rgb: the RGB stream's kind, 'ego_rnn' (reference) or 'lsta'."""
+def joint(c, rgb_stage2: dict) -> dict:
+    """Two-stream over the RGB stream of `rgb_stage2` (a stage dict) and the flow stream: group A (lr 1e-2) the joint
+    head + what the RGB stream's entry fine-tunes (Ego-RNN: ConvLSTM, layer4 convs, fc), group B (1e-4) flow layer4."""
     optimizer = sgd(1e-2, step_size=1, gamma=0.99)
     optimizer["param_groups"] = {"flow_layer4": dict(params=(r"flow/backbone/layer4/.*",), lr=1e-4)}
-    if rgb == "ego_rnn":
-        streams, finetune = dict(rgb=ego_rnn(c, attention=True)), RGB_FINETUNE
-    else:
-        streams, finetune = dict(rgb_kind=rgb, rgb=lsta(c)), LSTA_FINETUNE
-    return dict(model=dict(kind="two_stream", kwargs=dict(streams, flow=flow_resnet(c), dropout=0.5)),
+    rgb = streams.get(rgb_stage2["model"]["kind"])
+    # a copy (the joint stage's overrides stay its own), sharing the FieldReferences to the common sizes
+    rgb_kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in rgb_stage2["model"]["kwargs"].items()}
+    kwargs = dict(rgb=rgb_kwargs, flow=flow_resnet(c), dropout=0.5)
+    if rgb.kind != JOINT_DEFAULT_RGB:  # kept out of the kwargs (and the identity) when the default
+        kwargs["rgb_kind"] = rgb.kind
+    return dict(model=dict(kind="two_stream", kwargs=kwargs),
                 init_from={"rgb": "rgb_stage2", "flow": "flow"},
-                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in finetune)
+                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in rgb.finetune)
                 + (r"flow/backbone/layer4/.*",),
                 # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
                 bn_train=(r"flow/backbone/layer4/.*",), dropout_train=(r"dropout",),
                 optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
+
+
+def _ego_rnn_stages(c) -> dict:
+    return dict(rgb_stage1=rgb_stage1(c, attention=True), rgb_stage2=rgb_stage2(c, attention=True))
+
+
+def _lsta_stages(c) -> dict:
+    lsta_data(c)
+    return dict(rgb_stage1=lsta_stage1(c), rgb_stage2=lsta_stage2(c))
+
+
+# The two-stream recipe's RGB stages for each RGB stream it offers (its `rgb` argument): stage 1 and stage 2 as the
+# stream's own RGB recipe trains them; the joint stage starts from that stage 2.
+RGB_STAGES = dict(ego_rnn=_ego_rnn_stages, lsta=_lsta_stages)
+
+
+def two_stream_recipe(arg: str | None) -> ml_collections.ConfigDict:
+    """RGB stage 1 -> RGB stage 2, flow, then joint two-stream training; `rgb` picks the RGB stream (RGB_STAGES)."""
+    args = parse_args(arg, rgb="ego_rnn")
+    c = base(args)
+    rgb = RGB_STAGES[args.rgb](c)
+    return finish(c, args, dict(rgb, flow=flow(c), joint=joint(c, rgb["rgb_stage2"])))
 
 
 def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse",
@@ -276,3 +297,47 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
     c.stages = ml_collections.ConfigDict(stages)
     c.lock()
     return c
+
+
+# The quickstart (configs/quickstart.py, scripts/quickstart.sh): the two-stream recipe shrunk to run end to end on
+# 2 CPU cores in minutes, on the synthetic set, from scratch. Its sizes are overrides of any recipe config (the
+# experiment suites' preset=quickstart uses them too).
+QUICKSTART_ARGS = dict(data="synthetic", init="scratch", stage1_backbone="train")
+QUICKSTART_SIZES = {"model.depth": 18, "model.width": 8, "data.crop": 64, "data.resize": 80, "data.stack": 3,
+                    "data.flow_eval_stacks": 3, "data.worker_count": 0, "batch_size": 8, "eval_batch_size": 8,
+                    "log_every_steps": 10, "eval_every_epochs": 10, "checkpoint_every_epochs": 10}
+
+
+def quickstart(arg: str | None) -> ml_collections.ConfigDict:
+    """The quickstart's two-stream recipe: QUICKSTART_SIZES, 5 frames, 30-100 epochs with milestones scaled down."""
+    args = parse_args(arg, frames=5, **QUICKSTART_ARGS)
+    c = base(args)
+    override(c, QUICKSTART_SIZES)
+    stages = _ego_rnn_stages(c)
+    stages.update(flow=flow(c), joint=joint(c, stages["rgb_stage2"]))
+    for stage, epochs, milestones in (("rgb_stage1", 40, (30,)), ("rgb_stage2", 30, (20,)), ("flow", 100, (70,))):
+        stages[stage]["epochs"] = epochs
+        stages[stage]["optimizer"]["schedule"]["milestones"] = milestones
+    stages["joint"]["epochs"] = 30
+    return finish(c, args, stages)
+
+
+def from_file(path: str, arg: str | None = None):
+    """A config file ('configs/flow.py', relative to the working directory) -> its get_config(arg).
+
+    Each file is executed once per process (as a module named after its path), so a file that registers a stream
+    kind (ego_jax.streams) may be read again."""
+    path = os.path.abspath(path)
+    name = "ego_jax_config_file." + re.sub(r"\W", "_", path)
+    if name not in sys.modules:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"config file {path} not found (paths are relative to the working directory)")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name].get_config(arg)
