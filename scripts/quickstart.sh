@@ -37,25 +37,7 @@ elapsed "evaluated"
 CAM=$("$PYTHON" "$REPO/scripts/visualize_cam.py" "${CONFIG[@]}" --stage rgb_stage2 --clips "$CLIP" | tail -n 1)
 elapsed "CAM of $CLIP: $CAM"
 
-"$PYTHON" - "$TRAIN" "$WORKDIR/summary.json" <<'EOF'
-import json, pathlib, sys
-import numpy as np
-from ego_jax.data.synthetic import verb_object
-train, summary = pathlib.Path(sys.argv[1]), {}
-print("\nTest accuracy on the held-out synthetic subject S2 (final epoch of each stage). object / verb: clips whose")
-print("predicted class has the right moving object / the right verb (flow sees only the verb, RGB frames the object).")
-print(f"{'stage':<12} {'protocol':<8} {'accuracy':>9} {'correct':>7} {'object':>7} {'verb':>5}")
-for stage in ("rgb_stage1", "rgb_stage2", "flow", "joint"):
-    m = json.loads((train / stage / "eval" / "metrics.json").read_text())
-    c = json.loads((train / stage / "eval" / "confusion.json").read_text())
-    names, counts = [verb_object(n) for n in c["classes"]], np.array(c["matrix"])
-    pairs = [(names[i], names[j], counts[i, j]) for i, j in zip(*counts.nonzero())]
-    obj = int(sum(n for a, b, n in pairs if a[1][0] == b[1][0]))  # same moving item
-    verb = int(sum(n for a, b, n in pairs if a[0] == b[0]))
-    summary[stage] = dict(accuracy=m["accuracy"], correct=m["num_correct"], clips=m["num_examples"], object=obj,
-                          verb=verb)
-    print(f"{stage:<12} {m['protocol']:<8} {100 * m['accuracy']:>8.2f}% {m['num_correct']:>3}/{m['num_examples']:<3}"
-          f" {obj:>7} {verb:>5}")
-pathlib.Path(sys.argv[2]).write_text(json.dumps(summary, indent=1) + "\n")
-EOF
 echo "[quickstart] total $(($(date +%s) - start)) s; confusion matrices and curves in $TRAIN/<stage>/eval, CAM in $CAM"
+# The table, WORKDIR/summary.json and the last line: the verdict on what must hold on any machine (README,
+# "Quickstart"; ego_jax/experiments/quickstart.py); the exit status is 1 when one of those does not hold.
+"$PYTHON" -m ego_jax.experiments.quickstart "$TRAIN" "$WORKDIR/summary.json"
