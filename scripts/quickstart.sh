@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: synthetic GTEA61 stand-in -> tfds build -> the four two-stream stages from scratch -> evaluation of
-# every stage on the held-out subject S2 -> a CAM picture; about 10 minutes on 2 CPU cores.
+# every stage on the held-out subject S2 -> a CAM picture -> the table and a one-line verdict on what must hold on
+# any machine (README); 3-10 minutes on 2 CPU cores.
 #
 #   bash scripts/quickstart.sh [WORKDIR]        (default WORKDIR: workdir_quickstart; SEED=1 bash ... for another seed)
 #

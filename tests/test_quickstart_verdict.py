@@ -39,14 +39,16 @@ def test_verdict_passes_when_every_invariant_holds(tmp_path):
     assert summary["flow"] == dict(accuracy=13 / 36, correct=13, clips=36, object=13, verb=36)
     assert summary["rgb_stage2"]["object"] == 36 and summary["rgb_stage2"]["verb"] == 27
     assert summary["verdict"].startswith("quickstart verdict: PASS (") and "NO" not in summary["verdict"]
+    assert summary["verdict"].count(": yes") == len(quickstart.INVARIANTS)
 
 
 @pytest.mark.parametrize("stage, matrix, invariant", [
-    # FLOW with one open_jam clip read as take_coffee (the verb wrong), RGB with one take_coffee read as take_honey
-    ("flow", confusion((0, 1, 4), (1, 2, 3), (2, 0, 5), (3, 4, 4), (4, 5, 2), (5, 3, 4), (5, 0, 1)),
-     "flow tells every verb"),
-    ("rgb_stage2", confusion((0, 3, 3), (0, 1, 1), (1, 4, 2), (5, 2, 4)), "RGB stage 2 tells every object"),
-    ("joint", RGB, "joint beats RGB and flow"),  # a tie with RGB is not a win
+    # FLOW with 4 open_jam clips read as take_coffee: the verb of 32 < 0.9 * 36 clips
+    ("flow", confusion((0, 1, 4), (1, 2, 3), (2, 0, 5), (3, 4, 4), (4, 5, 2), (5, 3, 1), (5, 0, 4)),
+     "flow tells the verb of >= 90% of clips"),
+    ("rgb_stage2", FLOW, "RGB stage 2 beats flow"),  # a tie is not a win
+    ("joint", confusion((0, 3, 2), (1, 4, 2)), "joint tells the verb of >= 90% of clips"),  # 32/36 right, verb too
+    ("joint", FLOW, "joint beats flow"),
 ])
 def test_verdict_fails_naming_the_invariant(tmp_path, stage, matrix, invariant):
     write(tmp_path, **{stage: matrix})

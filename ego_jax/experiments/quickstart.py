@@ -43,12 +43,15 @@ def summarize(train_dir: str | epath.Path, stages=STAGES) -> dict:
     return summary
 
 
-# What holds on any machine and seed (README, "Quickstart"): name -> test of the summary. 'beats' is strict.
+# What holds on any machine and seed (README, the quickstart): name -> test of a summarize() dict. Measured over seeds
+# 0-4 on the development machine: flow and joint told the verb of 36/36 clips; RGB stage 2 beat flow by 28-47 points
+# and joint beat flow by 33-67. Not an invariant: joint beat RGB stage 2 in 4 of the 5 seeds, not in seed 0.
+VERB_SHARE = 0.9
 INVARIANTS = {
-    "flow tells every verb": lambda s: s["flow"]["verb"] == s["flow"]["clips"],
-    "RGB stage 2 tells every object": lambda s: s["rgb_stage2"]["object"] == s["rgb_stage2"]["clips"],
-    "joint beats RGB and flow": lambda s: s["joint"]["accuracy"] > max(s["rgb_stage2"]["accuracy"],
-                                                                     s["flow"]["accuracy"]),
+    "flow tells the verb of >= 90% of clips": lambda s: s["flow"]["verb"] >= VERB_SHARE * s["flow"]["clips"],
+    "RGB stage 2 beats flow": lambda s: s["rgb_stage2"]["accuracy"] > s["flow"]["accuracy"],
+    "joint tells the verb of >= 90% of clips": lambda s: s["joint"]["verb"] >= VERB_SHARE * s["joint"]["clips"],
+    "joint beats flow": lambda s: s["joint"]["accuracy"] > s["flow"]["accuracy"],
 }
 
 
