@@ -46,10 +46,15 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
         allowed = allowed() if callable(allowed) else allowed
         if allowed and key in args and args[key] not in allowed:
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
-    if "init" in args and args["init"] not in INITS and not os.path.isdir(args["init"]):
-        raise ValueError(f"config argument init={args['init']!r}: expected one of {INITS} or a trained workdir to "
-                         "fine-tune (a folder holding <stage>/DONE)")
+    init = args.get("init")
+    if init is not None and init not in INITS and not os.path.isdir(init) and not _is_reference(init):
+        raise ValueError(f"config argument init={init!r}: expected one of {INITS}, a trained workdir to fine-tune "
+                         "(a folder holding <stage>/DONE) or an authors' released checkpoint (a .pth file)")
     return ml_collections.ConfigDict(args)
+
+
+def _is_reference(init: str) -> bool:
+    return init.endswith(".pth") and os.path.isfile(init)
 
 
 def base(args) -> ml_collections.ConfigDict:
@@ -277,12 +282,20 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
 
     init=W (a trained workdir): fine-tuning; each stage that starts from ImageNet starts instead from the whole model
     of W's stage of the same name (its final checkpoint; a classifier whose class count differs is replaced, and
-    the log says so), the later stages from these as usual.
+    the log says so), the later stages from these as usual. init=P.pth (an authors' released checkpoint, one
+    stream's model): the same for the one stage of the recipe that starts from ImageNet.
     stage1_backbone=train adds the whole backbone to rgb_stage1's trainable set and puts its BNs in training mode.
     """
     if args.init == "scratch":
         for stage in stages.values():
             stage["init_from"] = {k: v for k, v in stage["init_from"].items() if v != "imagenet"}
+    elif _is_reference(args.init):
+        first = [name for name, stage in stages.items() if "imagenet" in stage["init_from"].values()]
+        if len(first) != 1:
+            raise ValueError(f"config argument init={args.init}: an authors' checkpoint is one stream's model, but "
+                             f"{len(first)} stages of this recipe start from ImageNet ({', '.join(first)}): fine-tune "
+                             "a one-stream recipe (configs/attention.py, configs/flow.py, ...) from it")
+        stages[first[0]]["init_from"] = {"model": os.path.abspath(args.init)}
     elif args.init != "imagenet":
         for name, stage in stages.items():
             if "imagenet" in stage["init_from"].values():

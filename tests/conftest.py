@@ -1,6 +1,8 @@
 """Test-wide setup: 4 CPU devices for the sharding tests, quiet TensorFlow, and the generated datasets shared by the
 tests (built once per session)."""
 import os
+import runpy
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -36,3 +38,29 @@ def data_dir(synthetic_gtea61):
     from ego_jax.data.gtea61 import CLASSES  # noqa: PLC0415
 
     return synthetic_gtea61(CLASSES[:4])
+
+
+# The stand-in releases the dataset tests build (ego_jax.data.standins), each with its quirks: EGTEA with a clip not
+# downloaded, stray files and two clips of 1-4 frames; GTEA71 and GTEA Gaze+ (all six subjects, so every protocol
+# split trains) with a 1-4 frame clip.
+STANDINS = {"egtea": dict(missing=1, stray=True, short_clips=2), "gtea71": dict(short_clips=1),
+            "gtea_gaze": dict(short_clips=1, subjects=("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin"))}
+
+
+@pytest.fixture(scope="session")
+def standin_build(tmp_path_factory):
+    """name -> (StandIn, data_dir): the stand-in release of `name` built by scripts/build_dataset.py, once."""
+    built, root = {}, Path(__file__).parents[1]
+
+    def make(name: str):
+        from ego_jax.data import standins  # noqa: PLC0415  (tfds: only in the tests that build data)
+
+        if name not in built:
+            tmp = tmp_path_factory.mktemp(name)
+            stand_in = standins.MAKERS[name](tmp / "manual", **STANDINS[name])
+            build = runpy.run_path(str(root / "scripts" / "build_dataset.py"))["main"]
+            build(["--dataset", name, "--manual_dir", str(tmp / "manual"), "--data_dir", str(tmp / "tfds")])
+            built[name] = stand_in, str(tmp / "tfds")
+        return built[name]
+
+    return make

@@ -1,8 +1,8 @@
 """EGTEA Gaze+, GTEA71 and GTEA Gaze+ builders on their stand-ins (layout, annotation syntax, quirks), the config
-switch data=<dataset>,split=k, and the Step-1 suite with data=egtea and with protocol=4fold (tiny sizes)."""
+switch data=<dataset>,split=k, a recipe trained and evaluated on each with that one argument (tiny sizes), and the
+Step-1 suite with data=egtea and with protocol=4fold."""
 import json
 import os
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -11,31 +11,26 @@ from tiny_suite import TINY
 
 from configs import two_stream
 from configs.experiments import step1
+from ego_jax import recipes
 from ego_jax.data import datasets, egtea, flow, gtea71, gtea_gaze, release, standins, synthetic
 from ego_jax.data.decode import decode_gray
 from ego_jax.data.manual_dir import AnnotationError, CorruptFrameError, CorruptVideoError
-from ego_jax.experiments import runner
+from ego_jax.experiments import cam, runner
 from ego_jax.experiments.suite import SuiteSpec
+from ego_jax.specs import RunSpec
+from ego_jax.train import loop, workdir
+from ego_jax.viz import cam as viz_cam
 
 FAST = flow.FlowSpec(tvl1=flow.TVL1(nscales=1, warps=1, inner_iterations=3))  # few TV-L1 iterations
-BUILD = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
 
 
 def records(source) -> dict[str, int]:
     return {source[i]["clip_id"].decode(): int(source[i]["label"]) for i in range(len(source))}
 
 
-@pytest.fixture(scope="module")
-def egtea_dir(tmp_path_factory):
+def test_egtea_build_holds_every_downloaded_clip_with_its_labels(standin_build):
     """3 actions x 3 participants x 2 clips, one clip not downloaded, stray files, 2 clips of 1-4 frames."""
-    tmp = tmp_path_factory.mktemp("egtea")
-    stand_in = standins.make_egtea(tmp / "manual", missing=1, stray=True, short_clips=2)
-    BUILD(["--dataset", "egtea", "--manual_dir", str(tmp / "manual"), "--data_dir", str(tmp / "tfds")])
-    return stand_in, str(tmp / "tfds")
-
-
-def test_egtea_build_holds_every_downloaded_clip_with_its_labels(egtea_dir):
-    stand_in, data_dir = egtea_dir
+    stand_in, data_dir = standin_build("egtea")
     ann = stand_in.root / "action_annotation"
     for k in (1, 2, 3):
         built = {**records(egtea.load_source(f"train{k}", data_dir=data_dir)),
@@ -96,14 +91,13 @@ def test_frames_and_warp_flow_are_extracted_from_the_videos(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["gtea71", "gtea_gaze"])
-def test_gtea_family_builds_clips_of_their_classes(name, tmp_path):
+def test_gtea_family_builds_clips_of_their_classes(name, standin_build):
     module = {"gtea71": gtea71, "gtea_gaze": gtea_gaze}[name]
-    stand_in = standins.MAKERS[name](tmp_path / "m", short_clips=1)
-    BUILD(["--dataset", name, "--manual_dir", str(tmp_path / "m"), "--data_dir", str(tmp_path / "d")])
+    stand_in, data_dir = standin_build(name)
     subjects = "+".join(sorted({c.split("_")[0] for c in stand_in.labels}))
-    built = records(module.load_source(subjects, data_dir=tmp_path / "d"))
+    built = records(module.load_source(subjects, data_dir=data_dir))
     assert built == stand_in.labels  # stir<cup> (GTEA71) / an action of none of the 44 classes left out
-    names = module.class_names(data_dir=tmp_path / "d")
+    names = module.class_names(data_dir=data_dir)
     if name == "gtea71":
         assert names == sorted({f"{v}_{','.join(o)}" for v, o in standins.GTEA_ACTIONS[:3]})
     else:
@@ -127,6 +121,58 @@ def test_config_switch_sets_classes_and_splits():
     assert [datasets.protocol("gtea61", k).val for k in (1, 2, 3, 4)] == ["S4", "S4", "S4", "S3"]
 
 
+# One stage of the two-stream recipe per dataset, the cheapest that shows its path: the flow stage (warp flow stacks)
+# on GTEA71 and GTEA Gaze+, the RGB attention stage 1 (RGB frames; its CAMs) on EGTEA.
+TRAINED = {"gtea71": "flow", "gtea_gaze": "flow", "egtea": "rgb_stage1"}
+
+
+def expected_test_clips(name: str, stand_in) -> dict[str, int]:
+    """{clip: label} of the stand-in's default protocol test split, read from its annotation files' naming."""
+    if name == "egtea":  # test_split1.txt, the clip not downloaded left out
+        lines = (stand_in.root / "action_annotation" / "test_split1.txt").read_text().splitlines()
+        return {c: stand_in.labels[c] for c, *_ in map(str.split, lines) if c not in stand_in.missing}
+    subject = {"gtea71": "S2", "gtea_gaze": "Ahmad"}[name]  # GTEA61's fixed test subject; GTEA Gaze+'s first
+    return {c: label for c, label in stand_in.labels.items() if c.split("_")[0] == subject}
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_recipe_trains_and_evaluates_with_one_config_argument(name, standin_build, tmp_path, monkeypatch):
+    """configs/two_stream.py:data=<name> (+ tiny sizes, one stage) trains on its protocol's training split and is
+    evaluated on its test split; the report (and EGTEA's CAM) names the classes of the build's classes.json."""
+    stand_in, data_dir = standin_build(name)
+    stage = TRAINED[name]
+    c = two_stream.get_config(f"data={name},frames=2,init=scratch")
+    recipes.override(c, {**dict(TINY), "model.depth": 18, "data.worker_count": 0, "data.data_dir": data_dir})
+    c.recipe = (stage,)
+    run = RunSpec.from_config(c)
+    assert loop.train(run, str(tmp_path))
+    trained = json.loads((tmp_path / stage / "config.json").read_text())["identity"]["data"]["train_split"]
+    assert trained == {"gtea71": "S1+S3+S4", "gtea_gaze": "Alireza+Carlos+Rahul+Shaghayegh+Yin",
+                       "egtea": "train1"}[name]
+    test = expected_test_clips(name, stand_in)
+    report = workdir.evaluate_workdir(run, tmp_path, stage=stage)
+    predictions = [json.loads(line) for line in open(tmp_path / stage / "eval" / "predictions.jsonl")]
+    assert {p["clip"]: p["label"] for p in predictions} == test and report["num_examples"] == len(test)
+    assert report["split"] == {"gtea71": "S2", "gtea_gaze": "Ahmad", "egtea": "test1"}[name]
+    build = json.loads((Path(data_dir) / name / "rgb_flow" / "1.0.0" / "classes.json").read_text())["label"]
+    names = list(report["per_class_accuracy"])
+    assert len(names) == datasets.NUM_CLASSES[name] and names[:len(build)] == build
+    assert set(names[len(build):]) == {str(i) for i in range(len(build), len(names))}  # a partial GTEA71
+    support = {build[label]: list(test.values()).count(label) for label in set(test.values())}
+    assert {k: v for k, v in report["per_class_support"].items() if v} == support
+    if stage == "rgb_stage1":  # a CAM of a test clip, found by its EGTEA id
+        titles, grid = [], viz_cam.compare_grid
+
+        def titled(*args, title, **kwargs):
+            titles.append(title)
+            return grid(*args, title=title, **kwargs)
+
+        monkeypatch.setattr(viz_cam, "compare_grid", titled)
+        clip = sorted(test)[-1]
+        png, = cam.draw([(run, str(tmp_path), stage, "")], [clip], out_dir=str(tmp_path / "cam"))
+        assert os.path.exists(png) and titles[0].split("\n")[:2] == [clip, f"true {build[test[clip]]}"]
+
+
 def tiny(data_dir, arg):
     s = step1.get_config(f"preset=quickstart,seeds=1,rows=flow,data_dir={data_dir},{arg}")
     s.overrides = s.overrides + TINY
@@ -134,14 +180,16 @@ def tiny(data_dir, arg):
     return SuiteSpec.from_config(s)
 
 
-def test_step1_suite_on_egtea(egtea_dir, tmp_path):
-    _, data_dir = egtea_dir
+def test_step1_suite_on_egtea(standin_build, tmp_path):
+    _, data_dir = standin_build("egtea")
     out = runner.run_suite(tiny(data_dir, "data=egtea"), str(tmp_path))
     cell = out["rows"][0]["cells"][2]
     run = os.path.join(tmp_path, cell["workdirs"][0], "flow")
     assert json.load(open(os.path.join(run, "eval.json")))["split"] == "test1"
     assert json.load(open(os.path.join(run, "identity.json")))["identity"]["data"]["train_split"] == "train1"
     assert out["title"].startswith("Step 1: Ego-RNN ablations on egtea") or "EGTEA" in out["title"], out["title"]
+    names = egtea.class_names(data_dir=data_dir)
+    assert [list(r["per_class_accuracy"]) for r in out["runs"]] == [names]  # EGTEA's 106 actions name the columns
 
 
 def test_step1_suite_4fold(tmp_path, synthetic_gtea61):

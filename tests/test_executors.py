@@ -6,7 +6,13 @@ submitted, as after a logout); the local executor, which does train, is tested e
 """
 import os
 import re
+import signal
+import socket
 import stat
+import subprocess
+import sys
+import time
+import types
 
 import pytest
 import shard_command
@@ -14,7 +20,7 @@ import submitit
 from test_extract_flow import _panning_frames
 from tiny_suite import get_config as tiny_suite
 
-from ego_jax.cli import extract_flow
+from ego_jax.cli import common, extract_flow
 from ego_jax.data import video
 from ego_jax.experiments import executors, plan, runner, stage_job
 from ego_jax.experiments.suite import SuiteSpec
@@ -156,13 +162,17 @@ def test_sharded_command_as_local_jobs(tmp_path, monkeypatch):
     assert shard_command.main(argv) == 0 and len(executors.submissions(jobs, "shard-0-of-2")) == 1  # all done
 
 
-def test_sharded_command_as_a_slurm_job_array(fake_slurm, tmp_path):
+def test_sharded_command_as_a_slurm_job_array(fake_slurm, tmp_path, monkeypatch):
     jobs = str(tmp_path / "jobs")
-    argv = executors.job_argv([f"--out={tmp_path}", "--executor", "slurm", "--shards", "3", "--slurm.partition=cpu"])
+    command = [f"--out={tmp_path}", "--executor", "slurm", "--shards", "3", "--slurm.partition=cpu"]
+    argv = executors.job_argv(command)
     assert argv == [f"--out={tmp_path}"]
+    # The driver's first wait for its (pending) jobs brings it a SIGTERM, as a logout would: it stops waiting and
+    # exits resumable, as a stopped ego-jax-train.
+    logout = types.SimpleNamespace(time=time.time, sleep=lambda s: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(executors, "time", logout)
+    assert shard_command.main(command) == common.EXIT_STOPPED
     executor = executors.Executor("slurm", options=dict(partition="cpu"))
-    assert not executor.run(executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(),
-                            array="shard_command")
     ((array_id, text),) = _scripts(fake_slurm).values()
     params = _sbatch(text)
     assert params["array"] == "0-2%3" and params["partition"] == "cpu" and "dependency" not in params
@@ -184,12 +194,12 @@ def test_extract_flow_as_local_shard_jobs(tmp_path, monkeypatch):
     """extract_flow --executor local --shards 2: the files of the serial extraction, from two processes."""
     for name in ("S1/a/1", "S1/a/2", "S2/b/1"):
         video.write_video(tmp_path / "in" / f"{name}.mp4", _panning_frames(3, size=(32, 48)), fps=10)
-    common = ["--input", str(tmp_path / "in"), "--method", "tvl1", "--backend", "opencv", "--tvl1", "nscales=1",
-              "--tvl1", "inner_iterations=5"]
-    assert extract_flow.main([*common, "--out", str(tmp_path / "serial")]) == 0
+    flow_args = ["--input", str(tmp_path / "in"), "--method", "tvl1", "--backend", "opencv", "--tvl1", "nscales=1",
+                 "--tvl1", "inner_iterations=5"]
+    assert extract_flow.main([*flow_args, "--out", str(tmp_path / "serial")]) == 0
     monkeypatch.setenv("PYTHONPATH", ROOT)
     jobs = str(tmp_path / "sharded" / "jobs")
-    assert extract_flow.main([*common, "--out", str(tmp_path / "sharded"), "--executor=local", "--shards=2"]) == 0
+    assert extract_flow.main([*flow_args, "--out", str(tmp_path / "sharded"), "--executor=local", "--shards=2"]) == 0
     for kind in ("frames", "flow_x", "flow_y"):
         serial = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / kind).rglob("*.jpg"))
         assert len(serial) == 6 and serial == sorted(
@@ -200,3 +210,65 @@ def test_extract_flow_as_local_shard_jobs(tmp_path, monkeypatch):
     assert [[a["argv"][-1] for a in r] for r in runs] == [["--shard=0/2"], ["--shard=1/2"]]
     assert len({r[0]["pid"] for r in runs} - {os.getpid()}) == 2
 
+
+
+def test_a_stage_job_stopped_by_a_signal_requeues_or_exits_resumable(tmp_path, monkeypatch):
+    """submitit's preemption signal (USR2) -> submitit's checkpoint-and-requeue handler; SIGTERM (scancel) ->
+    EXIT_STOPPED without a requeue. The train loop's side (a checkpoint, an exact resume) is test_experiment.py's."""
+    suite = SuiteSpec.from_config(tiny_suite(f"data_dir={tmp_path}/no_data,rows=flow,seeds=1"))
+    run = plan.Plan(suite, str(tmp_path / "w")).table_runs({})[0]
+    requeued = []
+
+    def submitit_handler(signum, frame):  # what submitit's handler does on process 0: checkpoint, requeue, exit
+        requeued.append(signum)
+        raise SystemExit(-1)
+
+    def train(self, key, stop):  # the signal arrives while the stage trains; the loop saves and returns
+        os.kill(os.getpid(), sent)
+        return False
+
+    monkeypatch.setattr(stage_job.StageJob, "_train", train)
+    monkeypatch.setattr(stage_job, "_setup_logs", lambda: None)
+    usr2 = executors.preempt_signal()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, usr2)}
+    try:
+        for sent, code, want in ((usr2, -1, [usr2]), (signal.SIGTERM, common.EXIT_STOPPED, [])):
+            requeued.clear()
+            signal.signal(usr2, submitit_handler)
+            with pytest.raises(SystemExit) as stopped:
+                stage_job.StageJob(str(tmp_path / "w"), run, "flow")()
+            assert (stopped.value.code, requeued) == (code, want), signal.Signals(sent).name
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_multi_task_slurm_job_is_one_multi_process_run():
+    """A stage job's tasks (--slurm.nodes_per_job / gpus_per_job): the environment srun gives each task is what
+    StageJob's distributed.initialize(mode='auto') starts one run from, through jax.distributed's SLURM detection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR",
+                                                                    "KUBERNETES_", "MEGASCALE_"))}
+    job_id = next(j for j in range(4096 * 7, 4096 * 8) if _free(61440 + j % 4096))  # jax's coordinator port
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2", SLURM_JOB_ID=str(job_id),
+               SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2", SLURM_STEP_NUM_NODES="1")
+    code = ("from ego_jax.train import distributed; distributed.initialize(mode='auto'); import jax; "
+            "print(jax.process_index(), jax.process_count(), jax.device_count())")
+    tasks = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [t.communicate(timeout=180) for t in tasks]
+    finally:
+        for t in tasks:
+            if t.poll() is None:
+                t.kill()
+                t.wait()
+    assert [out.strip() for out, _ in outs] == ["0 2 4", "1 2 4"], [err[-2000:] for _, err in outs]

@@ -14,10 +14,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from absl import flags
 from flax import nnx
 
 from configs import flow as flow_config, quickstart
 from ego_jax import inference, recipes
+from ego_jax.cli import extract_features
 from ego_jax.data import clip_files, flow, folder, gtea61, standins, synthetic, video
 from ego_jax.data.folder import layout as folder_layout
 from ego_jax.data.synthetic import PRESETS
@@ -128,9 +130,32 @@ def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
     assert first[0]["attention"].shape == (spec.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
 
 
-def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
+def test_an_ms_model_gives_its_motion_map_cam_and_feature():
+    """A Predictor of an Ego-RNN with an MS head: the clip's MS map, CAM and pooled c_T are the model's outputs on
+    the evaluation's clip (sampled frames, centre crop)."""
+    from ego_jax.data import pipeline  # noqa: PLC0415
+    from ego_jax.data.clip_spec import ClipSpec  # noqa: PLC0415
+    from ego_jax.models import EgoRNN  # noqa: PLC0415
+    from ego_jax.streams import normalize_rgb  # noqa: PLC0415
+
+    model = EgoRNN(3, depth=18, width=4, ms_head=dict(kind="cls", tap="layer4", hidden=4, grid=(1, 1)),
+                   rngs=nnx.Rngs(0))
+    predictor = inference.Predictor(model, "ego_rnn", ClipSpec("rgb", False, frames=2, crop=32, resize=36),
+                                    ["a", "b", "c"], batch_size=4)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 40, 48, 3), np.uint8)
+    got = predictor(frames, top=3)
+    model.eval()
+    clip = pipeline.load_clip({"rgb": list(frames), "label": 0}, predictor.spec, None)
+    want = model(normalize_rgb(clip["rgb"][None]))
+    assert got["ms"].shape == (2, 1, 1, 2) and got["attention"].shape == (2, 1, 1) and got["feature"].shape == (32,)
+    for key in ("logits", "ms", "attention", "feature"):
+        np.testing.assert_allclose(got[key], want[key][0], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert [name for name, _ in got["top"]] == [["a", "b", "c"][c] for c in np.argsort(-want["logits"][0])]
+
+
+def test_features_are_written_reloaded_and_resumed(trained, tmp_path, capsys):
     """Killed in its third batch, extract_features goes on after the clips it saved; the file equals the
-    predictor's outputs and reloads with np.load."""
+    predictor's outputs and reloads with np.load; the command writes the same for a split, with a progress bar."""
     spec, work, _ = trained
     predictor = inference.load(work, "joint")
     split = loaders.test_source(spec)
@@ -166,6 +191,22 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path):
     assert saved["feature"].shape == (9, 64) and np.array_equal(arrays["feature"], saved["feature"])
     assert list(saved["class_names"]) == predictor.class_names
 
+    # The command, in this process (its flags removed after, as another command's process would not have them)
+    before = set(flags.FLAGS)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            extract_features.main(["extract_features", f"--workdir={work}", "--stage=joint", "--input=split:S2",
+                                   f"--out={tmp_path / 'split.npz'}"])
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+    assert not exit_.value.code
+    assert "3/3" in capsys.readouterr().err  # the progress bar
+    saved = np.load(tmp_path / "split.npz")
+    assert list(saved["clip"]) == inference.clip_ids(split) and str(saved["step"]) == str(predictor.info["step"])
+    for i in range(3):
+        np.testing.assert_allclose(saved["feature"][i], want[f"clip{i}"]["feature"], rtol=1e-6, atol=1e-6)
+
 
 class _Head(nnx.Module):
     """What load_flat reads of a stream model: a stem and a class head named `classifier`."""
@@ -188,6 +229,32 @@ def test_a_classifier_with_another_class_count_is_replaced_and_logged(caplog):
     flat["conv1/kernel"] = flat["conv1/kernel"][..., :1]  # any other mismatch stays an error
     with pytest.raises(ValueError, match="conv1/kernel has shape"):
         stage_lib.load_flat(model, flat, "W/flow")
+
+
+def test_init_from_a_reference_checkpoint_replaces_its_classifier(tmp_path, caplog):
+    """init=P.pth: the recipe's one ImageNet stage starts from the authors' whole model (converted; its 61-class
+    classifier replaced, logged); a recipe with two such stages is refused."""
+    torch = pytest.importorskip("torch")
+    from configs import two_stream  # noqa: PLC0415
+    from ego_jax import streams  # noqa: PLC0415
+    from ego_jax.convert import reference, torch_reference as ref  # noqa: PLC0415
+
+    sd = ref.random_flow_state_dict(depth=18, width=4, stack=2, num_classes=61)
+    path = tmp_path / "model_flow_state_dict.pth"
+    torch.save(ref.to_torch(sd), path)
+    config = flow_config.get_config(f"data=folder,init={path}")
+    assert config.stages.flow.init_from.to_dict() == {"model": str(path)}
+    with pytest.raises(ValueError, match="2 stages of this recipe start from ImageNet"):
+        two_stream.get_config(f"init={path}")
+    model = streams.get("flow").build(3, dict(depth=18, width=4, stack=2), dtype=np.float32, rngs=nnx.Rngs(0),
+                                      crop=32)
+    fresh = np.asarray(model.classifier.kernel[...])
+    with caplog.at_level("WARNING"):
+        stage_lib.initialise(model, config.stages.flow.init_from, workdir=str(tmp_path), imagenet_weights="")
+    assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
+    np.testing.assert_array_equal(model.classifier.kernel[...], fresh)
+    arrays = reference.convert_reference(sd, "flow")
+    np.testing.assert_array_equal(model.backbone.conv1.kernel[...], arrays["backbone/conv1/kernel"])
 
 
 def test_inputs_that_are_not_clips_say_what_was_expected(trained, tmp_path):
@@ -248,6 +315,10 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     tuned = recipes.override(flow_config.get_config(f"data=folder,init={work}"),
                             dict(TINY, **{"data.data_dir": str(tmp_path / "tfds"), "stages.flow.epochs": 1}))
     assert tuned.num_classes == 0 and tuned.stages.flow.init_from.to_dict() == {"model": str(work / "flow")}
+    both = quickstart.get_config(f"data=folder,init={work}")  # the two-stream recipe: each ImageNet stage from W's
+    assert {name: both.stages[name].init_from.to_dict() for name in both.recipe} == {
+        "rgb_stage1": {"model": str(work / "rgb_stage1")}, "rgb_stage2": {"model": "rgb_stage1"},
+        "flow": {"model": str(work / "flow")}, "joint": {"rgb": "rgb_stage2", "flow": "flow"}}
     with caplog.at_level("WARNING"):
         assert loop.train(RunSpec.from_config(tuned), str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text

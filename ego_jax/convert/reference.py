@@ -237,6 +237,22 @@ def _describe(cfg: dict) -> str:
     return f"depth {cfg['depth']}, width {cfg['width']}, {cfg['in_channels']} input channels"
 
 
+def reference_arrays(model: nnx.Module, source) -> tuple[str, dict[str, np.ndarray]]:
+    """A reference checkpoint (a state dict, or a .pth path read with torch) -> (its layout, {nnx path: array}),
+    read in the layout the stream table (ego_jax.streams) names for the model's class; shapes unchecked."""
+    stream = streams.of_model(model)  # the stream table names each model class's layout in TABLE
+    if stream is None or stream.layout is None:
+        names = ", ".join(s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None)
+        raise TypeError(f"a reference checkpoint loads into an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another "
+                        f"model with a reference layout in ego_jax/streams.py (now: {names}), not "
+                        f"{type(model).__name__}")
+    if not isinstance(source, Mapping):
+        import torch  # only for reading .pth files; the torch extra of ego_jax
+
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    return stream.layout, convert_reference(source, stream.layout)
+
+
 def load_reference(model: nnx.Module, source) -> None:
     """Apply a reference checkpoint (a state dict, or a .pth path read with torch) to `model` in place.
 
@@ -245,17 +261,7 @@ def load_reference(model: nnx.Module, source) -> None:
     ms_head, since the reference has none); otherwise WeightsError lists the missing, unknown and
     mis-shaped nnx paths.
     """
-    stream = streams.of_model(model)  # the stream table names each model class's layout in TABLE
-    if stream is None or stream.layout is None:
-        names = ", ".join(s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None)
-        raise TypeError(f"load_reference: expected an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another model with "
-                        f"a reference layout in ego_jax/streams.py (now: {names}), got {type(model).__name__}")
-    kind = stream.layout
-    if not isinstance(source, Mapping):
-        import torch  # only for reading .pth files; the torch extra of ego_jax
-
-        source = torch.load(source, map_location="cpu", weights_only=True)
-    arrays = convert_reference(source, kind)
+    kind, arrays = reference_arrays(model, source)
     for path, resnet in nnx.iter_modules(model):
         if isinstance(resnet, ResNet):  # name an architecture mismatch before listing every key it breaks
             prefix = path_key(path) + "/"

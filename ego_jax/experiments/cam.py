@@ -1,6 +1,7 @@
 """CAM comparison: several trained (workdir, stage) models on the same clips, one PNG per clip (+ TensorBoard).
 
-Clips are found by id through the dataset's clip index (gtea61.clip_ids): one record is read per clip.
+Clips are found by id through the clip index of the run's dataset (loaders.clip_ids: gtea61, egtea, ...): one record
+is read per clip; labels and predictions are named by the dataset's classes (loaders.class_names).
 """
 import os
 
@@ -11,7 +12,6 @@ from clu import metric_writers
 from etils import epath
 from flax import nnx
 
-from ego_jax.data import gtea61
 from ego_jax.data.pipeline import build_loader
 from ego_jax.specs import DataSpec, RunSpec
 from ego_jax.train import clips, distributed, loaders, sharding, workdir as workdir_lib
@@ -20,7 +20,7 @@ from ego_jax.viz import cam
 
 def find_clip(data: DataSpec, split: str, clip: str) -> int:
     """Clip id ('S2/take_bread/1') or decimal index -> index in `split`; a clear error listing some ids."""
-    ids = gtea61.clip_ids(split, data_dir=data.data_dir, config=data.builder_config)
+    ids = loaders.clip_ids(data, split)
     if clip.isdigit():
         if int(clip) >= len(ids):
             raise ValueError(f"clip {clip}: the split has {len(ids)} clips (indices 0..{len(ids) - 1})")
@@ -69,15 +69,13 @@ def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None
 
     The frames of the first model's data are shown; every model must read the same frames and crop.
     """
-    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-
     first = models[0][0]
     for run, workdir, _, _ in models[1:]:
         if (run.data.frames, run.data.crop) != (first.data.frames, first.data.crop):
             raise ValueError(f"{workdir}: frames/crop {run.data.frames}/{run.data.crop} differ from "
                              f"{first.data.frames}/{first.data.crop}; compare models that see the same frames")
     split = split or first.data.test_split
-    source = loaders.test_source(first, split)
+    source, names = loaders.test_source(first, split), loaders.class_names(first)
     writer = (metric_writers.create_default_writer(str(tensorboard_dir or out_dir), asynchronous=False)
               if distributed.is_writer() else None)
     paths = []
@@ -89,8 +87,8 @@ def draw(models: list[tuple], clips: list[str], *, out_dir, tensorboard_dir=None
             entry, batch = _maps(run, workdir, stage, example, allow_unfinished)
             entries.append(dict(entry, label=label))
             lines.append(f"{label or stage}: step {entry['step']}" + ("" if entry["finished"] else " (unfinished)")
-                         + (f", pred {CLASSES[entry['pred']]}" if entry["pred"] is not None else ""))
-        lines.insert(1, f"true {CLASSES[int(batch['label'][0])]}")
+                         + (f", pred {names[entry['pred']]}" if entry["pred"] is not None else ""))
+        lines.insert(1, f"true {names[int(batch['label'][0])]}")
         image = cam.compare_grid(batch["rgb"][0], entries, title="\n".join(lines), min_size=min_size)
         paths.append(str(epath.Path(out_dir) / (clip_id.replace("/", "_") + ".png")))
         if writer:  # one writer of the shared workdir

@@ -39,6 +39,7 @@ import submitit
 from absl import flags
 from ml_collections import config_dict, config_flags
 
+from ego_jax.cli.common import EXIT_STOPPED
 from ego_jax.train import paths, workdir_lock
 
 KINDS = ("serial", "local", "slurm")
@@ -429,8 +430,8 @@ class _Stop:
 def run_sharded(executor: "Executor", module: str, argv: list[str], count: int, jobs_dir: str) -> int:
     """Run command `module` (argv: its command line) as `count` shard jobs of `executor` -> an exit status.
 
-    0 when every shard is done; 1 when stopped (rerun the command: finished shards are skipped, running ones
-    waited for); JobsFailed when shards failed.
+    0 when every shard is done; EXIT_STOPPED (75) when stopped (rerun the command: finished shards are skipped,
+    running ones waited for); JobsFailed when shards failed.
     """
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -440,7 +441,7 @@ def run_sharded(executor: "Executor", module: str, argv: list[str], count: int, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0 if done else 1
+    return 0 if done else EXIT_STOPPED
 
 
 def _log(jobs_dir: str, name: str) -> str:

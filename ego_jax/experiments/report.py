@@ -29,12 +29,6 @@ def _git_commit() -> str:
     return head + (" + local changes" if dirty else "")
 
 
-def _class_names(num_classes: int) -> list[str]:
-    from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
-
-    return list(CLASSES) if len(CLASSES) == num_classes else [str(i) for i in range(num_classes)]
-
-
 def cell(runs: list[dict]) -> dict:
     """The table runs of one cell -> mean, std (over seeds, ddof 1; None for one seed), n, accuracies, wall_s.
 
@@ -68,15 +62,17 @@ def device() -> str:
     return f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})"
 
 
-def tabulate(p, results: list[dict], validation: list[dict], *, wall_s: float, jobs: dict | None = None) -> dict:
+def tabulate(p, results: list[dict], validation: list[dict], *, class_names: list[str], wall_s: float,
+             jobs: dict | None = None) -> dict:
     """Table-run results (runner.result_of + row, column, seed, workdir) -> the results dict that write() writes.
+
+    class_names: of the suite's dataset (loaders.class_names), keys of each run's per-class accuracy.
 
     jobs: {executor: description, jobs: executors.summary(...)} when the stages ran as jobs; the device is theirs.
     """
     s = p.suite
-    names = _class_names(len(results[0]["confusion"]))
     for r in results:
-        r["per_class_accuracy"] = evaluate.summarize(np.asarray(r.pop("confusion")), names)["per_class_accuracy"]
+        r["per_class_accuracy"] = evaluate.summarize(np.asarray(r.pop("confusion")), class_names)["per_class_accuracy"]
     columns = list(s.columns)
     rows = []
     for row in s.rows:

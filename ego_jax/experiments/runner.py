@@ -231,7 +231,8 @@ def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     if executor is not None:  # each distinct stage of the suite once, in plan order
         keys = {plan_lib.stage_key(r.spec, n): None for r in p.validation_runs() + runs for n in r.spec.recipe}
         jobs = dict(executor=executor.describe(), jobs=executors.summary(os.path.join(workdir, JOBS), keys))
-    out = report.tabulate(p, results, selection["validation"], wall_s=time.perf_counter() - t0, jobs=jobs)
+    out = report.tabulate(p, results, selection["validation"], class_names=loaders.class_names(runs[0].spec),
+                          wall_s=time.perf_counter() - t0, jobs=jobs)
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
     if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415

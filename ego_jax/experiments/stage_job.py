@@ -13,8 +13,9 @@ Preemption, submitit's checkpointing protocol: the job takes submitit's preempti
 --slurm.signal_delay_s before the time limit, and on preemption where the cluster is set up to), SIGTERM and SIGINT
 as the train loop's stop request: a checkpoint after the current step. After USR2 it then hands over to submitit's
 handler, which calls StageJob.checkpoint() (the same job again), requeues it and exits; the requeued job resumes
-from the checkpoint. After SIGTERM or SIGINT it exits unfinished without requeueing (a scancel; a cluster that
-preempts with SIGTERM requeues by its own PreemptMode).
+from the checkpoint. After SIGTERM or SIGINT it exits unfinished without requeueing, with ego_jax's EXIT_STOPPED
+(75, as a stopped ego-jax-train: rerun to resume; a scancel; a cluster that preempts with SIGTERM requeues by its
+own PreemptMode).
 """
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 
 import submitit
 
+from ego_jax.cli.common import EXIT_STOPPED
 from ego_jax.experiments import executors, plan as plan_lib, report, runner
 from ego_jax.train import checkpoint, distributed, loop, sharding
 from ego_jax.train.workdir_lock import WorkdirLocked
@@ -67,7 +69,8 @@ class StageJob(submitit.helpers.Checkpointable):
             return dict(stage=self.stage, key=key, run=self.run.path)
         if stop.preempted and callable(requeue):
             requeue(executors.preempt_signal(), None)  # checkpoint(), requeue, exit (process 0; the others return)
-        sys.exit(f"stage {key}: stopped with a checkpoint before its end; rerun the suite to resume it")
+        logging.warning("stage %s: stopped with a checkpoint before its end; rerun the suite to resume it", key)
+        sys.exit(EXIT_STOPPED)  # as a stopped ego-jax-train: resumable (a cluster's requeue logic may key on it)
 
     def _train(self, key: str, stop: "_Stop") -> bool:
         """Train the stage (once a job of it that still runs is gone), recording this run in W/jobs/<key>/.

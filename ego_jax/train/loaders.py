@@ -27,18 +27,26 @@ def _missing(data: DataSpec, e: FileNotFoundError) -> FileNotFoundError:
 
 def load_split(data: DataSpec, split: str):
     """`data`'s split of its dataset as a random-access source; a missing build names the commands that make it."""
+    target = {} if datasets.release(data.name) == "gtea61" else dict(target=data.target)
     try:
-        if datasets.release(data.name) == "gtea61":
-            return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config)
         return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config,
-                                                      target=data.target)
+                                                      **target)
+    except FileNotFoundError as e:
+        raise _missing(data, e) from e
+
+
+def clip_ids(data: DataSpec, split: str) -> list[str]:
+    """Clip ids of `data`'s split in source order (its dataset's clip index: no clip record is read)."""
+    try:
+        return datasets.module(data.name).clip_ids(split, data_dir=data.data_dir, config=data.builder_config)
     except FileNotFoundError as e:
         raise _missing(data, e) from e
 
 
 def class_names(run: RunSpec) -> list[str]:
     """Names of the run's classes (label = position): its dataset's (GTEA61's list; a video release's or your
-    folder's build's classes.json), or '0'..'C-1' where those are not run.num_classes names."""
+    folder's build's classes.json), then 'k'..'C-1' for the classes a partial release lacks (a GTEA download with
+    fewer than 71 classes numbers its own from 0); '0'..'C-1' where the build has more than run.num_classes."""
     d = run.data
     if datasets.release(d.name) == "gtea61":
         names = list(CLASSES)
@@ -49,9 +57,9 @@ def class_names(run: RunSpec) -> list[str]:
             if not run.num_classes:
                 raise _missing(d, e) from e
             names = []
-    if run.num_classes and len(names) != run.num_classes:
+    if run.num_classes and len(names) > run.num_classes:
         return [str(i) for i in range(run.num_classes)]
-    return list(names)
+    return list(names) + [str(i) for i in range(len(names), run.num_classes)]
 
 
 def resolve_classes(run: RunSpec) -> RunSpec:

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from ego_jax import streams
+from ego_jax.convert.reference import reference_arrays
 from ego_jax.convert.torchvision import load_imagenet
 from ego_jax.models import action_loss, ms_loss
 from ego_jax.specs import RunSpec, StageSpec
@@ -143,13 +144,19 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
 
     source: 'imagenet' (converted torchvision ResNet-34 .npz into a ResNet), a stage name (its final checkpoint in
     `workdir`, the step its DONE names), or a path: a stage folder of another workdir (its final checkpoint when it
-    has a DONE, else its newest good step) or a checkpoint directory (its newest good step).
+    has a DONE, else its newest good step), a checkpoint directory (its newest good step), or an authors' released
+    checkpoint (a .pth state dict of the target's reference layout, read with torch).
     """
     for target, source in init_from.items():
         module = _module_at(model, target)
         if source == "imagenet":
             check_imagenet(imagenet_weights)
             load_imagenet(module, imagenet_weights, modality=_modality(model, target))
+            continue
+        if source.endswith(".pth"):
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"init_from {source!r}: no such reference checkpoint (an authors' .pth)")
+            load_flat(module, reference_arrays(module, source)[1], source)
             continue
         directory = paths.absolute(source) if os.sep in source else paths.absolute(workdir) / source
         ckpt = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
