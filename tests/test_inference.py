@@ -8,6 +8,7 @@ epoch per stage at the tiny test sizes on a generated GTEA61 of 3 classes.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -128,6 +129,24 @@ def test_one_compilation_per_input_shape_and_batches_over_devices(trained):
     assert [c["clip"] for c in first] == [f"c{i}" for i in range(6)]
     np.testing.assert_array_equal(again[0]["logits"], first[0]["logits"])
     assert first[0]["attention"].shape == (spec.data.frames, 1, 1) and first[0]["feature"].shape == (32,)
+
+
+def test_an_unfinished_stage_is_refused_unless_asked_then_predicts_with_its_newest_checkpoint(trained, tmp_path):
+    """A stage with checkpoints but no DONE (still training, or killed): load refuses it naming --allow_unfinished;
+    with allow_unfinished it predicts with the newest checkpoint, whose step it reports as not final."""
+    _, work, frames = trained
+    shutil.copy(work / "config.json", tmp_path / "config.json")
+    shutil.copytree(work / "rgb_stage2", tmp_path / "rgb_stage2")
+    (tmp_path / "rgb_stage2" / "DONE").unlink()
+    with pytest.raises(FileNotFoundError, match=r"stage 'rgb_stage2' is not finished .* pass --allow_unfinished"):
+        inference.load(tmp_path, "rgb_stage2")
+    # batch 8: not the shapes test_one_compilation counts
+    unfinished = inference.load(tmp_path, "rgb_stage2", allow_unfinished=True, batch_size=8)
+    steps = [int(d.name) for d in (tmp_path / "rgb_stage2" / "checkpoints").iterdir() if d.name.isdigit()]
+    assert unfinished.info["step"] == max(steps) and unfinished.info["finished"] is False
+    clip = next(iter(frames.values()))
+    finished = inference.load(work, "rgb_stage2", batch_size=8)  # the same newest checkpoint, finished there
+    np.testing.assert_array_equal(unfinished(clip)["logits"], finished(clip)["logits"])
 
 
 def test_an_ms_model_gives_its_motion_map_cam_and_feature():
@@ -366,6 +385,33 @@ def test_folder_conventions(tmp_path):
         folder_layout.scan(lists)
     with pytest.raises(ValueError, match="no class folders"):
         folder_layout.scan(tmp_path / "lists" / "v")
+
+
+def test_train_and_test_folders_build_their_own_splits_with_the_train_classes_labels(tmp_path):
+    """train/<class>/ and test/<class>/ videos: each split holds its own folder's clips, labelled by the sorted
+    class folders of train/ (a test/ with only the second class still labels it 1)."""
+    stand_in = standins.make_folder(tmp_path / "made", classes=2, videos_per_class=3, size=(32, 32), frames=(4, 4))
+    names = sorted(standins.folder_class(c) for c in range(2))
+    for clip in stand_in.labels:  # train/: each class's video_000, video_001; test/: names[1]'s video_002 alone
+        name, video_name = clip.split("/")
+        if name == names[0] and video_name.endswith("2"):
+            continue
+        split = "test" if video_name.endswith("2") else "train"
+        (tmp_path / "videos" / split / name).mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp_path / "made" / f"{clip}.mp4", tmp_path / "videos" / split / name)
+    build = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", config="rgb", test_fraction=0.5,
+                         flow_spec=flow.FlowSpec(method="farneback", short_side=32))
+    assert folder.class_names(data_dir=tmp_path / "tfds", config="rgb") == names
+    assert json.loads((pathlib.Path(build.data_dir) / folder.SPLIT_FILE).read_text()) == {
+        "layout": "split folders"}  # no held-out fraction: the folders are the split
+    built = {}
+    for split in ("train", "test"):
+        for example in folder.load_source(split, data_dir=tmp_path / "tfds", config="rgb"):
+            built[workdir_lib.clip_id(example)] = (split, names[example["label"]], len(example["rgb"]))
+    # 4 frames a video, the first lost to flow as dense_flow loses it (release.py)
+    assert built == {f"{split}/{name}/video_{i:03d}": (split, name, 3) for split, name, i in [
+        ("train", names[0], 0), ("train", names[0], 1), ("train", names[1], 0), ("train", names[1], 1),
+        ("test", names[1], 2)]}
 
 
 def test_cam_video_frames_and_gif(tmp_path):
