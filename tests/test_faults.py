@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+import stop_at_step
 from test_train_e2e import ROOT, tiny
 
 from configs import convlstm, two_stream
@@ -312,15 +313,7 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
 
 def _signal_at(monkeypatch, step, signum=signal.SIGTERM):
     """Send this process `signum` as the loader hands out the batch of train step `step` (a stop between steps)."""
-    real = loaders.train_loader
-
-    def signalling(*args, start_step, **kwargs):
-        for i, batch in enumerate(real(*args, start_step=start_step, **kwargs), start_step + 1):
-            if i == step:
-                os.kill(os.getpid(), signum)
-            yield batch
-
-    monkeypatch.setattr(loaders, "train_loader", signalling)
+    monkeypatch.setattr(loaders, "train_loader", stop_at_step.signal_at(step, signum))
 
 
 def test_11_metrics_after_a_stop_between_two_logs_are_the_undisturbed_runs_byte_for_byte(

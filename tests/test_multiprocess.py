@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,8 @@ def launch():
     def start(argv, *, devices=1):
         env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
                    TF_CPP_MIN_LOG_LEVEL="3")
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", argv[0]), *argv[1:]], env=env,
+        script = os.path.join(ROOT, argv[0] if os.sep in argv[0] else os.path.join("scripts", argv[0]))
+        procs.append(subprocess.Popen([sys.executable, script, *argv[1:]], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         return procs[-1]
 
@@ -62,10 +62,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pair(launch, argv):
-    port = _free_port()
-    return [launch([*argv, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"])
-            for i in (0, 1)]
+def _pair(launch, argv, *, stop_at: int | None = None):
+    """Two processes of one run; with stop_at, process 1 is sent SIGTERM as it takes that step's batch."""
+    port, stop = _free_port(), [os.path.join("tests", "stop_at_step.py"), str(stop_at)]
+    return [launch([*(stop if i == 1 and stop_at else argv[:1]), *argv[1:], f"--coordinator_address=127.0.0.1:{port}",
+                    "--num_processes=2", f"--process_id={i}"]) for i in (0, 1)]
 
 
 def _finish(proc, status=0) -> str:
@@ -85,13 +86,9 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     reference = launch(_train(single, data_dir), devices=2)
 
-    pair = _pair(launch, _train(multi, data_dir))
-    metrics = multi / STAGE / "metrics.jsonl"
-    deadline = time.time() + TIMEOUT
-    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-        assert all(p.poll() is None for p in pair), [p.communicate()[0][-3000:] for p in pair]
-        time.sleep(0.2)
-    pair[1].send_signal(signal.SIGTERM)  # process 1 only: process 0 learns of it through the agreement
+    # SIGTERM to process 1 only, as it takes step 4's batch (not when a file appears: a fast machine ends this tiny
+    # run first); process 0 learns of it through the agreement
+    pair = _pair(launch, _train(multi, data_dir), stop_at=4)
     outs = [_finish(p, common.EXIT_STOPPED) for p in pair]  # stopped, resumable: both exit saying so
     stopped = [re.search(r"stopped at step (\d+)/(\d+)", out) for out in outs]
     assert all(stopped), "a process did not stop early (did the run end before the signal?)\n" + outs[0][-3000:]
