@@ -1,12 +1,12 @@
 """Sliding-window predictions over a long video: a CSV row per window and a plot of the top classes over time.
 
-matplotlib draws through its Agg canvas directly (no pyplot), so a library call never changes the user's backend.
+The plot is drawn like every other chart (ego_jax.viz.charts: Agg canvas, no pyplot, PNG at charts.DPI).
 """
 import csv
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from ego_jax.viz import charts
 
 
 def shown_classes(probs: np.ndarray, top: int) -> np.ndarray:
@@ -29,13 +29,11 @@ def plot(path, starts, ends, probs: np.ndarray, class_names, top: int = 5, title
     """PNG of the probability of the `top` classes (highest peak first) at each window's centre, over time (s)."""
     probs = np.asarray(probs)
     centres = (np.asarray(starts) + np.asarray(ends)) / 2
-    fig = Figure(figsize=(8, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = charts.figure(8, 3.5)
     ax = fig.add_subplot()
     for c in shown_classes(probs, top):
         ax.plot(centres, probs[:, c], marker="o", markersize=3, label=class_names[c])
     ax.set(xlabel="time (s, window centre)", ylabel="probability", ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
+    charts.save(fig, path)
