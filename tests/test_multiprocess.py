@@ -64,9 +64,10 @@ def _free_port() -> int:
 
 def _pair(launch, argv, *, stop_at: int | None = None):
     """Two processes of one run; with stop_at, process 1 is sent SIGTERM as it takes that step's batch."""
-    port, stop = _free_port(), [os.path.join("tests", "stop_at_step.py"), str(stop_at)]
-    return [launch([*(stop if i == 1 and stop_at else argv[:1]), *argv[1:], f"--coordinator_address=127.0.0.1:{port}",
-                    "--num_processes=2", f"--process_id={i}"]) for i in (0, 1)]
+    port = _free_port()
+    scripts = [argv[:1], argv[:1] if stop_at is None else [os.path.join("tests", "stop_at_step.py"), str(stop_at)]]
+    return [launch([*scripts[i], *argv[1:], f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                    f"--process_id={i}"]) for i in (0, 1)]
 
 
 def _finish(proc, status=0) -> str:

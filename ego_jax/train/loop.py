@@ -138,6 +138,7 @@ class _Log:
     def close(self):
         self.writer.close()
 
+
 def _write_json(path: epath.Path, obj: dict) -> None:
     """Process 0 writes `path`; every process returns once it is written (it is read next by all of them)."""
     distributed.on_process_0(lambda: paths.write_atomic(path, json.dumps(obj, indent=1)), f"write {path}")
