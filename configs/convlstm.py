@@ -2,6 +2,7 @@
 
 configs/convlstm.py[:frames=7|16|25,data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
+
 from ego_jax import recipes
 
 

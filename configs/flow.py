@@ -2,6 +2,7 @@
 
 configs/flow.py[:data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
+
 from ego_jax import recipes
 
 

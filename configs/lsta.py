@@ -8,6 +8,7 @@ batch 32, 25 frames, memory 512, output pooling over 100 classes. rgb_stage2 (fr
 and the ImageNet fc, same optimiser (train_rgb.sh run with --stage 2; the public code has no stage-2 command).
 Frames: floor(linspace(1, N, 25)) with the last frame included (LSTA's makeDataset; Ego-RNN's leaves it out).
 """
+
 from ego_jax import recipes
 
 

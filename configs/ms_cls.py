@@ -3,6 +3,7 @@
 Stage 1 is the attention stage 1; stage 2 adds the MS head on layer4 (before attention), loss CE + 1.0 * MS.
 configs/ms_cls.py[:frames=7|16|25,data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
+
 from ego_jax import recipes
 
 

@@ -2,9 +2,11 @@
 
 configs/ms_reg.py[:frames=7|16|25,data=gtea61|synthetic,seed=0,init=imagenet|scratch]
 """
+
 from ego_jax import recipes
 
 
 def get_config(arg=None):
-    return recipes.rgb_recipe(arg, attention=True, ms_head=dict(kind="reg", tap="layer4", hidden=100),
-                             ms_reg_loss="mse")
+    return recipes.rgb_recipe(
+        arg, attention=True, ms_head=dict(kind="reg", tap="layer4", hidden=100), ms_reg_loss="mse"
+    )

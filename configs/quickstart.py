@@ -15,6 +15,7 @@ told apart only by colour x 2 verbs (take: up, open: left), 6 clips per class an
 only tell the verb (ceiling 1/3 on the 6 classes), RGB frames the object (1/2 from appearance, more if the
 ConvLSTM picks up the motion), both together every class.
 """
+
 from ego_jax import recipes
 
 

@@ -7,6 +7,7 @@ rgb=lsta: the RGB stream is LSTA (configs/lsta.py's two stages and frame samplin
 with the same flow stream by the same joint stage (an ego_jax combination: the paper's two-stream LSTA fuses the
 streams inside the cell, code the authors did not publish).
 """
+
 from ego_jax import recipes
 
 

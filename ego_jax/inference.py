@@ -11,6 +11,7 @@ through the protocol (train.evaluate.protocol_outputs), so on a clip of a built 
 scripts/evaluate.py computes (tested). Batches are sharded over all local devices; one compiled function per
 input shape.
 """
+
 import dataclasses
 import functools
 import logging
@@ -37,8 +38,15 @@ MAPS = ("feature", "attention", "ms")
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("protocol", "kind", "dtype"))
-def predict_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
-                 kind: str, dtype=jnp.float32) -> dict[str, jax.Array]:
+def predict_step(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    batch: Mapping[str, jax.Array],
+    *,
+    protocol: str,
+    kind: str,
+    dtype=jnp.float32,
+) -> dict[str, jax.Array]:
     """(graphdef, state) of a stream model, uint8 batch -> evaluate.protocol_outputs + 'probs' (B, C) softmax.
 
     Compiled once per (model, protocol, input shapes): the loader pads every batch to the same size.
@@ -129,21 +137,36 @@ class Predictor:
         clip_id and label) -> one dict per clip (see the class), in source order, batched over the devices."""
         if len(source) == 0:
             return
-        loader = pipeline.build_loader(_Unlabelled(source), self.spec, global_batch_size=self.batch_size,
-                                       num_epochs=1, worker_count=self.worker_count,
-                                       sharding=sharding.batch_sharding(self.mesh))
+        loader = pipeline.build_loader(
+            _Unlabelled(source),
+            self.spec,
+            global_batch_size=self.batch_size,
+            num_epochs=1,
+            worker_count=self.worker_count,
+            sharding=sharding.batch_sharding(self.mesh),
+        )
         graphdef, state = nnx.split(self.model)
         ids = getattr(source, "ids", None)
         for batch in loader:
-            out = predict_step(graphdef, state, {key: batch[key] for key in self.inputs}, protocol=self.protocol,
-                               kind=self.kind, dtype=jnp.dtype(self.dtype))
+            out = predict_step(
+                graphdef,
+                state,
+                {key: batch[key] for key in self.inputs},
+                protocol=self.protocol,
+                kind=self.kind,
+                dtype=jnp.dtype(self.dtype),
+            )
             out, mask, index, label = jax.tree.map(np.asarray, (out, batch["mask"], batch["index"], batch["label"]))
             shown = np.asarray(batch["rgb"]) if frames and "rgb" in batch else None
             for row in np.flatnonzero(mask):
                 i = int(index[row])
-                clip = {"clip": ids[i] if ids is not None else _example_id(source[i], i), "index": i,
-                        "logits": out["logits"][row], "probs": out["probs"][row],
-                        "top": self.top(out["probs"][row], top)}
+                clip = {
+                    "clip": ids[i] if ids is not None else _example_id(source[i], i),
+                    "index": i,
+                    "logits": out["logits"][row],
+                    "probs": out["probs"][row],
+                    "top": self.top(out["probs"][row], top),
+                }
                 clip.update({key: out[key][row] for key in MAPS if key in out})
                 if label[row] >= 0:  # a labelled clip (a dataset split): its true class
                     clip["label"] = self.class_names[label[row]]
@@ -155,8 +178,11 @@ class Predictor:
         """One clip: rgb (N, H, W, 3) uint8 RGB frames and/or flow_x, flow_y (N, H, W) uint8 (dense_flow's
         encoding, 128 = no motion) -> the clip's dict (see the class). Flow not given is computed from the frames
         (from_frames)."""
-        example = {key: list(value) for key, value in (("rgb", rgb), ("flow_x", flow_x), ("flow_y", flow_y))
-                   if value is not None}
+        example = {
+            key: list(value)
+            for key, value in (("rgb", rgb), ("flow_x", flow_x), ("flow_y", flow_y))
+            if value is not None
+        }
         if "flow_x" in self.features and "flow_x" not in example and "rgb" in example:
             example = self.from_frames(example["rgb"])
         missing = [key for key in self.features if key not in example]
@@ -167,8 +193,9 @@ class Predictor:
     def files(self, path) -> clip_files.FileSource:
         """The clips at `path` (a video file, frame folder, the authors' layout, or a folder of these) as a source
         of this model's inputs; flow the clips have no files for is computed from their frames."""
-        return clip_files.FileSource(clip_files.find_clips(path, self.features), self.features,
-                                     from_frames=self.from_frames)
+        return clip_files.FileSource(
+            clip_files.find_clips(path, self.features), self.features, from_frames=self.from_frames
+        )
 
     def from_frames(self, frames: Sequence) -> dict:
         """RGB frames of one clip (uint8 arrays or encoded) -> the example this model reads.
@@ -182,21 +209,32 @@ class Predictor:
             return {"rgb": frames}
         frames = [video.resize_short_side(decode.decode_rgb(f), self.flow_spec.short_side) for f in frames]
         if len(frames) < 2:
-            raise clip_files.ClipFilesError(f"a clip of {len(frames)} frame has no flow: a {self.kind} model needs "
-                                            "at least 2 frames")
+            raise clip_files.ClipFilesError(
+                f"a clip of {len(frames)} frame has no flow: a {self.kind} model needs at least 2 frames"
+            )
         n = len(frames) - 1
         pairs = np.unique(pipeline.flow_indices(n, self.spec))
         gray = flow.gray(np.stack(frames))
         # Each pair exactly as in the whole clip's flow (flow.clip_flow): dense_flow's quirk matches every pair's
         # keypoints against the clip's first frame.
-        fields, _ = flow.pairs_flow(gray[pairs], gray[pairs + 1], self.flow_spec,
-                                    first_frames=[gray[0]] * len(pairs))
+        fields, _ = flow.pairs_flow(gray[pairs], gray[pairs + 1], self.flow_spec, first_frames=[gray[0]] * len(pairs))
         images = flow.quantise(fields, self.flow_spec.bound)
-        return {"rgb": frames[1:], "flow_x": _Pairs(n, pairs, images[..., 0]),
-                "flow_y": _Pairs(n, pairs, images[..., 1])}
+        return {
+            "rgb": frames[1:],
+            "flow_x": _Pairs(n, pairs, images[..., 0]),
+            "flow_y": _Pairs(n, pairs, images[..., 1]),
+        }
 
-    def video(self, path, *, window: float | None = None, stride: float | None = None, fps: float | None = None,
-              top: int = 5, frames: bool = False) -> Iterator[dict]:
+    def video(
+        self,
+        path,
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+        fps: float | None = None,
+        top: int = 5,
+        frames: bool = False,
+    ) -> Iterator[dict]:
         """A video file or frame folder -> one clip dict for the whole of it or, with `window` (seconds), one per
         window of that length every `stride` seconds (default: window), with its start and end (s).
 
@@ -215,7 +253,7 @@ class Predictor:
         buffer, offset, start, pending = [], 0, 0, []  # buffer[i] is frame offset + i
 
         def example(first, count):
-            frames_ = buffer[first - offset:first - offset + count]
+            frames_ = buffer[first - offset : first - offset + count]
             out = {"clip_id": f"{name}@{first / fps:.2f}s", "start": first / fps, "end": (first + count) / fps}
             return {**out, **self.from_frames(frames_)}
 
@@ -234,7 +272,7 @@ class Predictor:
                 if len(pending) == self.batch_size:
                     yield from flush()
             if start > offset:  # frames before the next window's start are no longer needed
-                del buffer[:start - offset]
+                del buffer[: start - offset]
                 offset = start
         if start == 0 and buffer:  # shorter than one window: the whole video
             pending.append(example(0, len(buffer)))
@@ -290,8 +328,10 @@ def input_source(predictor: Predictor, text: str, run: RunSpec | None = None):
     if not text.startswith("split:"):
         return predictor.files(text)
     if run is None:
-        raise ValueError(f"--input {text}: a dataset split needs the config of a workdir (a reference checkpoint "
-                         "has none): pass a path instead")
+        raise ValueError(
+            f"--input {text}: a dataset split needs the config of a workdir (a reference checkpoint "
+            "has none): pass a path instead"
+        )
     _, split, wanted = (text.split(":", 2) + [""])[:3]
     source = loaders.load_split(run.data, split)
     ids = clip_ids(source)
@@ -308,8 +348,15 @@ def _example_id(example, index: int) -> str:
     return workdir_lib.clip_id(example) if "clip_id" in example else str(index)
 
 
-def load(workdir, stage: str | None = None, *, run: RunSpec | None = None, allow_unfinished: bool = False,
-         batch_size: int | None = None, worker_count: int = 0) -> Predictor:
+def load(
+    workdir,
+    stage: str | None = None,
+    *,
+    run: RunSpec | None = None,
+    allow_unfinished: bool = False,
+    batch_size: int | None = None,
+    worker_count: int = 0,
+) -> Predictor:
     """A stage of a trained workdir -> its Predictor (the stage's final checkpoint, as evaluate.py loads it).
 
     run: the run's specs (default: the workdir's config.json); stage: default the recipe's last;
@@ -320,18 +367,40 @@ def load(workdir, stage: str | None = None, *, run: RunSpec | None = None, allow
     run = loaders.resolve_classes(run or workdir_lib.workdir_run(workdir))
     model, meta = workdir_lib.load_stage_model(run, workdir, stage, allow_unfinished=allow_unfinished)
     protocol = streams.get(meta["kind"]).protocol
-    spec = run.data.clip_spec(evaluate.protocol_loader(protocol, {protocol: meta["kind"]}), train=False,
-                              eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks))
+    spec = run.data.clip_spec(
+        evaluate.protocol_loader(protocol, {protocol: meta["kind"]}),
+        train=False,
+        eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks),
+    )
     devices = jax.local_device_count()
     batch_size = -(-(batch_size or run.eval_batch_size) // devices) * devices
-    return Predictor(model, meta["kind"], spec, loaders.class_names(run), dtype=jnp.dtype(run.dtype),
-                     batch_size=batch_size, worker_count=worker_count, info=dict(meta, workdir=str(workdir)))
+    return Predictor(
+        model,
+        meta["kind"],
+        spec,
+        loaders.class_names(run),
+        dtype=jnp.dtype(run.dtype),
+        batch_size=batch_size,
+        worker_count=worker_count,
+        info=dict(meta, workdir=str(workdir)),
+    )
 
 
-def from_reference(path, kind: str, *, class_names: Sequence[str] | None = None, num_classes: int | None = None,
-                   model_kwargs: Mapping | None = None, frames: int = 25, crop: int = 224, resize: int = 256,
-                   stack: int = 5, flow_stacks: int = 5, rgb_endpoint: bool = False,
-                   batch_size: int | None = None) -> Predictor:
+def from_reference(
+    path,
+    kind: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    model_kwargs: Mapping | None = None,
+    frames: int = 25,
+    crop: int = 224,
+    resize: int = 256,
+    stack: int = 5,
+    flow_stacks: int = 5,
+    rgb_endpoint: bool = False,
+    batch_size: int | None = None,
+) -> Predictor:
     """One of the authors' released checkpoints (a .pth state dict, read with torch) -> its Predictor.
 
     kind: the stream kind ('ego_rnn', 'flow', 'two_stream', 'lsta'); model_kwargs: the model's arguments (default:
@@ -348,13 +417,26 @@ def from_reference(path, kind: str, *, class_names: Sequence[str] | None = None,
     model = stream.build(len(class_names), dict(model_kwargs or {}), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=crop)
     load_reference(model, path)
     protocol = stream.protocol
-    spec = ClipSpec(evaluate.protocol_loader(protocol, {protocol: kind}), False, frames=frames, stack=stack,
-                    crop=crop, resize=resize, eval_stacks=flow_stacks if protocol == "flow" else 1,
-                    rgb_endpoint=rgb_endpoint)
+    spec = ClipSpec(
+        evaluate.protocol_loader(protocol, {protocol: kind}),
+        False,
+        frames=frames,
+        stack=stack,
+        crop=crop,
+        resize=resize,
+        eval_stacks=flow_stacks if protocol == "flow" else 1,
+        rgb_endpoint=rgb_endpoint,
+    )
     devices = jax.local_device_count()
     log.info("reference %s checkpoint %s: %d classes", kind, path, len(class_names))
-    return Predictor(model, kind, spec, list(class_names), batch_size=batch_size or devices,
-                     info={"kind": kind, "checkpoint": str(epath.Path(path))})
+    return Predictor(
+        model,
+        kind,
+        spec,
+        list(class_names),
+        batch_size=batch_size or devices,
+        info={"kind": kind, "checkpoint": str(epath.Path(path))},
+    )
 
 
 FEATURE_KEYS = ("clip", "feature", "logits", "prediction", "label")
@@ -371,8 +453,11 @@ def extract_features(predictor: Predictor, source, out, *, save_every: int = 64,
     out = epath.Path(out)
     partial = out.parent / (out.stem + ".partial.npz")
     ids = clip_ids(source)
-    meta = {"stage": str(predictor.info.get("stage", "")), "step": str(predictor.info.get("step", "")),
-            "kind": predictor.kind}
+    meta = {
+        "stage": str(predictor.info.get("stage", "")),
+        "step": str(predictor.info.get("step", "")),
+        "kind": predictor.kind,
+    }
     rows = {key: [] for key in FEATURE_KEYS}
     if partial.exists():
         with np.load(partial) as saved:
@@ -389,8 +474,12 @@ def extract_features(predictor: Predictor, source, out, *, save_every: int = 64,
         arrays["clip"] = np.asarray(rows["clip"], dtype=str)
         tmp = path.parent / (path.stem + ".tmp.npz")
         with tmp.open("wb") as f:
-            np.savez(f, class_names=np.asarray(predictor.class_names, dtype=str),
-                     **{k: np.asarray(v) for k, v in meta.items()}, **arrays)
+            np.savez(
+                f,
+                class_names=np.asarray(predictor.class_names, dtype=str),
+                **{k: np.asarray(v) for k, v in meta.items()},
+                **arrays,
+            )
         tmp.replace(path)
 
     with tqdm.tqdm(total=len(ids), initial=len(done), unit="clip", disable=not progress) as bar:

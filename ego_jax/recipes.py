@@ -6,6 +6,7 @@ Defaults are the reference recipe (shared/reference/ego-rnn.md, "Training recipe
 Paths in `trainable` are regexes over '/'-joined nnx state paths; `bn_train` / `dropout_train` are regexes
 over module paths (every BatchNorm / Dropout not matched runs in inference mode).
 """
+
 import importlib.util
 import os
 import re
@@ -27,20 +28,30 @@ ARGS = dict(frames=25, data="gtea61", split=0, target="action", seed=0, init="im
 # rgb (the two-stream recipe only): its RGB stream, a kind of RGB_STAGES (below).
 # init: 'imagenet', 'scratch', or a trained workdir to fine-tune (see finish).
 INITS = ("imagenet", "scratch")
-CHOICES = dict(frames=None, data=datasets.NAMES, target=("action", "verb", "noun"), init=None,
-               stage1_backbone=("frozen", "train"), rgb=lambda: tuple(RGB_STAGES))
+CHOICES = dict(
+    frames=None,
+    data=datasets.NAMES,
+    target=("action", "verb", "noun"),
+    init=None,
+    stage1_backbone=("frozen", "train"),
+    rgb=lambda: tuple(RGB_STAGES),
+)
 
 
-def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
-               example: str = "configs/two_stream.py:frames=16,data=synthetic",
-               **defaults) -> ml_collections.ConfigDict:
+def parse_args(
+    arg: str | None,
+    *,
+    spec: dict = ARGS,
+    choices: dict = CHOICES,
+    example: str = "configs/two_stream.py:frames=16,data=synthetic",
+    **defaults,
+) -> ml_collections.ConfigDict:
     """'frames=16,data=synthetic' -> ConfigDict of `spec` (overridden by `defaults`, then by `arg`), typed as spec."""
     args = dict(spec, **defaults)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in args:
-            raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(args)}, "
-                             f"e.g. {example}")
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(args)}, e.g. {example}")
         args[key] = type(args[key])(value)
     for key, allowed in choices.items():
         allowed = allowed() if callable(allowed) else allowed
@@ -48,8 +59,10 @@ def parse_args(arg: str | None, *, spec: dict = ARGS, choices: dict = CHOICES,
             raise ValueError(f"config argument {key}={args[key]!r}: expected one of {allowed}")
     init = args.get("init")
     if init is not None and init not in INITS and not os.path.isdir(init) and not _is_reference(init):
-        raise ValueError(f"config argument init={init!r}: expected one of {INITS}, a trained workdir to fine-tune "
-                         "(a folder holding <stage>/DONE) or an authors' released checkpoint (a .pth file)")
+        raise ValueError(
+            f"config argument init={init!r}: expected one of {INITS}, a trained workdir to fine-tune "
+            "(a folder holding <stage>/DONE) or an authors' released checkpoint (a .pth file)"
+        )
     return ml_collections.ConfigDict(args)
 
 
@@ -77,22 +90,30 @@ def base(args) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10
 
     protocol = datasets.protocol(args.data, args.split)
-    c.data = ml_collections.ConfigDict(dict(
-        name=args.data, data_dir="data/tfds_synthetic" if args.data == "synthetic" else "data/tfds",
-        manual_dir=datasets.MANUAL_DIR[args.data],
-        builder_config=datasets.BUILDER_CONFIG.get(args.data, "rgb_flow"),
-        # GTEA61: the course / paper's fixed split (train S1+S3+S4, test S2)
-        train_split=protocol.train, test_split=protocol.test, target=args.target,
-        frames=args.frames, stack=5, crop=224, resize=256,
-        flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
-        ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
-        worker_count=4,
-        # 'pil': PIL's antialiased bilinear when shrinking, as the reference's torchvision transforms;
-        # 'cv2': plain OpenCV bilinear (deviation: faster, differs on the 256 -> 224 crop by up to 12 levels).
-        resize_method="pil",
-        # RGB frames at floor(linspace(1, N, T, endpoint)): False is Ego-RNN's makeDataset, True LSTA's.
-        rgb_endpoint=False,
-    ))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name=args.data,
+            data_dir="data/tfds_synthetic" if args.data == "synthetic" else "data/tfds",
+            manual_dir=datasets.MANUAL_DIR[args.data],
+            builder_config=datasets.BUILDER_CONFIG.get(args.data, "rgb_flow"),
+            # GTEA61: the course / paper's fixed split (train S1+S3+S4, test S2)
+            train_split=protocol.train,
+            test_split=protocol.test,
+            target=args.target,
+            frames=args.frames,
+            stack=5,
+            crop=224,
+            resize=256,
+            flow_eval_stacks=5,  # reference flow protocol: logits averaged over 5 stacks
+            ms_threshold=0.01,  # a cell is "moving" above this moving fraction (MS classification target)
+            worker_count=4,
+            # 'pil': PIL's antialiased bilinear when shrinking, as the reference's torchvision transforms;
+            # 'cv2': plain OpenCV bilinear (deviation: faster, differs on the 256 -> 224 crop by up to 12 levels).
+            resize_method="pil",
+            # RGB frames at floor(linspace(1, N, T, endpoint)): False is Ego-RNN's makeDataset, True LSTA's.
+            rgb_endpoint=False,
+        )
+    )
     # Sizes shared by every stage (FieldReferences below), so one override changes all stages consistently.
     # pool: the RGB classifier reads the spatial mean of c_T ('c', reference) or of h_T ('h', deviation).
     # scan_unroll: the ConvLSTM time scan's unroll, a pure speed choice; 0 = the backend's measured default
@@ -105,33 +126,60 @@ def base(args) -> ml_collections.ConfigDict:
 
 def ego_rnn(c, *, attention: bool, ms_head=None, motion_guide=None) -> dict:
     """EgoRNN kwargs (RGB stream, reference dropout 0.7)."""
-    return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), attention=attention,
-                ms_head=ms_head, motion_guide=motion_guide, pool=c.model.get_ref("pool"),
-                scan_unroll=c.model.get_ref("scan_unroll"), dropout=0.7)
+    return dict(
+        depth=c.model.get_ref("depth"),
+        width=c.model.get_ref("width"),
+        attention=attention,
+        ms_head=ms_head,
+        motion_guide=motion_guide,
+        pool=c.model.get_ref("pool"),
+        scan_unroll=c.model.get_ref("scan_unroll"),
+        dropout=0.7,
+    )
 
 
 def flow_resnet(c) -> dict:
     """FlowResNet kwargs (reference dropout 0.5)."""
-    return dict(stack=c.data.get_ref("stack"), depth=c.model.get_ref("depth"), width=c.model.get_ref("width"),
-                dropout=0.5)
+    return dict(
+        stack=c.data.get_ref("stack"), depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), dropout=0.5
+    )
 
 
 def lsta(c) -> dict:
     """LSTA kwargs (the authors' main_rgb.py: memSize 512 = the backbone's 8*width, outPoolSize 100, dropout 0.7)."""
-    return dict(depth=c.model.get_ref("depth"), width=c.model.get_ref("width"), pool_classes=100, dropout=0.7,
-                scan_unroll=c.model.get_ref("scan_unroll"))
+    return dict(
+        depth=c.model.get_ref("depth"),
+        width=c.model.get_ref("width"),
+        pool_classes=100,
+        dropout=0.7,
+        scan_unroll=c.model.get_ref("scan_unroll"),
+    )
 
 
 def adam(lr: float, milestones, weight_decay: float = 4e-5) -> dict:
     """Reference Adam: eps 1e-4, coupled L2 (Ego-RNN 4e-5, LSTA 5e-4), lr x0.1 at the milestones."""
-    return dict(name="adam", lr=lr, weight_decay=weight_decay, eps=1e-4, momentum=0.0,
-                schedule=dict(milestones=tuple(milestones), step_size=0, gamma=0.1), param_groups={})
+    return dict(
+        name="adam",
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=1e-4,
+        momentum=0.0,
+        schedule=dict(milestones=tuple(milestones), step_size=0, gamma=0.1),
+        param_groups={},
+    )
 
 
 def sgd(lr: float, *, milestones=(), step_size=0, gamma: float) -> dict:
     """Reference SGD: momentum 0.9, coupled weight decay 5e-4."""
-    return dict(name="sgd", lr=lr, weight_decay=5e-4, eps=0.0, momentum=0.9,
-                schedule=dict(milestones=tuple(milestones), step_size=step_size, gamma=gamma), param_groups={})
+    return dict(
+        name="sgd",
+        lr=lr,
+        weight_decay=5e-4,
+        eps=0.0,
+        momentum=0.9,
+        schedule=dict(milestones=tuple(milestones), step_size=step_size, gamma=gamma),
+        param_groups={},
+    )
 
 
 NO_MS_LOSS = dict(ms_alpha=1.0, ms_reg_loss="mse")
@@ -143,10 +191,16 @@ MOTION_GUIDE_LR = 1e-2
 
 def rgb_stage1(c, *, attention: bool) -> dict:
     """ConvLSTM + classifier on a frozen ImageNet backbone (BN inference mode); Adam 1e-3, 300 epochs."""
-    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention)),
-                init_from={"backbone": "imagenet"}, trainable=(r"lstm/.*", r"classifier/.*"),
-                bn_train=(), dropout_train=(".*",), optimizer=adam(1e-3, (25, 75, 150)), epochs=300,
-                loss=NO_MS_LOSS)
+    return dict(
+        model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention)),
+        init_from={"backbone": "imagenet"},
+        trainable=(r"lstm/.*", r"classifier/.*"),
+        bn_train=(),
+        dropout_train=(".*",),
+        optimizer=adam(1e-3, (25, 75, 150)),
+        epochs=300,
+        loss=NO_MS_LOSS,
+    )
 
 
 def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_guide=None) -> dict:
@@ -159,13 +213,19 @@ def rgb_stage2(c, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_gu
     optimizer = adam(1e-4, (25, 75))
     if motion_guide is not None:
         optimizer["param_groups"] = {"motion_guide": dict(params=(r"motion_guide/.*",), lr=MOTION_GUIDE_LR)}
-    return dict(model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head,
-                                                          motion_guide=motion_guide)),
-                init_from={"model": "rgb_stage1"},
-                trainable=streams.get("ego_rnn").finetune + (r"classifier/.*",) + ((r"ms_head/.*",) if ms_head else ())
-                + ((r"motion_guide/.*",) if motion_guide is not None else ()),
-                bn_train=(), dropout_train=(".*",), optimizer=optimizer, epochs=150,
-                loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss))
+    return dict(
+        model=dict(kind="ego_rnn", kwargs=ego_rnn(c, attention=attention, ms_head=ms_head, motion_guide=motion_guide)),
+        init_from={"model": "rgb_stage1"},
+        trainable=streams.get("ego_rnn").finetune
+        + (r"classifier/.*",)
+        + ((r"ms_head/.*",) if ms_head else ())
+        + ((r"motion_guide/.*",) if motion_guide is not None else ()),
+        bn_train=(),
+        dropout_train=(".*",),
+        optimizer=optimizer,
+        epochs=150,
+        loss=dict(ms_alpha=1.0, ms_reg_loss=ms_reg_loss),
+    )
 
 
 LSTA_ADAM = dict(lr=1e-3, milestones=(25, 75, 150), weight_decay=5e-4)  # train_rgb.sh
@@ -173,9 +233,16 @@ LSTA_ADAM = dict(lr=1e-3, milestones=(25, 75, 150), weight_decay=5e-4)  # train_
 
 def lsta_stage1(c) -> dict:
     """LSTA cell + classifier on a frozen ImageNet backbone (BN inference mode); Adam 1e-3, wd 5e-4, 200 epochs."""
-    return dict(model=dict(kind="lsta", kwargs=lsta(c)), init_from={"backbone": "imagenet"},
-                trainable=LSTA_CELL + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
-                optimizer=adam(**LSTA_ADAM), epochs=200, loss=NO_MS_LOSS)
+    return dict(
+        model=dict(kind="lsta", kwargs=lsta(c)),
+        init_from={"backbone": "imagenet"},
+        trainable=LSTA_CELL + (r"classifier/.*",),
+        bn_train=(),
+        dropout_train=(".*",),
+        optimizer=adam(**LSTA_ADAM),
+        epochs=200,
+        loss=NO_MS_LOSS,
+    )
 
 
 def lsta_stage2(c) -> dict:
@@ -183,9 +250,16 @@ def lsta_stage2(c) -> dict:
 
     The public code gives no stage-2 command: this is train_rgb.sh with --stage 2 (Adam 1e-3, 200 epochs).
     """
-    return dict(model=dict(kind="lsta", kwargs=lsta(c)), init_from={"model": "rgb_stage1"},
-                trainable=streams.get("lsta").finetune + (r"classifier/.*",), bn_train=(), dropout_train=(".*",),
-                optimizer=adam(**LSTA_ADAM), epochs=200, loss=NO_MS_LOSS)
+    return dict(
+        model=dict(kind="lsta", kwargs=lsta(c)),
+        init_from={"model": "rgb_stage1"},
+        trainable=streams.get("lsta").finetune + (r"classifier/.*",),
+        bn_train=(),
+        dropout_train=(".*",),
+        optimizer=adam(**LSTA_ADAM),
+        epochs=200,
+        loss=NO_MS_LOSS,
+    )
 
 
 def lsta_data(c) -> None:
@@ -195,9 +269,16 @@ def lsta_data(c) -> None:
 
 def flow(c) -> dict:
     """Whole flow ResNet, BN training mode; SGD 1e-2 x0.5 at 150/300/500, 750 epochs."""
-    return dict(model=dict(kind="flow", kwargs=flow_resnet(c)), init_from={"backbone": "imagenet"},
-                trainable=(".*",), bn_train=(".*",), dropout_train=(".*",),
-                optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5), epochs=750, loss=NO_MS_LOSS)
+    return dict(
+        model=dict(kind="flow", kwargs=flow_resnet(c)),
+        init_from={"backbone": "imagenet"},
+        trainable=(".*",),
+        bn_train=(".*",),
+        dropout_train=(".*",),
+        optimizer=sgd(1e-2, milestones=(150, 300, 500), gamma=0.5),
+        epochs=750,
+        loss=NO_MS_LOSS,
+    )
 
 
 def joint(c, rgb_stage2: dict) -> dict:
@@ -211,13 +292,17 @@ def joint(c, rgb_stage2: dict) -> dict:
     kwargs = dict(rgb=rgb_kwargs, flow=flow_resnet(c), dropout=0.5)
     if rgb.kind != JOINT_DEFAULT_RGB:  # kept out of the kwargs (and the identity) when the default
         kwargs["rgb_kind"] = rgb.kind
-    return dict(model=dict(kind="two_stream", kwargs=kwargs),
-                init_from={"rgb": "rgb_stage2", "flow": "flow"},
-                trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in rgb.finetune)
-                + (r"flow/backbone/layer4/.*",),
-                # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
-                bn_train=(r"flow/backbone/layer4/.*",), dropout_train=(r"dropout",),
-                optimizer=optimizer, epochs=250, loss=NO_MS_LOSS)
+    return dict(
+        model=dict(kind="two_stream", kwargs=kwargs),
+        init_from={"rgb": "rgb_stage2", "flow": "flow"},
+        trainable=(r"classifier/.*",) + tuple("rgb/" + p for p in rgb.finetune) + (r"flow/backbone/layer4/.*",),
+        # The RGB stream is fully in inference mode; only flow layer4's BNs and the joint head's dropout train.
+        bn_train=(r"flow/backbone/layer4/.*",),
+        dropout_train=(r"dropout",),
+        optimizer=optimizer,
+        epochs=250,
+        loss=NO_MS_LOSS,
+    )
 
 
 def _ego_rnn_stages(c) -> dict:
@@ -242,14 +327,22 @@ def two_stream_recipe(arg: str | None) -> ml_collections.ConfigDict:
     return finish(c, args, dict(rgb, flow=flow(c), joint=joint(c, rgb["rgb_stage2"])))
 
 
-def rgb_recipe(arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse",
-               motion_guide=None) -> ml_collections.ConfigDict:
+def rgb_recipe(
+    arg: str | None, *, attention: bool, ms_head=None, ms_reg_loss="mse", motion_guide=None
+) -> ml_collections.ConfigDict:
     """The RGB stream alone: stage 1 -> stage 2 (optionally with the MS head, and its motion guide, in stage 2)."""
     args = parse_args(arg)
     c = base(args)
-    return finish(c, args, dict(rgb_stage1=rgb_stage1(c, attention=attention),
-                                rgb_stage2=rgb_stage2(c, attention=attention, ms_head=ms_head,
-                                                      ms_reg_loss=ms_reg_loss, motion_guide=motion_guide)))
+    return finish(
+        c,
+        args,
+        dict(
+            rgb_stage1=rgb_stage1(c, attention=attention),
+            rgb_stage2=rgb_stage2(
+                c, attention=attention, ms_head=ms_head, ms_reg_loss=ms_reg_loss, motion_guide=motion_guide
+            ),
+        ),
+    )
 
 
 def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
@@ -257,6 +350,7 @@ def override(c: ml_collections.ConfigDict, values: dict) -> ml_collections.Confi
 
     Keys must exist (a typo is an error naming the key), as with --config.<key>=value on the command line.
     """
+
     def node(path: str):
         n = c
         for part in filter(None, path.split(".")):
@@ -292,9 +386,11 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
     elif _is_reference(args.init):
         first = [name for name, stage in stages.items() if "imagenet" in stage["init_from"].values()]
         if len(first) != 1:
-            raise ValueError(f"config argument init={args.init}: an authors' checkpoint is one stream's model, but "
-                             f"{len(first)} stages of this recipe start from ImageNet ({', '.join(first)}): fine-tune "
-                             "a one-stream recipe (configs/attention.py, configs/flow.py, ...) from it")
+            raise ValueError(
+                f"config argument init={args.init}: an authors' checkpoint is one stream's model, but "
+                f"{len(first)} stages of this recipe start from ImageNet ({', '.join(first)}): fine-tune "
+                "a one-stream recipe (configs/attention.py, configs/flow.py, ...) from it"
+            )
         stages[first[0]]["init_from"] = {"model": os.path.abspath(args.init)}
     elif args.init != "imagenet":
         for name, stage in stages.items():
@@ -302,8 +398,9 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
                 stage["init_from"] = {"model": os.path.join(os.path.abspath(args.init), name)}
     if args.stage1_backbone == "train":
         if "rgb_stage1" not in stages:
-            raise ValueError("config argument stage1_backbone=train: this recipe has no rgb_stage1 "
-                             f"(stages {list(stages)})")
+            raise ValueError(
+                f"config argument stage1_backbone=train: this recipe has no rgb_stage1 (stages {list(stages)})"
+            )
         s1 = stages["rgb_stage1"]
         s1["trainable"], s1["bn_train"] = tuple(s1["trainable"]) + (r"backbone/.*",), (r"backbone/.*",)
     c.recipe = tuple(stages)
@@ -316,9 +413,20 @@ def finish(c, args, stages: dict) -> ml_collections.ConfigDict:
 # 2 CPU cores in minutes, on the synthetic set, from scratch. Its sizes are overrides of any recipe config (the
 # experiment suites' preset=quickstart uses them too).
 QUICKSTART_ARGS = dict(data="synthetic", init="scratch", stage1_backbone="train")
-QUICKSTART_SIZES = {"model.depth": 18, "model.width": 8, "data.crop": 64, "data.resize": 80, "data.stack": 3,
-                    "data.flow_eval_stacks": 3, "data.worker_count": 0, "batch_size": 8, "eval_batch_size": 8,
-                    "log_every_steps": 10, "eval_every_epochs": 10, "checkpoint_every_epochs": 10}
+QUICKSTART_SIZES = {
+    "model.depth": 18,
+    "model.width": 8,
+    "data.crop": 64,
+    "data.resize": 80,
+    "data.stack": 3,
+    "data.flow_eval_stacks": 3,
+    "data.worker_count": 0,
+    "batch_size": 8,
+    "eval_batch_size": 8,
+    "log_every_steps": 10,
+    "eval_every_epochs": 10,
+    "checkpoint_every_epochs": 10,
+}
 
 
 def quickstart(arg: str | None) -> ml_collections.ConfigDict:

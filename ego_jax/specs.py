@@ -20,6 +20,7 @@ must say what it affects (tests/test_specs.py checks that every field does). A N
 declared default, are left out of an identity: a new field gets the default that keeps the behaviour before it
 (a config recorded without it reads back with it), so adding a field keeps every existing stage's key.
 """
+
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
@@ -36,8 +37,9 @@ RESULT, REPORT = "result", "report"
 OPTIMIZERS = ("adam", "sgd")
 
 
-def field(affects: str | None, *, when: Callable[["StageSpec"], bool] | None = None, view=None,
-          default=dataclasses.MISSING):
+def field(
+    affects: str | None, *, when: Callable[["StageSpec"], bool] | None = None, view=None, default=dataclasses.MISSING
+):
     """A spec field that determines a stage's RESULT, its REPORT, or neither (None), optionally only `when`.
 
     view(spec) -> the value an identity records instead of the field's own (e.g. model kwargs minus speed-only).
@@ -130,17 +132,27 @@ class DataSpec:
             problems.append(f"resize_method={self.resize_method!r}: expected one of {METHODS}")
         _raise_if(problems)
 
-    def clip_spec(self, loader: str, *, train: bool, ms_grid=None, ms_target: str | None = None,
-                  eval_stacks: int = 1) -> ClipSpec:
+    def clip_spec(
+        self, loader: str, *, train: bool, ms_grid=None, ms_target: str | None = None, eval_stacks: int = 1
+    ) -> ClipSpec:
         """The clips of a `loader` ('rgb' | 'flow' | 'two_stream') over this data.
 
         ms_grid (h, w): also make motion-map targets on that grid, binarised at ms_threshold for an MS
         classification head (ms_target 'cls'), moving fractions otherwise. eval_stacks: flow stacks per eval clip.
         """
-        return ClipSpec(loader, train, frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize,
-                        ms_grid=None if ms_grid is None else tuple(ms_grid),
-                        ms_threshold=self.ms_threshold if ms_grid and ms_target == "cls" else None,
-                        eval_stacks=eval_stacks, method=self.resize_method, rgb_endpoint=self.rgb_endpoint)
+        return ClipSpec(
+            loader,
+            train,
+            frames=self.frames,
+            stack=self.stack,
+            crop=self.crop,
+            resize=self.resize,
+            ms_grid=None if ms_grid is None else tuple(ms_grid),
+            ms_threshold=self.ms_threshold if ms_grid and ms_target == "cls" else None,
+            eval_stacks=eval_stacks,
+            method=self.resize_method,
+            rgb_endpoint=self.rgb_endpoint,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,16 +297,20 @@ class RunSpec:
         object.__setattr__(self, "recipe", tuple(self.recipe))
         object.__setattr__(self, "model", _freeze(self.model))
         object.__setattr__(self, "stages", FrozenDict(self.stages))
-        problems = _ints(self, ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs",
-                                "checkpoint_every_epochs"))
+        problems = _ints(
+            self, ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs")
+        )
         problems += _ints(self, ("seed", "num_classes"), low=0)
         try:
             if not jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating):
                 raise TypeError
         except TypeError:
             problems.append(f"dtype={self.dtype!r}: expected a float dtype name, e.g. 'float32' or 'bfloat16'")
-        problems += [f"recipe names stage {n!r}; defined stages: {list(self.stages)}" for n in self.recipe
-                     if n not in self.stages]
+        problems += [
+            f"recipe names stage {n!r}; defined stages: {list(self.stages)}"
+            for n in self.recipe
+            if n not in self.stages
+        ]
         _raise_if(problems)
 
     def stage(self, name: str) -> StageSpec:
@@ -332,8 +348,10 @@ def _build(cls, values, where: str, problems: list | None = None):
         values = {}
     if cls is StageSpec:  # a stage is named by its key in config.stages
         values = {**values, "name": where.rpartition(".")[2]}
-    problems += [f"{where}.{k}: not a field of {cls.__name__} (ego_jax/specs.py), whose fields are {names}"
-                 for k in sorted(set(values) - set(names))]
+    problems += [
+        f"{where}.{k}: not a field of {cls.__name__} (ego_jax/specs.py), whose fields are {names}"
+        for k in sorted(set(values) - set(names))
+    ]
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and f.default is dataclasses.MISSING]
     problems += [f"{where}.{k}: missing" for k in missing]
     kwargs = {k: values[k] for k in names if k in values}
@@ -417,5 +435,8 @@ def diff(recorded: dict, current: dict) -> list[str]:
     """Two identities -> ['stage.optimizer.lr: 0.001 -> 0.01', ...] for every key that differs (empty: same)."""
     a, b = _flat(json.loads(json.dumps(recorded))), _flat(json.loads(json.dumps(current)))
     missing = "(absent)"
-    return [f"{k}: {a.get(k, missing)} -> {b.get(k, missing)}" for k in sorted(a.keys() | b.keys())
-            if a.get(k, missing) != b.get(k, missing)]
+    return [
+        f"{k}: {a.get(k, missing)} -> {b.get(k, missing)}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, missing) != b.get(k, missing)
+    ]

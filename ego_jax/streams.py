@@ -22,6 +22,7 @@ The call contract: model(*[normalise(batch[key], dtype) for key, normalise in in
 This module imports neither data nor train; the built-in kinds register when ego_jax.models is imported, which
 the last line here does.
 """
+
 import dataclasses
 from collections.abc import Callable, Mapping
 
@@ -95,8 +96,7 @@ class Stream:
         """(attribute holding it or None for the model itself, entry) of the RGB-only stream inside, or None."""
         if tuple(self.inputs) == ("rgb",):
             return None, self
-        return next(((name, s) for name, s in self.sub_streams(kwargs).items() if tuple(s.inputs) == ("rgb",)),
-                    None)
+        return next(((name, s) for name, s in self.sub_streams(kwargs).items() if tuple(s.inputs) == ("rgb",)), None)
 
     def ms_head_of(self, kwargs: Mapping) -> Mapping | None:
         """Its motion-segmentation head's kwargs (dict(kind='cls'|'reg', ...)) in `kwargs`, or None."""
@@ -120,13 +120,17 @@ def register(stream: Stream) -> Stream:
     if not isinstance(stream, Stream):
         raise TypeError(f"register: expected a streams.Stream, got {type(stream).__name__}")
     old = STREAMS.get(stream.kind)
-    if old is not None and (old.model.__module__, old.model.__qualname__) != (stream.model.__module__,
-                                                                             stream.model.__qualname__):
-        raise ValueError(f"stream kind {stream.kind!r} is already registered ({old.model.__qualname__}); pick "
-                         "another kind name")
+    if old is not None and (old.model.__module__, old.model.__qualname__) != (
+        stream.model.__module__,
+        stream.model.__qualname__,
+    ):
+        raise ValueError(
+            f"stream kind {stream.kind!r} is already registered ({old.model.__qualname__}); pick another kind name"
+        )
     if not stream.inputs:
-        raise ValueError(f"stream {stream.kind!r}: inputs must name at least one batch key, e.g. "
-                         "{'rgb': normalize_rgb}")
+        raise ValueError(
+            f"stream {stream.kind!r}: inputs must name at least one batch key, e.g. {{'rgb': normalize_rgb}}"
+        )
     STREAMS[stream.kind] = stream
     return stream
 
@@ -139,9 +143,11 @@ def unregister(kind: str) -> None:
 def get(kind: str) -> Stream:
     """The entry of `kind`; a clear error listing the registered kinds."""
     if kind not in STREAMS:
-        raise ValueError(f"model.kind={kind!r}: expected one of {tuple(STREAMS)} (ego_jax/streams.py); a new "
-                         "variant is added with streams.register(streams.Stream(...)) beside its model, in a module "
-                         "the config imports")
+        raise ValueError(
+            f"model.kind={kind!r}: expected one of {tuple(STREAMS)} (ego_jax/streams.py); a new "
+            "variant is added with streams.register(streams.Stream(...)) beside its model, in a module "
+            "the config imports"
+        )
     return STREAMS[kind]
 
 

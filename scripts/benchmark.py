@@ -8,6 +8,7 @@
 
 Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parser)` and listing it in BENCHMARKS.
 """
+
 import argparse
 import ast
 import glob
@@ -42,19 +43,32 @@ def args_data(parser):
     parser.add_argument("--classes", type=int, default=8, help="classes of the generated tree (S1, 1 clip each)")
     parser.add_argument("--kinds", default="rgb,flow,two_stream")
     parser.add_argument("--workers", default="0,1,2", help="grain worker counts to time")
-    parser.add_argument("--batch", type=int, default=8, help="keep it equal to the clip count, so that every "
-                        "setting reads each clip equally often (clip lengths vary 5 to 645 frames)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="keep it equal to the clip count, so that every "
+        "setting reads each clip equally often (clip lengths vary 5 to 645 frames)",
+    )
     parser.add_argument("--batches", type=int, default=3, help="timed batches per setting (after one warm-up batch)")
-    parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best "
-                        "(other processes on a shared machine only ever slow a run down)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="time each setting this often and keep the best "
+        "(other processes on a shared machine only ever slow a run down)",
+    )
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--stack", type=int, default=5)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--methods", default="pil", help=f"comma-separated resize methods of {transforms.METHODS}")
     parser.add_argument("--workdir", help="where to generate and build (default: a temporary folder)")
-    parser.add_argument("--per_kind_configs", action="store_true",
-                        help="read each kind from the smallest builder config holding its modalities, not 'all'")
+    parser.add_argument(
+        "--per_kind_configs",
+        action="store_true",
+        help="read each kind from the smallest builder config holding its modalities, not 'all'",
+    )
 
 
 class PilPerFileLoader:
@@ -80,9 +94,13 @@ class PilPerFileLoader:
                 img = ImageOps.invert(img)
         w, h = img.size
         side = int(min(w, h) * scale)
-        box = {"c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
-               "tl": (0, 0, side, side), "tr": (w - side, 0, w, side), "bl": (0, h - side, side, h),
-               "br": (w - side, h - side, w, h)}[position]
+        box = {
+            "c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
+            "tl": (0, 0, side, side),
+            "tr": (w - side, 0, w, side),
+            "bl": (0, h - side, side, h),
+            "br": (w - side, h - side, w, h),
+        }[position]
         return np.asarray(img.crop(box).resize((self.crop, self.crop), Image.BILINEAR))
 
     def clip(self, i):
@@ -93,15 +111,24 @@ class PilPerFileLoader:
         out = {}
         if self.kind != "flow":
             files = self._files(cid, "processed_frames2", "rgb", "rgb*.png")
-            out["rgb"] = np.stack([self._transform(Image.open(files[j]).convert("RGB"), flip, scale, position)
-                                   for j in sampling.rgb_indices(len(files), self.frames)])
+            out["rgb"] = np.stack(
+                [
+                    self._transform(Image.open(files[j]).convert("RGB"), flip, scale, position)
+                    for j in sampling.rgb_indices(len(files), self.frames)
+                ]
+            )
         if self.kind != "rgb":
             xs = self._files(cid, "flow_x_processed", "", "flow_x_*.png")
             ys = self._files(cid, "flow_y_processed", "", "flow_y_*.png")
             start = sampling.flow_start_train(len(xs), self.stack, self.rng)
-            out["flow"] = np.stack([
-                self._transform(Image.open(f[j]).convert("L"), flip, scale, position, invert=f is xs)
-                for j in sampling.stack_indices(start, len(xs), self.stack) for f in (xs, ys)], axis=-1)
+            out["flow"] = np.stack(
+                [
+                    self._transform(Image.open(f[j]).convert("L"), flip, scale, position, invert=f is xs)
+                    for j in sampling.stack_indices(start, len(xs), self.stack)
+                    for f in (xs, ys)
+                ],
+                axis=-1,
+            )
         return out
 
 
@@ -115,8 +142,9 @@ def _make_tree(args, workdir: Path) -> Path:
     if args.manual_dir:
         return Path(args.manual_dir)
     t = time.perf_counter()
-    make_synthetic(workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",),
-                   clips_per_class=1)
+    make_synthetic(
+        workdir / "manual", preset="full", classes=CLASSES[: args.classes], subjects=("S1",), clips_per_class=1
+    )
     print(f"generated {args.classes} full-size clips in {time.perf_counter() - t:.0f} s")
     return workdir / "manual"
 
@@ -175,6 +203,7 @@ def _bytes_per_sample(source, kind, settings, index) -> tuple[float, float]:
         def decode_and_count(data, what=""):
             decoded.append(len(data))
             return fn(data, what)
+
         return decode_and_count
 
     decode.decode_rgb, decode.decode_gray = counting(rgb), counting(gray)
@@ -195,20 +224,27 @@ def run_data(args):
         workdir = Path(args.workdir or tmp)
         manual = _make_tree(args, workdir)
         source = _load(manual, workdir, "all")
-        sizes = {m: np.mean([len(b) for ex in (source[i] for i in range(len(source))) for b in ex[m]])
-                 for m in ("rgb", "flow_x", "mmaps")}
+        sizes = {
+            m: np.mean([len(b) for ex in (source[i] for i in range(len(source))) for b in ex[m]])
+            for m in ("rgb", "flow_x", "mmaps")
+        }
         lengths = [int(source[i]["num_frames"]) for i in range(len(source))]
-        print(f"{len(source)} clips, frames per clip {sorted(lengths)}; mean PNG bytes "
-              + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items()) + " (release: rgb 166 kB, flow 28 kB)")
+        print(
+            f"{len(source)} clips, frames per clip {sorted(lengths)}; mean PNG bytes "
+            + ", ".join(f"{m} {v / 1e3:.0f} kB" for m, v in sizes.items())
+            + " (release: rgb 166 kB, flow 28 kB)"
+        )
         clip_ids = [_text(source[i]["clip_id"]) for i in range(len(source))]
         settings = dict(frames=args.frames, stack=args.stack, crop=args.crop, resize=args.resize)
         longest = int(np.argmax(lengths))
         for kind in args.kinds.split(","):
             per_clip = np.array([_bytes_per_sample(source, kind, settings, i) for i in range(len(source))]) / 1e6
             (read, needed), (mean_read, mean_needed) = per_clip[longest], per_clip.mean(0)
-            print(f"  {kind:10s} bytes per train sample, read from the dataset files / of the frames decoded: "
-                  f"{lengths[longest]}-frame clip {read:.2f} / {needed:.2f} MB ({read / needed:.1f}x), "
-                  f"mean over clips {mean_read:.2f} / {mean_needed:.2f} MB ({mean_read / mean_needed:.1f}x)")
+            print(
+                f"  {kind:10s} bytes per train sample, read from the dataset files / of the frames decoded: "
+                f"{lengths[longest]}-frame clip {read:.2f} / {needed:.2f} MB ({read / needed:.1f}x), "
+                f"mean over clips {mean_read:.2f} / {mean_needed:.2f} MB ({mean_read / mean_needed:.1f}x)"
+            )
         clips = args.batch * args.batches
         results = []
         for kind in args.kinds.split(","):
@@ -216,17 +252,38 @@ def run_data(args):
             kind_source = _load(manual, workdir, config) if config != "all" else source
             baseline = PilPerFileLoader(manual, clip_ids, kind=kind, **settings)
             # What reading costs before any decoding: the records an (eval) sample of this kind decodes.
-            timed = [(f"records of gtea61/{config} only", 0,
-                      lambda src=kind_source, kind=kind: _seconds((_read(src[i % len(source)], kind, settings)
-                                                                   for i in range(clips + 1)), clips)),
-                     ("PIL per file", 0,
-                      lambda baseline=baseline: _seconds((baseline.clip(i) for i in range(clips + 1)), clips))]
+            timed = [
+                (
+                    f"records of gtea61/{config} only",
+                    0,
+                    lambda src=kind_source, kind=kind: _seconds(
+                        (_read(src[i % len(source)], kind, settings) for i in range(clips + 1)), clips
+                    ),
+                ),
+                (
+                    "PIL per file",
+                    0,
+                    lambda baseline=baseline: _seconds((baseline.clip(i) for i in range(clips + 1)), clips),
+                ),
+            ]
             for method in args.methods.split(","):
                 for workers in map(int, args.workers.split(",")):
-                    loader = pipeline.make_loader(kind_source, loader=kind, train=True, global_batch_size=args.batch,
-                                                  worker_count=workers, method=method, **settings)
-                    timed.append((f"grain, gtea61/{config}, method {method}", workers,
-                                  lambda loader=loader: _seconds(loader, args.batches)))
+                    loader = pipeline.make_loader(
+                        kind_source,
+                        loader=kind,
+                        train=True,
+                        global_batch_size=args.batch,
+                        worker_count=workers,
+                        method=method,
+                        **settings,
+                    )
+                    timed.append(
+                        (
+                            f"grain, gtea61/{config}, method {method}",
+                            workers,
+                            lambda loader=loader: _seconds(loader, args.batches),
+                        )
+                    )
             best = [min(run() for _ in range(args.repeats)) for _, _, run in timed]
             rows = [dict(loader=name, workers=w, clips_per_s=clips / secs) for (name, w, _), secs in zip(timed, best)]
             for r in rows:
@@ -255,6 +312,7 @@ def run_resize(args):
         imgs = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(glob.glob(args.images))]
     else:
         import cv2
+
         noise = np.random.default_rng(0).random((66, 116, 3)).astype(np.float32) * 255
         imgs = [np.clip(cv2.resize(noise, (455, 256), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)]
     if not imgs:
@@ -266,33 +324,56 @@ def run_resize(args):
         ms = _timed(lambda crop=crops[0]: Image.fromarray(crop).resize((224, 224), Image.BILINEAR), args.repeats)
         line.append(f"PIL {ms:.3f} ms")
         for method in transforms.METHODS:
-            diff = np.concatenate([np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
-                                   for c, p in zip(crops, pil)])
-            ms = _timed(lambda crop=crops[0], method=method: transforms.resize_bilinear(crop, 224, 224, method),
-                        args.repeats)
+            diff = np.concatenate(
+                [
+                    np.abs(transforms.resize_bilinear(c, 224, 224, method).astype(int) - p).ravel()
+                    for c, p in zip(crops, pil)
+                ]
+            )
+            ms = _timed(
+                lambda crop=crops[0], method=method: transforms.resize_bilinear(crop, 224, 224, method), args.repeats
+            )
             line.append(f"{method} {ms:.3f} ms (vs PIL: max {diff.max()}, mean {diff.mean():.3f})")
         print("  ".join(line))
+
 
 # ----------------------------------------------------------------------------------------------- step
 
 
 def args_step(parser):
-    parser.add_argument("--config", default="configs/two_stream.py",
-                        help="config file[:args], as scripts/train.py takes it (relative paths: from the checkout)")
+    parser.add_argument(
+        "--config",
+        default="configs/two_stream.py",
+        help="config file[:args], as scripts/train.py takes it (relative paths: from the checkout)",
+    )
     parser.add_argument("--stages", help="comma-separated stages (default: the config's recipe)")
     parser.add_argument("--batch", type=int, default=2, help="global batch, split over all local devices")
     parser.add_argument("--frames", type=int, default=7)
     parser.add_argument("--size", type=int, default=224, help="crop side (config.data.crop)")
     parser.add_argument("--dtypes", default="float32", help="compute dtypes (config.dtype), comma-separated")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage, after the first (compiling) one")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set model.scan_unroll=1 (repeatable)")
-    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
-                        help="also time every stage with this override in the same rounds, e.g. --compare "
-                             "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)")
-    parser.add_argument("--torch", choices=("auto", "yes", "no"), default="auto",
-                        help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
-                             "rounds; auto: when torch imports")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set model.scan_unroll=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also time every stage with this override in the same rounds, e.g. --compare "
+        "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--torch",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
+        "rounds; auto: when torch imports",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
 
 
@@ -327,8 +408,11 @@ def _example_batch(run: RunSpec, name: str, model, mesh):
     b = run.batch_size
     spec = clips.train_clip_spec(run, name, model)
     rng = np.random.default_rng(0)
-    batch = dict(label=rng.integers(0, run.num_classes, b).astype(np.int32), mask=np.ones(b, bool),
-                 index=np.arange(b, dtype=np.int32))
+    batch = dict(
+        label=rng.integers(0, run.num_classes, b).astype(np.int32),
+        mask=np.ones(b, bool),
+        index=np.arange(b, dtype=np.int32),
+    )
     for key, (shape, dtype) in spec.shapes().items():
         if dtype == np.uint8:
             batch[key] = rng.integers(0, 256, (b, *shape), np.uint8)
@@ -363,16 +447,22 @@ def run_step(args):
     configs = {}  # implementation label -> config
     for dtype in args.dtypes.split(","):
         for extra in [None] + args.compare:
-            config = _config(args.config, [f"data.frames={args.frames}", f"data.crop={args.size}"] + args.set
-                             + [extra] * bool(extra), batch_size=args.batch, dtype=dtype)
+            config = _config(
+                args.config,
+                [f"data.frames={args.frames}", f"data.crop={args.size}"] + args.set + [extra] * bool(extra),
+                batch_size=args.batch,
+                dtype=dtype,
+            )
             configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
     config = next(iter(configs.values()))
     sharding.check_batch_size(args.batch, mesh)
     stages = args.stages.split(",") if args.stages else list(config.recipe)
-    print(f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
-          f"{args.config} batch {args.batch}, {args.frames} frames, {args.size} px; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores")
+    print(
+        f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
+        f"{args.config} batch {args.batch}, {args.frames} frames, {args.size} px; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
 
     runners = {}  # (stage, impl) -> step callable; built one by one, so a failing stage is named
     for name in stages:
@@ -386,8 +476,16 @@ def run_step(args):
             if name in torch_stages.STAGES:
                 d, m = config.data, config.model
                 runners[name, "torch (reference) float32"] = torch_stages.make_step(
-                    name, batch=args.batch, frames=d.frames, crop=d.crop, stack=d.stack,
-                    num_classes=config.num_classes, depth=m.depth, width=m.width, device=_torch_device())
+                    name,
+                    batch=args.batch,
+                    frames=d.frames,
+                    crop=d.crop,
+                    stack=d.stack,
+                    num_classes=config.num_classes,
+                    depth=m.depth,
+                    width=m.width,
+                    device=_torch_device(),
+                )
 
     def timed(fn):
         t, cpu = time.perf_counter(), time.process_time()
@@ -406,22 +504,47 @@ def run_step(args):
     for (name, impl), ts in times.items():
         med, cpu = statistics.median(t[0] for t in ts), min(t[1] for t in ts)
         ref = reference.get(name)
-        rows.append(dict(stage=name, impl=impl, first_step_s=first[name, impl], step_s=med, steps_per_s=1 / med,
-                         clips_per_s=args.batch / med, cpu_s=cpu,
-                         vs_reference=med / statistics.median(t[0] for t in ref) if ref else None,
-                         cpu_vs_reference=cpu / min(t[1] for t in ref) if ref else None))
-    print(f"\n| stage | implementation | first step (compile) s | s/step (median of {args.steps}) | steps/s | clips/s "
-          f"| time / reference | CPU s/step (best) | CPU / reference |\n|---|---|---|---|---|---|---|---|---|")
+        rows.append(
+            dict(
+                stage=name,
+                impl=impl,
+                first_step_s=first[name, impl],
+                step_s=med,
+                steps_per_s=1 / med,
+                clips_per_s=args.batch / med,
+                cpu_s=cpu,
+                vs_reference=med / statistics.median(t[0] for t in ref) if ref else None,
+                cpu_vs_reference=cpu / min(t[1] for t in ref) if ref else None,
+            )
+        )
+    print(
+        f"\n| stage | implementation | first step (compile) s | s/step (median of {args.steps}) | steps/s | clips/s "
+        f"| time / reference | CPU s/step (best) | CPU / reference |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         ratio = f"{r['vs_reference']:.2f}x" if r["vs_reference"] else "-"
         cpu_ratio = f"{r['cpu_vs_reference']:.2f}x" if r["cpu_vs_reference"] else "-"
-        print(f"| {r['stage']} | {r['impl']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} "
-              f"| {r['clips_per_s']:.1f} | {ratio} | {r['cpu_s']:.3f} | {cpu_ratio} |")
+        print(
+            f"| {r['stage']} | {r['impl']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} "
+            f"| {r['clips_per_s']:.1f} | {ratio} | {r['cpu_s']:.3f} | {cpu_ratio} |"
+        )
     print(f"load average after: {load:.1f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(batch=args.batch, frames=args.frames, size=args.size, config=args.config, sets=args.set,
-                           backend=jax.default_backend(), devices=len(jax.devices()), rows=rows), f, indent=1)
+            json.dump(
+                dict(
+                    batch=args.batch,
+                    frames=args.frames,
+                    size=args.size,
+                    config=args.config,
+                    sets=args.set,
+                    backend=jax.default_backend(),
+                    devices=len(jax.devices()),
+                    rows=rows,
+                ),
+                f,
+                indent=1,
+            )
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -471,8 +594,10 @@ def run_layers(args):
                 total = total + jnp.vdot(y, y)
             return total
 
-        cases = {"BatchNorm (training mode), every layer": (bn_loss, resnet.batch_norm_train, xs),
-                 "max-pool 3x3/2": (lambda pool, x: jnp.vdot(*(pool(x),) * 2), resnet.max_pool_3x3_s2_p1, stem)}
+        cases = {
+            "BatchNorm (training mode), every layer": (bn_loss, resnet.batch_norm_train, xs),
+            "max-pool 3x3/2": (lambda pool, x: jnp.vdot(*(pool(x),) * 2), resnet.max_pool_3x3_s2_p1, stem),
+        }
         for what, (loss, custom, inputs) in cases.items():
             times = {}
             for impl, fn in (("ego_jax", custom), ("autodiff", custom.fun)):
@@ -484,33 +609,67 @@ def run_layers(args):
                     jax.block_until_ready(grad(inputs))
                     best.append(time.perf_counter() - t)
                 times[impl] = min(best)
-            rows.append(dict(layer=what, dtype=dtype, ego_jax_ms=times["ego_jax"] * 1e3,
-                             autodiff_ms=times["autodiff"] * 1e3, ratio=times["ego_jax"] / times["autodiff"]))
+            rows.append(
+                dict(
+                    layer=what,
+                    dtype=dtype,
+                    ego_jax_ms=times["ego_jax"] * 1e3,
+                    autodiff_ms=times["autodiff"] * 1e3,
+                    ratio=times["ego_jax"] / times["autodiff"],
+                )
+            )
             r = rows[-1]
-            print(f"{what:40s} {dtype:9s} ego_jax {r['ego_jax_ms']:8.2f} ms, autodiff {r['autodiff_ms']:8.2f} ms: "
-                  f"{r['ratio']:.2f}x")
+            print(
+                f"{what:40s} {dtype:9s} ego_jax {r['ego_jax_ms']:8.2f} ms, autodiff {r['autodiff_ms']:8.2f} ms: "
+                f"{r['ratio']:.2f}x"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(batch=args.batch, size=args.size, depth=args.depth, width=args.width,
-                           backend=jax.default_backend(), rows=rows), f, indent=1)
+            json.dump(
+                dict(
+                    batch=args.batch,
+                    size=args.size,
+                    depth=args.depth,
+                    width=args.width,
+                    backend=jax.default_backend(),
+                    rows=rows,
+                ),
+                f,
+                indent=1,
+            )
 
 
 # ----------------------------------------------------------------------------------------------- flow
 
 
 def args_flow(parser):
-    parser.add_argument("--sizes", default="256x340,224x224",
-                        help="HxW frame sizes (dense_flow's usual --new_width 340 --new_height 256 is 256x340)")
+    parser.add_argument(
+        "--sizes",
+        default="256x340,224x224",
+        help="HxW frame sizes (dense_flow's usual --new_width 340 --new_height 256 is 256x340)",
+    )
     parser.add_argument("--backends", default="opencv,jax")
     parser.add_argument("--methods", default="tvl1,warp_tvl1")
-    parser.add_argument("--batch", type=int, default=0,
-                        help="jax: pairs per call over all local devices (default: 64 per accelerator, 4 per CPU)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="jax: pairs per call over all local devices (default: 64 per accelerator, 4 per CPU)",
+    )
     parser.add_argument("--pairs", type=int, default=4, help="opencv: pairs timed per setting")
     parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best")
-    parser.add_argument("--tvl1", action="append", default=[], metavar="KEY=VALUE",
-                        help="a TV-L1 parameter (default: dense_flow's), repeatable")
-    parser.add_argument("--parity", action="store_true",
-                        help="also print each backend's end-point error against known motions and between backends")
+    parser.add_argument(
+        "--tvl1",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TV-L1 parameter (default: dense_flow's), repeatable",
+    )
+    parser.add_argument(
+        "--parity",
+        action="store_true",
+        help="also print each backend's end-point error against known motions and between backends",
+    )
     parser.add_argument("--json", help="write the results here")
 
 
@@ -539,8 +698,10 @@ def run_flow(args):
     devices = jax.local_devices()
     batch = args.batch or len(devices) * (4 if devices[0].platform == "cpu" else 64)
     workers = os.cpu_count() or 1
-    print(f"{len(devices)} {jax.default_backend()} device(s) ({devices[0].device_kind}); OpenCV {cv2.__version__}, "
-          f"{cv2.getNumThreads()} threads; {workers} homography threads; {params}")
+    print(
+        f"{len(devices)} {jax.default_backend()} device(s) ({devices[0].device_kind}); OpenCV {cv2.__version__}, "
+        f"{cv2.getNumThreads()} threads; {workers} homography threads; {params}"
+    )
     rows, parity = [], []
     for size in [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]:
         found, tvl1_fields = _flow_scenes(size), {}
@@ -557,11 +718,22 @@ def run_flow(args):
                     times.append(time.perf_counter() - start)
                 if method == "tvl1":
                     tvl1_fields[backend] = fields
-                rows.append({"size": f"{size[1]}x{size[0]}", "backend": backend, "method": method, "pairs": n,
-                             "devices": len(devices) if backend == "jax" else 1,
-                             "pairs_per_s": n / min(times[1:]), "first_call_s": times[0]})
-                print(f"{size[1]:>4d}x{size[0]:<4d} {backend:7s} {method:10s} {rows[-1]['pairs_per_s']:8.2f} pairs/s "
-                      f"({n} pairs per call, first call {times[0]:.1f} s)", flush=True)
+                rows.append(
+                    {
+                        "size": f"{size[1]}x{size[0]}",
+                        "backend": backend,
+                        "method": method,
+                        "pairs": n,
+                        "devices": len(devices) if backend == "jax" else 1,
+                        "pairs_per_s": n / min(times[1:]),
+                        "first_call_s": times[0],
+                    }
+                )
+                print(
+                    f"{size[1]:>4d}x{size[0]:<4d} {backend:7s} {method:10s} {rows[-1]['pairs_per_s']:8.2f} pairs/s "
+                    f"({n} pairs per call, first call {times[0]:.1f} s)",
+                    flush=True,
+                )
         for i, s in enumerate(found):
             row = {"size": f"{size[1]}x{size[0]}", "scene": s.name}
             row.update({f"epe_{b}": scenes.epe(f[i], s.flow, s.valid) for b, f in tvl1_fields.items()})
@@ -573,13 +745,27 @@ def run_flow(args):
         for row in parity:
             print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"devices": len(devices), "backend": jax.default_backend(),
-                                               "tvl1": str(params), "rows": rows, "parity": parity}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "devices": len(devices),
+                    "backend": jax.default_backend(),
+                    "tvl1": str(params),
+                    "rows": rows,
+                    "parity": parity,
+                },
+                indent=1,
+            )
+        )
 
 
-BENCHMARKS = {"data": (args_data, run_data), "resize": (args_resize, run_resize), "step": (args_step, run_step),
-              "layers": (args_layers, run_layers),
-              "flow": (args_flow, run_flow)}
+BENCHMARKS = {
+    "data": (args_data, run_data),
+    "resize": (args_resize, run_resize),
+    "step": (args_step, run_step),
+    "layers": (args_layers, run_layers),
+    "flow": (args_flow, run_flow),
+}
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """ego-jax-build-dataset from a checkout; the code and its --help: ego_jax/cli/build_dataset.py."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """ego-jax-concept-figures from a checkout; the code and its --help: ego_jax/cli/concept_figures.py."""
+
 import os
 import sys
 

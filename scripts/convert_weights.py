@@ -1,4 +1,5 @@
 """ego-jax-convert-weights from a checkout; the code and its --help: ego_jax/cli/convert_weights.py."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """ego-jax-evaluate from a checkout; the code and its --help: ego_jax/cli/evaluate.py."""
+
 import os
 import sys
 

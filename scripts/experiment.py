@@ -1,4 +1,5 @@
 """ego-jax-experiment from a checkout; the code and its --help: ego_jax/cli/experiment.py."""
+
 import os
 import sys
 

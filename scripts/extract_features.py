@@ -1,4 +1,5 @@
 """ego-jax-extract-features from a checkout; the code and its --help: ego_jax/cli/extract_features.py."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """ego-jax-extract-flow from a checkout; the code and its --help: ego_jax/cli/extract_flow.py."""
+
 import os
 import sys
 

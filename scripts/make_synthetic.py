@@ -1,4 +1,5 @@
 """ego-jax-make-synthetic from a checkout; the code and its --help: ego_jax/cli/make_synthetic.py."""
+
 import os
 import sys
 

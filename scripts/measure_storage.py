@@ -8,6 +8,7 @@ For RGB, flow and motion-map files found under --frames: the source bytes, lossl
 (flow and maps as one channel) at several levels, and lossy JPEG; with the encode time (build cost)
 and the largest pixel error against the source. One thread, so numbers are per core; best of 5 rounds.
 """
+
 import argparse
 import re
 import time
@@ -45,16 +46,22 @@ def measure(files, kind, repeat):
     rows = [("source", sources, 0.0)]
     for name, (ext, params) in _choices(kind).items():
         enc_ms = np.mean([_time(lambda i=i, ext=ext, params=params: cv2.imencode(ext, i, params), 1) for i in images])
-        rows.append((name + (" 1-ch" if kind != "rgb" else ""),
-                     [cv2.imencode(ext, i, params)[1].tobytes() for i in images], enc_ms))
+        rows.append(
+            (
+                name + (" 1-ch" if kind != "rgb" else ""),
+                [cv2.imencode(ext, i, params)[1].tobytes() for i in images],
+                enc_ms,
+            )
+        )
     print(f"\n{kind}: {len(files)} files, {images[0].shape}")
     print(f"  {'storage':18s} {'KiB/frame':>9s} {'decode ms':>9s} {'encode ms':>9s} {'max err':>7s}")
     for name, blobs, enc_ms in rows:
         decoded = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in blobs]
         decoded = [d if d.ndim == i.ndim else d[..., 0] for d, i in zip(decoded, images)]
         err = max(int(np.abs(d.astype(int) - i.astype(int)).max()) for d, i in zip(decoded, images))
-        dec_ms = np.mean([_time(lambda b=b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED), repeat)
-                          for b in blobs])
+        dec_ms = np.mean(
+            [_time(lambda b=b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED), repeat) for b in blobs]
+        )
         size = np.mean([len(b) for b in blobs]) / 1024
         print(f"  {name:18s} {size:9.1f} {dec_ms:9.2f} {enc_ms:9.2f} {err:7d}")
     print(f"  {'raw uint8':18s} {images[0].nbytes / 1024:9.1f} {0:9.2f}")
@@ -70,8 +77,10 @@ def measure_reads(data_dir, config, repeat):
     frames = [ex[m] for ex in examples for m in gtea61.CONFIGS[config]]
     mb = sum(len(f) for seq in frames for f in seq) / 1e6
     ms = _time(lambda: [list(seq) for seq in frames], repeat) / len(examples)
-    print(f"\ngtea61/{config}: {len(examples)} examples, {mb / len(examples):.2f} MB of frames each, "
-          f"{ms:.1f} ms to read one example's frames = {ms * len(examples) / mb:.2f} ms per MB")
+    print(
+        f"\ngtea61/{config}: {len(examples)} examples, {mb / len(examples):.2f} MB of frames each, "
+        f"{ms:.1f} ms to read one example's frames = {ms * len(examples) / mb:.2f} ms per MB"
+    )
 
 
 def main(argv=None):

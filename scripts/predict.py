@@ -1,4 +1,5 @@
 """ego-jax-predict from a checkout; the code and its --help: ego_jax/cli/predict.py."""
+
 import os
 import sys
 

@@ -9,6 +9,7 @@ reference's optimisers (Adam eps 1e-4 / coupled L2 4e-5; SGD momentum 0.9 / weig
 Weights are random (speed does not depend on them); inputs are normalised float32, as the reference's loader
 yields them. Always float32: the reference has no mixed precision.
 """
+
 import re
 
 import torch
@@ -30,8 +31,19 @@ def _trainable(sd, patterns):
     return [sd[k] for k in names]
 
 
-def make_step(name: str, *, batch: int, frames: int, crop: int, stack: int = 5, num_classes: int = 61,
-              depth: int = 34, width: int = 64, device: str = "cpu", seed: int = 0):
+def make_step(
+    name: str,
+    *,
+    batch: int,
+    frames: int,
+    crop: int,
+    stack: int = 5,
+    num_classes: int = 61,
+    depth: int = 34,
+    width: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+):
     """-> step(): one training step of the reference's stage `name` (see STAGES) on a fixed random batch."""
     if name not in STAGES:
         raise ValueError(f"no torch re-statement of stage {name!r}; re-stated: {STAGES}")
@@ -67,8 +79,9 @@ def make_step(name: str, *, batch: int, frames: int, crop: int, stack: int = 5, 
         sd["frameModel.weight_softmax"] = sd["frameModel.resNet.fc.weight"]
         group_a = _trainable(sd, (r"fc2\..*",) + tuple(r"frameModel\." + p for p in _RGB_FINETUNE))
         group_b = _trainable(sd, (r"flowModel\.layer4\..*(weight|bias)",))
-        opt = torch.optim.SGD([dict(params=group_a), dict(params=group_b, lr=1e-4)], lr=1e-2, momentum=0.9,
-                              weight_decay=5e-4)
+        opt = torch.optim.SGD(
+            [dict(params=group_a), dict(params=group_b, lr=1e-4)], lr=1e-2, momentum=0.9, weight_decay=5e-4
+        )
 
         def logits():  # RGB stream in inference mode, flow layer4's BNs in training mode; Dropout(0.5)
             _, feats = ref.two_stream_forward(sd, rgb, flow, flow_training=lambda bn: bn.startswith("layer4."))

@@ -1,4 +1,5 @@
 """ego-jax-train from a checkout; the code and its --help: ego_jax/cli/train.py."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """ego-jax-visualize from a checkout; the code and its --help: ego_jax/cli/visualize_cam.py."""
+
 import os
 import sys
 

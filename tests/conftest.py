@@ -1,5 +1,6 @@
 """Test-wide setup: 4 CPU devices for the sharding tests, quiet TensorFlow, and the generated datasets shared by the
 tests (built once per session)."""
+
 import os
 import runpy
 from pathlib import Path
@@ -43,8 +44,11 @@ def data_dir(synthetic_gtea61):
 # The stand-in releases the dataset tests build (ego_jax.data.standins), each with its quirks: EGTEA with a clip not
 # downloaded, stray files and two clips of 1-4 frames; GTEA71 and GTEA Gaze+ (all six subjects, so every protocol
 # split trains) with a 1-4 frame clip.
-STANDINS = {"egtea": dict(missing=1, stray=True, short_clips=2), "gtea71": dict(short_clips=1),
-            "gtea_gaze": dict(short_clips=1, subjects=("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin"))}
+STANDINS = {
+    "egtea": dict(missing=1, stray=True, short_clips=2),
+    "gtea71": dict(short_clips=1),
+    "gtea_gaze": dict(short_clips=1, subjects=("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin")),
+}
 
 
 @pytest.fixture(scope="session")

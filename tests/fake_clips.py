@@ -4,6 +4,7 @@ Frames carry their identity: RGB green = frame index, blue = clip index, red = a
 flow_y = 10 + frame index; flow_x = a column ramp (not mirror-symmetric); motion maps have a
 moving block in their left third. A list of these dicts is a valid grain / make_loader source.
 """
+
 import cv2
 import numpy as np
 
@@ -14,8 +15,9 @@ def _png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def fake_clip(index: int, num_frames: int, *, height: int = 48, width: int = 80,
-              modalities=("rgb", "flow_x", "flow_y", "mmaps")) -> dict:
+def fake_clip(
+    index: int, num_frames: int, *, height: int = 48, width: int = 80, modalities=("rgb", "flow_x", "flow_y", "mmaps")
+) -> dict:
     """One example dict like the gtea61 builder's, with `num_frames` frames of height x width."""
     ramp = np.broadcast_to((np.arange(width) * 3 % 256).astype(np.uint8), (height, width))
     example = {"label": index % 61, "num_frames": num_frames, "clip_id": f"S1/fake/{index}"}

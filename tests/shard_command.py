@@ -4,6 +4,7 @@
 
 Shard I writes OUT/shard-I.txt (its pid); shard --fail exits 3.
 """
+
 import argparse
 import os
 import sys

@@ -2,6 +2,7 @@
 batch, so the stop lands between the same two steps however fast the machine is (a signal sent when a file appears
 can arrive after a tiny run has ended). In-process, `signal_at` replaces loaders.train_loader; as a script,
 `python tests/stop_at_step.py STEP <train.py flags>` is train.py with that stop."""
+
 import os
 import signal
 import sys

@@ -1,5 +1,6 @@
 """matplotlib charts: what each figure holds (its artists: texts, lines, bars, scales), and the files save() writes
 (formats, sizes); never pixels."""
+
 import json
 import os
 
@@ -47,8 +48,17 @@ def test_confusion_matrix_counts_rates_and_names_on_both_axes(tmp_path):
 
 def test_curves_share_splits_mark_eval_steps_and_put_the_lr_on_a_log_scale(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    lines = [{"step": s, "train/loss": 2.0 / s, "train/accuracy": s / 20, "lr": 1e-3 * 0.1 ** (s > 5),
-              "lr/head": 1e-2, "epoch": s // 5} for s in range(1, 11)]
+    lines = [
+        {
+            "step": s,
+            "train/loss": 2.0 / s,
+            "train/accuracy": s / 20,
+            "lr": 1e-3 * 0.1 ** (s > 5),
+            "lr/head": 1e-2,
+            "epoch": s // 5,
+        }
+        for s in range(1, 11)
+    ]
     lines += [{"step": 5, "eval/accuracy": 0.3}, {"step": 10, "eval/accuracy": 0.5}]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     records = charts.read_metrics(path)
@@ -70,8 +80,10 @@ def test_curves_share_splits_mark_eval_steps_and_put_the_lr_on_a_log_scale(tmp_p
 
 
 def test_accuracy_bars_mean_std_seeds_published_legend_outside_and_vector_copies(tmp_path):
-    series = {"a": dict(points=[[40.0, 50.0, 60.0], [70.0]], published=[(55, 61), None]),
-              "b": dict(points=[[20.0, 30.0], []])}
+    series = {
+        "a": dict(points=[[40.0, 50.0, 60.0], [70.0]], published=[(55, 61), None]),
+        "b": dict(points=[[20.0, 30.0], []]),
+    }
     fig = charts.accuracy_bars(["7 frames", "16 frames"], series, title="t", published_label="published (range)")
     ax = fig.axes[0]
     heights = [p.get_height() for p in ax.patches]
@@ -102,8 +114,9 @@ def test_differences_rank_classes_and_skip_missing_values(tmp_path):
 def test_image_grid_rows_titles_captions_and_a_shared_colorbar(tmp_path):
     rgb = np.zeros((20, 30, 3), np.uint8)
     flow = np.linspace(0, 4, 600).reshape(20, 30)
-    fig = charts.image_grid([[rgb, rgb, rgb], [flow, flow]], ["frames", "flow"], captions=[None, ["a", "b"]],
-                            colorbar=("px", 4.0))
+    fig = charts.image_grid(
+        [[rgb, rgb, rgb], [flow, flow]], ["frames", "flow"], captions=[None, ["a", "b"]], colorbar=("px", 4.0)
+    )
     tiles, bar = fig.axes[:5], fig.axes[5:]  # a tile per image, row after row, then the colorbar
     assert [ax.get_ylabel() for ax in tiles] == ["frames", "", "", "flow", ""] and tiles[4].get_xlabel() == "b"
     assert len(bar) == 1 and bar[0].get_ylabel() == "px" and tiles[3].get_images()[0].get_clim() == (0, 4.0)

@@ -1,4 +1,5 @@
 """Stage checkpoints: whole-model state (BN stats, RNG keys) + optimiser state round trip, and init_from loading."""
+
 import shutil
 
 import jax
@@ -27,8 +28,10 @@ def _trained(seed=0, steps=2):
 
 
 def _leaves(tree):
-    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
-            for x in jax.tree.leaves(tree)]
+    return [
+        np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+        for x in jax.tree.leaves(tree)
+    ]
 
 
 def test_round_trip_restores_model_and_optimizer_bitwise(tmp_path):
@@ -154,8 +157,9 @@ def test_a_damaged_newest_step_is_named_and_skipped_for_the_newest_good_one(tmp_
 
     # Resume: step 1 restored, step 2 moved aside (kept, not deleted) so that step 2 can be saved again.
     ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
-    step, _, meta = ckpts.restore_newest_good(StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)),
-                                              sharding.replicated(sharding.make_mesh()))
+    step, _, meta = ckpts.restore_newest_good(
+        StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)), sharding.replicated(sharding.make_mesh())
+    )
     assert (step, meta["step"]) == (1, 1) and ckpts.latest_step() == 1
     assert (tmp_path / "rejected_checkpoints" / "2").is_dir() and not step2.exists()
     ckpts.save(2, model2, opt_state2, dict(step=2, epoch=0))
@@ -169,12 +173,16 @@ def test_a_step_with_non_finite_arrays_is_never_used_and_no_good_step_says_so(tm
     ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
     ckpts.save(3, model, opt_state, dict(step=3, epoch=0))  # a valid digest of a NaN kernel
     ckpts.close()
-    with pytest.raises(checkpoint.BadCheckpoint, match=r"(?s)no good checkpoint left in .*ckpt.*non-finite values in "
-                                                        r"\['classifier/kernel'\]"):
+    with pytest.raises(
+        checkpoint.BadCheckpoint,
+        match=r"(?s)no good checkpoint left in .*ckpt.*non-finite values in "
+        r"\['classifier/kernel'\]",
+    ):
         checkpoint.restore_state(str(tmp_path / "ckpt"))
     ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
     with pytest.raises(checkpoint.BadCheckpoint, match="classifier/kernel"):
-        ckpts.restore_newest_good(StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)),
-                                  sharding.replicated(sharding.make_mesh()))
+        ckpts.restore_newest_good(
+            StandIn(rngs=nnx.Rngs(5)), tx.init(nnx.state(model, nnx.Param)), sharding.replicated(sharding.make_mesh())
+        )
     assert (tmp_path / "ckpt" / "3").is_dir()  # never deleted
     ckpts.close()

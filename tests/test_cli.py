@@ -1,5 +1,6 @@
 """The commands: every [project.scripts] entry point resolves to an ego_jax.cli main(), has a scripts/ wrapper that
 runs the same main() from a checkout, and answers --help with its flags and an example of itself."""
+
 import json
 import os
 import subprocess
@@ -33,8 +34,13 @@ print(json.dumps(out))
 
 
 def test_entry_points_have_wrappers_and_help():
-    assert {"ego-jax-train", "ego-jax-evaluate", "ego-jax-experiment", "ego-jax-visualize",
-            "ego-jax-build-dataset"} <= set(SCRIPTS)
+    assert {
+        "ego-jax-train",
+        "ego-jax-evaluate",
+        "ego-jax-experiment",
+        "ego-jax-visualize",
+        "ego-jax-build-dataset",
+    } <= set(SCRIPTS)
     for target in SCRIPTS.values():
         module, attr = target.split(":")
         assert module.startswith("ego_jax.cli.") and attr == "main", target
@@ -42,8 +48,9 @@ def test_entry_points_have_wrappers_and_help():
         with open(wrapper) as f:
             assert f"from {module} import main" in f.read(), wrapper
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", HELP, json.dumps(SCRIPTS)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", HELP, json.dumps(SCRIPTS)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     helps = json.loads(proc.stdout.splitlines()[-1])
     assert set(helps) == set(SCRIPTS)

@@ -1,5 +1,6 @@
 """scripts/concept_figures.py on a tiny synthetic set with an untrained tiny model: every figure is written, its rows
 of tiles at the asked size, from the clip it was asked for (the grid layout itself: test_charts)."""
+
 import os
 import subprocess
 import sys
@@ -20,10 +21,20 @@ def data_dir(synthetic_gtea61):
 
 
 def run(data_dir, out, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "concept_figures.py"),
-           f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}", f"--out={out}", f"--size={SIZE}",
-           f"--config.data.data_dir={data_dir}", "--config.data.crop=64", "--config.data.resize=72",
-           f"--config.data.frames={FRAMES}", f"--config.data.stack={STACK}", "--config.model.width=4", *extra]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "concept_figures.py"),
+        f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}",
+        f"--out={out}",
+        f"--size={SIZE}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.data.crop=64",
+        "--config.data.resize=72",
+        f"--config.data.frames={FRAMES}",
+        f"--config.data.stack={STACK}",
+        "--config.model.width=4",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -31,8 +42,10 @@ def run(data_dir, out, *extra):
 def test_writes_every_figure(data_dir, tmp_path):
     proc = run(data_dir, tmp_path, f"--clip=S2/{gtea61.CLASSES[0]}/1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    images = {name: cv2.imread(str(tmp_path / name)) for name in
-              ("rgb_flow.png", "optical_vs_warp.png", "cam.png", "convlstm.png", "ms_target.png")}
+    images = {
+        name: cv2.imread(str(tmp_path / name))
+        for name in ("rgb_flow.png", "optical_vs_warp.png", "cam.png", "convlstm.png", "ms_target.png")
+    }
     assert all(image is not None for image in images.values()), sorted(os.listdir(tmp_path))
     assert proc.stdout.split() == [str(tmp_path / name) for name in images]
     # Rows of tiles (SIZE px short side) under each other: the height grows with the rows.

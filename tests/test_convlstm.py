@@ -89,8 +89,9 @@ def _cell_program(t: int) -> str:
 
 
 def _stream_program(kind: str, t: int) -> str:
-    model = streams.get(kind).build(3, dict(depth=18, width=4, scan_unroll=1), dtype=jnp.float32, rngs=nnx.Rngs(0),
-                                    crop=32)
+    model = streams.get(kind).build(
+        3, dict(depth=18, width=4, scan_unroll=1), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=32
+    )
     model.eval()
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)["logits"])

@@ -1,6 +1,7 @@
 """EGTEA Gaze+, GTEA71 and GTEA Gaze+ builders on their stand-ins (layout, annotation syntax, quirks), the config
 switch data=<dataset>,split=k, a recipe trained and evaluated on each with that one argument (tiny sizes), and the
 Step-1 suite with data=egtea and with protocol=4fold."""
+
 import json
 import os
 from pathlib import Path
@@ -33,14 +34,17 @@ def test_egtea_build_holds_every_downloaded_clip_with_its_labels(standin_build):
     stand_in, data_dir = standin_build("egtea")
     ann = stand_in.root / "action_annotation"
     for k in (1, 2, 3):
-        built = {**records(egtea.load_source(f"train{k}", data_dir=data_dir)),
-                 **records(egtea.load_source(f"test{k}", data_dir=data_dir))}
+        built = {
+            **records(egtea.load_source(f"train{k}", data_dir=data_dir)),
+            **records(egtea.load_source(f"test{k}", data_dir=data_dir)),
+        }
         assert built == stand_in.labels  # the missing clip left out, the unlisted video ignored
         test_lines = [line.split() for line in (ann / f"test_split{k}.txt").read_text().splitlines()]
         listed = [c for c, *_ in test_lines if c not in stand_in.missing]
         assert egtea.clip_ids(f"test{k}", data_dir=data_dir) == listed  # in split-file order
-        assert records(egtea.load_source(f"test{k}", data_dir=data_dir)) == {c: int(a) - 1 for c, a, *_ in test_lines
-                                                                            if c in listed}
+        assert records(egtea.load_source(f"test{k}", data_dir=data_dir)) == {
+            c: int(a) - 1 for c, a, *_ in test_lines if c in listed
+        }
     build = Path(data_dir) / "egtea" / "rgb_flow" / "1.0.0"
     assert json.loads((build / "skipped.json").read_text()) == list(stand_in.missing)
     names = egtea.class_names(data_dir=data_dir)
@@ -107,8 +111,12 @@ def test_gtea_family_builds_clips_of_their_classes(name, standin_build):
 
 def test_config_switch_sets_classes_and_splits():
     c = two_stream.get_config("data=egtea,split=2")
-    assert (c.num_classes, c.data.train_split, c.data.test_split, c.data.builder_config) == (106, "train2", "test2",
-                                                                                             "rgb_flow")
+    assert (c.num_classes, c.data.train_split, c.data.test_split, c.data.builder_config) == (
+        106,
+        "train2",
+        "test2",
+        "rgb_flow",
+    )
     c = two_stream.get_config("data=gtea71,split=4")
     assert (c.num_classes, c.data.train_split, c.data.test_split) == (71, "S1+S2+S3", "S4")
     assert two_stream.get_config("data=gtea_gaze").num_classes == 44
@@ -147,8 +155,9 @@ def test_recipe_trains_and_evaluates_with_one_config_argument(name, standin_buil
     run = RunSpec.from_config(c)
     assert loop.train(run, str(tmp_path))
     trained = json.loads((tmp_path / stage / "config.json").read_text())["identity"]["data"]["train_split"]
-    assert trained == {"gtea71": "S1+S3+S4", "gtea_gaze": "Alireza+Carlos+Rahul+Shaghayegh+Yin",
-                       "egtea": "train1"}[name]
+    assert (
+        trained == {"gtea71": "S1+S3+S4", "gtea_gaze": "Alireza+Carlos+Rahul+Shaghayegh+Yin", "egtea": "train1"}[name]
+    )
     test = expected_test_clips(name, stand_in)
     report = workdir.evaluate_workdir(run, tmp_path, stage=stage)
     predictions = [json.loads(line) for line in open(tmp_path / stage / "eval" / "predictions.jsonl")]
@@ -156,8 +165,8 @@ def test_recipe_trains_and_evaluates_with_one_config_argument(name, standin_buil
     assert report["split"] == {"gtea71": "S2", "gtea_gaze": "Ahmad", "egtea": "test1"}[name]
     build = json.loads((Path(data_dir) / name / "rgb_flow" / "1.0.0" / "classes.json").read_text())["label"]
     names = list(report["per_class_accuracy"])
-    assert len(names) == datasets.NUM_CLASSES[name] and names[:len(build)] == build
-    assert set(names[len(build):]) == {str(i) for i in range(len(build), len(names))}  # a partial GTEA71
+    assert len(names) == datasets.NUM_CLASSES[name] and names[: len(build)] == build
+    assert set(names[len(build) :]) == {str(i) for i in range(len(build), len(names))}  # a partial GTEA71
     support = {build[label]: list(test.values()).count(label) for label in set(test.values())}
     assert {k: v for k, v in report["per_class_support"].items() if v} == support
     if stage == "rgb_stage1":  # a CAM of a test clip, found by its EGTEA id
@@ -169,7 +178,7 @@ def test_recipe_trains_and_evaluates_with_one_config_argument(name, standin_buil
 
         monkeypatch.setattr(viz_cam, "compare_grid", titled)
         clip = sorted(test)[-1]
-        png, = cam.draw([(run, str(tmp_path), stage, "")], [clip], out_dir=str(tmp_path / "cam"))
+        (png,) = cam.draw([(run, str(tmp_path), stage, "")], [clip], out_dir=str(tmp_path / "cam"))
         assert os.path.exists(png) and titles[0].split("\n")[:2] == [clip, f"true {build[test[clip]]}"]
 
 

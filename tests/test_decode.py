@@ -1,4 +1,5 @@
 """OpenCV decoders on copies of real GTEA61 files, checked against PIL as an independent decoder."""
+
 from pathlib import Path
 
 import numpy as np

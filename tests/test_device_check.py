@@ -1,4 +1,5 @@
 """scripts/device_check.sh --smoke: the accelerator check runs end to end on CPU (tiny shapes) and prints its table."""
+
 import json
 import os
 import signal
@@ -12,9 +13,11 @@ TIMEOUT_S = 900
 
 def test_step_benchmark_imports_nothing_that_needs_tensorflow():
     """The accelerator machine has no TensorFlow, grain or tfds: the step benchmark must not import them."""
-    code = ("import sys; sys.argv = ['benchmark']; import runpy; runpy.run_path('scripts/benchmark.py'); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'grain', 'tensorflow_datasets', "
-            "'clu', 'array_record'}))")
+    code = (
+        "import sys; sys.argv = ['benchmark']; import runpy; runpy.run_path('scripts/benchmark.py'); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'grain', 'tensorflow_datasets', "
+        "'clu', 'array_record'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
@@ -22,8 +25,15 @@ def test_step_benchmark_imports_nothing_that_needs_tensorflow():
 def test_device_check_smoke(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, JAX_PLATFORMS="cpu")
     # Its own session, so a timeout ends the script and every process it started.
-    proc = subprocess.Popen(["bash", "scripts/device_check.sh", "--smoke"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "scripts/device_check.sh", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output = proc.communicate(timeout=TIMEOUT_S)[0]
     except subprocess.TimeoutExpired:
@@ -37,7 +47,7 @@ def test_device_check_smoke(tmp_path):
     assert all(r["clips_per_s"] > 0 and r["first_step_s"] > 0 for r in step["rows"])
     layers = json.loads((tmp_path / "layers.json").read_text())["rows"]
     assert len(layers) == 2 and all(r["ego_jax_ms"] > 0 and r["autodiff_ms"] > 0 for r in layers), layers
-    table = output[output.index("== table"):]
+    table = output[output.index("== table") :]
     assert "| rgb_stage1 | ego_jax bfloat16 |" in table, output
     flow = json.loads((tmp_path / "flow.json").read_text())  # OpenCV-contrib, PyAV, matplotlib: dependencies here
     assert {(r["backend"], r["method"]) for r in flow["rows"]} == {("opencv", "warp_tvl1"), ("jax", "warp_tvl1")}

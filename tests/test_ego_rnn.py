@@ -104,13 +104,28 @@ def test_bad_arguments_are_rejected():
 # argmax reads (the ImageNet fc bias picks the CAM class; LSTA's coupling_fc): torch leaves their .grad None, so
 # its optimisers skip them.
 GRADIENTS = {
-    "ego_rnn": (dict(depth=18, width=4), True,
-                ("lstm.h_conv", "lstm.x_conv", "backbone.fc.kernel", "classifier.kernel"), ("backbone.fc.bias",)),
+    "ego_rnn": (
+        dict(depth=18, width=4),
+        True,
+        ("lstm.h_conv", "lstm.x_conv", "backbone.fc.kernel", "classifier.kernel"),
+        ("backbone.fc.bias",),
+    ),
     # A rolled scan compiles faster; with a 2x2 grid its slow CPU backward pass costs nothing.
-    "lsta": (dict(depth=18, width=4, pool_classes=7, scan_unroll=1), False,
-             ("lsta.att_s_conv", "lsta.att_cam_conv", "lsta.x_conv", "lsta.h_conv", "lsta.o_conv",
-              "lsta.c_classifier", "backbone.fc.kernel", "classifier.kernel"),
-             ("lsta.coupling_fc.kernel", "backbone.fc.bias")),
+    "lsta": (
+        dict(depth=18, width=4, pool_classes=7, scan_unroll=1),
+        False,
+        (
+            "lsta.att_s_conv",
+            "lsta.att_cam_conv",
+            "lsta.x_conv",
+            "lsta.h_conv",
+            "lsta.o_conv",
+            "lsta.c_classifier",
+            "backbone.fc.kernel",
+            "classifier.kernel",
+        ),
+        ("lsta.coupling_fc.kernel", "backbone.fc.bias"),
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Evaluation protocols with fake models whose logits are a lookup of a code written into the input pixels."""
+
 import json
 
 import cv2
@@ -70,13 +71,15 @@ def rgb_batch(codes, labels, mask=None, frames=3):
 # Per-stack logits for 5 stacks, 4 classes, chosen so every other reduction disagrees with the mean:
 # stack 0 and the centre stack 2 say class 0, the majority vote says class 0, the max over stacks says
 # class 2, and only the mean of the logits says class 1 (means 0.6, 2.54, -6, -20).
-PATTERN = np.array([
-    [1.0, 0.9, -10.0, -20.0],
-    [1.0, 0.9, -10.0, -20.0],
-    [1.0, 0.9, -10.0, -20.0],
-    [0.0, 5.0, -10.0, -20.0],
-    [0.0, 5.0, 10.0, -20.0],
-])
+PATTERN = np.array(
+    [
+        [1.0, 0.9, -10.0, -20.0],
+        [1.0, 0.9, -10.0, -20.0],
+        [1.0, 0.9, -10.0, -20.0],
+        [0.0, 5.0, -10.0, -20.0],
+        [0.0, 5.0, 10.0, -20.0],
+    ]
+)
 
 
 def stack_table():
@@ -138,11 +141,13 @@ def test_mask_excludes_padding_and_counts_every_real_example():
         rgb_batch([4, 5, 5, 5], [1, 0, 1, 1], [True, True, False, False]),
     ]
     confusion = ev.evaluate(batches, "rgb", {"rgb": model}, 3)
-    expected = np.array([
-        [2, 0, 1],  # true 0: codes 0, 3 -> class 0; code 5 -> class 2
-        [0, 2, 0],  # true 1: codes 1, 4 -> class 1 (the padded code 5 with label 1 is not counted)
-        [0, 0, 1],  # true 2: code 2 -> class 2
-    ])
+    expected = np.array(
+        [
+            [2, 0, 1],  # true 0: codes 0, 3 -> class 0; code 5 -> class 2
+            [0, 2, 0],  # true 1: codes 1, 4 -> class 1 (the padded code 5 with label 1 is not counted)
+            [0, 0, 1],  # true 2: code 2 -> class 2
+        ]
+    )
     np.testing.assert_array_equal(confusion, expected)
     summary = ev.summarize(confusion, ["x", "y", "z"])
     assert summary["num_examples"] == 6 and summary["num_correct"] == 5
@@ -154,12 +159,15 @@ def test_confusion_matrix_and_summary_hand_made():
     preds = jnp.array([0, 1, 1, 1, 0, 2, 2])
     mask = jnp.array([True, True, True, True, True, True, False])
     confusion = np.asarray(ev.confusion_matrix(labels, preds, mask, 4))
-    np.testing.assert_array_equal(confusion, [
-        [1, 1, 0, 0],
-        [1, 2, 0, 0],
-        [0, 0, 1, 0],
-        [0, 0, 0, 0],
-    ])
+    np.testing.assert_array_equal(
+        confusion,
+        [
+            [1, 1, 0, 0],
+            [1, 2, 0, 0],
+            [0, 0, 1, 0],
+            [0, 0, 0, 0],
+        ],
+    )
     summary = ev.summarize(confusion, ["a", "b", "c", "d"])
     assert summary["accuracy"] == pytest.approx(4 / 6)
     assert summary["per_class_accuracy"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": 1.0, "d": None}
@@ -265,8 +273,9 @@ def test_confusion_png_shows_the_classes_of_the_split_unless_asked_for_all(tmp_p
     workdir_lib.write_report(tmp_path / "all", confusion, names, {"protocol": "rgb"}, all_classes=True)
     some, every = (cv2.imread(str(tmp_path / d / "confusion.png")) for d in ("some", "all"))
     shown = [0, 1, 2, 3, 4, 5, 40]
-    want = charts.confusion_matrix(confusion[np.ix_(shown, shown)], [names[i] for i in shown],
-                                   title="rgb accuracy 94.74% (n=19)")
+    want = charts.confusion_matrix(
+        confusion[np.ix_(shown, shown)], [names[i] for i in shown], title="rgb accuracy 94.74% (n=19)"
+    )
     want_png = cv2.imread(str(charts.save(want, tmp_path / "want.png")[0]))
     assert some.shape == want_png.shape and every.shape[0] > 2 * some.shape[0]
     np.testing.assert_array_equal(some, want_png)  # the same figure: the 7 classes of the split or predicted

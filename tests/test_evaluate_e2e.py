@@ -4,6 +4,7 @@ The workdir holds freshly initialised quickstart-sized models saved the way the 
 (orbax 'state' item + DONE); the expected predictions come from those in-memory models, run one clip at
 a time on unpadded, unsharded batches, so the restore, loader, padding and sharding paths are all checked.
 """
+
 import json
 import os
 import pathlib
@@ -27,7 +28,7 @@ from ego_jax.train import checkpoint, loaders, sharding, workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = gtea61.CLASSES[:3]
-CONFIG = '''
+CONFIG = """
 from ego_jax import recipes
 
 
@@ -41,7 +42,7 @@ def get_config(arg=None):
                                                                            grid=(1, 1)))
         c.recipe = c.recipe[:2] + ("rgb_ms",) + c.recipe[2:]  # joint stays last
     return c
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,9 @@ def workdir(tmp_path_factory, synthetic_gtea61):
     models = {}
     for seed, name in enumerate(run.recipe):
         spec = run.stage(name).model
-        model = spec.stream.build(run.num_classes, spec.build_kwargs(), dtype=jnp.float32, rngs=nnx.Rngs(seed + 1),
-                                  crop=run.data.crop)
+        model = spec.stream.build(
+            run.num_classes, spec.build_kwargs(), dtype=jnp.float32, rngs=nnx.Rngs(seed + 1), crop=run.data.crop
+        )
         # Saved replicated over the 4 test devices, as the train loop does; the scripts restore on 1 device.
         nnx.update(model, jax.device_put(nnx.state(model), sharding.replicated(sharding.make_mesh())))
         ckpts = checkpoint.StageCheckpoints(str(work / name / "checkpoints"))
@@ -65,17 +67,30 @@ def workdir(tmp_path_factory, synthetic_gtea61):
         (work / name / "DONE").write_text(json.dumps(dict(stage=name, step=7)))
         model.eval()
         models[name] = model
-    (work / "rgb_stage1" / "metrics.jsonl").write_text("\n".join(
-        json.dumps({"step": s, "train/loss": 4.0 / s, "lr": 1e-3, "epoch": s // 2}) for s in range(1, 6)) + "\n")
+    (work / "rgb_stage1" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "train/loss": 4.0 / s, "lr": 1e-3, "epoch": s // 2}) for s in range(1, 6))
+        + "\n"
+    )
     return config_path, run, work, models
 
 
 def _clips(run, *, kind, eval_stacks=1):
     """The test clips one at a time, unpadded and unsharded."""
     d = run.data
-    return list(make_loader(loaders.test_source(run), loader=kind, train=False, global_batch_size=1,
-                            frames=d.frames, stack=d.stack, crop=d.crop, resize=d.resize,
-                            eval_stacks=eval_stacks, num_epochs=1))
+    return list(
+        make_loader(
+            loaders.test_source(run),
+            loader=kind,
+            train=False,
+            global_batch_size=1,
+            frames=d.frames,
+            stack=d.stack,
+            crop=d.crop,
+            resize=d.resize,
+            eval_stacks=eval_stacks,
+            num_epochs=1,
+        )
+    )
 
 
 def _rgb_logits(model, clip):
@@ -117,8 +132,9 @@ def test_rgb_and_flow_stages_match_per_clip_predictions(workdir):
     flow_clips = _clips(run, kind="flow", eval_stacks=run.data.flow_eval_stacks)
     assert flow_clips[0]["flow"].shape[1] == run.data.flow_eval_stacks == 2
     workdir_lib.evaluate_workdir(run, work, stage="flow")
-    expected = _confusion([int(c["label"][0]) for c in flow_clips],
-                          [_flow_logits(models["flow"], c) for c in flow_clips])
+    expected = _confusion(
+        [int(c["label"][0]) for c in flow_clips], [_flow_logits(models["flow"], c) for c in flow_clips]
+    )
     np.testing.assert_array_equal(_saved_confusion(work / "flow" / "eval"), expected)
     assert json.loads((work / "flow" / "eval" / "metrics.json").read_text())["flow_stacks"] == 2
 
@@ -128,17 +144,22 @@ def test_joint_and_late_fusion_match_per_clip_predictions(workdir):
     workdir_lib.evaluate_workdir(run, work)  # default: the recipe's last stage (joint), its own protocol
     clips = _clips(run, kind="two_stream")
     joint = models["joint"]
-    expected = _confusion([int(c["label"][0]) for c in clips], [np.asarray(joint(
-        normalize_rgb(jnp.asarray(c["rgb"])), normalize_flow(jnp.asarray(c["flow"])))["logits"][0]) for c in clips])
+    expected = _confusion(
+        [int(c["label"][0]) for c in clips],
+        [
+            np.asarray(joint(normalize_rgb(jnp.asarray(c["rgb"])), normalize_flow(jnp.asarray(c["flow"])))["logits"][0])
+            for c in clips
+        ],
+    )
     np.testing.assert_array_equal(_saved_confusion(work / "joint" / "eval"), expected)
 
-    metrics = workdir_lib.evaluate_workdir(run, work, protocol="late_fusion", fusion_stacks=3,
-                                        flow_weight=0.25)
+    metrics = workdir_lib.evaluate_workdir(run, work, protocol="late_fusion", fusion_stacks=3, flow_weight=0.25)
     assert metrics["stages"].keys() == {"rgb_ms", "flow"}  # the recipe's last EgoRNN stage and its flow stage
     clips = _clips(run, kind="two_stream", eval_stacks=3)
     fused = [0.25 * _flow_logits(models["flow"], c) + 0.75 * _rgb_logits(models["rgb_ms"], c) for c in clips]
-    np.testing.assert_array_equal(_saved_confusion(work / "late_fusion" / "eval"),
-                                  _confusion([int(c["label"][0]) for c in clips], fused))
+    np.testing.assert_array_equal(
+        _saved_confusion(work / "late_fusion" / "eval"), _confusion([int(c["label"][0]) for c in clips], fused)
+    )
 
 
 def test_errors_say_what_to_do(workdir):
@@ -168,8 +189,9 @@ def test_errors_say_what_to_do(workdir):
 
 def _script(name, *args):
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_evaluate_script_writes_the_eval_folder(workdir):
@@ -187,8 +209,9 @@ def test_visualize_cam_script_grid_and_tensorboard(workdir):
     config_path, run, work, _ = workdir
     clip_id = loaders.test_source(run)[1]["clip_id"]
     clip_id = clip_id.decode() if isinstance(clip_id, bytes) else clip_id
-    out = _script("visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms",
-                  f"--clips={clip_id}")
+    out = _script(
+        "visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms", f"--clips={clip_id}"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     png = pathlib.Path(out.stdout.strip().splitlines()[-1])
     assert png == work / "rgb_ms" / "cam" / (clip_id.replace("/", "_") + ".png")

@@ -4,6 +4,7 @@ Fake sbatch, srun, sacct and scontrol on PATH record what submitit hands them: s
 with a job id, sacct answers the states the test writes. Nothing trains (the driver is stopped after it has
 submitted, as after a logout); the local executor, which does train, is tested end to end in test_experiment.py.
 """
+
 import os
 import re
 import signal
@@ -29,19 +30,28 @@ from ego_jax.train import loop
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = {
     "sbatch": 'n=$(( $(cat "$FAKE/next" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE/next"\n'
-              'cp "$1" "$FAKE/sbatch-$n.sh"; echo "Submitted batch job $n"\n',
+    'cp "$1" "$FAKE/sbatch-$n.sh"; echo "Submitted batch job $n"\n',
     # sacct -o JobID,State,NodeList --parsable2 -j ID ...: the states of ID and its array elements ID_I in
     # $FAKE/states ("ID STATE" lines), else ID PENDING
     "sacct": 'echo "JobID|State|NodeList"\nwhile [ $# -gt 0 ]; do\n  if [ "$1" = -j ]; then\n'
-             '    s=$(awk -v id="$2" \'$1 == id || index($1, id "_") == 1 {print $1 "|" $2 "|node1"}\' '
-             '"$FAKE/states" 2>/dev/null)\n'
-             '    echo "${s:-$2|PENDING|node1}"; shift\n  fi\n  shift\ndone\n',
+    '    s=$(awk -v id="$2" \'$1 == id || index($1, id "_") == 1 {print $1 "|" $2 "|node1"}\' '
+    '"$FAKE/states" 2>/dev/null)\n'
+    '    echo "${s:-$2|PENDING|node1}"; shift\n  fi\n  shift\ndone\n',
     "srun": "exit 0\n",
     "scontrol": 'echo "$@" >> "$FAKE/scontrol"\n',
     "scancel": 'echo "$@" >> "$FAKE/scancel"\n',
 }
-OPTIONS = dict(partition="gpu", account="lab", gpus_per_job=8, nodes_per_job=2, cpus_per_task=6, mem="64G",
-               timeout_min=600, signal_delay_s=90, setup="module load cuda/12.4")
+OPTIONS = dict(
+    partition="gpu",
+    account="lab",
+    gpus_per_job=8,
+    nodes_per_job=2,
+    cpus_per_task=6,
+    mem="64G",
+    timeout_min=600,
+    signal_delay_s=90,
+    setup="module load cuda/12.4",
+)
 
 
 @pytest.fixture
@@ -98,10 +108,32 @@ def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_
     folder = os.path.join(w, "jobs", "submitit")
     for stage, (job_id, text) in jobs.items():
         params = _sbatch(text)
-        assert {k: params[k] for k in ("partition", "account", "cpus-per-task", "mem", "time", "nodes",
-                                       "ntasks-per-node", "gpus-per-node", "signal", "kill-on-invalid-dep")} == {
-            "partition": "gpu", "account": "lab", "cpus-per-task": "6", "mem": "64G", "time": "600", "nodes": "2",
-            "ntasks-per-node": "4", "gpus-per-node": "4", "signal": "USR2@90", "kill-on-invalid-dep": "yes"}, stage
+        assert {
+            k: params[k]
+            for k in (
+                "partition",
+                "account",
+                "cpus-per-task",
+                "mem",
+                "time",
+                "nodes",
+                "ntasks-per-node",
+                "gpus-per-node",
+                "signal",
+                "kill-on-invalid-dep",
+            )
+        } == {
+            "partition": "gpu",
+            "account": "lab",
+            "cpus-per-task": "6",
+            "mem": "64G",
+            "time": "600",
+            "nodes": "2",
+            "ntasks-per-node": "4",
+            "gpus-per-node": "4",
+            "signal": "USR2@90",
+            "kill-on-invalid-dep": "yes",
+        }, stage
         assert params["output"] == f"{folder}/%j_0_log.out" and params["error"] == f"{folder}/%j_0_log.err"
         want = {"rgb_stage2": {ids["rgb_stage1"]}, "joint": {ids["rgb_stage2"], ids["flow"]}}.get(stage)
         assert params["dependency"].startswith("afterok:") if want else "dependency" not in params
@@ -119,8 +151,9 @@ def test_slurm_submission_follows_the_flags_and_the_stage_graph(fake_slurm, tmp_
 
     # A rerun (after a crash or logout) keeps the running and pending jobs, resubmits the failed one (its log
     # printed) and the one SLURM cancelled because of it, waiting for the jobs they start from.
-    (fake_slurm / "states").write_text(f"{ids['rgb_stage1']} RUNNING\n{ids['flow']} FAILED\n"
-                                       f"{ids['joint']} CANCELLED\n")  # rgb_stage2: PENDING
+    (fake_slurm / "states").write_text(
+        f"{ids['rgb_stage1']} RUNNING\n{ids['flow']} FAILED\n{ids['joint']} CANCELLED\n"
+    )  # rgb_stage2: PENDING
     with caplog.at_level("INFO"):
         assert runner.run_suite(suite, w, stop=_stopped(), executor=executor) is None
     again = _scripts(fake_slurm)
@@ -181,12 +214,14 @@ def test_sharded_command_as_a_slurm_job_array(fake_slurm, tmp_path, monkeypatch)
         (record,) = executors.submissions(jobs, f"shard-{i}-of-3")
         assert record["job_id"] == f"{array_id}_{i}"
         job = submitit.helpers.DelayedSubmission.load(
-            os.path.join(jobs, "submitit", f"{array_id}_{i}_submitted.pkl")).function
+            os.path.join(jobs, "submitit", f"{array_id}_{i}_submitted.pkl")
+        ).function
         assert job.argv == [f"--out={tmp_path}", f"--shard={i}/3"]
     (fake_slurm / "states").write_text(f"{array_id}_0 COMPLETED\n{array_id}_1 FAILED\n{array_id}_2 RUNNING\n")
     (tmp_path / "jobs" / "shard-0-of-3" / "DONE").write_text("{}")  # what shard 0's job wrote
-    assert not executor.run(executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(),
-                            array="shard_command")
+    assert not executor.run(
+        executors.shards("shard_command", argv, 3, jobs), jobs, stop=_stopped(), array="shard_command"
+    )
     assert [len(executors.submissions(jobs, f"shard-{i}-of-3")) for i in range(3)] == [1, 2, 1]
 
 
@@ -194,8 +229,18 @@ def test_extract_flow_as_local_shard_jobs(tmp_path, monkeypatch):
     """extract_flow --executor local --shards 2: the files of the serial extraction, from two processes."""
     for name in ("S1/a/1", "S1/a/2", "S2/b/1"):
         video.write_video(tmp_path / "in" / f"{name}.mp4", _panning_frames(3, size=(32, 48)), fps=10)
-    flow_args = ["--input", str(tmp_path / "in"), "--method", "tvl1", "--backend", "opencv", "--tvl1", "nscales=1",
-                 "--tvl1", "inner_iterations=5"]
+    flow_args = [
+        "--input",
+        str(tmp_path / "in"),
+        "--method",
+        "tvl1",
+        "--backend",
+        "opencv",
+        "--tvl1",
+        "nscales=1",
+        "--tvl1",
+        "inner_iterations=5",
+    ]
     assert extract_flow.main([*flow_args, "--out", str(tmp_path / "serial")]) == 0
     monkeypatch.setenv("PYTHONPATH", ROOT)
     jobs = str(tmp_path / "sharded" / "jobs")
@@ -203,13 +248,13 @@ def test_extract_flow_as_local_shard_jobs(tmp_path, monkeypatch):
     for kind in ("frames", "flow_x", "flow_y"):
         serial = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / kind).rglob("*.jpg"))
         assert len(serial) == 6 and serial == sorted(
-            p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded" / kind).rglob("*.jpg"))
+            p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded" / kind).rglob("*.jpg")
+        )
         for f in serial:
             assert (tmp_path / "sharded" / f).read_bytes() == (tmp_path / "serial" / f).read_bytes(), f
     runs = [executors.attempts(jobs, f"shard-{i}-of-2") for i in range(2)]
     assert [[a["argv"][-1] for a in r] for r in runs] == [["--shard=0/2"], ["--shard=1/2"]]
     assert len({r[0]["pid"] for r in runs} - {os.getpid()}) == 2
-
 
 
 def test_a_stage_job_stopped_by_a_signal_requeues_or_exits_resumable(tmp_path, monkeypatch):
@@ -255,15 +300,35 @@ def _free(port: int) -> bool:
 def test_a_multi_task_slurm_job_is_one_multi_process_run():
     """A stage job's tasks (--slurm.nodes_per_job / gpus_per_job): the environment srun gives each task is what
     StageJob's distributed.initialize(mode='auto') starts one run from, through jax.distributed's SLURM detection."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR",
-                                                                    "KUBERNETES_", "MEGASCALE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR", "KUBERNETES_", "MEGASCALE_"))
+    }
     job_id = next(j for j in range(4096 * 7, 4096 * 8) if _free(61440 + j % 4096))  # jax's coordinator port
-    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2", SLURM_JOB_ID=str(job_id),
-               SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2", SLURM_STEP_NUM_NODES="1")
-    code = ("from ego_jax.train import distributed; distributed.initialize(mode='auto'); import jax; "
-            "print(jax.process_index(), jax.process_count(), jax.device_count())")
-    tasks = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    env.update(
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+        JAX_NUM_CPU_DEVICES="2",
+        SLURM_JOB_ID=str(job_id),
+        SLURM_STEP_NODELIST="127.0.0.1",
+        SLURM_NTASKS="2",
+        SLURM_STEP_NUM_NODES="1",
+    )
+    code = (
+        "from ego_jax.train import distributed; distributed.initialize(mode='auto'); import jax; "
+        "print(jax.process_index(), jax.process_count(), jax.device_count())"
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=dict(env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outs = [t.communicate(timeout=180) for t in tasks]
     finally:

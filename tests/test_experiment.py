@@ -3,6 +3,7 @@
 The suites run at preset=quickstart with the test's smaller sizes on top (ResNet-18 width 4, 32 px crops, 1 epoch,
 tiny synthetic set with the quickstart's 6 classes); asserted is the structure, never an accuracy.
 """
+
 import json
 import os
 import re
@@ -47,8 +48,10 @@ def sessions(w) -> dict:
                         if data.HasField("experiment"):
                             hparams = data.experiment
                         else:
-                            hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
-                                       for k, v in data.session_start_info.hparams.items()}
+                            hparams = {
+                                k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                                for k, v in data.session_start_info.hparams.items()
+                            }
                     else:  # the loader stores scalars as tensors
                         scalars[value.tag] = tensor_util.make_ndarray(value.tensor).item()
             found[os.path.relpath(folder, os.path.join(w, "hparams")).removeprefix(".")] = (hparams, scalars)
@@ -66,9 +69,16 @@ def changed(config, values) -> dict:
 
 def test_identity_changes_with_result_fields_only():
     base = ids(attention.get_config("frames=7"))
-    for harmless in ({"log_every_steps": 1}, {"eval_batch_size": 3}, {"eval_every_epochs": 1},
-                     {"checkpoint_every_epochs": 1}, {"data.worker_count": 0}, {"model.scan_unroll": 1},
-                     {"data.data_dir": "/elsewhere"}, {"data.flow_eval_stacks": 2}):
+    for harmless in (
+        {"log_every_steps": 1},
+        {"eval_batch_size": 3},
+        {"eval_every_epochs": 1},
+        {"checkpoint_every_epochs": 1},
+        {"data.worker_count": 0},
+        {"model.scan_unroll": 1},
+        {"data.data_dir": "/elsewhere"},
+        {"data.flow_eval_stacks": 2},
+    ):
         assert changed(attention.get_config("frames=7"), harmless) == base, harmless
     assert ids(attention.get_config("frames=16")).keys() == base.keys()
     for name in base:  # every stage reads RGB frames
@@ -79,8 +89,13 @@ def test_identity_changes_with_result_fields_only():
     lr2 = changed(attention.get_config("frames=7"), {"stages.rgb_stage2.optimizer.lr": 5e-4})
     assert lr2["rgb_stage1"] == base["rgb_stage1"] and lr2["rgb_stage2"] != base["rgb_stage2"]
     # the stored eval.json is on the test split: a stage tested elsewhere is another stored stage
-    for field in ({"seed": 1}, {"batch_size": 16}, {"data.train_split": "S1+S3"}, {"stages.rgb_stage2.epochs": 3},
-                  {"data.test_split": "S4"}):
+    for field in (
+        {"seed": 1},
+        {"batch_size": 16},
+        {"data.train_split": "S1+S3"},
+        {"stages.rgb_stage2.epochs": 3},
+        {"data.test_split": "S4"},
+    ):
         assert changed(attention.get_config("frames=7"), field)["rgb_stage2"] != base["rgb_stage2"], field
 
 
@@ -195,8 +210,9 @@ def test_step1_shared_stages_trained_once(step1_run):
     stages = os.listdir(os.path.join(w, "stages"))
     assert len(stages) == 7  # attention 2 x 2 columns + flow + joint x 2
     for sid in stages:  # each trained in one session: every step logged once
-        steps = [json.loads(x)["step"] for x in open(os.path.join(w, "stages", sid, "metrics.jsonl"))
-                 if "train/loss" in x]
+        steps = [
+            json.loads(x)["step"] for x in open(os.path.join(w, "stages", sid, "metrics.jsonl")) if "train/loss" in x
+        ]
         assert steps and len(steps) == len(set(steps)), sid
 
 
@@ -230,7 +246,8 @@ def test_killed_suite_resumes_to_the_same_table(step1_run, data_dir, tmp_path):
     assert out["rows"][0]["cells"][2]["accuracies"] == full["rows"][0]["cells"][2]["accuracies"]
     stage2 = os.path.realpath(os.path.join(w, "runs/attention/frames2/seed0/rgb_stage2"))
     assert os.path.basename(stage2) == os.path.basename(
-        os.path.realpath(os.path.join(w_full, "runs/attention/frames2/seed0/rgb_stage2")))
+        os.path.realpath(os.path.join(w_full, "runs/attention/frames2/seed0/rgb_stage2"))
+    )
     assert runner.run_suite(suite, w)["rows"] == out["rows"]  # a third run trains nothing and changes nothing
 
 
@@ -265,11 +282,16 @@ def test_ms_selection_reads_no_test_example(data_dir, tmp_path, monkeypatch):
         for k, v in chosen[0]["hyperparameters"].items():
             assert _field(fields, k) == v, k
     for v in val:  # TensorBoard HParams: each validation run, its searched values and validation accuracy
-        [(hparams, scalars)] = [found for path, found in sessions(w).items()
-                                if path == f"validation/{v['row']}/frames2/val-set{v['set']}-seed0"]
+        [(hparams, scalars)] = [
+            found
+            for path, found in sessions(w).items()
+            if path == f"validation/{v['row']}/frames2/val-set{v['set']}-seed0"
+        ]
         assert scalars["val/accuracy"] == pytest.approx(100 * v["accuracies"][0])
-        assert all(hparams[k] == pytest.approx(x) if isinstance(x, float) else hparams[k] == x
-                   for k, x in v["hyperparameters"].items()), (hparams, v["hyperparameters"])
+        assert all(
+            hparams[k] == pytest.approx(x) if isinstance(x, float) else hparams[k] == x
+            for k, x in v["hyperparameters"].items()
+        ), (hparams, v["hyperparameters"])
     md = open(os.path.join(w, "results.md")).read()
     assert "Validation (hyperparameter selection" in md and md.count("| yes |") == 1
     assert "Per-class accuracy, ms_cls minus baseline" in md and os.path.exists(os.path.join(w, "per_class_diff.png"))
@@ -297,7 +319,7 @@ def _field(fields: dict, key: str):
     """identity.json value of a dotted config key of the MS search space ('data.x' or 'stages.<stage>.x.y')."""
     parts = key.split(".")
     node = fields["identity"]["data"] if parts[0] == "data" else fields["identity"]["stage"]
-    for part in parts[1 if parts[0] == "data" else 2:]:
+    for part in parts[1 if parts[0] == "data" else 2 :]:
         node = node[part]
     return node
 
@@ -350,9 +372,18 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
         monkeypatch.setenv(k, v)  # the jobs' environment: the 4 CPU devices of the serial run (conftest)
     log = str(tmp_path / "driver.log")  # a file, not a pipe: the jobs inherit it and outlive the driver
     with open(log, "w") as f:
-        driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "experiment.py"),
-                                   f"--suite={ROOT}/tests/tiny_suite.py:{arg}", f"--workdir={w}", "--executor=local",
-                                   "--workers=2"], stdout=f, stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "scripts", "experiment.py"),
+                f"--suite={ROOT}/tests/tiny_suite.py:{arg}",
+                f"--workdir={w}",
+                "--executor=local",
+                "--workers=2",
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # stage 2 starts once stage 1 is done; it trains one step, saves, exits to be requeued and resumes
         first = _wait_for(lambda: _jobs(w).get("rgb_stage2", (0, 0, []))[2], driver, log)[0]
@@ -370,13 +401,18 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
     for row in out["rows"]:  # the table: the serial run's cells of this column, wall times aside
         theirs = next(r for r in serial["rows"] if r["key"] == row["key"])["cells"][2]
         assert {k: v for k, v in row["cells"][2].items() if k != "wall_s"} == {
-            k: v for k, v in theirs.items() if k != "wall_s"}, row["key"]
+            k: v for k, v in theirs.items() if k != "wall_s"
+        }, row["key"]
     assert [(r["row"], r["per_class_accuracy"]) for r in out["runs"]] == [
-        (r["row"], r["per_class_accuracy"]) for r in serial["runs"]
-        if r["row"] in ("attention", "flow") and r["column"] in (2, None)]
+        (r["row"], r["per_class_accuracy"])
+        for r in serial["runs"]
+        if r["row"] in ("attention", "flow") and r["column"] in (2, None)
+    ]
     jobs = _jobs(w)
-    serial_keys = {s: os.path.basename(os.path.realpath(os.path.join(w_serial, "runs/two_stream/frames2/seed0", s)))
-                   for s in ("rgb_stage1", "rgb_stage2", "flow")}
+    serial_keys = {
+        s: os.path.basename(os.path.realpath(os.path.join(w_serial, "runs/two_stream/frames2/seed0", s)))
+        for s in ("rgb_stage1", "rgb_stage2", "flow")
+    }
     assert {s: key for s, (key, _, _) in jobs.items()} == serial_keys
     ids = {s: subs[-1]["job_id"] for s, (_, subs, _) in jobs.items()}
     pids = [a["pid"] for _, _, attempts in jobs.values() for a in attempts]
@@ -387,19 +423,22 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
         assert subs[0]["after"] == ({serial_keys["rgb_stage1"]: ids["rgb_stage1"]} if stage == "rgb_stage2" else {})
         for dep in subs[0]["after"]:  # started after the stages it starts from had finished
             assert attempts[0]["start"] >= jobs[dep.rsplit("-", 1)[0]][2][-1]["end"], (stage, dep)
-        steps = [json.loads(x)["step"] for x in open(os.path.join(w, "stages", key, "metrics.jsonl"))
-                 if "train/loss" in x]
+        steps = [
+            json.loads(x)["step"] for x in open(os.path.join(w, "stages", key, "metrics.jsonl")) if "train/loss" in x
+        ]
         assert steps and len(steps) == len(set(steps)), stage  # no step trained twice
     assert [a["outcome"] for a in jobs["rgb_stage2"][2]] == ["preempted", "done"]
     assert "resuming from step 1" in open(jobs["rgb_stage2"][1][0]["log"]["err"]).read()
     for stage, key in serial_keys.items():  # the resumed stage too: the serial run's results
         assert json.load(open(os.path.join(w, "stages", key, "eval.json"))) == json.load(
-            open(os.path.join(w_serial, "stages", key, "eval.json"))), stage
+            open(os.path.join(w_serial, "stages", key, "eval.json"))
+        ), stage
     for stage in ("rgb_stage1", "flow"):  # and the serial run's training, loss for loss
-        assert open(os.path.join(w, "stages", serial_keys[stage], "metrics.jsonl")).read() == open(
-            os.path.join(w_serial, "stages", serial_keys[stage], "metrics.jsonl")).read(), stage
+        assert (
+            open(os.path.join(w, "stages", serial_keys[stage], "metrics.jsonl")).read()
+            == open(os.path.join(w_serial, "stages", serial_keys[stage], "metrics.jsonl")).read()
+        ), stage
     md = open(os.path.join(w, "results.md")).read()
     for stage, (key, subs, attempts) in jobs.items():  # the footnote: each stage's job, its runs and its log
         log = re.escape(subs[0]["log"]["err"])
         assert re.search(rf"^\| {key} \| {ids[stage]} \| {len(attempts)} \| \d+ \| {log} \|$", md, re.M), stage
-

@@ -1,4 +1,5 @@
 """Flow extraction of clips into the authors' layout: the library (extract_clip) and the command (extract_flow)."""
+
 import json
 from pathlib import Path
 
@@ -19,8 +20,7 @@ def _panning_frames(n=5, size=(48, 64), step=(1.0, -0.5)):
     frames = []
     for k in range(n):
         shift = np.float32([[1, 0, k * step[0] - size[1] / 2], [0, 1, k * step[1] - size[0] / 2]])
-        frames.append(cv2.warpAffine(image, shift, size[::-1], flags=cv2.INTER_CUBIC,
-                                     borderMode=cv2.BORDER_REFLECT))
+        frames.append(cv2.warpAffine(image, shift, size[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
     return np.stack(frames)
 
 
@@ -37,8 +37,10 @@ def test_extract_clip_writes_the_authors_layout_and_skips_when_done(tmp_path):
     first = cv2.cvtColor(cv2.imread(str(tmp_path / "out/frames/S1/take_jam/1/image_00001.jpg")), cv2.COLOR_BGR2RGB)
     errors = [np.abs(first.astype(int) - f).mean() for f in frames]
     assert np.argmin(errors) == 1 and errors[1] < 3, errors
-    fx, fy = (flow.dequantise(cv2.imread(str(tmp_path / f"out/{k}/S1/take_jam/1/{k}_00002.jpg"), 0))
-              for k in ("flow_x", "flow_y"))
+    fx, fy = (
+        flow.dequantise(cv2.imread(str(tmp_path / f"out/{k}/S1/take_jam/1/{k}_00002.jpg"), 0))
+        for k in ("flow_x", "flow_y")
+    )
     assert abs(np.median(fx[8:-8, 8:-8]) - 1.0) < 0.2 and abs(np.median(fy[8:-8, 8:-8]) + 0.5) < 0.2
     assert not (tmp_path / "out" / flow.clip.PARTIAL / "S1/take_jam/1").exists()
 
@@ -66,8 +68,9 @@ def test_a_half_written_clip_is_redone(tmp_path):
         cv2.imwrite(str(folder / f"img{i}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     assert flow.extract_clip(folder, out, spec=spec).pairs == 2
     assert sorted(p.name for p in (out / "frames/clip").iterdir()) == ["image_00001.png", "image_00002.png"]
-    np.testing.assert_array_equal(cv2.imread(str(out / "flow_x/clip/flow_x_00002.png"), cv2.IMREAD_UNCHANGED),
-                                  flow.quantise(fields[1, ..., 0]))  # PNG: exactly the quantised field
+    np.testing.assert_array_equal(
+        cv2.imread(str(out / "flow_x/clip/flow_x_00002.png"), cv2.IMREAD_UNCHANGED), flow.quantise(fields[1, ..., 0])
+    )  # PNG: exactly the quantised field
     assert json.loads((out / flow.clip.DONE / "clip.json").read_text())["spec"]["method"] == "farneback"
     assert not (out / flow.clip.PARTIAL / "clip").exists()
 
@@ -92,18 +95,29 @@ def test_command_shards_resumes_and_reports_corrupt_videos(tmp_path, capsys):
     for name in ("S1/a/1", "S1/a/2", "S2/b/1"):
         video.write_video(tmp_path / "in" / f"{name}.mp4", frames, fps=10)
     good = (tmp_path / "in/S1/a/1.mp4").read_bytes()
-    (tmp_path / "in/S1/a/3.mp4").write_bytes(good[:len(good) // 3])  # truncated: unreadable
+    (tmp_path / "in/S1/a/3.mp4").write_bytes(good[: len(good) // 3])  # truncated: unreadable
     (tmp_path / "in/.hidden.mp4").write_bytes(good)
-    common = ("--input", tmp_path / "in", "--out", tmp_path / "out", "--backend", "opencv",  # warp_tvl1
-              "--tvl1", "nscales=1", "--tvl1", "inner_iterations=5")
+    common = (
+        "--input",
+        tmp_path / "in",
+        "--out",
+        tmp_path / "out",
+        "--backend",
+        "opencv",  # warp_tvl1
+        "--tvl1",
+        "nscales=1",
+        "--tvl1",
+        "inner_iterations=5",
+    )
     assert _run(*common, "--shard", "0/2") == 1  # S1/a/1, S1/a/3 (corrupt)
     out, err = capsys.readouterr()
     assert "2 clips (shard 0/2 of 4)" in out and "1 clips extracted (2 pairs" in out and "1 failed" in out
     assert "failed: S1/a/3: cannot decode video" in err and "3.mp4" in err
     assert _run(*common, "--shard", "1/2", "--workers", "2") == 0  # S1/a/2, S2/b/1 in 2 processes
     assert "2 clips extracted" in capsys.readouterr().out
-    assert sorted(p.relative_to(tmp_path / "out/flow_y").as_posix() for p in (tmp_path / "out/flow_y").glob("*/*/*")) \
-        == ["S1/a/1", "S1/a/2", "S2/b/1"]
+    assert sorted(
+        p.relative_to(tmp_path / "out/flow_y").as_posix() for p in (tmp_path / "out/flow_y").glob("*/*/*")
+    ) == ["S1/a/1", "S1/a/2", "S2/b/1"]
     assert _run(*common, "--shard", "1/2") == 0
     assert "0 clips extracted (0 pairs, 0.0 pairs/s), 2 already done, 0 failed" in capsys.readouterr().out
     assert _run(*common[:-4], "--shard", "1/2") == 2  # another TV-L1: refused before any work
@@ -128,13 +142,54 @@ def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(t
     classes = ("take_jam", "open_jam")
     synthetic.make_synthetic(tmp_path / "videos", preset="tiny", classes=classes, clips_per_class=1, layout="video")
     script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "extract_flow.py"))["main"]
-    assert script(["--input", str(tmp_path / "videos"), "--out", str(tmp_path / "GTEA61"), "--backend", "jax",
-                   "--batch", "8", "--workers", "2", "--tvl1", "nscales=1", "--tvl1", "warps=1",
-                   "--tvl1", "inner_iterations=10"]) == 0
+    assert (
+        script(
+            [
+                "--input",
+                str(tmp_path / "videos"),
+                "--out",
+                str(tmp_path / "GTEA61"),
+                "--backend",
+                "jax",
+                "--batch",
+                "8",
+                "--workers",
+                "2",
+                "--tvl1",
+                "nscales=1",
+                "--tvl1",
+                "warps=1",
+                "--tvl1",
+                "inner_iterations=10",
+            ]
+        )
+        == 0
+    )
     assert "8 clips extracted" in capsys.readouterr().out
     one = tmp_path / "videos/S1/take_jam/1.mp4"  # optical flow of one video (same TV-L1 program as above)
-    assert script(["--input", str(one), "--out", str(tmp_path / "optical"), "--method", "tvl1", "--backend", "jax",
-                   "--batch", "8", "--tvl1", "nscales=1", "--tvl1", "warps=1", "--tvl1", "inner_iterations=10"]) == 0
+    assert (
+        script(
+            [
+                "--input",
+                str(one),
+                "--out",
+                str(tmp_path / "optical"),
+                "--method",
+                "tvl1",
+                "--backend",
+                "jax",
+                "--batch",
+                "8",
+                "--tvl1",
+                "nscales=1",
+                "--tvl1",
+                "warps=1",
+                "--tvl1",
+                "inner_iterations=10",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "optical/flow_x/1").iterdir())) == len(video.read_frames(one)) - 1
     gtea61.build(manual_dir=tmp_path / "GTEA61", data_dir=tmp_path / "tfds", config="flow")
     assert len(gtea61.load_source("S2", data_dir=tmp_path / "tfds", config="flow")) == 2

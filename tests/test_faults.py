@@ -4,6 +4,7 @@ recovered to the same final parameters as an undisturbed run.
 One undisturbed run (RGB stage 1 of the ConvLSTM recipe, 2 epochs x 3 steps, checkpoints at steps 3 and 6) is
 shared by the scenarios; each works on its own copy. Every process started here ends (killed on teardown).
 """
+
 import builtins
 import errno
 import fcntl
@@ -72,8 +73,7 @@ def largest_file(step_dir):
     return max(files, key=lambda p: p.stat().st_size)
 
 
-def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retrained(
-        data_dir, reference, work):
+def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retrained(data_dir, reference, work):
     config = small(data_dir)
     data = bytearray(largest_file(ckpt(work, 6)).read_bytes())
     for i in range(0, len(data), max(1, len(data) // 64)):  # 64 flipped bytes
@@ -96,8 +96,7 @@ def test_1_corrupt_bytes_in_the_final_checkpoint_are_caught_everywhere_and_retra
     assert (work / STAGE / "rejected_checkpoints" / "DONE-6").exists() and (work / STAGE / "DONE").exists()
 
 
-def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_good_one(
-        data_dir, reference, work):
+def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_good_one(data_dir, reference, work):
     """An interrupted stage (no DONE) whose newest checkpoint lost half a file and its metadata item."""
     (work / STAGE / "DONE").unlink()
     path = largest_file(ckpt(work, 6))
@@ -109,13 +108,20 @@ def test_2_3_truncated_and_partly_deleted_newest_checkpoint_resumes_from_the_goo
     assert_same(final_state(work), reference[1])
 
 
-def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_is_taken_over(
-        data_dir, work):
+def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_is_taken_over(data_dir, work):
     config = small(data_dir)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        (work / LOCK).write_text(json.dumps(dict(pid=sleeper.pid, host=os.uname().nodename, time=time.time(),
-                                                 command="python scripts/train.py (the other run)")))
+        (work / LOCK).write_text(
+            json.dumps(
+                dict(
+                    pid=sleeper.pid,
+                    host=os.uname().nodename,
+                    time=time.time(),
+                    command="python scripts/train.py (the other run)",
+                )
+            )
+        )
         with pytest.raises(WorkdirLocked, match=rf"in use by pid {sleeper.pid} on host .*the other run"):
             loop.train(RunSpec.from_config(config), str(work))
         # Readers do not need the lock: evaluation reads while the other run holds it.
@@ -128,16 +134,24 @@ def test_4_a_second_writer_is_refused_naming_the_first_and_a_crashed_ones_lock_i
     assert not (work / LOCK).exists()
 
 
-def test_5_a_changed_config_is_refused_with_a_diff_harmless_keys_pass_and_a_stage_restarts_on_purpose(
-        data_dir, work):
-    with pytest.raises(ValueError, match=r"(?s)stage 'rgb_stage1' .* started with another config.*batch_size: 4 -> 8"
-                                         r".*stages?.optimizer.lr: 0.001 -> 0.01.*--restart_stage rgb_stage1"):
-        loop.train(RunSpec.from_config(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01})),
-                   str(work))
+def test_5_a_changed_config_is_refused_with_a_diff_harmless_keys_pass_and_a_stage_restarts_on_purpose(data_dir, work):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)stage 'rgb_stage1' .* started with another config.*batch_size: 4 -> 8"
+        r".*stages?.optimizer.lr: 0.001 -> 0.01.*--restart_stage rgb_stage1",
+    ):
+        loop.train(
+            RunSpec.from_config(small(data_dir, batch_size=8, **{"stages.rgb_stage1.optimizer.lr": 0.01})), str(work)
+        )
     with pytest.raises(ValueError, match=r"stage.epochs: 2 -> 3"):  # a finished stage is not reopened
         loop.train(RunSpec.from_config(small(data_dir, **{"stages.rgb_stage1.epochs": 3})), str(work))
-    harmless = {"log_every_steps": 1, "eval_batch_size": 8, "data.worker_count": 1, "eval_every_epochs": 5,
-                "checkpoint_every_epochs": 7}
+    harmless = {
+        "log_every_steps": 1,
+        "eval_batch_size": 8,
+        "data.worker_count": 1,
+        "eval_every_epochs": 5,
+        "checkpoint_every_epochs": 7,
+    }
     assert loop.train(RunSpec.from_config(small(data_dir, **harmless)), str(work))
     # An unfinished stage may change its length (the epochs already run do not depend on it).
     (work / STAGE / "DONE").unlink()
@@ -173,19 +187,31 @@ def _alive(pid):
 
 
 def _start(workdir, data_dir):
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-           f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
-           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.data.crop=32",
-           "--config.data.resize=36", "--config.data.worker_count=1", "--config.model.depth=18",
-           "--config.model.width=4", "--config.batch_size=4", "--config.eval_batch_size=4",
-           "--config.log_every_steps=1", "--config.recipe=('rgb_stage1',)", "--config.stages.rgb_stage1.epochs=1000",
-           # No periodic evaluation: its loader's worker would be starting at a random moment; one hit by the
-           # Ctrl-C while importing dies (the loop then saves anyway, but the worker prints its traceback).
-           "--config.eval_every_epochs=1000"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "train.py"),
+        f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.data.crop=32",
+        "--config.data.resize=36",
+        "--config.data.worker_count=1",
+        "--config.model.depth=18",
+        "--config.model.width=4",
+        "--config.batch_size=4",
+        "--config.eval_batch_size=4",
+        "--config.log_every_steps=1",
+        "--config.recipe=('rgb_stage1',)",
+        "--config.stages.rgb_stage1.epochs=1000",
+        # No periodic evaluation: its loader's worker would be starting at a random moment; one hit by the
+        # Ctrl-C while importing dies (the loop then saves anyway, but the worker prints its traceback).
+        "--config.eval_every_epochs=1000",
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     # Own session: Ctrl-C in a terminal signals the whole process group (the loader workers too), as killpg does.
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _wait_for_rows(proc, metrics, rows, timeout=900):  # jax import + compile on a loaded machine
@@ -197,8 +223,7 @@ def _wait_for_rows(proc, metrics, rows, timeout=900):  # jax import + compile on
     raise AssertionError(f"no {rows} metrics rows: {proc.poll()} {proc.stdout.read()[-3000:] if proc.poll() else ''}")
 
 
-def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed_trainer(
-        data_dir, tmp_path):
+def test_6_7_ctrl_c_saves_and_exits_cleanly_and_loader_workers_die_with_a_killed_trainer(data_dir, tmp_path):
     workdir = tmp_path / "w"
     metrics = workdir / STAGE / "metrics.jsonl"
     procs = []
@@ -250,25 +275,48 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
     gtea61.build(manual_dir=manual, data_dir=data_dir, config="rgb")  # a build without flow
     config = tiny(two_stream, data_dir)
     config.data.builder_config = "rgb"
-    with pytest.raises(ValueError, match=r"(?s)stage 'flow' needs the dataset features \['flow_x', 'flow_y'\].*"
-                                         r"stage 'joint' needs .*--config all"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)stage 'flow' needs the dataset features \['flow_x', 'flow_y'\].*"
+        r"stage 'joint' needs .*--config all",
+    ):
         loop.train(RunSpec.from_config(config), str(tmp_path))
     assert not (tmp_path / "rgb_stage1").exists()  # nothing trained first
 
 
 def test_14_a_missing_config_file_is_one_line_naming_it(tmp_path):
     missing = os.path.join(ROOT, "configs", "nope.py")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={missing}:frames=2",
-                          f"--workdir={tmp_path}", "--config.batch_size=4"], capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "train.py"),
+            f"--config={missing}:frames=2",
+            f"--workdir={tmp_path}",
+            "--config.batch_size=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert out.stderr.strip().splitlines() == [f"error: --config: no config file {missing!r}; give the path of one "
-                                               "(for example configs/quickstart.py)"]
+    assert out.stderr.strip().splitlines() == [
+        f"error: --config: no config file {missing!r}; give the path of one (for example configs/quickstart.py)"
+    ]
 
 
-@pytest.mark.parametrize("key,value", [("checkpoint_every_epochs", 0), ("eval_every_epochs", 0),
-                                       ("log_every_steps", 0), ("batch_size", 0), ("stages.rgb_stage1.epochs", 0),
-                                       ("eval_batch_size", -4), ("batch_size", 64)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("checkpoint_every_epochs", 0),
+        ("eval_every_epochs", 0),
+        ("log_every_steps", 0),
+        ("batch_size", 0),
+        ("stages.rgb_stage1.epochs", 0),
+        ("eval_batch_size", -4),
+        ("batch_size", 64),
+    ],
+)
 def test_9_zero_and_out_of_range_values_are_refused_up_front(data_dir, tmp_path, key, value):
     with pytest.raises(ValueError, match=rf"{key.split('.')[-1]}={value}"):
         loop.train(RunSpec.from_config(small(data_dir, **{key: value})), str(tmp_path))
@@ -303,10 +351,19 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
     with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is not a readable ImageNet weights artifact"):
         loop.train(RunSpec.from_config(config), str(tmp_path / "w2"))
 
-    typo = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-                           f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}", f"--workdir={tmp_path}",
-                           "--config.batch_sze=4"], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"))
+    typo = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "train.py"),
+            f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}",
+            f"--workdir={tmp_path}",
+            "--config.batch_sze=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert typo.returncode != 0
     assert "Traceback" not in typo.stderr and 'Did you mean "batch_size"' in typo.stderr.strip().splitlines()[-1]
 
@@ -317,7 +374,8 @@ def _signal_at(monkeypatch, step, signum=signal.SIGTERM):
 
 
 def test_11_metrics_after_a_stop_between_two_logs_are_the_undisturbed_runs_byte_for_byte(
-        data_dir, reference, work, tmp_path, monkeypatch):
+    data_dir, reference, work, tmp_path, monkeypatch
+):
     """Logs at steps 2, 4, 6 average the steps since the last log; a stop at step 5 (SIGTERM) or a crash after the
     step-3 checkpoint (SIGKILL) resumes the window where it was, so metrics.jsonl is the undisturbed run's."""
     want = (reference[0] / STAGE / "metrics.jsonl").read_bytes()
@@ -336,23 +394,29 @@ def test_11_metrics_after_a_stop_between_two_logs_are_the_undisturbed_runs_byte_
     assert (work / STAGE / "metrics.jsonl").read_bytes() == want
 
 
-def test_12_a_killed_dataset_build_is_cleaned_up_by_the_next_and_a_running_one_is_left_alone(
-        data_dir, tmp_path):
+def test_12_a_killed_dataset_build_is_cleaned_up_by_the_next_and_a_running_one_is_left_alone(data_dir, tmp_path):
     manual, target = os.path.join(os.path.dirname(data_dir), "manual"), tmp_path / "tfds"
     folder = target / "gtea61" / "rgb"
     # A build killed (SIGTERM) while writing its second clip.
-    code = ("import os, signal\n"
-            "from ego_jax.data import gtea61\n"
-            "real = gtea61.Gtea61._generate_examples\n"
-            "def dying(self, *args):\n"
-            "    for i, example in enumerate(real(self, *args)):\n"
-            "        if i == 1:\n"
-            "            os.kill(os.getpid(), signal.SIGTERM)\n"
-            "        yield example\n"
-            "gtea61.Gtea61._generate_examples = dying\n"
-            f"gtea61.build(manual_dir={manual!r}, data_dir={str(target)!r}, config='rgb')\n")
-    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"))
+    code = (
+        "import os, signal\n"
+        "from ego_jax.data import gtea61\n"
+        "real = gtea61.Gtea61._generate_examples\n"
+        "def dying(self, *args):\n"
+        "    for i, example in enumerate(real(self, *args)):\n"
+        "        if i == 1:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        yield example\n"
+        "gtea61.Gtea61._generate_examples = dying\n"
+        f"gtea61.build(manual_dir={manual!r}, data_dir={str(target)!r}, config='rgb')\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert killed.returncode == -signal.SIGTERM, killed.stderr[-3000:]
     left = list(folder.glob("incomplete.*"))
     assert len(left) == 1 and any(p.is_file() for p in left[0].rglob("*"))
@@ -388,28 +452,35 @@ def _error_line(train, *args) -> str:
 
 
 def test_13_a_file_for_workdir_a_read_only_workdir_and_a_full_disk_are_one_line_naming_the_path_and_the_fix(
-        data_dir, reference, tmp_path, monkeypatch):
+    data_dir, reference, tmp_path, monkeypatch
+):
     run = RunSpec.from_config(small(data_dir))
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     assert _error_line(loop.train, run, str(a_file)) == (
-        f"error: workdir {a_file} is a file, not a directory: name a directory (it is created if missing)")
+        f"error: workdir {a_file} is a file, not a directory: name a directory (it is created if missing)"
+    )
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     with monkeypatch.context() as patch:
         _fail_writes(patch, read_only, errno.EROFS)
-        assert re.fullmatch(rf"error: workdir {re.escape(str(read_only))} is not writable \(Read-only file system: "
-                            rf"{re.escape(str(read_only))}/\S+\): make it writable, or name a directory you may "
-                            "write to", _error_line(loop.train, run, str(read_only)))
+        assert re.fullmatch(
+            rf"error: workdir {re.escape(str(read_only))} is not writable \(Read-only file system: "
+            rf"{re.escape(str(read_only))}/\S+\): make it writable, or name a directory you may "
+            "write to",
+            _error_line(loop.train, run, str(read_only)),
+        )
     assert os.listdir(read_only) == []
     # The disk fills up while orbax writes the first checkpoint (step 3, in its worker threads).
     work = tmp_path / "w"
     with monkeypatch.context() as patch:
         _fail_writes(patch, work / STAGE / "checkpoints", errno.ENOSPC)
-        assert re.fullmatch(rf"error: no space left on the device of {re.escape(str(work / STAGE))}/checkpoints while "
-                            r"saving checkpoint step 3: free space there \(or move the workdir to a larger disk\) and "
-                            r"rerun the same command; the stage resumes from its newest good checkpoint \(none yet\)",
-                            _error_line(loop.train, run, str(work)))
+        assert re.fullmatch(
+            rf"error: no space left on the device of {re.escape(str(work / STAGE))}/checkpoints while "
+            r"saving checkpoint step 3: free space there \(or move the workdir to a larger disk\) and "
+            r"rerun the same command; the stage resumes from its newest good checkpoint \(none yet\)",
+            _error_line(loop.train, run, str(work)),
+        )
     assert [p.name for p in (work / STAGE / "checkpoints").iterdir()] == ["3.orbax-checkpoint-tmp"]  # the failed save
     assert loop.train(run, str(work))  # space freed: the same command (removes what the failed save left)
     assert_same(final_state(work), reference[1])

@@ -1,6 +1,7 @@
 """No deprecated or private jax / flax / optax API in the code: the ones their changelogs name from jax 0.10 on (README,
 "Versions"), each with what replaces it. A grep, so it also covers code that the CPU tests do not run; deprecations
 that a grep cannot tell apart (nnx.Variable.value) are errors when the tests run (pyproject filterwarnings)."""
+
 import pathlib
 import re
 
@@ -17,7 +18,7 @@ KNOWN = {
     r"\bjax\.clear_backends\b": "deprecated: jax.clear_caches",
     r"\boptax\.global_norm\b": "deprecated: optax.tree.norm",
     r"(?<!nnx)\.(to_pure_dict|replace_by_pure_dict)\(": "nnx.State methods deprecated: nnx.to_pure_dict(state), "
-                                                         "nnx.replace_by_pure_dict(state, tree)",
+    "nnx.replace_by_pure_dict(state, tree)",
     r"\bState\.from_flat_path\(": "nnx.State methods deprecated: nnx.from_flat_state(flat)",
 }
 SOURCES = ("ego_jax", "configs", "scripts", "tests")
@@ -31,6 +32,9 @@ def test_no_known_deprecated_or_private_api():
                 continue
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 code = line.split("#", 1)[0]
-                found += [f"{path.relative_to(ROOT)}:{n}: {line.strip()}  -> {hint}"
-                          for pattern, hint in KNOWN.items() if re.search(pattern, code)]
+                found += [
+                    f"{path.relative_to(ROOT)}:{n}: {line.strip()}  -> {hint}"
+                    for pattern, hint in KNOWN.items()
+                    if re.search(pattern, code)
+                ]
     assert not found, "deprecated or private APIs:\n" + "\n".join(found)

@@ -1,4 +1,5 @@
 """The gtea61 tfds builder on generated trees with every quirk, on real files, and on each bad input."""
+
 import re
 import runpy
 import shutil
@@ -126,8 +127,12 @@ gtea61.build(manual_dir={str(tmp_path / "GTEA61")!r}, data_dir={str(tmp_path / "
 (ex,) = list(gtea61.load_source("S1", data_dir={str(tmp_path / "tfds")!r}))
 assert "tensorflow" not in sys.modules, "tensorflow was imported"
 """
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                   env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin"},
+    )
     (ex,) = _examples(tmp_path / "tfds", "S1")
     assert ex["clip_id"] == clip.encode() and ex["label"] == gtea61.CLASSES.index("take_bread")
     assert ex["num_frames"] == 1 and ex["maps_filled"] == 0
@@ -189,8 +194,11 @@ def test_a_build_of_the_whole_clip_layout_asks_for_a_rebuild(built_rgb, tmp_path
     data_dir = _copy(built_rgb, tmp_path)
     version = data_dir / "gtea61" / "rgb" / str(gtea61.Gtea61.VERSION)
     old = version.rename(version.parent / "1.0.0")  # where ego_jax before the frame files put its build
-    with pytest.raises(FileNotFoundError, match=r"version 1\.0\.0.*rebuild with: python scripts/build_dataset\.py "
-                       rf"--manual_dir <GTEA61 folder> --data_dir {re.escape(str(data_dir))} --config rgb"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"version 1\.0\.0.*rebuild with: python scripts/build_dataset\.py "
+        rf"--manual_dir <GTEA61 folder> --data_dir {re.escape(str(data_dir))} --config rgb",
+    ):
         gtea61.load_source("S1", data_dir=data_dir, config="rgb")
     build = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "build_dataset.py"))["main"]
     build(["--manual_dir", str(built_rgb / "GTEA61"), "--data_dir", str(data_dir), "--config", "rgb"])
@@ -202,13 +210,17 @@ def test_a_damaged_frame_file_names_itself_its_split_and_the_rebuild(built_rgb, 
     data_dir = _copy(built_rgb, tmp_path)
     frames = data_dir / "gtea61" / "rgb" / str(gtea61.Gtea61.VERSION) / "frames-S1.array_record"
     data = frames.read_bytes()
-    rebuild = re.escape("rebuild with: python scripts/build_dataset.py --manual_dir <GTEA61 folder> "
-                        f"--data_dir {data_dir}")
+    rebuild = re.escape(
+        f"rebuild with: python scripts/build_dataset.py --manual_dir <GTEA61 folder> --data_dir {data_dir}"
+    )
     # Bytes changed inside a frame: found when that frame is read.
     frames.write_bytes(data[:2000] + bytes(255 - b for b in data[2000:2100]) + data[2100:])
     source = gtea61.load_source("S1", data_dir=data_dir, config="rgb")
-    with pytest.raises(gtea61.DamagedBuildError, match=rf"{re.escape(str(frames))} of split S1 .*corrupt.*"
-                       rf"cannot read clip S1/\w+/1 rgb\[\d+\].*{rebuild}"):
+    with pytest.raises(
+        gtea61.DamagedBuildError,
+        match=rf"{re.escape(str(frames))} of split S1 .*corrupt.*"
+        rf"cannot read clip S1/\w+/1 rgb\[\d+\].*{rebuild}",
+    ):
         [list(ex["rgb"]) for ex in source]
     frames.write_bytes(data[: len(data) // 2])  # truncated: found when the source opens
     with pytest.raises(gtea61.DamagedBuildError, match=rf"{re.escape(str(frames))} of split S1 is truncated"):

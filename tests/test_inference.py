@@ -5,6 +5,7 @@ videos builds, fine-tunes from the trained model and evaluates.
 The workdir is the quickstart's recipe (configs/quickstart.py: RGB stage 1 -> 2, flow, joint) trained for one
 epoch per stage at the tiny test sizes on a generated GTEA61 of 3 classes.
 """
+
 import json
 import os
 import pathlib
@@ -29,9 +30,18 @@ from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = PRESETS["quickstart"]["classes"][:3]
-TINY = {"data.crop": 32, "data.resize": 36, "data.stack": 2, "data.flow_eval_stacks": 2, "model.width": 4,
-        "batch_size": 4, "eval_batch_size": 4, "log_every_steps": 2, "eval_every_epochs": 1,
-        "checkpoint_every_epochs": 1}
+TINY = {
+    "data.crop": 32,
+    "data.resize": 36,
+    "data.stack": 2,
+    "data.flow_eval_stacks": 2,
+    "model.width": 4,
+    "batch_size": 4,
+    "eval_batch_size": 4,
+    "log_every_steps": 2,
+    "eval_every_epochs": 1,
+    "checkpoint_every_epochs": 1,
+}
 STAGES = ("rgb_stage2", "flow", "joint")  # one per protocol: rgb, flow, joint
 
 
@@ -58,7 +68,8 @@ def trained(tmp_path_factory):
     for clip in sorted((root / "manual" / "processed_frames2" / "S2").glob("*/*")):
         files = sorted((clip / "rgb").glob("*.png"))
         frames[f"S2/{clip.parent.name}/{clip.name}"] = np.stack(
-            [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
+            [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+        )
     return run, work, frames
 
 
@@ -68,8 +79,14 @@ def _evaluated(work, stage) -> dict:
 
 def _script(name, *args):
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_path):
@@ -82,9 +99,20 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         video.write_video(videos / f"{clip.replace('/', '_')}.mkv", clip_frames, fps=8)
     long = video.write_video(tmp_path / "long.mkv", np.concatenate(list(frames.values())), fps=8)
     out = tmp_path / "out"
-    run = _script("predict.py", f"--workdir={work}", f"--stage={','.join(STAGES)}", "--input=split:S2",
-                  f"--input={videos}", f"--input={long}", "--window=1", "--stride=0.5", "--logits",
-                  f"--out={out}", "--flow_method=farneback", "--top=2")
+    run = _script(
+        "predict.py",
+        f"--workdir={work}",
+        f"--stage={','.join(STAGES)}",
+        "--input=split:S2",
+        f"--input={videos}",
+        f"--input={long}",
+        "--window=1",
+        "--stride=0.5",
+        "--logits",
+        f"--out={out}",
+        "--flow_method=farneback",
+        "--top=2",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     n_windows = len(np.arange(0, sum(map(len, frames.values())) - 8 + 1, 4))
@@ -97,8 +125,10 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
             np.testing.assert_allclose(mine[clip]["logits"], row["logits"], rtol=1e-6, atol=1e-6, err_msg=clip)
             assert mine[clip]["top"][0][0] == gtea61.CLASSES[row["prediction"]]
             assert mine[clip]["label"] == gtea61.CLASSES[row["label"]]
-            assert (mine[clip]["step"], mine[clip]["checkpoint"]) == (json.loads(
-                (work / stage / "DONE").read_text())["step"], "final")
+            assert (mine[clip]["step"], mine[clip]["checkpoint"]) == (
+                json.loads((work / stage / "DONE").read_text())["step"],
+                "final",
+            )
             from_video = mine[clip.replace("/", "_")]
             if stage == "rgb_stage2":
                 np.testing.assert_allclose(from_video["logits"], row["logits"], rtol=1e-6, atol=1e-6)
@@ -157,10 +187,12 @@ def test_an_ms_model_gives_its_motion_map_cam_and_feature():
     from ego_jax.models import EgoRNN  # noqa: PLC0415
     from ego_jax.streams import normalize_rgb  # noqa: PLC0415
 
-    model = EgoRNN(3, depth=18, width=4, ms_head=dict(kind="cls", tap="layer4", hidden=4, grid=(1, 1)),
-                   rngs=nnx.Rngs(0))
-    predictor = inference.Predictor(model, "ego_rnn", ClipSpec("rgb", False, frames=2, crop=32, resize=36),
-                                    ["a", "b", "c"], batch_size=4)
+    model = EgoRNN(
+        3, depth=18, width=4, ms_head=dict(kind="cls", tap="layer4", hidden=4, grid=(1, 1)), rngs=nnx.Rngs(0)
+    )
+    predictor = inference.Predictor(
+        model, "ego_rnn", ClipSpec("rgb", False, frames=2, crop=32, resize=36), ["a", "b", "c"], batch_size=4
+    )
     frames = np.random.default_rng(0).integers(0, 256, (5, 40, 48, 3), np.uint8)
     got = predictor(frames, top=3)
     model.eval()
@@ -190,8 +222,9 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path, capsys):
             return super().__getitem__(i)
 
     with pytest.raises(OSError, match="killed"):  # the loader names the example it could not read
-        inference.extract_features(predictor, Failing(split, [0, 1, 2] * 3, source.ids), out, save_every=1,
-                                   progress=False)
+        inference.extract_features(
+            predictor, Failing(split, [0, 1, 2] * 3, source.ids), out, save_every=1, progress=False
+        )
     partial = np.load(tmp_path / "features.partial.npz")
     assert not out.exists() and list(partial["clip"]) == source.ids[:8]
     predicted = []
@@ -214,8 +247,15 @@ def test_features_are_written_reloaded_and_resumed(trained, tmp_path, capsys):
     before = set(flags.FLAGS)
     try:
         with pytest.raises(SystemExit) as exit_:
-            extract_features.main(["extract_features", f"--workdir={work}", "--stage=joint", "--input=split:S2",
-                                   f"--out={tmp_path / 'split.npz'}"])
+            extract_features.main(
+                [
+                    "extract_features",
+                    f"--workdir={work}",
+                    "--stage=joint",
+                    "--input=split:S2",
+                    f"--out={tmp_path / 'split.npz'}",
+                ]
+            )
     finally:
         for name in set(flags.FLAGS) - before:
             delattr(flags.FLAGS, name)
@@ -265,8 +305,7 @@ def test_init_from_a_reference_checkpoint_replaces_its_classifier(tmp_path, capl
     assert config.stages.flow.init_from.to_dict() == {"model": str(path)}
     with pytest.raises(ValueError, match="2 stages of this recipe start from ImageNet"):
         two_stream.get_config(f"init={path}")
-    model = streams.get("flow").build(3, dict(depth=18, width=4, stack=2), dtype=np.float32, rngs=nnx.Rngs(0),
-                                      crop=32)
+    model = streams.get("flow").build(3, dict(depth=18, width=4, stack=2), dtype=np.float32, rngs=nnx.Rngs(0), crop=32)
     fresh = np.asarray(model.classifier.kernel[...])
     with caplog.at_level("WARNING"):
         stage_lib.initialise(model, config.stages.flow.init_from, workdir=str(tmp_path), imagenet_weights="")
@@ -302,8 +341,15 @@ def test_a_reference_checkpoint_predicts_with_the_reference_preprocessing(tmp_pa
 
     sd = ref.random_rgb_state_dict(depth=18, width=4, num_classes=3)
     torch.save(ref.to_torch(sd), tmp_path / "model_rgb_state_dict.pth")
-    predictor = inference.from_reference(tmp_path / "model_rgb_state_dict.pth", "ego_rnn", num_classes=3,
-                                         model_kwargs=dict(depth=18, width=4), frames=3, crop=32, resize=36)
+    predictor = inference.from_reference(
+        tmp_path / "model_rgb_state_dict.pth",
+        "ego_rnn",
+        num_classes=3,
+        model_kwargs=dict(depth=18, width=4),
+        frames=3,
+        crop=32,
+        resize=36,
+    )
     assert predictor.class_names == ["0", "1", "2"] and predictor.info["kind"] == "ego_rnn"
     frames = np.random.default_rng(0).integers(0, 256, (7, 40, 50, 3), np.uint8)
     got = predictor(frames)
@@ -322,8 +368,12 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     logged) and evaluated on the test split by the train loop; its predictor names the build's classes."""
     spec, work, _ = trained
     stand_in = standins.make_folder(tmp_path / "videos", classes=3, videos_per_class=4)
-    built = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", test_fraction=0.25,
-                         flow_spec=flow.FlowSpec(method="farneback", short_side=spec.data.resize))
+    built = folder.build(
+        manual_dir=tmp_path / "videos",
+        data_dir=tmp_path / "tfds",
+        test_fraction=0.25,
+        flow_spec=flow.FlowSpec(method="farneback", short_side=spec.data.resize),
+    )
     assert {name: split.num_examples for name, split in built.info.splits.items()} == {"train": 9, "test": 3}
     names = folder.class_names(data_dir=tmp_path / "tfds", config="rgb_flow")
     assert names == sorted(standins.folder_class(c) for c in range(3))
@@ -331,13 +381,18 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     for example in test:  # one held-out video per class, labelled by its folder
         assert names[example["label"]] == workdir_lib.clip_id(example).split("/")[0]
 
-    tuned = recipes.override(flow_config.get_config(f"data=folder,init={work}"),
-                            dict(TINY, **{"data.data_dir": str(tmp_path / "tfds"), "stages.flow.epochs": 1}))
+    tuned = recipes.override(
+        flow_config.get_config(f"data=folder,init={work}"),
+        dict(TINY, **{"data.data_dir": str(tmp_path / "tfds"), "stages.flow.epochs": 1}),
+    )
     assert tuned.num_classes == 0 and tuned.stages.flow.init_from.to_dict() == {"model": str(work / "flow")}
     both = quickstart.get_config(f"data=folder,init={work}")  # the two-stream recipe: each ImageNet stage from W's
     assert {name: both.stages[name].init_from.to_dict() for name in both.recipe} == {
-        "rgb_stage1": {"model": str(work / "rgb_stage1")}, "rgb_stage2": {"model": "rgb_stage1"},
-        "flow": {"model": str(work / "flow")}, "joint": {"rgb": "rgb_stage2", "flow": "flow"}}
+        "rgb_stage1": {"model": str(work / "rgb_stage1")},
+        "rgb_stage2": {"model": "rgb_stage1"},
+        "flow": {"model": str(work / "flow")},
+        "joint": {"rgb": "rgb_stage2", "flow": "flow"},
+    }
     with caplog.at_level("WARNING"):
         assert loop.train(RunSpec.from_config(tuned), str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
@@ -347,7 +402,8 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
     predictor = inference.load(tmp_path / "W")  # its config.json: the folder's 3 classes, by name
     assert predictor.class_names == names and predictor.info["stage"] == "flow"
     assert sorted(clip_files.find_clips(tmp_path / "videos"), key=lambda c: c.clip_id) == [
-        clip_files.ClipFiles(clip, tmp_path / "videos" / f"{clip}.mp4") for clip in sorted(stand_in.labels)]
+        clip_files.ClipFiles(clip, tmp_path / "videos" / f"{clip}.mp4") for clip in sorted(stand_in.labels)
+    ]
 
 
 def test_folder_conventions(tmp_path):
@@ -372,8 +428,11 @@ def test_folder_conventions(tmp_path):
     (lists / "classes.txt").write_text("cut\nstir\n")
     names, clips, how = folder_layout.scan(lists)
     assert (names, how) == (["cut", "stir"], "lists")
-    assert [(c.clip_id, c.split, c.label) for c in clips] == [("v/1", "train", 1), ("v/2", "train", 0),
-                                                              ("v/3", "test", 1)]
+    assert [(c.clip_id, c.split, c.label) for c in clips] == [
+        ("v/1", "train", 1),
+        ("v/2", "train", 0),
+        ("v/3", "test", 1),
+    ]
     (lists / "test.txt").write_text("v/3.mp4 stir\n")
     (lists / "train.txt").write_text("v/1.mp4 stir\nv/2.mp4 cut\n")
     assert folder_layout.scan(lists)[0] == ["cut", "stir"]
@@ -399,19 +458,32 @@ def test_train_and_test_folders_build_their_own_splits_with_the_train_classes_la
         split = "test" if video_name.endswith("2") else "train"
         (tmp_path / "videos" / split / name).mkdir(parents=True, exist_ok=True)
         shutil.move(tmp_path / "made" / f"{clip}.mp4", tmp_path / "videos" / split / name)
-    build = folder.build(manual_dir=tmp_path / "videos", data_dir=tmp_path / "tfds", config="rgb", test_fraction=0.5,
-                         flow_spec=flow.FlowSpec(method="farneback", short_side=32))
+    build = folder.build(
+        manual_dir=tmp_path / "videos",
+        data_dir=tmp_path / "tfds",
+        config="rgb",
+        test_fraction=0.5,
+        flow_spec=flow.FlowSpec(method="farneback", short_side=32),
+    )
     assert folder.class_names(data_dir=tmp_path / "tfds", config="rgb") == names
     assert json.loads((pathlib.Path(build.data_dir) / folder.SPLIT_FILE).read_text()) == {
-        "layout": "split folders"}  # no held-out fraction: the folders are the split
+        "layout": "split folders"
+    }  # no held-out fraction: the folders are the split
     built = {}
     for split in ("train", "test"):
         for example in folder.load_source(split, data_dir=tmp_path / "tfds", config="rgb"):
             built[workdir_lib.clip_id(example)] = (split, names[example["label"]], len(example["rgb"]))
     # 4 frames a video, the first lost to flow as dense_flow loses it (release.py)
-    assert built == {f"{split}/{name}/video_{i:03d}": (split, name, 3) for split, name, i in [
-        ("train", names[0], 0), ("train", names[0], 1), ("train", names[1], 0), ("train", names[1], 1),
-        ("test", names[1], 2)]}
+    assert built == {
+        f"{split}/{name}/video_{i:03d}": (split, name, 3)
+        for split, name, i in [
+            ("train", names[0], 0),
+            ("train", names[0], 1),
+            ("train", names[1], 0),
+            ("train", names[1], 1),
+            ("test", names[1], 2),
+        ]
+    }
 
 
 def test_cam_video_frames_and_gif(tmp_path):
@@ -426,7 +498,7 @@ def test_cam_video_frames_and_gif(tmp_path):
     ms = np.zeros((3, 2, 2, 2), np.float32)
     out = cam.cam_video(frames, attention, ms, title="clip: class 90%", min_size=64)
     assert out.shape[0] == 3 and out.shape[2] == 3 * 64 + 2 * 2 and out.dtype == np.uint8
-    overlay = out[0, -64:, 64 + 2:2 * 64 + 2]  # the CAM column of the first frame: red at its top right
+    overlay = out[0, -64:, 64 + 2 : 2 * 64 + 2]  # the CAM column of the first frame: red at its top right
     assert overlay[8, -8, 0] > overlay[-8, 8, 0]
     cam.write_gif(tmp_path / "c.gif", out, fps=4)
     gif = Image.open(tmp_path / "c.gif")

@@ -3,6 +3,7 @@
 64 px crops (a 2x2 layer4 grid): on the 1x1 grid of 32 px the attention softmax is constant and the cell's
 attention convolutions would get no gradient.
 """
+
 import json
 import os
 import shutil

@@ -7,6 +7,7 @@ is the same float sum in either order. experiment.py runs a tiny suite to the sa
 Tiny sizes of test_train_e2e (ResNet-18 width 4, 32 px, T=2, batch 4, 3 steps per epoch); every process has a
 hard timeout and is killed at teardown.
 """
+
 import dataclasses
 import json
 import os
@@ -34,11 +35,19 @@ def launch():
     procs = []
 
     def start(argv, *, devices=1):
-        env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-                   TF_CPP_MIN_LOG_LEVEL="3")
+        env = dict(
+            os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), TF_CPP_MIN_LOG_LEVEL="3"
+        )
         script = os.path.join(ROOT, argv[0] if os.sep in argv[0] else os.path.join("scripts", argv[0]))
-        procs.append(subprocess.Popen([sys.executable, script, *argv[1:]], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, script, *argv[1:]],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
         return procs[-1]
 
     yield start
@@ -49,11 +58,22 @@ def launch():
 
 
 def _train(workdir, data) -> list[str]:
-    return ["train.py", f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}", f"--workdir={workdir}",
-            f"--config.data.data_dir={data}", "--config.data.crop=32", "--config.data.resize=36",
-            "--config.data.worker_count=0", "--config.model.depth=18", "--config.model.width=4",
-            "--config.batch_size=4", "--config.eval_batch_size=4", "--config.log_every_steps=1",
-            f"--config.recipe=('{STAGE}',)", f"--config.stages.{STAGE}.epochs={EPOCHS}"]
+    return [
+        "train.py",
+        f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:{ARGS}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data}",
+        "--config.data.crop=32",
+        "--config.data.resize=36",
+        "--config.data.worker_count=0",
+        "--config.model.depth=18",
+        "--config.model.width=4",
+        "--config.batch_size=4",
+        "--config.eval_batch_size=4",
+        "--config.log_every_steps=1",
+        f"--config.recipe=('{STAGE}',)",
+        f"--config.stages.{STAGE}.epochs={EPOCHS}",
+    ]
 
 
 def _free_port() -> int:
@@ -66,8 +86,18 @@ def _pair(launch, argv, *, stop_at: int | None = None):
     """Two processes of one run; with stop_at, process 1 is sent SIGTERM as it takes that step's batch."""
     port = _free_port()
     scripts = [argv[:1], argv[:1] if stop_at is None else [os.path.join("tests", "stop_at_step.py"), str(stop_at)]]
-    return [launch([*scripts[i], *argv[1:], f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                    f"--process_id={i}"]) for i in (0, 1)]
+    return [
+        launch(
+            [
+                *scripts[i],
+                *argv[1:],
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ]
+        )
+        for i in (0, 1)
+    ]
 
 
 def _finish(proc, status=0) -> str:
@@ -118,14 +148,16 @@ def test_two_processes_stop_on_one_signal_resume_and_match_one_process(data_dir,
     print(f"2-process test: stop phase {t_stop - t0:.0f}s, resume + reference {t_end - t_stop:.0f}s")
 
 
-def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch,
-                                                                             tmp_path):
+def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(data_dir, launch, tmp_path):
     """The flow row of the Step-1 suite (1 stage, 1 seed) through scripts/experiment.py."""
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
 
     def suite(workdir):
-        return ["experiment.py", f"--suite={os.path.join(ROOT, 'tests', 'tiny_suite.py')}:data_dir={data_dir},"
-                "rows=flow,seeds=1", f"--workdir={workdir}"]
+        return [
+            "experiment.py",
+            f"--suite={os.path.join(ROOT, 'tests', 'tiny_suite.py')}:data_dir={data_dir},rows=flow,seeds=1",
+            f"--workdir={workdir}",
+        ]
 
     reference = launch(suite(single), devices=2)
     outs = [_finish(p) for p in _pair(launch, suite(multi))]
@@ -136,8 +168,9 @@ def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(d
     fields = ("row", "column", "seed", "workdir", "step", "accuracy", "correct", "count", "per_class_accuracy")
     assert [{k: r[k] for k in fields} for r in got["runs"]] == [{k: r[k] for k in fields} for r in want["runs"]]
     assert len(got["runs"]) == 1
-    assert ({r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in got["rows"]}
-            == {r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in want["rows"]})
+    assert {r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in got["rows"]} == {
+        r["key"]: {c: cell["accuracies"] for c, cell in r["cells"].items()} for r in want["rows"]
+    }
     stages = sorted(os.listdir(single / "stages"))
     assert sorted(os.listdir(multi / "stages")) == stages and len(stages) == 1
     for sid in stages:
@@ -146,16 +179,23 @@ def test_a_suite_on_two_processes_gives_the_table_stages_and_parameters_of_one(d
         assert w.keys() == g.keys()
         for k in w:
             np.testing.assert_array_equal(g[k], w[k], err_msg=f"{sid} {k}")
-        assert ((multi / "stages" / sid / "metrics.jsonl").read_text()
-                == (single / "stages" / sid / "metrics.jsonl").read_text()), name
+        assert (multi / "stages" / sid / "metrics.jsonl").read_text() == (
+            single / "stages" / sid / "metrics.jsonl"
+        ).read_text(), name
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(coordinator_address="127.0.0.1:1234", num_processes=2), "--process_id missing"),
-    (dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2), r"process_id=2 must be in 0 \.\. 1"),
-    (dict(num_processes=2, process_id=0, mode="off"), "--distributed=off but"),
-    (dict(mode="on"), "distributed mode 'on'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(coordinator_address="127.0.0.1:1234", num_processes=2), "--process_id missing"),
+        (
+            dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2),
+            r"process_id=2 must be in 0 \.\. 1",
+        ),
+        (dict(num_processes=2, process_id=0, mode="off"), "--distributed=off but"),
+        (dict(mode="on"), "distributed mode 'on'"),
+    ],
+)
 def test_launch_flags_are_checked_before_jax_starts(kwargs, match):
     with pytest.raises(ValueError, match=match):
         distributed.initialize(**kwargs)
@@ -164,19 +204,29 @@ def test_launch_flags_are_checked_before_jax_starts(kwargs, match):
 def test_one_process_unless_jax_detects_a_launcher():
     """distributed.initialize() goes through jax.distributed.initialize()'s own detection (public API): nothing found
     -> one process; an Open MPI launch of 1 process (mpirun's variables) -> multi-process mode, 1 process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR",
-                                                                    "KUBERNETES_", "MEGASCALE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR", "KUBERNETES_", "MEGASCALE_"))
+    }
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    code = ("from ego_jax.train import distributed; distributed.initialize(); import jax; "
-            "print(jax.distributed.is_initialized(), jax.process_count())")
+    code = (
+        "from ego_jax.train import distributed; distributed.initialize(); import jax; "
+        "print(jax.distributed.is_initialized(), jax.process_count())"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mpirun = dict(OMPI_MCA_orte_hnp_uri=f"1531576320.0;tcp://127.0.0.1:{port}", OMPI_COMM_WORLD_SIZE="1",
-                  OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_LOCAL_RANK="0")
+    mpirun = dict(
+        OMPI_MCA_orte_hnp_uri=f"1531576320.0;tcp://127.0.0.1:{port}",
+        OMPI_COMM_WORLD_SIZE="1",
+        OMPI_COMM_WORLD_RANK="0",
+        OMPI_COMM_WORLD_LOCAL_RANK="0",
+    )
     for extra, want in (({}, "False 1"), (mpirun, "True 1")):
-        proc = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra), capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=dict(env, **extra), capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0 and proc.stdout.strip() == want, (extra, proc.stdout, proc.stderr[-2000:])
 
 

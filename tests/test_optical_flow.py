@@ -4,6 +4,7 @@ motions (ego_jax/data/flow/scenes.py): GTEA61's rgb0011.png (tests/data) and mat
 The images are small and the TV-L1 budget short (3 levels, 3 warps, 50 iterations) so that the jax backend
 compiles once for every test here; both backends run the same parameters. `pytest -s` prints the EPE table.
 """
+
 from pathlib import Path
 
 import cv2
@@ -56,8 +57,14 @@ def test_warp_flow_removes_the_camera_and_keeps_the_object(scene_flows):
     assert np.abs(optical[s.background].mean(0) - camera).max() < 0.3  # optical flow: the camera's motion
     i = found.index(s)
     for backend in flow.BACKENDS:  # all scenes, so that the jax backend reuses the program compiled above
-        warped, cameras = flow.warp_flow(np.stack([s.prev for s in found]), np.stack([s.next_ for s in found]),
-                                         backend=backend, params=PARAMS, batch=4, quirks=False)
+        warped, cameras = flow.warp_flow(
+            np.stack([s.prev for s in found]),
+            np.stack([s.next_ for s in found]),
+            backend=backend,
+            params=PARAMS,
+            batch=4,
+            quirks=False,
+        )
         assert cameras[i].used, (backend, cameras[i])
         background = np.linalg.norm(warped[i][s.background], axis=-1).mean()
         obj = np.median(warped[i][s.obj], 0)
@@ -69,8 +76,9 @@ def test_warp_flow_removes_the_camera_and_keeps_the_object(scene_flows):
 def test_warp_flow_quirks_and_their_fix_under_rotation():
     """dense_flow samples the flow's y at column y; under rotation that leaves camera motion in the warp flow."""
     gtea, _ = _photos()
-    s = scenes.scene("rotation", cv2.resize(gtea, (128, 96), interpolation=cv2.INTER_AREA),
-                     scenes._rotation(0.04, 96, 128))
+    s = scenes.scene(
+        "rotation", cv2.resize(gtea, (128, 96), interpolation=cv2.INTER_AREA), scenes._rotation(0.04, 96, 128)
+    )
     residual = {}
     for quirks in (True, False):
         warped, _ = flow.warp_flow(s.prev[None], s.next_[None], params=PARAMS, quirks=quirks)
@@ -105,8 +113,9 @@ def test_building_blocks_match_opencv():
     assert len(tvl1.pyramid_sizes(20, 64, flow.TVL1())) == 2  # 16 x 51, then 13 rows: stop
     x, y = np.meshgrid(np.arange(53, dtype=np.float32), np.arange(37, dtype=np.float32))
     x, y = x + rng.uniform(-3, 3, x.shape).astype(np.float32), y + rng.uniform(-3, 3, y.shape).astype(np.float32)
-    np.testing.assert_allclose(jax.jit(tvl1._remap_cubic)(a[None], x, y)[0], cv2.remap(a, x, y, cv2.INTER_CUBIC),
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        jax.jit(tvl1._remap_cubic)(a[None], x, y)[0], cv2.remap(a, x, y, cv2.INTER_CUBIC), atol=2e-3
+    )
     u = rng.normal(size=(37, 53)).astype(np.float32)
     for k in (3, 5):
         np.testing.assert_array_equal(jax.jit(tvl1._median, static_argnums=1)(u, k), cv2.medianBlur(u, k))

@@ -1,4 +1,5 @@
 """Optimisers and lr schedules against the reference recipe table (ego-rnn.md) and torch.optim."""
+
 import dataclasses
 
 import jax
@@ -15,6 +16,7 @@ from ego_jax.train.optim import lr_schedule, make_optimizer
 def _stages():
     """The reference stages as the train loop reads them (ego_jax.specs.StageSpec)."""
     return RunSpec.from_config(two_stream.get_config()).stages
+
 
 SPE = 3  # steps per epoch
 
@@ -35,8 +37,8 @@ QUIRK = {
     "rgb_stage1": lambda e: 1e-3 if e <= 24 else 1e-4 if e <= 74 else 1e-5 if e <= 149 else 1e-6,
     "rgb_stage2": lambda e: 1e-4 if e <= 24 else 1e-5 if e <= 74 else 1e-6,
     "flow": lambda e: 1e-2 if e <= 149 else 5e-3 if e <= 299 else 2.5e-3 if e <= 499 else 1.25e-3,
-    "joint": lambda e: 1e-2 * 0.99 ** e,
-    "joint/flow_layer4": lambda e: 1e-4 * 0.99 ** e,
+    "joint": lambda e: 1e-2 * 0.99**e,
+    "joint/flow_layer4": lambda e: 1e-4 * 0.99**e,
 }
 TEXTBOOK = {
     "rgb_stage1": lambda e: 1e-3 if e <= 25 else 1e-4 if e <= 75 else 1e-5 if e <= 150 else 1e-6,
@@ -70,8 +72,13 @@ def test_every_recipe_uses_the_reference_lr_each_epoch(quirk):
 
 
 def test_other_configs_use_the_same_optimisers_and_schedules():
-    for cfg in (attention.get_config(), convlstm.get_config(), flow.get_config(), ms_cls.get_config(),
-                ms_reg.get_config()):
+    for cfg in (
+        attention.get_config(),
+        convlstm.get_config(),
+        flow.get_config(),
+        ms_cls.get_config(),
+        ms_reg.get_config(),
+    ):
         for name in cfg.recipe:
             assert cfg.stages[name].optimizer == two_stream.get_config().stages[name].optimizer
 
@@ -87,8 +94,9 @@ def test_optimizer_applies_the_scheduled_lr_per_group():
         upd, opt_state = tx.update(grads, opt_state, params)
         e = step // SPE + 1
         np.testing.assert_allclose(upd["classifier"]["kernel"], -QUIRK["joint"](e), rtol=1e-6)
-        np.testing.assert_allclose(upd["flow"]["backbone"]["layer4"]["0"]["conv1"]["kernel"],
-                                   -QUIRK["joint/flow_layer4"](e), rtol=1e-6)
+        np.testing.assert_allclose(
+            upd["flow"]["backbone"]["layer4"]["0"]["conv1"]["kernel"], -QUIRK["joint/flow_layer4"](e), rtol=1e-6
+        )
 
 
 def _torch_run(opt_name, p0, grads, **kw):
@@ -101,10 +109,13 @@ def _torch_run(opt_name, p0, grads, **kw):
     return p.detach().numpy()
 
 
-@pytest.mark.parametrize("stage,torch_kw", [
-    ("rgb_stage1", dict(lr=1e-3, eps=1e-4)),
-    ("flow", dict(lr=1e-2, momentum=0.9)),
-])
+@pytest.mark.parametrize(
+    "stage,torch_kw",
+    [
+        ("rgb_stage1", dict(lr=1e-3, eps=1e-4)),
+        ("flow", dict(lr=1e-2, momentum=0.9)),
+    ],
+)
 def test_matches_torch_optimizer_with_coupled_weight_decay(stage, torch_kw):
     """5 steps vs torch.optim (float64) from the same params/grads; tolerance 2e-6 relative (float32).
 

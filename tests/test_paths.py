@@ -1,4 +1,5 @@
 """Workdir paths through etils.epath: local relative paths made absolute (orbax needs them), URLs kept."""
+
 import os
 
 from etils import epath

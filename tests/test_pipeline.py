@@ -1,5 +1,6 @@
 """grain loaders on fake clips and a built tiny dataset: batch format, sampling, determinism, restart, padding,
 sharding, errors."""
+
 import multiprocessing
 import time
 
@@ -46,7 +47,10 @@ def test_batch_keys_shapes_and_dtypes(source, kind, train, extra, shapes):
     batch = next(iter(pipeline.make_loader(source, loader=kind, train=train, global_batch_size=4, **SMALL, **extra)))
     dtypes = {"rgb": np.uint8, "flow": np.uint8, "ms_target": np.float32}
     expected = {k: (s, dtypes[k]) for k, s in shapes.items()} | {
-        "label": ((4,), np.int32), "mask": ((4,), np.bool_), "index": ((4,), np.int32)}
+        "label": ((4,), np.int32),
+        "mask": ((4,), np.bool_),
+        "index": ((4,), np.int32),
+    }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
 
 
@@ -75,12 +79,18 @@ def test_lsta_frame_sampling_includes_the_last_frame(source):
 
 
 def test_motion_targets_through_the_loader(source):
-    batch = next(iter(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
-                                           **SMALL)))
+    batch = next(
+        iter(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2), **SMALL))
+    )
     # Fake maps move in columns 0:26 of 80; the centre crop takes columns 24:56 in two 16-wide cells: 2 / 16 moving.
     np.testing.assert_allclose(batch["ms_target"], np.broadcast_to([[0.125, 0], [0.125, 0]], (2, 4, 2, 2)), atol=1e-6)
-    binary = next(iter(pipeline.make_loader(source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2),
-                                            ms_threshold=0.2, **SMALL)))
+    binary = next(
+        iter(
+            pipeline.make_loader(
+                source, loader="rgb", train=False, global_batch_size=2, ms_grid=(2, 2), ms_threshold=0.2, **SMALL
+            )
+        )
+    )
     assert not binary["ms_target"].any()
 
 
@@ -92,8 +102,9 @@ def test_eval_pads_the_last_batch_with_mask_false(source):
 
 
 def test_k_stack_eval_uses_evenly_spread_starts(source):
-    batch = next(iter(pipeline.make_loader(source, loader="flow", train=False, global_batch_size=4, eval_stacks=3,
-                                           **SMALL)))
+    batch = next(
+        iter(pipeline.make_loader(source, loader="flow", train=False, global_batch_size=4, eval_stacks=3, **SMALL))
+    )
     # Clip 3 has 40 frames: starts floor(linspace(1, 38, 3, endpoint=False)) = 1, 13, 25 (1-based).
     expected = 10 + np.array([[0, 1, 2], [12, 13, 14], [24, 25, 26]])
     np.testing.assert_array_equal(batch["flow"][3, :, 0, 0, 1::2], expected)
@@ -176,8 +187,10 @@ def test_restart_at_step_k_yields_the_uninterrupted_batches(source, k):
 
 
 def test_seed_changes_the_batches(source):
-    a, b = (next(iter(pipeline.make_loader(source, loader="rgb", train=True, global_batch_size=3, seed=s, **SMALL)))
-            for s in (0, 1))
+    a, b = (
+        next(iter(pipeline.make_loader(source, loader="rgb", train=True, global_batch_size=3, seed=s, **SMALL)))
+        for s in (0, 1)
+    )
     assert not all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -216,16 +229,19 @@ def test_missing_modality_names_the_key():
         next(iter(pipeline.make_loader(source, loader="flow", train=False, global_batch_size=2, **SMALL)))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(loader="audio"), "unknown loader"),
-    (dict(loader="flow", ms_grid=(2, 2)), "ms_grid"),
-    (dict(ms_threshold=0.5), "ms_grid"),
-    (dict(global_batch_size=8, train=True), "full batch"),
-    (dict(start_step=9), "start_step"),
-    (dict(frames=0), "frames"),
-    (dict(eval_stacks=0), "eval_stacks"),
-    (dict(ms_grid=(7,)), "ms_grid"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(loader="audio"), "unknown loader"),
+        (dict(loader="flow", ms_grid=(2, 2)), "ms_grid"),
+        (dict(ms_threshold=0.5), "ms_grid"),
+        (dict(global_batch_size=8, train=True), "full batch"),
+        (dict(start_step=9), "start_step"),
+        (dict(frames=0), "frames"),
+        (dict(eval_stacks=0), "eval_stacks"),
+        (dict(ms_grid=(7,)), "ms_grid"),
+    ],
+)
 def test_bad_arguments_raise(source, kwargs, match):
     args = dict(loader="rgb", train=False, global_batch_size=4, **SMALL) | kwargs
     with pytest.raises(ValueError, match=match):
@@ -276,8 +292,15 @@ def built(tmp_path_factory):
     from ego_jax.data.synthetic import make_synthetic
 
     tmp = tmp_path_factory.mktemp("gtea61")
-    make_synthetic(tmp / "GTEA61", preset="tiny", classes=gtea61.CLASSES[:4], subjects=["S1", "S2"], seed=1,
-                   short_clips=2, missing_first_maps=1)
+    make_synthetic(
+        tmp / "GTEA61",
+        preset="tiny",
+        classes=gtea61.CLASSES[:4],
+        subjects=["S1", "S2"],
+        seed=1,
+        short_clips=2,
+        missing_first_maps=1,
+    )
     gtea61.build(manual_dir=tmp / "GTEA61", data_dir=tmp / "tfds", config="all")
     return tmp / "tfds"
 
@@ -289,8 +312,17 @@ def test_loaders_on_a_built_tfds_dataset(built, kind):
     train_source = gtea61.load_source("S1", data_dir=built)
     test_source = gtea61.load_source("S2", data_dir=built)
     ms = dict(ms_grid=(2, 2), ms_threshold=0.0) if kind != "flow" else {}
-    train = pipeline.make_loader(train_source, loader=kind, train=True, global_batch_size=2, num_epochs=1, seed=5,
-                                 worker_count=1 if kind == "two_stream" else 0, **ms, **SMALL)
+    train = pipeline.make_loader(
+        train_source,
+        loader=kind,
+        train=True,
+        global_batch_size=2,
+        num_epochs=1,
+        seed=5,
+        worker_count=1 if kind == "two_stream" else 0,
+        **ms,
+        **SMALL,
+    )
     batches = list(train)
     assert len(batches) == len(train_source) // 2
     labels = {int(train_source[i]["label"]) for b in batches for i in b["index"]}

@@ -1,5 +1,6 @@
 """The quickstart's verdict line, computed from evaluation outputs written by the evaluation's own writer
 (workdir.write_report) for made-up confusion matrices: one set where every invariant holds, one where each fails."""
+
 import json
 
 import numpy as np
@@ -42,14 +43,20 @@ def test_verdict_passes_when_every_invariant_holds(tmp_path):
     assert summary["verdict"].count(": yes") == len(quickstart.INVARIANTS)
 
 
-@pytest.mark.parametrize("stage, matrix, invariant", [
-    # FLOW with 4 open_jam clips read as take_coffee: the verb of 32 < 0.9 * 36 clips
-    ("flow", confusion((0, 1, 4), (1, 2, 3), (2, 0, 5), (3, 4, 4), (4, 5, 2), (5, 3, 1), (5, 0, 4)),
-     "flow tells the verb of >= 90% of clips"),
-    ("rgb_stage2", FLOW, "RGB stage 2 beats flow"),  # a tie is not a win
-    ("joint", confusion((0, 3, 2), (1, 4, 2)), "joint tells the verb of >= 90% of clips"),  # 32/36 right, verb too
-    ("joint", FLOW, "joint beats flow"),
-])
+@pytest.mark.parametrize(
+    "stage, matrix, invariant",
+    [
+        # FLOW with 4 open_jam clips read as take_coffee: the verb of 32 < 0.9 * 36 clips
+        (
+            "flow",
+            confusion((0, 1, 4), (1, 2, 3), (2, 0, 5), (3, 4, 4), (4, 5, 2), (5, 3, 1), (5, 0, 4)),
+            "flow tells the verb of >= 90% of clips",
+        ),
+        ("rgb_stage2", FLOW, "RGB stage 2 beats flow"),  # a tie is not a win
+        ("joint", confusion((0, 3, 2), (1, 4, 2)), "joint tells the verb of >= 90% of clips"),  # 32/36 right, verb too
+        ("joint", FLOW, "joint beats flow"),
+    ],
+)
 def test_verdict_fails_naming_the_invariant(tmp_path, stage, matrix, invariant):
     write(tmp_path, **{stage: matrix})
     ok, line = quickstart.verdict(quickstart.summarize(tmp_path))

@@ -1,4 +1,5 @@
 """The README's test command is the one CI runs, verbatim."""
+
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,5 @@
 """Configs: arguments, command-line overrides, typo protection, and the reference recipe table (ego-rnn.md)."""
+
 import os
 
 import pytest
@@ -22,8 +23,12 @@ def _parse(*argv):
 
 
 def test_command_line_arguments_and_overrides():
-    c = _parse(f"--config={ROOT}/configs/two_stream.py:frames=16,data=synthetic,seed=3",
-               "--config.stages.flow.epochs=7", "--config.model.width=16", "--config.schedule_quirk=False")
+    c = _parse(
+        f"--config={ROOT}/configs/two_stream.py:frames=16,data=synthetic,seed=3",
+        "--config.stages.flow.epochs=7",
+        "--config.model.width=16",
+        "--config.schedule_quirk=False",
+    )
     assert (c.data.frames, c.seed, c.data.data_dir) == (16, 3, "data/tfds_synthetic")
     assert c.stages.flow.epochs == 7 and c.schedule_quirk is False
     # One size override reaches every stage, the joint model's streams included.
@@ -79,8 +84,15 @@ def test_defaults_are_the_reference_recipe_table():
     for name, (opt, lr, wd, eps_or_mom, milestones, step, gamma, epochs) in table.items():
         s = c.stages[name]
         o = s.optimizer
-        assert (o.name, o.lr, o.weight_decay, o.schedule.milestones, o.schedule.step_size, o.schedule.gamma,
-                s.epochs) == (opt, lr, wd, milestones, step, gamma, epochs), name
+        assert (
+            o.name,
+            o.lr,
+            o.weight_decay,
+            o.schedule.milestones,
+            o.schedule.step_size,
+            o.schedule.gamma,
+            s.epochs,
+        ) == (opt, lr, wd, milestones, step, gamma, epochs), name
         assert (o.eps if opt == "adam" else o.momentum) == eps_or_mom
     assert c.stages.joint.optimizer.param_groups.flow_layer4.lr == 1e-4
     assert c.stages.rgb_stage1.model.kwargs.dropout == 0.7

@@ -138,6 +138,7 @@ def test_batch_norm_train_vjp_is_the_gradient_of_its_formula():
         def both(*primals):
             out, pullback = jax.vjp(f, *primals)
             return out + pullback(cotangents)
+
         return jax.jit(both)(x, scale, bias)
 
     for got, want in zip(vjp(lambda *a: batch_norm_train(*a, 1e-5)), vjp(formula)):

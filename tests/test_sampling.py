@@ -1,4 +1,5 @@
 """Temporal sampling vs the reference formulas; expected values worked out by hand (1-based, then -1)."""
+
 import numpy as np
 import pytest
 
@@ -94,8 +95,15 @@ def test_flow_start_train_is_a_function_of_the_generator_state():
     assert len(set(a)) == 1
 
 
-@pytest.mark.parametrize("call", [lambda: sampling.rgb_indices(0, 7), lambda: sampling.flow_start_test(0, 5),
-                                  lambda: sampling.flow_starts_eval(10, 5, 0), lambda: sampling.rgb_indices(5, 0)])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: sampling.rgb_indices(0, 7),
+        lambda: sampling.flow_start_test(0, 5),
+        lambda: sampling.flow_starts_eval(10, 5, 0),
+        lambda: sampling.rgb_indices(5, 0),
+    ],
+)
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()

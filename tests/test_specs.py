@@ -1,5 +1,6 @@
 """Specs: built once from a config with every range checked; identities derived from field metadata; stage keys of
 earlier GTEA61 workdirs and suite stores kept, or re-keyed by the command the refusal names."""
+
 import dataclasses
 import json
 import os
@@ -25,11 +26,30 @@ def _diff(a: specs.RunSpec, b: specs.RunSpec, stage: str) -> list[str]:
     return specs.diff(specs.identity(a, stage), specs.identity(b, stage))
 
 
-HARMLESS = {"log_every_steps": 1, "eval_every_epochs": 7, "checkpoint_every_epochs": 3, "eval_batch_size": 8,
-            "data.worker_count": 0, "data.flow_eval_stacks": 2, "data.test_split": "S3", "data.data_dir": "/x",
-            "model.scan_unroll": 3, "stages.flow.epochs": 3, "data.stack": 2, "compiler_options": ""}
-RESULT = {"batch_size": 16, "seed": 1, "data.crop": 112, "data.train_split": "S1", "model.width": 32,
-          "stages.rgb_stage1.optimizer.lr": 0.5, "stages.rgb_stage1.epochs": 7, "dtype": "bfloat16"}
+HARMLESS = {
+    "log_every_steps": 1,
+    "eval_every_epochs": 7,
+    "checkpoint_every_epochs": 3,
+    "eval_batch_size": 8,
+    "data.worker_count": 0,
+    "data.flow_eval_stacks": 2,
+    "data.test_split": "S3",
+    "data.data_dir": "/x",
+    "model.scan_unroll": 3,
+    "stages.flow.epochs": 3,
+    "data.stack": 2,
+    "compiler_options": "",
+}
+RESULT = {
+    "batch_size": 16,
+    "seed": 1,
+    "data.crop": 112,
+    "data.train_split": "S1",
+    "model.width": 32,
+    "stages.rgb_stage1.optimizer.lr": 0.5,
+    "stages.rgb_stage1.epochs": 7,
+    "dtype": "bfloat16",
+}
 
 
 @pytest.mark.parametrize("key", sorted(HARMLESS))
@@ -48,7 +68,8 @@ def test_upstream_changes_reach_the_joint_stage_and_the_identity_is_json():
     ident = specs.identity(_run(), "joint")
     assert json.loads(json.dumps(ident)) == ident
     assert _diff(_run(), _run(**{"stages.flow.optimizer.lr": 0.1}), "joint") == [
-        "init_from.flow.stage.optimizer.lr: 0.01 -> 0.1"]
+        "init_from.flow.stage.optimizer.lr: 0.01 -> 0.1"
+    ]
 
 
 def test_what_a_stage_reads_decides_which_data_fields_count():
@@ -67,8 +88,16 @@ def test_what_a_stage_reads_decides_which_data_fields_count():
 
 def test_every_field_declares_what_it_affects():
     """identity/report read field metadata alone: a field without it would be silently left out of them."""
-    kinds = (specs.RunSpec, specs.DataSpec, specs.StageSpec, specs.ModelSpec, specs.OptimSpec, specs.ScheduleSpec,
-             specs.ParamGroupSpec, specs.LossSpec)
+    kinds = (
+        specs.RunSpec,
+        specs.DataSpec,
+        specs.StageSpec,
+        specs.ModelSpec,
+        specs.OptimSpec,
+        specs.ScheduleSpec,
+        specs.ParamGroupSpec,
+        specs.LossSpec,
+    )
     for cls in kinds:
         for f in dataclasses.fields(cls):
             assert f.metadata.get("affects", "?") in (specs.RESULT, specs.REPORT, None), (cls.__name__, f.name)
@@ -82,7 +111,8 @@ def test_a_none_valued_option_leaves_every_key_unchanged():
     assert all(plan.stage_key(before, s) == plan.stage_key(after, s) for s in before.recipe)
     c["stages"]["rgb_stage1"]["model"]["kwargs"]["new_option"] = 1
     assert _diff(before, specs.RunSpec.from_config(c), "rgb_stage2") == [
-        "init_from.model.stage.model.kwargs.new_option: (absent) -> 1"]
+        "init_from.model.stage.model.kwargs.new_option: (absent) -> 1"
+    ]
 
 
 def test_config_problems_are_listed_together_with_their_keys():
@@ -93,10 +123,15 @@ def test_config_problems_are_listed_together_with_their_keys():
         c.data.typo = 1
     with pytest.raises(ValueError) as e:
         specs.RunSpec.from_config(c)
-    for line in ("config.batch_size=0: expected an integer >= 1", "config.data.crop=300 is larger than resize=256",
-                 "config.data.worker_count=-1: expected an integer >= 0", "config.stages.flow.epochs=0",
-                 "config.stages.flow.optimizer.name='rmsprop': expected one of ('adam', 'sgd')",
-                 "config.stages.joint.model.kind='two_steam'", "config.data.typo: not a field of DataSpec"):
+    for line in (
+        "config.batch_size=0: expected an integer >= 1",
+        "config.data.crop=300 is larger than resize=256",
+        "config.data.worker_count=-1: expected an integer >= 0",
+        "config.stages.flow.epochs=0",
+        "config.stages.flow.optimizer.name='rmsprop': expected one of ('adam', 'sgd')",
+        "config.stages.joint.model.kind='two_steam'",
+        "config.data.typo: not a field of DataSpec",
+    ):
         assert line in str(e.value), line
 
 
@@ -109,8 +144,9 @@ def test_a_recorded_run_reads_back_and_specs_are_frozen():
 
 def _legacy_run(label: str) -> specs.RunSpec:
     path, _, args = label.partition(":")
-    return specs.RunSpec.from_config(__import__(f"configs.{path[8:-3]}", fromlist=["get_config"]).get_config(
-        args or None))
+    return specs.RunSpec.from_config(
+        __import__(f"configs.{path[8:-3]}", fromlist=["get_config"]).get_config(args or None)
+    )
 
 
 @pytest.mark.parametrize("label", sorted(LEGACY["keys"]))

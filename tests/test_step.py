@@ -1,5 +1,6 @@
 """Jitted train step and the loop's evaluation on a stand-in model: trainable subsets, frozen state, BN modes,
 sharding, compiles."""
+
 import contextlib
 
 import jax
@@ -17,8 +18,11 @@ from ego_jax.train.step import init_state, make_train_step
 
 def _setup(trainable, bn_train, *, devices=None, dropout_train=(".*",)):
     model = StandIn(rngs=nnx.Rngs(0))
-    before = {"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(nnx.state(model))
-              if not isinstance(v, nnx.RngKey)}
+    before = {
+        "/".join(map(str, p)): np.array(v[...])
+        for p, v in nnx.to_flat_state(nnx.state(model))
+        if not isinstance(v, nnx.RngKey)
+    }
     train_filter = stage_lib.param_filter(trainable, model)
     updated = stage_lib.set_modes(model, bn_train=bn_train, dropout_train=dropout_train)
     mesh = sharding.make_mesh(devices)
@@ -59,21 +63,31 @@ def count_compiles():
 def _flat(*states):
     out = {}
     for s in states:
-        out.update({"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(s)
-                    if not isinstance(v, nnx.RngKey)})
+        out.update(
+            {"/".join(map(str, p)): np.array(v[...]) for p, v in nnx.to_flat_state(s) if not isinstance(v, nnx.RngKey)}
+        )
     return out
 
 
-@pytest.mark.parametrize("trainable,bn_train,changed", [
-    # "stage 1": head only, every BN in inference mode.
-    ((r"classifier/.*",), (), {"classifier/kernel", "classifier/bias"}),
-    # "stage 2"-like: one conv kernel of every block + head, BNs frozen.
-    ((r"classifier/.*", r"layer/\d+/conv/kernel"), (),
-     {"classifier/kernel", "classifier/bias", "layer/0/conv/kernel", "layer/1/conv/kernel"}),
-    # "joint"-like: a block fully trained with its BN in training mode.
-    ((r"layer/1/.*",), (r"layer/1/.*",),
-     {"layer/1/conv/kernel", "layer/1/bn/scale", "layer/1/bn/bias", "layer/1/bn/mean", "layer/1/bn/var"}),
-])
+@pytest.mark.parametrize(
+    "trainable,bn_train,changed",
+    [
+        # "stage 1": head only, every BN in inference mode.
+        ((r"classifier/.*",), (), {"classifier/kernel", "classifier/bias"}),
+        # "stage 2"-like: one conv kernel of every block + head, BNs frozen.
+        (
+            (r"classifier/.*", r"layer/\d+/conv/kernel"),
+            (),
+            {"classifier/kernel", "classifier/bias", "layer/0/conv/kernel", "layer/1/conv/kernel"},
+        ),
+        # "joint"-like: a block fully trained with its BN in training mode.
+        (
+            (r"layer/1/.*",),
+            (r"layer/1/.*",),
+            {"layer/1/conv/kernel", "layer/1/bn/scale", "layer/1/bn/bias", "layer/1/bn/mean", "layer/1/bn/var"},
+        ),
+    ],
+)
 def test_exactly_the_trainable_params_and_training_bn_stats_change(trainable, bn_train, changed):
     _, before, state, frozen, step, _ = _setup(trainable, bn_train)
     data = batches(3)
@@ -91,6 +105,7 @@ def test_exactly_the_trainable_params_and_training_bn_stats_change(trainable, bn
 
 def test_frozen_backbone_has_no_backward_pass():
     """With only the head trainable, the lowered step holds just the forward convolutions."""
+
     def count_convs(trainable):
         _, _, state, frozen, step, _ = _setup(trainable, ())
         return step.lower(state, frozen, batches(1)[0]).as_text().count("stablehlo.convolution")
@@ -107,8 +122,9 @@ def test_dropout_only_in_training():
     assert a == b  # eval: deterministic, no rng consumed
     # Dropout off: the predictions are those of the eval-mode model (24 examples; dropout 0.5 on 4 features
     # would flip some of them).
-    hits = sum(int((_eval_mode_logits(graphdef, state, frozen, x).argmax(-1) == np.asarray(x["label"])).sum())
-               for x in data)
+    hits = sum(
+        int((_eval_mode_logits(graphdef, state, frozen, x).argmax(-1) == np.asarray(x["label"])).sum()) for x in data
+    )
     assert a["correct"] == hits and a["count"] == 24
     count = int(state.rngs["dropout"]["rngs"]["count"][...])
     state, _ = step(state, frozen, data[0])

@@ -1,4 +1,5 @@
 """configs/experiments/step3.py: its runs, and what they share (the tiny suites of test_experiment run the runner)."""
+
 from configs.experiments import step3
 from ego_jax.experiments import plan
 from ego_jax.experiments.suite import SuiteSpec
@@ -19,8 +20,9 @@ def test_rows_share_ego_rnn_stage_1_and_differ_in_stage_2(tmp_path):
         assert ms.model.ms_head == guided.model.ms_head and ms.loss == guided.loss
         assert ms.optimizer.lr == guided.optimizer.lr and runs["ms_cls"].spec.data == runs["motion_guided"].spec.data
         assert ms.model.kwargs["motion_guide"] is None and guided.model.kwargs["motion_guide"]["detach"]
-    assert plan.stage_key(p.run("motion_guided", 7, 0).spec, "rgb_stage1") != \
-        plan.stage_key(p.run("motion_guided", 16, 0).spec, "rgb_stage1")
+    assert plan.stage_key(p.run("motion_guided", 7, 0).spec, "rgb_stage1") != plan.stage_key(
+        p.run("motion_guided", 16, 0).spec, "rgb_stage1"
+    )
 
 
 def test_suite_arguments():

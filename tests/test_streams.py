@@ -1,4 +1,5 @@
 """The stream table: built-in entries, registration, lookup by kind and by model class."""
+
 import dataclasses
 
 import jax.numpy as jnp
@@ -26,9 +27,15 @@ class EchoChild(Echo):
 
 @pytest.fixture
 def echo():
-    stream = streams.register(streams.Stream(kind="echo", model=Echo, inputs={"flow": normalize_flow,
-                                                                              "rgb": normalize_rgb},
-                                             loader="two_stream", protocol="joint"))
+    stream = streams.register(
+        streams.Stream(
+            kind="echo",
+            model=Echo,
+            inputs={"flow": normalize_flow, "rgb": normalize_rgb},
+            loader="two_stream",
+            protocol="joint",
+        )
+    )
     yield stream
     streams.unregister("echo")
 
@@ -38,8 +45,13 @@ def test_builtin_entries_build_their_models():
     small = dict(depth=18, width=4)
     rgb = built["ego_rnn"].build(3, dict(small, attention=True), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=32)
     flow = built["flow"].build(3, dict(small, stack=2), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=32)
-    joint = built["two_stream"].build(3, dict(rgb=dict(small, attention=True), flow=dict(small, stack=2)),
-                                      dtype=jnp.float32, rngs=nnx.Rngs(0), crop=32)
+    joint = built["two_stream"].build(
+        3,
+        dict(rgb=dict(small, attention=True), flow=dict(small, stack=2)),
+        dtype=jnp.float32,
+        rngs=nnx.Rngs(0),
+        crop=32,
+    )
     assert (type(rgb), type(flow), type(joint)) == (models.EgoRNN, models.FlowResNet, models.TwoStream)
     assert (type(joint.rgb), type(joint.flow)) == (models.EgoRNN, models.FlowResNet)
     assert [streams.of_model(m).kind for m in (rgb, flow, joint)] == ["ego_rnn", "flow", "two_stream"]
@@ -48,15 +60,19 @@ def test_builtin_entries_build_their_models():
 
 def test_ms_head_grid_follows_the_crop():
     ms = dict(kind="cls", tap="layer4", hidden=4, grid=(99, 99))  # grid overwritten by the crop's layer4 grid
-    model = streams.get("ego_rnn").build(3, dict(depth=18, width=4, attention=True, ms_head=ms), dtype=jnp.float32,
-                                         rngs=nnx.Rngs(0), crop=64)
+    model = streams.get("ego_rnn").build(
+        3, dict(depth=18, width=4, attention=True, ms_head=ms), dtype=jnp.float32, rngs=nnx.Rngs(0), crop=64
+    )
     out = model(jnp.zeros((1, 2, 64, 64, 3)))
     assert out["ms"].shape[2:4] == models.layer4_grid(64, 64) == (2, 2)
 
 
 def test_forward_normalises_each_input_in_the_entry_order(echo):
-    batch = {"rgb": np.full((1, 2, 4, 4, 3), 200, np.uint8), "flow": np.full((1, 4, 4, 4), 30, np.uint8),
-             "label": np.zeros(1, np.int32)}
+    batch = {
+        "rgb": np.full((1, 2, 4, 4, 3), 200, np.uint8),
+        "flow": np.full((1, 4, 4, 4), 30, np.uint8),
+        "label": np.zeros(1, np.int32),
+    }
     flow, rgb = echo.forward(Echo(3), batch, jnp.bfloat16)["logits"]
     np.testing.assert_array_equal(flow, normalize_flow(batch["flow"], jnp.bfloat16))
     np.testing.assert_array_equal(rgb, normalize_rgb(batch["rgb"], jnp.bfloat16))
@@ -80,7 +96,6 @@ def test_registration_errors(echo):
         streams.register(streams.Stream("empty", Echo, {}, loader="rgb", protocol="rgb"))
     with pytest.raises(ValueError, match=r"kind='ego_rnm'.*'ego_rnn', 'flow', 'lsta', 'two_stream'.*'echo'.*register"):
         streams.get("ego_rnm")
-
 
 
 def test_what_each_kind_means_is_in_its_entry():

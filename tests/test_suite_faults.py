@@ -4,6 +4,7 @@ does, leaves no table its runs no longer support, and writes every file of its o
 One finished suite (the attention row at 2 frames, one seed: RGB stage 1 for 2 epochs with a checkpoint per
 epoch, RGB stage 2 initialised from it for 1 epoch) is shared by the scenarios; each works on its own copy.
 """
+
 import builtins
 import json
 import os
@@ -78,7 +79,8 @@ def test_a_damaged_reused_stage_is_verified_and_retrained_and_no_table_outlives_
     out = runner.run_suite(suite(data_dir), str(w))
     assert accuracies(out) == accuracies(finished[1]) and evaluations(w) == want
     assert (w / "results.md").read_text().split("\n- Data:")[0] == (finished[0] / "results.md").read_text().split(
-        "\n- Data:")[0]
+        "\n- Data:"
+    )[0]
 
 
 class Killed(BaseException):
@@ -111,7 +113,8 @@ def unreadable(w):
 
 
 def test_a_kill_while_a_suite_file_is_written_leaves_it_whole_and_a_damaged_one_is_named(
-        data_dir, finished, w, monkeypatch):
+    data_dir, finished, w, monkeypatch
+):
     s1, s2 = store(w, "rgb_stage1"), store(w, "rgb_stage2")
     (s1 / "identity.json").unlink()  # written again by the next run
     for name in ("identity.json", "config.json", "wall.json", "selection.json", "results.json"):

@@ -1,4 +1,5 @@
 """The synthetic GTEA61 generator: release formats, determinism, true motion, class design, quirks."""
+
 import re
 
 import cv2
@@ -20,8 +21,12 @@ def _clip(root, clip_id):
     n = len(rgb)
     read = lambda p: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)  # noqa: E731
     maps = np.stack([read(root / "processed_frames2" / clip_id / "mmaps" / f"map{k:04d}.png") for k in range(1, n + 1)])
-    flow = np.stack([np.stack([read(root / f"flow_{a}_processed" / clip_id / f"flow_{a}_{k:05d}.png")
-                               for a in "xy"], -1) for k in range(1, n + 1)])
+    flow = np.stack(
+        [
+            np.stack([read(root / f"flow_{a}_processed" / clip_id / f"flow_{a}_{k:05d}.png") for a in "xy"], -1)
+            for k in range(1, n + 1)
+        ]
+    )
     colour = np.stack([cv2.imread(str(p))[..., ::-1] for p in rgb])
     return maps > 0, (flow.astype(np.float64) - 128) * FLOW_RANGE * maps.shape[2] / 127, colour
 
@@ -44,8 +49,9 @@ def test_deterministic_and_subset_stable(tmp_path):
     kw = dict(classes=["take_jam", "open_jam"], subjects=["S1"], seed=5)
     a = _files(make_synthetic(tmp_path / "a", **kw).root)
     assert a == _files(make_synthetic(tmp_path / "b", **kw).root)
-    bigger = _files(make_synthetic(tmp_path / "c", classes=["take_jam", "open_jam", "take_tea"],
-                                   subjects=["S1", "S2"], seed=5).root)
+    bigger = _files(
+        make_synthetic(tmp_path / "c", classes=["take_jam", "open_jam", "take_tea"], subjects=["S1", "S2"], seed=5).root
+    )
     assert {k: bigger[k] for k in a} == a
     other = _files(make_synthetic(tmp_path / "d", **{**kw, "seed": 6}).root)
     assert other.keys() != a.keys() or other != a
@@ -140,8 +146,14 @@ def test_quickstart_preset_needs_both_cues_and_survives_the_flip(tmp_path):
 
 
 def test_quirks(tmp_path):
-    syn = make_synthetic(tmp_path, classes=["take_jam", "open_jam", "take_tea"],
-                         missing_first_maps=2, ds_store=True, duplicates=3, short_clips=2)
+    syn = make_synthetic(
+        tmp_path,
+        classes=["take_jam", "open_jam", "take_tea"],
+        missing_first_maps=2,
+        ds_store=True,
+        duplicates=3,
+        short_clips=2,
+    )
     missing = [c for c in syn.clips if c.first_map_missing]
     assert len(missing) == 2
     for c in syn.clips:

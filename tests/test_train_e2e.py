@@ -2,6 +2,7 @@
 
 Also: exact resume, SIGTERM, non-finite loss, skipped stages, and the clear errors of the train loop.
 """
+
 import json
 import os
 import shutil
@@ -29,9 +30,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = "frames=2,data=synthetic,init=scratch"
 
 
-TINY = {"data.crop": 32, "data.resize": 36, "data.stack": 2, "data.flow_eval_stacks": 2, "data.worker_count": 0,
-        "model.depth": 18, "model.width": 4, "batch_size": 4, "eval_batch_size": 4, "log_every_steps": 2,
-        "eval_every_epochs": 1, "checkpoint_every_epochs": 1}
+TINY = {
+    "data.crop": 32,
+    "data.resize": 36,
+    "data.stack": 2,
+    "data.flow_eval_stacks": 2,
+    "data.worker_count": 0,
+    "model.depth": 18,
+    "model.width": 4,
+    "batch_size": 4,
+    "eval_batch_size": 4,
+    "log_every_steps": 2,
+    "eval_every_epochs": 1,
+    "checkpoint_every_epochs": 1,
+}
 
 
 def tiny(config_module, data_dir, *, args=ARGS, epochs=1, **stage_epochs):
@@ -44,9 +56,14 @@ def tiny(config_module, data_dir, *, args=ARGS, epochs=1, **stage_epochs):
 
 def tiny_flags(config_file: str, data_dir: str, workdir, **values) -> list[str]:
     """scripts/train.py's command line for `tiny` of a config file (values: more --config.KEY=VALUE)."""
-    return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={config_file}:{ARGS}",
-            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-            *(f"--config.{k}={v}" for k, v in {**TINY, **values}.items())]
+    return [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "train.py"),
+        f"--config={config_file}:{ARGS}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        *(f"--config.{k}={v}" for k, v in {**TINY, **values}.items()),
+    ]
 
 
 def final_state(workdir, stage):
@@ -57,15 +74,18 @@ def changed(before: dict, after: dict, prefix="") -> set:
     """Paths (under `prefix` in `after`) whose arrays differ from `before`; RNG state ignored."""
     out = set()
     for k, v in after.items():
-        if k.startswith(prefix) and "rngs" not in k and not np.array_equal(before[k[len(prefix):]], v):
+        if k.startswith(prefix) and "rngs" not in k and not np.array_equal(before[k[len(prefix) :]], v):
             out.add(k)
     return out
 
 
 def fresh_state(config, stage):
     model = build_model(RunSpec.from_config(config), stage)
-    return {k: np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(checkpoint.model_tree(model))[0]
-            for k in ["/".join(str(p.key) for p in k)]}
+    return {
+        k: np.asarray(v)
+        for k, v in jax.tree_util.tree_flatten_with_path(checkpoint.model_tree(model))[0]
+        for k in ["/".join(str(p.key) for p in k)]
+    }
 
 
 def expand(patterns_by_hand, state):
@@ -89,6 +109,7 @@ def _counted_eval_loaders(make):
         loader.close = lambda: EVAL_LOADERS["closed"].append(loader) or close()
         EVAL_LOADERS["made"].append(loader)
         return loader
+
     return counted
 
 
@@ -104,8 +125,12 @@ def two_stream_run(data_dir, tmp_path_factory):
 
 def test_each_stage_builds_its_eval_loader_once_for_all_its_evaluations(two_stream_run):
     config, w = two_stream_run
-    evaluations = [r for stage in config.recipe for r in map(json.loads, open(os.path.join(w, stage, "metrics.jsonl")))
-                   if "eval/accuracy" in r]
+    evaluations = [
+        r
+        for stage in config.recipe
+        for r in map(json.loads, open(os.path.join(w, stage, "metrics.jsonl")))
+        if "eval/accuracy" in r
+    ]
     assert len(evaluations) == len(config.recipe) + 1  # joint trains 2 epochs, evaluated after each
     assert len(EVAL_LOADERS["made"]) == len(config.recipe) and EVAL_LOADERS["closed"] == EVAL_LOADERS["made"]
 
@@ -148,8 +173,14 @@ def test_configs_sharing_two_stream_stages(data_dir):
     assert q.recipe == ts.recipe
     for name in q.recipe:
         a, b = q.stages[name], ts.stages[name]
-        assert (a.model.kind, a.trainable, a.bn_train, a.dropout_train, a.init_from, a.optimizer.name) == \
-            (b.model.kind, b.trainable, b.bn_train, b.dropout_train, b.init_from, b.optimizer.name), name
+        assert (a.model.kind, a.trainable, a.bn_train, a.dropout_train, a.init_from, a.optimizer.name) == (
+            b.model.kind,
+            b.trainable,
+            b.bn_train,
+            b.dropout_train,
+            b.init_from,
+            b.optimizer.name,
+        ), name
 
 
 def test_stage1_backbone_train_moves_the_backbone_and_its_bn_statistics(data_dir, tmp_path):
@@ -241,8 +272,14 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(two_stream_run, tmp_pat
 
 def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     workdir = tmp_path / "w"
-    cmd = tiny_flags(os.path.join(ROOT, "configs", "convlstm.py"), data_dir, workdir, log_every_steps=1,
-                     recipe="('rgb_stage1',)", **{"stages.rgb_stage1.epochs": 1000})
+    cmd = tiny_flags(
+        os.path.join(ROOT, "configs", "convlstm.py"),
+        data_dir,
+        workdir,
+        log_every_steps=1,
+        recipe="('rgb_stage1',)",
+        **{"stages.rgb_stage1.epochs": 1000},
+    )
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = workdir / "rgb_stage1" / "metrics.jsonl"
@@ -298,9 +335,15 @@ def test_a_variant_defined_outside_the_package_trains_from_its_config_file_and_e
     variant.parent.mkdir()
     shutil.copy(os.path.join(ROOT, "tests", "toy_variant.py"), variant)
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
-    proc = subprocess.run(tiny_flags(str(variant), data_dir, tmp_path, **{"stages.toy.epochs": 2}), env=env,
-                          cwd=variant.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        tiny_flags(str(variant), data_dir, tmp_path, **{"stages.toy.epochs": 2}),
+        env=env,
+        cwd=variant.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     config = tiny(types.SimpleNamespace(get_config=lambda a: recipes.from_file(str(variant), a)), data_dir, epochs=2)
     done = json.loads((tmp_path / "toy" / "DONE").read_text())
@@ -313,9 +356,18 @@ def test_a_variant_defined_outside_the_package_trains_from_its_config_file_and_e
     # The restored model run one clip at a time by hand gives the confusion evaluate wrote.
     model, _ = workdir_lib.load_stage_model(RunSpec.from_config(config), tmp_path, "toy")
     d = config.data
-    clips = list(make_loader(loaders.test_source(RunSpec.from_config(config)), loader="rgb", train=False,
-                             global_batch_size=1,
-                             frames=d.frames, crop=d.crop, resize=d.resize, num_epochs=1))
+    clips = list(
+        make_loader(
+            loaders.test_source(RunSpec.from_config(config)),
+            loader="rgb",
+            train=False,
+            global_batch_size=1,
+            frames=d.frames,
+            crop=d.crop,
+            resize=d.resize,
+            num_epochs=1,
+        )
+    )
     want = np.zeros((61, 61), int)
     for clip in clips:
         want[int(clip["label"][0]), int(np.argmax(model(normalize_rgb(jnp.asarray(clip["rgb"])))["logits"][0]))] += 1
@@ -328,6 +380,7 @@ def test_train_stage_closes_its_writers_and_checkpoints_on_errors(data_dir, tmp_
     """A stage that fails after opening its metric writers and checkpoint manager closes both."""
     closed = {}
     for owner in (loop._Log, checkpoint.StageCheckpoints):
+
         def close(self, original=owner.close, name=owner.__name__):
             closed[name] = self
             original(self)

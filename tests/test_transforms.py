@@ -1,4 +1,5 @@
 """Spatial transforms vs the reference (PIL, torchvision-style) chain, flow flip, motion-map targets, normalisation."""
+
 import cv2
 import numpy as np
 import pytest
@@ -126,4 +127,3 @@ def test_motion_target_weights_pixels_cut_by_a_cell_border():
     middle[:, 1] = 255
     np.testing.assert_allclose(transforms.motion_target(left, sp, (1, 2)), [[2 / 3, 0]], atol=1e-6)
     np.testing.assert_allclose(transforms.motion_target(middle, sp, (1, 2)), [[1 / 3, 1 / 3]], atol=1e-6)
-

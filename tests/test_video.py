@@ -1,4 +1,5 @@
 """Frames from videos and frame folders: frame-exact at any frame rate, in order, resized, bad input named."""
+
 from fractions import Fraction
 
 import cv2

@@ -1,5 +1,6 @@
 """Workdir lock: one writer, the holder named, stale locks of dead processes and lapsed leases taken over,
 renewal, concurrent starts, and the bucket protocol (no exclusive create) exercised on a local directory."""
+
 import json
 import multiprocessing
 import os

@@ -5,6 +5,7 @@ anywhere (tests/test_train_e2e.py copies it out of the repository to show that).
 EgoRNN (so the loader 'rgb' feeds it and the 'rgb' protocol scores it): per-frame conv -> BatchNorm -> ReLU ->
 mean over time and space -> linear.
 """
+
 import jax.numpy as jnp
 from flax import nnx
 
@@ -23,14 +24,23 @@ class ToyRGB(nnx.Module):
         return {"logits": self.classifier(feature), "feature": feature}
 
 
-STREAM = streams.register(streams.Stream(kind="toy_rgb", model=ToyRGB, inputs={"rgb": streams.normalize_rgb},
-                                         loader="rgb", protocol="rgb"))
+STREAM = streams.register(
+    streams.Stream(kind="toy_rgb", model=ToyRGB, inputs={"rgb": streams.normalize_rgb}, loader="rgb", protocol="rgb")
+)
 
 
 def get_config(arg=None):
     """One stage training the whole ToyRGB (BatchNorm in training mode) with the reference Adam."""
     args = recipes.parse_args(arg)
     c = recipes.base(args)
-    toy = dict(model=dict(kind="toy_rgb", kwargs=dict(width=4)), init_from={}, trainable=(".*",), bn_train=(".*",),
-               dropout_train=(), optimizer=recipes.adam(1e-2, ()), epochs=2, loss=recipes.NO_MS_LOSS)
+    toy = dict(
+        model=dict(kind="toy_rgb", kwargs=dict(width=4)),
+        init_from={},
+        trainable=(".*",),
+        bn_train=(".*",),
+        dropout_train=(),
+        optimizer=recipes.adam(1e-2, ()),
+        epochs=2,
+        loss=recipes.NO_MS_LOSS,
+    )
     return recipes.finish(c, args, dict(toy=toy))

@@ -4,6 +4,7 @@ It stands in for the stream models in the step/checkpoint tests so they exercise
 FlowResNet it maps a uint8-loaded stack of 2*stack = 4 channels to dict(logits), so evaluate.py's 'flow'
 protocol runs it.
 """
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -51,7 +52,11 @@ def batches(n, *, batch_size=8, size=8, seed=0):
     out = []
     for i in range(n):
         k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-        out.append(dict(flow=jax.random.randint(k1, (batch_size, size, size, CHANNELS), 0, 256).astype(jnp.uint8),
-                        label=jax.random.randint(k2, (batch_size,), 0, 5),
-                        mask=jnp.ones((batch_size,), bool)))
+        out.append(
+            dict(
+                flow=jax.random.randint(k1, (batch_size, size, size, CHANNELS), 0, 256).astype(jnp.uint8),
+                label=jax.random.randint(k2, (batch_size,), 0, 5),
+                mask=jnp.ones((batch_size,), bool),
+            )
+        )
     return out

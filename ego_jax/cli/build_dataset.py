@@ -14,6 +14,7 @@ class-named subfolders of videos, train/ and test/ holding such subfolders, or m
 test.txt (ego_jax/data/folder/layout.py); with class folders, --test_fraction of each class is the test split.
 (The `tfds build` CLI of tfds 4.9.10 does not start without apache-beam.)
 """
+
 import argparse
 import logging
 import sys
@@ -28,10 +29,17 @@ def main(argv=None):
     parser.add_argument("--manual_dir", help="the download (default: data/manual/<dataset's folder>)")
     parser.add_argument("--data_dir", default=gtea61.DEFAULT_DATA_DIR, help="where the built dataset goes")
     parser.add_argument("--config", help="modalities to build (default: gtea61 all, the others rgb_flow)")
-    parser.add_argument("--extract_dir", help="egtea/gtea71/gtea_gaze: where frames and flow extracted from the "
-                                              "videos go (default: <data_dir>/<dataset>_extracted)")
-    parser.add_argument("--test_fraction", type=float, default=0.2,
-                        help="folder of class folders: the fraction of each class's videos held out as test split")
+    parser.add_argument(
+        "--extract_dir",
+        help="egtea/gtea71/gtea_gaze: where frames and flow extracted from the "
+        "videos go (default: <data_dir>/<dataset>_extracted)",
+    )
+    parser.add_argument(
+        "--test_fraction",
+        type=float,
+        default=0.2,
+        help="folder of class folders: the fraction of each class's videos held out as test split",
+    )
     parser.add_argument("--seed", type=int, default=0, help="folder of class folders: the seed of that draw")
     args = parser.parse_args(argv)
     module = datasets.module(args.dataset)
@@ -54,13 +62,15 @@ def main(argv=None):
             builder = gtea61.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config)
         else:
             split = {"test_fraction": args.test_fraction, "seed": args.seed} if args.dataset == "folder" else {}
-            builder = module.build(manual_dir=manual_dir, data_dir=args.data_dir, config=config,
-                                   extract_dir=args.extract_dir, **split)
+            builder = module.build(
+                manual_dir=manual_dir, data_dir=args.data_dir, config=config, extract_dir=args.extract_dir, **split
+            )
     except (ValueError, prepare.BuildRunning) as e:  # ManualDirError, a folder built with another split
         sys.exit(f"error: {e}")
     splits = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
-    print(f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): "
-          f"clips per split {splits}")
+    print(
+        f"built {args.dataset}/{config} in {builder.data_dir} ({time.time() - start:.0f} s): clips per split {splits}"
+    )
     if args.dataset == "gtea61":
         for old in gtea61.older_builds(config, args.data_dir):
             print(f"{old} is a build of an earlier ego_jax that this one does not read; delete it to free its space")

@@ -7,6 +7,7 @@ run errors in one line, the exit status of a stopped run, and orbax's log noise 
 Flags are defined when the command starts, not when its module is imported, so every command module imports
 side by side (tests, docs) and --help needs neither jax nor TensorFlow.
 """
+
 import contextlib
 import errno
 import os
@@ -25,13 +26,18 @@ EXIT_STOPPED = 75
 
 def define_launch_flags() -> None:
     """The multi-process launch flags: --coordinator_address, --num_processes, --process_id, --distributed."""
-    flags.DEFINE_string("coordinator_address", None,
-                        "multi-process: host:port of process 0 (with --num_processes and --process_id)")
+    flags.DEFINE_string(
+        "coordinator_address", None, "multi-process: host:port of process 0 (with --num_processes and --process_id)"
+    )
     flags.DEFINE_integer("num_processes", None, "multi-process: how many processes run this job")
     flags.DEFINE_integer("process_id", None, "multi-process: this process's index, 0 .. num_processes - 1")
-    flags.DEFINE_enum("distributed", "auto", ("auto", "off"),  # distributed.MODES (importing it imports jax)
-                      "auto: multi-process when the flags above are given or JAX detects a TPU pod slice, a SLURM "
-                      "job step or an Open MPI launch; off: one process, whatever the environment says")
+    flags.DEFINE_enum(
+        "distributed",
+        "auto",
+        ("auto", "off"),  # distributed.MODES (importing it imports jax)
+        "auto: multi-process when the flags above are given or JAX detects a TPU pod slice, a SLURM "
+        "job step or an Open MPI launch; off: one process, whatever the environment says",
+    )
 
 
 def initialize_from_flags() -> None:
@@ -119,8 +125,10 @@ def run(main, doc: str, define_flags, argv: list[str] | None = None) -> None:
         # A missing config file would fail only when the config is first read, in a long traceback.
         for name, path in _config_files(args[1:]):
             if not os.path.isfile(path):
-                sys.exit(f"error: --{name}: no config file {os.path.abspath(path)!r}; give the path of one (for "
-                         "example configs/quickstart.py)")
+                sys.exit(
+                    f"error: --{name}: no config file {os.path.abspath(path)!r}; give the path of one (for "
+                    "example configs/quickstart.py)"
+                )
         try:
             return app.parse_flags_with_usage(args)
         except (AttributeError, KeyError, ValueError, TypeError) as e:

@@ -21,6 +21,7 @@ Writes to --out:
 Figures are laid out by matplotlib (ego_jax.viz.charts.image_grid; PNGs with a 128-colour palette to keep them small);
 the overlays are image compositing (viz.cam).
 """
+
 import os
 
 import cv2
@@ -52,8 +53,9 @@ def _tile(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W) or (H, W, 3) uint8 -> (size * H / min(H, W), ..., 3) uint8 RGB, bilinear."""
     image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
     zoom = size / min(image.shape[:2])
-    return cv2.resize(image, (round(image.shape[1] * zoom), round(image.shape[0] * zoom)),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (round(image.shape[1] * zoom), round(image.shape[0] * zoom)), interpolation=cv2.INTER_LINEAR
+    )
 
 
 def head_turn(size: tuple[int, int], pan: float, roll: float) -> np.ndarray:
@@ -102,13 +104,25 @@ def model_maps(model, rgb: np.ndarray, label: int) -> dict:
     _, (hs, cs) = convlstm(model.lstm, lstm_in[None], return_sequence=True)
     states = (cs if model.pool == "c" else hs)[0]  # (T, h, w, F)
     p_true = jax.nn.softmax(model.classifier(jnp.mean(states, axis=(1, 2))), axis=-1)[:, label]
-    return dict(attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
-                ms=None if out["ms"] is None else np.asarray(out["ms"][0]),
-                cell=np.asarray(jnp.mean(jnp.abs(cs[0]), axis=-1)), p_true=np.asarray(p_true))
+    return dict(
+        attention=None if out["attention"] is None else np.asarray(out["attention"][0]),
+        ms=None if out["ms"] is None else np.asarray(out["ms"][0]),
+        cell=np.asarray(jnp.mean(jnp.abs(cs[0]), axis=-1)),
+        p_true=np.asarray(p_true),
+    )
 
 
-def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2", clip: str = "0",
-         size: int = 150, pan: float = 3.0, roll: float = 1.0) -> list[str]:
+def draw(
+    run,
+    out: str,
+    *,
+    workdir: str | None = None,
+    stage: str = "rgb_stage2",
+    clip: str = "0",
+    size: int = 150,
+    pan: float = 3.0,
+    roll: float = 1.0,
+) -> list[str]:
     """Writes FIGURES into `out` for one test clip of `run` (ego_jax.specs.RunSpec) -> their paths."""
     from ego_jax.data import decode, sampling, transforms  # noqa: PLC0415  (heavy imports after flag parsing)
     from ego_jax.data.gtea61.classes import CLASSES  # noqa: PLC0415
@@ -152,8 +166,11 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
     # (a) The flow network's input: one stack of `stack` frames, x and y of each.
     start = sampling.flow_start_test(n, d.stack)
     stack = sampling.stack_indices(np.array(start), n, d.stack)
-    write("rgb_flow.png", [[_tile(raw(key, i), size) for i in stack] for key in ("rgb", "flow_x", "flow_y")],
-          ["RGB", "flow x", "flow y"])
+    write(
+        "rgb_flow.png",
+        [[_tile(raw(key, i), size) for i in stack] for key in ("rgb", "flow_x", "flow_y")],
+        ["RGB", "flow x", "flow y"],
+    )
 
     # (e) Optical flow (camera motion included) vs warp flow (homography removed) vs the dataset's warp flow.
     pairs = stack[stack + 1 < n]
@@ -167,10 +184,15 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
         flows["warp flow"].append(warped)
         flows["dataset's"].append(warp_flow_px(raw("flow_x", i), raw("flow_y", i)))
         moving = raw("mmaps", i) > 0
-        logging.info("pair %d: homography from %d matches (%d inliers, used: %s); mean |flow| of the still background "
-                     "%.2f px optical, %.2f px warp; of the moving item %.2f px optical, %.2f px warp", i,
-                     found.matches, found.inliers, found.used, *(float(np.linalg.norm(f, axis=-1)[m].mean())
-                     for m in (~moving, moving) for f in (optical, warped)))
+        logging.info(
+            "pair %d: homography from %d matches (%d inliers, used: %s); mean |flow| of the still background "
+            "%.2f px optical, %.2f px warp; of the moving item %.2f px optical, %.2f px warp",
+            i,
+            found.matches,
+            found.inliers,
+            found.used,
+            *(float(np.linalg.norm(f, axis=-1)[m].mean()) for m in (~moving, moving) for f in (optical, warped)),
+        )
     peak = max(float(np.linalg.norm(f, axis=-1).max()) for fs in flows.values() for f in fs) or 1.0
     rows = [[raw("rgb", i) for i in pairs]] + [[np.linalg.norm(f, axis=-1) for f in fs] for fs in flows.values()]
     write("optical_vs_warp.png", rows, ["RGB", *flows], colorbar=("flow magnitude (px)", peak))
@@ -182,19 +204,32 @@ def draw(run, out: str, *, workdir: str | None = None, stage: str = "rgb_stage2"
     maps = model_maps(model, clip_arrays["rgb"], label)
     shape = frames[0].shape[:2]
     if maps["attention"] is not None:
-        write("cam.png", [frames, [cam.overlay_attention(f, a) for f, a in zip(frames, maps["attention"])]],
-              ["frames", "CAM"])
+        write(
+            "cam.png",
+            [frames, [cam.overlay_attention(f, a) for f, a in zip(frames, maps["attention"])]],
+            ["frames", "CAM"],
+        )
     cell_peak = float(maps["cell"].max()) or 1.0
-    cells = [cam.blend(f, cam.upsample_map(c / cell_peak, shape, normalize=False))
-             for f, c in zip(frames, maps["cell"])]
-    write("convlstm.png", [frames, cells], ["frames", "mean |c_t|"],
-          captions=[None, [f"p {p:.2f}" for p in maps["p_true"]]],
-          title=f"p: the classifier's probability of the true class ({CLASSES[label]}) from c_t")
+    cells = [
+        cam.blend(f, cam.upsample_map(c / cell_peak, shape, normalize=False)) for f, c in zip(frames, maps["cell"])
+    ]
+    write(
+        "convlstm.png",
+        [frames, cells],
+        ["frames", "mean |c_t|"],
+        captions=[None, [f"p {p:.2f}" for p in maps["p_true"]]],
+        title=f"p: the classifier's probability of the true class ({CLASSES[label]}) from c_t",
+    )
     spatial = transforms.eval_spatial(*raw("mmaps", 0).shape, resize=d.resize, crop=d.crop)
-    mmaps = [transforms.apply(raw("mmaps", i), spatial, method=d.resize_method) / 255.0
-             for i in sampling.rgb_indices(n, d.frames)]
-    rows = [frames, [cam.overlay_motion(f, m) for f, m in zip(frames, mmaps)],
-            [cam.overlay_motion(f, t) for f, t in zip(frames, clip_arrays["ms_target"])]]
+    mmaps = [
+        transforms.apply(raw("mmaps", i), spatial, method=d.resize_method) / 255.0
+        for i in sampling.rgb_indices(n, d.frames)
+    ]
+    rows = [
+        frames,
+        [cam.overlay_motion(f, m) for f, m in zip(frames, mmaps)],
+        [cam.overlay_motion(f, t) for f, t in zip(frames, clip_arrays["ms_target"])],
+    ]
     titles = ["frames", "motion map", f"target {grid[0]}x{grid[1]} (> {d.ms_threshold:g})"]
     if maps["ms"] is not None:
         rows.append([cam.overlay_motion(f, p) for f, p in zip(frames, cam.motion_probability(maps["ms"]))])
@@ -208,9 +243,16 @@ def figures(argv: list[str]) -> None:
 
     with common.one_line_errors(ValueError):
         workdir = FLAGS.workdir and os.path.abspath(FLAGS.workdir)
-        paths = draw(RunSpec.from_config(FLAGS.config), FLAGS.out, workdir=workdir,
-                     stage=FLAGS.stage, clip=FLAGS.clip, size=FLAGS.size, pan=FLAGS.pan,
-                     roll=FLAGS.roll)
+        paths = draw(
+            RunSpec.from_config(FLAGS.config),
+            FLAGS.out,
+            workdir=workdir,
+            stage=FLAGS.stage,
+            clip=FLAGS.clip,
+            size=FLAGS.size,
+            pan=FLAGS.pan,
+            roll=FLAGS.roll,
+        )
     print("\n".join(paths))
 
 

@@ -16,6 +16,7 @@ Output: metrics.json (accuracy, per-class accuracy, checkpoint step), confusion.
 of the split, or --all_classes), and curves.png from the stage's metrics.jsonl.
 Multi-process (see README, "Scaling out"): launched like ego-jax-train, with the same launch flags.
 """
+
 import os
 
 from absl import app, flags
@@ -34,8 +35,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("fusion_stacks", 10, "late_fusion: flow stacks averaged (reference: 10)")
     flags.DEFINE_float("flow_weight", 0.5, "late_fusion: weight of the flow logits (reference: 0.5)")
     flags.DEFINE_string("split", None, "test split (default: config.data.test_split)")
-    flags.DEFINE_bool("allow_unfinished", False, "evaluate the newest good checkpoint, finished or not (labelled with "
-                      "its step)")
+    flags.DEFINE_bool(
+        "allow_unfinished", False, "evaluate the newest good checkpoint, finished or not (labelled with its step)"
+    )
     flags.DEFINE_bool("all_classes", False, "confusion.png: every class of the config, not only those in the split")
     flags.mark_flags_as_required(["config", "workdir"])
     common.define_launch_flags()
@@ -53,14 +55,24 @@ def evaluate(argv: list[str]) -> None:
     for stage in run.recipe if FLAGS.stage == "all" else [FLAGS.stage]:
         with common.one_line_errors(ValueError):
             metrics = workdir_lib.evaluate_workdir(
-                run, FLAGS.workdir, stage=stage, protocol=FLAGS.protocol,
-                rgb_stage=FLAGS.rgb_stage, flow_stage=FLAGS.flow_stage, fusion_stacks=FLAGS.fusion_stacks,
-                flow_weight=FLAGS.flow_weight, split=FLAGS.split, allow_unfinished=FLAGS.allow_unfinished,
-                all_classes=FLAGS.all_classes)
+                run,
+                FLAGS.workdir,
+                stage=stage,
+                protocol=FLAGS.protocol,
+                rgb_stage=FLAGS.rgb_stage,
+                flow_stage=FLAGS.flow_stage,
+                fusion_stacks=FLAGS.fusion_stacks,
+                flow_weight=FLAGS.flow_weight,
+                split=FLAGS.split,
+                allow_unfinished=FLAGS.allow_unfinished,
+                all_classes=FLAGS.all_classes,
+            )
         steps = ", ".join(f"{name} step {step}" for name, step in metrics["steps"].items())
-        print(f"{os.path.basename(os.path.dirname(metrics['outdir']))}: {metrics['protocol']} accuracy "
-              f"{100 * metrics['accuracy']:.2f}% ({metrics['num_correct']}/{metrics['num_examples']}; {steps}, "
-              f"{metrics['checkpoint']}) -> {metrics['outdir']}")
+        print(
+            f"{os.path.basename(os.path.dirname(metrics['outdir']))}: {metrics['protocol']} accuracy "
+            f"{100 * metrics['accuracy']:.2f}% ({metrics['num_correct']}/{metrics['num_examples']}; {steps}, "
+            f"{metrics['checkpoint']}) -> {metrics['outdir']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

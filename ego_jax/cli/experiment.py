@@ -31,8 +31,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("suite", None, "suite config file[:key=value,...] (configs/experiments/)",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "suite", None, "suite config file[:key=value,...] (configs/experiments/)", lock_config=True
+    )
     flags.DEFINE_string("workdir", None, "suite workdir: shared stage store, run workdirs, results")
     flags.DEFINE_bool("dry_run", False, "print the jobs, shared stages and steps per stage; train nothing")
     flags.DEFINE_bool("rekey", False, "rename the store's stage directories keyed by an earlier ego_jax; train nothing")
@@ -52,14 +53,17 @@ def experiment(argv: list[str]) -> None:
 
     if FLAGS.suite is None and not FLAGS.rekey:
         raise app.UsageError("--suite is required (unless --rekey)")
-    with common.one_line_errors(ValueError, KeyError, FloatingPointError, WorkdirLocked, prepare.BuildRunning,
-                                executors.JobsFailed):
+    with common.one_line_errors(
+        ValueError, KeyError, FloatingPointError, WorkdirLocked, prepare.BuildRunning, executors.JobsFailed
+    ):
         if FLAGS.rekey:
             workdir = runner.filesystem_workdir(FLAGS.workdir)
             with run_lock(workdir):
                 renamed = plan.rekey(workdir)
-            print(f"re-keyed {len(renamed)} stage(s) of {workdir}/stages" + "".join(
-                f"\n  {old} -> {new}" for old, new in renamed.items()))
+            print(
+                f"re-keyed {len(renamed)} stage(s) of {workdir}/stages"
+                + "".join(f"\n  {old} -> {new}" for old, new in renamed.items())
+            )
             return
         suite = SuiteSpec.from_config(FLAGS.suite)
         if FLAGS.dry_run:

@@ -37,14 +37,18 @@ def extract(argv: list[str]) -> None:
 
     with common.one_line_errors(ValueError):
         run = common.run_of_flags()
-        predictor = inference.load(FLAGS.workdir, FLAGS.stage, run=run,
-                                   allow_unfinished=FLAGS.allow_unfinished, batch_size=FLAGS.batch_size)
+        predictor = inference.load(
+            FLAGS.workdir, FLAGS.stage, run=run, allow_unfinished=FLAGS.allow_unfinished, batch_size=FLAGS.batch_size
+        )
         predict.set_flow(predictor, flow)
         source = inference.input_source(predictor, FLAGS.input, run)
-        arrays = inference.extract_features(predictor, source, FLAGS.out, save_every=FLAGS.save_every,
-                                            progress=FLAGS.progress)
-    print(f"{FLAGS.out}: {len(arrays['clip'])} clips, feature {arrays['feature'].shape[1]}, stage "
-          f"{arrays['stage']} step {arrays['step']}")
+        arrays = inference.extract_features(
+            predictor, source, FLAGS.out, save_every=FLAGS.save_every, progress=FLAGS.progress
+        )
+    print(
+        f"{FLAGS.out}: {len(arrays['clip'])} clips, feature {arrays['feature'].shape[1]}, stage "
+        f"{arrays['stage']} step {arrays['step']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

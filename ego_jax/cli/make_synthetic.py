@@ -4,6 +4,7 @@ ego-jax-make-synthetic; from a checkout: python scripts/make_synthetic.py).
   ego-jax-make-synthetic --root data/manual/synthetic --preset small
   ego-jax-build-dataset --manual_dir data/manual/synthetic --data_dir data/tfds
 """
+
 import argparse
 import os
 import time
@@ -19,18 +20,32 @@ def main(argv=None):
     parser.add_argument("--classes", nargs="*", help="class names (default: the preset's, else all 61)")
     parser.add_argument("--subjects", nargs="*", default=list(synthetic.SUBJECTS), help="default: S1 S2 S3 S4")
     parser.add_argument("--clips_per_class", type=int, help="clips per subject and class (default: the preset's)")
-    parser.add_argument("--layout", default="course", choices=["course", "authors", "video"],
-                        help="video: one H.264 video per clip, the input of scripts/extract_flow.py")
-    parser.add_argument("--quirks", action="store_true",
-                        help="inject the release's quirks: missing first maps, .DS_Store, (1) duplicates, short clips")
+    parser.add_argument(
+        "--layout",
+        default="course",
+        choices=["course", "authors", "video"],
+        help="video: one H.264 video per clip, the input of scripts/extract_flow.py",
+    )
+    parser.add_argument(
+        "--quirks",
+        action="store_true",
+        help="inject the release's quirks: missing first maps, .DS_Store, (1) duplicates, short clips",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     quirks = dict(missing_first_maps=4, ds_store=True, duplicates=3, short_clips=4) if args.quirks else {}
     start = time.time()
     out = synthetic.make_synthetic(
-        args.root, preset=args.preset, seed=args.seed, classes=args.classes, subjects=args.subjects,
+        args.root,
+        preset=args.preset,
+        seed=args.seed,
+        classes=args.classes,
+        subjects=args.subjects,
         clips_per_class=args.clips_per_class,
-        layout=args.layout, workers=args.workers, **quirks)
+        layout=args.layout,
+        workers=args.workers,
+        **quirks,
+    )
     frames = sum(c.num_frames for c in out.clips)
     print(f"wrote {len(out.clips)} clips, {frames} frames to {out.root} in {time.time() - start:.0f} s")
 

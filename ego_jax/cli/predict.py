@@ -18,6 +18,7 @@ of a dataset clip), start / end (s, with --window), logits (with --logits).
 with CAM attention or a motion head; with --window also DIR/<stage>/<video>_timeline.{csv,png}: the top classes
 of each window over time.
 """
+
 import fractions
 import json
 
@@ -52,15 +53,20 @@ def define_predictor_flags() -> None:
     checkpoint, and how flow is computed from frames."""
     flags.DEFINE_integer("batch_size", None, "clips per batch (default: the config's eval_batch_size)")
     flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint of a stage still training")
-    flags.DEFINE_enum("flow_method", "warp_tvl1", ["warp_tvl1", "tvl1", "farneback"],
-                      "flow from frames: warp_tvl1 = dense_flow's warp flow, GTEA61's (ego_jax.data.flow)")
+    flags.DEFINE_enum(
+        "flow_method",
+        "warp_tvl1",
+        ["warp_tvl1", "tvl1", "farneback"],
+        "flow from frames: warp_tvl1 = dense_flow's warp flow, GTEA61's (ego_jax.data.flow)",
+    )
     flags.DEFINE_enum("flow_backend", "opencv", ["opencv", "jax"], "flow from frames: OpenCV on the CPU, or JAX")
 
 
 def set_flow(predictor, flow) -> None:
     """The flow flags -> predictor.flow_spec (flow at the evaluation's frame size)."""
-    predictor.flow_spec = flow.FlowSpec(method=FLAGS.flow_method, backend=FLAGS.flow_backend,
-                                        short_side=predictor.spec.resize)
+    predictor.flow_spec = flow.FlowSpec(
+        method=FLAGS.flow_method, backend=FLAGS.flow_backend, short_side=predictor.spec.resize
+    )
 
 
 def _predictors(inference):
@@ -73,15 +79,23 @@ def _predictors(inference):
         raise app.UsageError("pass --workdir (a trained workdir) or --reference with --kind")
     run = common.run_of_flags()
     stages = list(run.recipe) if FLAGS.stage == ["all"] else FLAGS.stage or [None]
-    return run, [inference.load(FLAGS.workdir, stage, run=run, allow_unfinished=FLAGS.allow_unfinished,
-                                batch_size=FLAGS.batch_size) for stage in stages]
+    return run, [
+        inference.load(
+            FLAGS.workdir, stage, run=run, allow_unfinished=FLAGS.allow_unfinished, batch_size=FLAGS.batch_size
+        )
+        for stage in stages
+    ]
 
 
 def _line(clip: dict, predictor) -> dict:
     info = predictor.info
-    line = {"clip": clip["clip"], "stage": info.get("stage"), "step": info.get("step"),
-            "checkpoint": info.get("checkpoint") or ("final" if info.get("finished") else "unfinished"),
-            "top": [[name, round(p, 6)] for name, p in clip["top"]]}
+    line = {
+        "clip": clip["clip"],
+        "stage": info.get("stage"),
+        "step": info.get("step"),
+        "checkpoint": info.get("checkpoint") or ("final" if info.get("finished") else "unfinished"),
+        "top": [[name, round(p, 6)] for name, p in clip["top"]],
+    }
     line.update({key: clip[key] for key in ("label", "start", "end") if key in clip})
     if FLAGS.logits:
         line["logits"] = clip["logits"].tolist()
@@ -93,18 +107,24 @@ def _cam_video(clip: dict, predictor, folder, viz_cam, video) -> None:
     if clip.get("attention") is None and clip.get("ms") is None:
         return
     best, p = clip["top"][0]
-    title = f"{clip['clip']}: {best} {100 * p:.1f}%\n{predictor.info.get('stage', predictor.kind)} step " \
-            f"{predictor.info.get('step', '-')}"
-    frames = viz_cam.cam_video(clip["frames"], clip.get("attention"), clip.get("ms"), title=title,
-                               min_size=FLAGS.min_size)
+    title = (
+        f"{clip['clip']}: {best} {100 * p:.1f}%\n{predictor.info.get('stage', predictor.kind)} step "
+        f"{predictor.info.get('step', '-')}"
+    )
+    frames = viz_cam.cam_video(
+        clip["frames"], clip.get("attention"), clip.get("ms"), title=title, min_size=FLAGS.min_size
+    )
     path = folder / (clip["clip"].replace("/", "_") + "." + FLAGS.video_format)
     folder.mkdir(parents=True, exist_ok=True)
     if FLAGS.video_format == "gif":
         viz_cam.write_gif(path, frames, FLAGS.cam_fps)
     else:
         # H.264 wants even sizes.
-        video.write_video(path, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2],
-                          fps=fractions.Fraction(FLAGS.cam_fps).limit_denominator(1000))
+        video.write_video(
+            path,
+            frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2],
+            fps=fractions.Fraction(FLAGS.cam_fps).limit_denominator(1000),
+        )
 
 
 def predict(argv: list[str]) -> None:
@@ -125,14 +145,19 @@ def predict(argv: list[str]) -> None:
             for text in FLAGS.input:
                 # Windows slide over one video (file or frame folder); a folder of clips is predicted clip by clip.
                 path = paths.absolute(text)
-                windows = FLAGS.window and not text.startswith("split:") and (
-                    video.is_video(text) or (path.is_dir() and bool(video.image_files(path))))
+                windows = (
+                    FLAGS.window
+                    and not text.startswith("split:")
+                    and (video.is_video(text) or (path.is_dir() and bool(video.image_files(path))))
+                )
                 if windows:
-                    clips = predictor.video(text, window=FLAGS.window, stride=FLAGS.stride, fps=FLAGS.fps,
-                                            top=FLAGS.top, frames=bool(out))
+                    clips = predictor.video(
+                        text, window=FLAGS.window, stride=FLAGS.stride, fps=FLAGS.fps, top=FLAGS.top, frames=bool(out)
+                    )
                 else:
-                    clips = predictor.predict(inference.input_source(predictor, text, run), top=FLAGS.top,
-                                              frames=bool(out))
+                    clips = predictor.predict(
+                        inference.input_source(predictor, text, run), top=FLAGS.top, frames=bool(out)
+                    )
                 rows = []
                 for clip in clips:
                     print(json.dumps(_line(clip, predictor)), flush=True)
@@ -145,8 +170,15 @@ def predict(argv: list[str]) -> None:
                     stem = folder / (path.stem + "_timeline")
                     folder.mkdir(parents=True, exist_ok=True)
                     timeline.write_csv(f"{stem}.csv", starts, ends, probs, predictor.class_names, FLAGS.top)
-                    timeline.plot(f"{stem}.png", starts, ends, probs, predictor.class_names, FLAGS.top,
-                                  title=f"{text}: {predictor.info.get('stage', predictor.kind)}")
+                    timeline.plot(
+                        f"{stem}.png",
+                        starts,
+                        ends,
+                        probs,
+                        predictor.class_names,
+                        FLAGS.top,
+                        title=f"{text}: {predictor.info.get('stage', predictor.kind)}",
+                    )
 
 
 def main(argv: list[str] | None = None) -> None:

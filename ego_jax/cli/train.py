@@ -23,8 +23,9 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "experiment config file[:key=value,...]", lock_config=True)
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and DONE markers")
-    flags.DEFINE_multi_string("restart_stage", [], "start this stage over (repeatable); its old directory is moved "
-                              "to W/restarted/")
+    flags.DEFINE_multi_string(
+        "restart_stage", [], "start this stage over (repeatable); its old directory is moved to W/restarted/"
+    )
     flags.mark_flags_as_required(["config", "workdir"])
     common.define_launch_flags()
 

@@ -28,8 +28,9 @@ def define_flags() -> None:
     flags.DEFINE_list("clips", ["0"], "clip ids of the test split (e.g. S2/take_bread/1) or indices in it")
     flags.DEFINE_string("out", None, "output folder with --compare (default: W/<stage>/cam of the first model)")
     flags.DEFINE_string("split", None, "split the clips are taken from (default: config.data.test_split)")
-    flags.DEFINE_bool("allow_unfinished", False, "use the newest good checkpoint, finished or not (the title names "
-                      "its step)")
+    flags.DEFINE_bool(
+        "allow_unfinished", False, "use the newest good checkpoint, finished or not (the title names its step)"
+    )
     flags.DEFINE_integer("min_size", 160, "frames smaller than this (px) are enlarged for display")
     flags.mark_flags_as_required(["workdir"])
     common.define_launch_flags()
@@ -54,9 +55,15 @@ def visualize(argv: list[str]) -> None:
             other_run = workdir_lib.workdir_run(other_dir)
             models.append((other_run, other_dir, workdir_lib.stage_of(other_run, other), other_dir.name))
         out = paths.absolute(FLAGS.out) if FLAGS.out else workdir / stage / "cam"
-        pictures = cam.draw(models, FLAGS.clips, out_dir=out, split=FLAGS.split,
-                            tensorboard_dir=None if FLAGS.compare else workdir / stage,
-                            allow_unfinished=FLAGS.allow_unfinished, min_size=FLAGS.min_size)
+        pictures = cam.draw(
+            models,
+            FLAGS.clips,
+            out_dir=out,
+            split=FLAGS.split,
+            tensorboard_dir=None if FLAGS.compare else workdir / stage,
+            allow_unfinished=FLAGS.allow_unfinished,
+            min_size=FLAGS.min_size,
+        )
     print("\n".join(pictures))
 
 

@@ -195,6 +195,7 @@ def _to_numpy(state_dict) -> dict[str, np.ndarray]:
             f"expected a flat state dict of tensors, but {nested[:5]} hold dicts: pass the model's "
             "state dict (e.g. checkpoint['state_dict']), not the training checkpoint"
         )
+
     def as_np(v):
         return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
@@ -243,9 +244,11 @@ def reference_arrays(model: nnx.Module, source) -> tuple[str, dict[str, np.ndarr
     stream = streams.of_model(model)  # the stream table names each model class's layout in TABLE
     if stream is None or stream.layout is None:
         names = ", ".join(s.model.__name__ for s in streams.STREAMS.values() if s.layout is not None)
-        raise TypeError(f"a reference checkpoint loads into an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another "
-                        f"model with a reference layout in ego_jax/streams.py (now: {names}), not "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"a reference checkpoint loads into an EgoRNN, FlowResNet or TwoStream (Ego-RNN), or another "
+            f"model with a reference layout in ego_jax/streams.py (now: {names}), not "
+            f"{type(model).__name__}"
+        )
     if not isinstance(source, Mapping):
         import torch  # only for reading .pth files; the torch extra of ego_jax
 

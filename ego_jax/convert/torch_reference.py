@@ -14,6 +14,7 @@ are written for any grid: reshape to the input's (h, w), spatial mean.
   sd = random_state_dict(34, width=8, num_classes=10)       # {torch name: np.ndarray}
   out = resnet_forward(to_torch(sd), x_nchw, training=False)  # dict of torch tensors (NCHW)
 """
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -138,8 +139,11 @@ def frames_and_cams(resnet_sd, x, fc_weight):
         out = resnet_forward(resnet_sd, xt, training=False)
         bz, nc, h, w = out["layer4"].size()
         _, idxs = out["logits"].sort(1, True)
-        yield out["layer4"], out["layer4_raw"], torch.bmm(fc_weight[idxs[:, 0]].unsqueeze(1),
-                                                          out["layer4"].view(bz, nc, h * w))
+        yield (
+            out["layer4"],
+            out["layer4_raw"],
+            torch.bmm(fc_weight[idxs[:, 0]].unsqueeze(1), out["layer4"].view(bz, nc, h * w)),
+        )
 
 
 # Ego-RNN (RGB, flow, two-stream)
@@ -153,10 +157,7 @@ def random_rgb_state_dict(*, depth=18, width=8, mem=None, num_classes=5, seed=0)
     """Reference attentionModel state dict (numpy, torch layout) with random weights, duplicates included."""
     rng = np.random.default_rng(seed + 1000)
     feat, mem = 8 * width, mem or 8 * width
-    sd = {
-        f"resNet.{k}": v
-        for k, v in random_state_dict(depth, width=width, num_classes=1000, seed=seed).items()
-    }
+    sd = {f"resNet.{k}": v for k, v in random_state_dict(depth, width=width, num_classes=1000, seed=seed).items()}
     for g in GATES:
         sd[f"lstm_cell.conv_{g}_xx.weight"] = rng.normal(0, np.sqrt(2 / (9 * (feat + mem))), (mem, feat, 3, 3))
         sd[f"lstm_cell.conv_{g}_xx.bias"] = rng.normal(0, 0.1, (mem,))
@@ -309,10 +310,7 @@ def random_lsta_state_dict(*, depth=18, width=8, pool_classes=5, num_classes=5, 
     """attentionModel state dict (numpy, torch layout): resNet.*, lsta_cell.*, classifier.1.* and its fc.* twin."""
     rng = np.random.default_rng(seed + 5000)
     mem = 8 * width  # the reference's memSize must equal the backbone's 512 channels (see above)
-    sd = {
-        f"resNet.{k}": v
-        for k, v in random_state_dict(depth, width=width, num_classes=1000, seed=seed).items()
-    }
+    sd = {f"resNet.{k}": v for k, v in random_state_dict(depth, width=width, num_classes=1000, seed=seed).items()}
     sd.update(
         {
             f"lsta_cell.{k}": v
@@ -328,6 +326,7 @@ def random_lsta_state_dict(*, depth=18, width=8, pool_classes=5, num_classes=5, 
 def lsta_cell(sd, x, cam, state_att, state_inp):
     """MyConvLSTACell.forward: x (N,C,h,w), cam (N,1,h,w), state_att [a, s], state_inp [c, o]
     -> (state_att [a, s], state_inp [c, o], x_att, u (N,1,h,w))."""
+
     def conv(name, v):
         return F.conv2d(v, sd[f"{name}.weight"], sd.get(f"{name}.bias"), padding=1)
 
@@ -378,4 +377,3 @@ def lsta_forward(sd, x):
     feats = state[1][0].mean(dim=(2, 3))
     logits = F.linear(feats, sd["classifier.1.weight"], sd["classifier.1.bias"])
     return logits, feats, torch.stack(maps, 1)
-

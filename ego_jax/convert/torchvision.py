@@ -187,8 +187,10 @@ def read_imagenet(path) -> tuple[dict[str, np.ndarray], dict]:
             arrays = {k: f[k] for k in f.files if k != META_KEY}
             meta = json.loads(str(f[META_KEY])) if META_KEY in f.files else {}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise WeightsError(f"{path} is not a readable ImageNet weights artifact ({type(e).__name__}: {e}); "
-                           "re-create it with scripts/convert_weights.py") from e
+        raise WeightsError(
+            f"{path} is not a readable ImageNet weights artifact ({type(e).__name__}: {e}); "
+            "re-create it with scripts/convert_weights.py"
+        ) from e
     return arrays, meta
 
 

@@ -8,6 +8,7 @@ evaluation's sampling and crops: frames of a video decoded (uint8 arrays), frame
 on demand (only the frames the sampling picks are read). Flow comes from the clip's flow_x/ flow_y/ frames in the
 authors' layout, or `from_frames` makes the example's modalities from its RGB frames (computing flow).
 """
+
 import collections.abc
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -62,8 +63,10 @@ def find_clips(path, features: Sequence[str] = ("rgb",)) -> list[ClipFiles]:
     path = Path(path)
     if path.is_file():
         if not video.is_video(path):
-            raise ClipFilesError(f"{path} is not a video file: expected one of {', '.join(video.VIDEO_EXTENSIONS)}, "
-                                 "a frame folder, or a folder of clips")
+            raise ClipFilesError(
+                f"{path} is not a video file: expected one of {', '.join(video.VIDEO_EXTENSIONS)}, "
+                "a frame folder, or a folder of clips"
+            )
         return [ClipFiles(path.stem, path)]
     if not path.is_dir():
         raise ClipFilesError(f"{path} does not exist: expected a video file, a frame folder or a folder of clips")
@@ -78,13 +81,21 @@ def find_clips(path, features: Sequence[str] = ("rgb",)) -> list[ClipFiles]:
         return clips
     if video.image_files(path):
         return [ClipFiles(path.name, tuple(video.image_files(path)))]
-    clips = [ClipFiles(f.relative_to(path).with_suffix("").as_posix(), f)
-             for f in sorted(path.rglob("*")) if f.is_file() and video.is_video(f)]
-    clips += [ClipFiles(folder.relative_to(path).as_posix(), tuple(video.image_files(folder)))
-              for folder in _leaf_frame_folders(path) if folder != path]
+    clips = [
+        ClipFiles(f.relative_to(path).with_suffix("").as_posix(), f)
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and video.is_video(f)
+    ]
+    clips += [
+        ClipFiles(folder.relative_to(path).as_posix(), tuple(video.image_files(folder)))
+        for folder in _leaf_frame_folders(path)
+        if folder != path
+    ]
     if not clips:
-        raise ClipFilesError(f"no clip in {path}: expected video files ({', '.join(video.VIDEO_EXTENSIONS)}) or "
-                             "folders of frames, e.g. class-named subfolders of videos")
+        raise ClipFilesError(
+            f"no clip in {path}: expected video files ({', '.join(video.VIDEO_EXTENSIONS)}) or "
+            "folders of frames, e.g. class-named subfolders of videos"
+        )
     return sorted(clips, key=lambda c: c.clip_id)
 
 
@@ -95,8 +106,9 @@ class FileSource(collections.abc.Sequence):
     (None: such clips are an error).
     """
 
-    def __init__(self, clips: Sequence[ClipFiles], features: Sequence[str],
-                 from_frames: Callable[[Sequence], dict] | None = None):
+    def __init__(
+        self, clips: Sequence[ClipFiles], features: Sequence[str], from_frames: Callable[[Sequence], dict] | None = None
+    ):
         self._clips, self._features, self._from_frames = list(clips), tuple(features), from_frames
         self.ids = [c.clip_id for c in self._clips]
         self.split = None
@@ -118,6 +130,8 @@ class FileSource(collections.abc.Sequence):
         if clip.flow_x is not None:
             return {**example, "flow_x": _FileFrames(clip.flow_x), "flow_y": _FileFrames(clip.flow_y)}
         if self._from_frames is None:
-            raise ClipFilesError(f"clip {clip.clip_id} has no flow_x/ flow_y/ frames and no from_frames was given "
-                                 "to compute its flow from its frames")
+            raise ClipFilesError(
+                f"clip {clip.clip_id} has no flow_x/ flow_y/ frames and no from_frames was given "
+                "to compute its flow from its frames"
+            )
         return {**example, **self._from_frames(rgb)}

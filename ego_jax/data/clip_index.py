@@ -4,6 +4,7 @@ Finding a clip by id then reads one record instead of every example of the split
 clip ids (EGTEA's split files) becomes positions in the build. The index is written when the dataset is built
 and, for a dataset built before the index existed, on first use.
 """
+
 import json
 from pathlib import Path
 
@@ -20,8 +21,9 @@ def write_index(builder, data_dir) -> dict[str, list[str]]:
     """Read every split of a prepared builder in `data_dir` once -> {split: [clip ids]}, saved."""
     index = {}
     for split in builder.info.splits:
-        source = tfds.data_source(f"{builder.name}/{builder.builder_config.name}", split=split, data_dir=str(data_dir),
-                                  download=False)
+        source = tfds.data_source(
+            f"{builder.name}/{builder.builder_config.name}", split=split, data_dir=str(data_dir), download=False
+        )
         index[split] = [_text(source[i]["clip_id"]) for i in range(len(source))]
     (Path(builder.data_dir) / INDEX).write_text(json.dumps(index) + "\n")
     return index

@@ -5,6 +5,7 @@ modality, a `Frames` sequence: len() is the frame count and frames[i] reads reco
 from its split's frame file (see frame_records.py), so a loader reads exactly the frames it decodes. Sources
 pickle without open files (grain workers open their own).
 """
+
 import collections.abc
 import os
 from pathlib import Path
@@ -24,16 +25,20 @@ class FrameFile:
     def __init__(self, path: Path, split: str, rebuild: str):
         self.path, self.split, self._rebuild = Path(path), split, rebuild
         if not self.path.is_file():
-            raise DamagedBuildError(f"frame file {self.path} of split {split} is missing: the build is incomplete; "
-                                    f"delete {self.path.parent} and {rebuild}")
+            raise DamagedBuildError(
+                f"frame file {self.path} of split {split} is missing: the build is incomplete; "
+                f"delete {self.path.parent} and {rebuild}"
+            )
         try:
             self._records = array_record_data_source.ArrayRecordDataSource([os.fspath(self.path)])
         except (RuntimeError, ValueError) as e:
             raise self._damaged(f"cannot open it ({e})") from e
 
     def _damaged(self, detail: str) -> DamagedBuildError:
-        return DamagedBuildError(f"frame file {self.path} of split {self.split} is truncated or corrupt: {detail}. "
-                                 f"Delete {self.path.parent} and {self._rebuild}")
+        return DamagedBuildError(
+            f"frame file {self.path} of split {self.split} is truncated or corrupt: {detail}. "
+            f"Delete {self.path.parent} and {self._rebuild}"
+        )
 
     def __len__(self) -> int:
         return len(self._records)
@@ -71,8 +76,18 @@ class ClipSource(collections.abc.Sequence):
     e.g. EGTEA's train_split1); None: all. target: the record field read as `label` (e.g. EGTEA's 'verb').
     """
 
-    def __init__(self, clips, version_dir, splits, modalities: tuple[str, ...], rebuild: str, *,
-                 indices=None, target: str = "label", name: str | None = None):
+    def __init__(
+        self,
+        clips,
+        version_dir,
+        splits,
+        modalities: tuple[str, ...],
+        rebuild: str,
+        *,
+        indices=None,
+        target: str = "label",
+        name: str | None = None,
+    ):
         """`clips`: the tfds data source of the clip records; `splits`: every split of the build."""
         self._clips, self._modalities = clips, modalities
         self._indices, self._target = (None if indices is None else list(indices)), target

@@ -2,6 +2,7 @@
 
 Kept free of grain and tfds, so the step benchmark (and an accelerator host without them) can shape batches.
 """
+
 import dataclasses
 
 import numpy as np
@@ -34,8 +35,9 @@ class ClipSpec:
             raise ValueError("ms_grid (motion-map targets) needs RGB frames; use loader='rgb' or 'two_stream'")
         if self.ms_threshold is not None and self.ms_grid is None:
             raise ValueError("ms_threshold is set but ms_grid is None; give the feature grid, e.g. ms_grid=(7, 7)")
-        sizes = dict(frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize,
-                     eval_stacks=self.eval_stacks)
+        sizes = dict(
+            frames=self.frames, stack=self.stack, crop=self.crop, resize=self.resize, eval_stacks=self.eval_stacks
+        )
         bad = {k: v for k, v in sizes.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
         if bad:
             raise ValueError(f"{bad}: these loader sizes must be integers >= 1")

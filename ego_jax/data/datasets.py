@@ -11,19 +11,29 @@ Validation (hyperparameter selection) stays inside each protocol split's trainin
 last training subject (S4 when S2 is tested, as the suites always did; S3 when S4 is tested), for EGTEA val{k}
 (egtea/__init__.py), so the test part is never read while choosing. Sources: each dataset module's docstring.
 """
+
 import dataclasses
 import importlib
 
 # folder (your own videos, ego_jax/data/folder): 0 = the build's class count, read where a run starts
 # (ego_jax.train.loaders.resolve_classes).
 NUM_CLASSES = {"gtea61": 61, "synthetic": 61, "gtea71": 71, "gtea_gaze": 44, "egtea": 106, "folder": 0}
-SUBJECTS = {"gtea61": ("S1", "S2", "S3", "S4"), "synthetic": ("S1", "S2", "S3", "S4"),
-            "gtea71": ("S1", "S2", "S3", "S4"),
-            "gtea_gaze": ("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin")}
+SUBJECTS = {
+    "gtea61": ("S1", "S2", "S3", "S4"),
+    "synthetic": ("S1", "S2", "S3", "S4"),
+    "gtea71": ("S1", "S2", "S3", "S4"),
+    "gtea_gaze": ("Ahmad", "Alireza", "Carlos", "Rahul", "Shaghayegh", "Yin"),
+}
 DEFAULT_SPLIT = {"gtea61": 2, "synthetic": 2, "gtea71": 2, "gtea_gaze": 1, "egtea": 1}
 BUILDER_CONFIG = {"gtea61": "all", "synthetic": "all"}  # the others: rgb_flow (no motion maps in their releases)
-MANUAL_DIR = {"gtea61": "data/manual/GTEA61", "synthetic": "data/manual/synthetic", "gtea71": "data/manual/GTEA",
-              "gtea_gaze": "data/manual/GTEA_Gaze_Plus", "egtea": "data/manual/EGTEA", "folder": "data/manual/folder"}
+MANUAL_DIR = {
+    "gtea61": "data/manual/GTEA61",
+    "synthetic": "data/manual/synthetic",
+    "gtea71": "data/manual/GTEA",
+    "gtea_gaze": "data/manual/GTEA_Gaze_Plus",
+    "egtea": "data/manual/EGTEA",
+    "folder": "data/manual/folder",
+}
 NAMES = tuple(NUM_CLASSES)
 
 
@@ -81,6 +91,8 @@ def protocol(name: str, split: int = 0, val: str = "") -> Protocol:
     train = [s for s in subjects if s != test]
     val = val or train[-1]
     if val not in train:
-        raise ValueError(f"validation subject {val!r} must be a training subject of split {split} ({', '.join(train)})"
-                         f", never the test subject {test}")
+        raise ValueError(
+            f"validation subject {val!r} must be a training subject of split {split} ({', '.join(train)})"
+            f", never the test subject {test}"
+        )
     return Protocol(split, "+".join(train), test, "+".join(s for s in train if s != val), val)

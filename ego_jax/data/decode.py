@@ -3,6 +3,7 @@
 A loader's source may hold decoded frames (frames read from a video, flow computed in memory) instead of encoded
 files: a uint8 array of the expected rank is returned as it is, so both go through the same sampling and crops.
 """
+
 import cv2
 import numpy as np
 

@@ -9,6 +9,7 @@ Storage (measured on GTEA61's real 455x256 files, scripts/measure_storage.py): R
 JPEG as delivered); flow and motion maps are re-encoded losslessly as one-channel PNG level 3. Every frame is
 decoded once at build time to check it, so a corrupt file fails the build with its path, not a training run.
 """
+
 import concurrent.futures
 import inspect
 import logging

@@ -7,6 +7,7 @@ between '(' '-' ')', frames first..last copied as the clip) and so does hassony2
 without two <...> groups) are not actions and are skipped, counted in the log, as both readers do.
 Videos are found by the label file's stem anywhere under the release (.mp4, .avi, .mov, .mkv).
 """
+
 import logging
 import re
 from pathlib import Path
@@ -65,15 +66,18 @@ class GteaLabelsBuilder(release.VideoReleaseBuilder, skip_registration=True):
             for name in self.LABEL_FOLDERS:
                 if (base / name).is_dir():
                     return base, sorted(p for p in (base / name).glob("*.txt") if not p.name.startswith("."))
-        raise LayoutError(f"no label folder ({' or '.join(self.LABEL_FOLDERS)}/) in {root} or its sub-folders "
-                          f"(it holds: {describe(root)}): expected one <video>.txt of '<verb><objects> (first-last)' "
-                          "lines per video")
+        raise LayoutError(
+            f"no label folder ({' or '.join(self.LABEL_FOLDERS)}/) in {root} or its sub-folders "
+            f"(it holds: {describe(root)}): expected one <video>.txt of '<verb><objects> (first-last)' "
+            "lines per video"
+        )
 
     def _release_clips(self, manual_dir: Path):
         manual_dir = Path(manual_dir)
         if not manual_dir.is_dir():
-            raise LayoutError(f"manual folder {manual_dir} does not exist: put the {self.name} download there or "
-                              "pass --manual_dir")
+            raise LayoutError(
+                f"manual folder {manual_dir} does not exist: put the {self.name} download there or pass --manual_dir"
+            )
         root, label_files = self._label_files(manual_dir)
         videos = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()}
         actions, skipped_lines, others = [], 0, 0
@@ -94,8 +98,16 @@ class GteaLabelsBuilder(release.VideoReleaseBuilder, skip_registration=True):
             raise AnnotationError(f"no action of the {self.name} classes in the label files of {root}")
         self._classes = self._class_list({a[2] for a in actions})
         if skipped_lines or others:
-            log.info("label files: skipped %d lines that are not actions and %d actions outside the %d classes",
-                     skipped_lines, others, len(self._classes))
-        clips = [release.VideoClip(f"{stem}/{first}-{last}", subject, dict(label=self._classes.index(cls)),
-                                   videos.get(stem), first, last) for stem, subject, cls, first, last in actions]
+            log.info(
+                "label files: skipped %d lines that are not actions and %d actions outside the %d classes",
+                skipped_lines,
+                others,
+                len(self._classes),
+            )
+        clips = [
+            release.VideoClip(
+                f"{stem}/{first}-{last}", subject, dict(label=self._classes.index(cls)), videos.get(stem), first, last
+            )
+            for stem, subject, cls, first, last in actions
+        ]
         return root, sorted(clips, key=lambda c: c.clip_id)

@@ -4,6 +4,7 @@ A frame folder holds one clip's frames of one modality, numbered 1..N (e.g. the 
 `frames/<clip>/image_00001.jpg`, `flow_x/<clip>/flow_x_00001.jpg`); files that are not frames (.DS_Store,
 duplicates like `flow_x_00007(1).png`) are skipped and counted, never read.
 """
+
 import re
 from pathlib import Path
 
@@ -11,8 +12,11 @@ from ego_jax.data.decode import DecodeError
 
 # The authors' per-clip layout (Ego-RNN's and LSTA's loaders read it; dense_flow writes flow_x/flow_y like it).
 AUTHORS_FOLDERS = {"rgb": "frames", "flow_x": "flow_x", "flow_y": "flow_y"}
-AUTHORS_PATTERNS = {"rgb": r"(?:image|img)_(\d+)\.(?:jpe?g|png)", "flow_x": r"flow_x_(\d+)\.(?:jpe?g|png)",
-                    "flow_y": r"flow_y_(\d+)\.(?:jpe?g|png)"}
+AUTHORS_PATTERNS = {
+    "rgb": r"(?:image|img)_(\d+)\.(?:jpe?g|png)",
+    "flow_x": r"flow_x_(\d+)\.(?:jpe?g|png)",
+    "flow_y": r"flow_y_(\d+)\.(?:jpe?g|png)",
+}
 AUTHORS_NAMES = {"rgb": "image_{:05d}.jpg", "flow_x": "flow_x_{:05d}.jpg", "flow_y": "flow_y_{:05d}.jpg"}
 
 
@@ -104,15 +108,20 @@ def authors_clip(root: Path, clip_id: str, modalities, ignored: list[Path]) -> d
     files = {}
     for mod, folder in folders.items():
         if not folder.is_dir():
-            raise MissingModalityError(f"clip {clip_id} has no {mod} folder {folder} although other modalities "
-                                       "have one (partial extraction?): extract it again, or delete the clip's folders")
+            raise MissingModalityError(
+                f"clip {clip_id} has no {mod} folder {folder} although other modalities "
+                "have one (partial extraction?): extract it again, or delete the clip's folders"
+            )
         found = numbered_frames(folder, AUTHORS_PATTERNS[mod], mod, ignored)
         if not found:
-            raise FrameCountError(f"no {mod} frames in {folder}: expected files named like "
-                                  f"{AUTHORS_NAMES[mod].format(1)}")
+            raise FrameCountError(
+                f"no {mod} frames in {folder}: expected files named like {AUTHORS_NAMES[mod].format(1)}"
+            )
         files[mod] = contiguous(found, folder, mod)
     counts = {m: len(f) for m, f in files.items()}
     if len(set(counts.values())) > 1:
-        raise FrameCountError(f"clip {clip_id} in {root}: frame counts disagree between modalities {counts}; "
-                              "expected one flow x/y frame per RGB frame. Extract the clip again.")
+        raise FrameCountError(
+            f"clip {clip_id} in {root}: frame counts disagree between modalities {counts}; "
+            "expected one flow x/y frame per RGB frame. Extract the clip again."
+        )
     return files

@@ -7,6 +7,7 @@ training); each process reads only its rows of that global batch (the rows its d
 or worker count. Every random choice of an example derives from (seed, epoch, example index).
 Positions past the end of an epoch (eval, or drop_remainder=False) are padding with mask False.
 """
+
 import dataclasses
 import functools
 import os
@@ -55,8 +56,9 @@ def flow_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator | Non
     return sampling.stack_indices(starts, num_frames, spec.stack)
 
 
-def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
-              where: str = "example") -> dict[str, np.ndarray]:
+def load_clip(
+    example, spec: ClipSpec, rng: np.random.Generator | None, where: str = "example"
+) -> dict[str, np.ndarray]:
     """Decodes the sampled frames of one example and transforms them -> per-example arrays of `spec.shapes()`.
 
     `rng` (train only) draws, in this order: the flow stack start, then the spatial transform.
@@ -86,8 +88,10 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
     (height, width), first = next(iter(sizes.values())), next(iter(sizes))
     for (key, i), size in sizes.items():
         if size != (height, width):
-            raise ValueError(f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is "
-                             f"{height}x{width}; all frames and modalities of a clip must have one size")
+            raise ValueError(
+                f"{where}: {key}[{i}] is {size[0]}x{size[1]} but {first[0]}[{first[1]}] is "
+                f"{height}x{width}; all frames and modalities of a clip must have one size"
+            )
     if spec.train:
         spatial = transforms.train_spatial(rng, height, width, resize=spec.resize, crop=spec.crop)
     else:
@@ -102,7 +106,8 @@ def load_clip(example, spec: ClipSpec, rng: np.random.Generator | None,
         out["rgb"] = np.stack([frames[i] for i in idx])
     if spec.ms_grid is not None:
         idx, targets = transformed(
-            "mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold))
+            "mmaps", lambda m: transforms.motion_target(m, spatial, spec.ms_grid, spec.ms_threshold)
+        )
         out["ms_target"] = np.stack([targets[i] for i in idx])
     if spec.uses_flow:
         idx, xs = transformed("flow_x", lambda img: transforms.apply_flow_x(img, spatial, method=spec.method))
@@ -162,8 +167,10 @@ class _StepBatch:
             try:
                 example = self.source[index]
             except Exception as e:  # noqa: BLE001  (array_record/riegeli raise several types on damaged files)
-                raise OSError(f"cannot read {where_in(self.source, index)}: {type(e).__name__}: {e}. The dataset "
-                              "build is damaged: rebuild it (scripts/build_dataset.py into a fresh --data_dir)") from e
+                raise OSError(
+                    f"cannot read {where_in(self.source, index)}: {type(e).__name__}: {e}. The dataset "
+                    "build is damaged: rebuild it (scripts/build_dataset.py into a fresh --data_dir)"
+                ) from e
             clip = load_clip(example, self.spec, rng, where=f"example {index}")
             examples.append(clip | {"index": np.int32(index)})
         return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
@@ -209,8 +216,17 @@ class Loader:
     stops them. An iteration left before its end stops them too, and the next one starts over.
     """
 
-    def __init__(self, dataset: grain.MapDataset, *, steps_per_epoch, num_steps, worker_count, read_threads, sharding,
-                 keep_workers: bool = False):
+    def __init__(
+        self,
+        dataset: grain.MapDataset,
+        *,
+        steps_per_epoch,
+        num_steps,
+        worker_count,
+        read_threads,
+        sharding,
+        keep_workers: bool = False,
+    ):
         if keep_workers and num_steps is None:
             raise ValueError("keep_workers needs a finite loader (num_epochs set): an endless one is iterated once")
         self.steps_per_epoch = steps_per_epoch
@@ -229,13 +245,16 @@ class Loader:
 
     def _grain_iterator(self, dataset: grain.MapDataset):
         ds = dataset.to_iter_dataset(
-            grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads))
+            grain.ReadOptions(num_threads=self._read_threads, prefetch_buffer_size=self._read_threads)
+        )
         if self._worker_count > 0:
             if not flags.FLAGS.is_parsed():
                 # grain's workers read its absl flags; outside absl.app (notebooks, pytest) keep their defaults.
                 flags.FLAGS.mark_as_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count),
-                                worker_init_fn=functools.partial(_worker_init, parent=os.getpid()))
+            ds = ds.mp_prefetch(
+                grain.MultiprocessingOptions(num_workers=self._worker_count),
+                worker_init_fn=functools.partial(_worker_init, parent=os.getpid()),
+            )
         return iter(ds)
 
     def _placed(self, batch):
@@ -274,12 +293,30 @@ class Loader:
         self._kept = None
 
 
-def make_loader(source, *, loader: str = "rgb", train: bool, global_batch_size: int, frames: int = 16, stack: int = 5,
-                crop: int = 224, resize: int = 256, ms_grid: tuple[int, int] | None = None,
-                ms_threshold: float | None = None, eval_stacks: int = 1, seed: int = 0, start_step: int = 0,
-                num_epochs: int | None = None, worker_count: int = 0, sharding=None, drop_remainder: bool | None = None,
-                method: str = "pil", read_threads: int = 1, keep_workers: bool = False,
-                rgb_endpoint: bool = False) -> Loader:
+def make_loader(
+    source,
+    *,
+    loader: str = "rgb",
+    train: bool,
+    global_batch_size: int,
+    frames: int = 16,
+    stack: int = 5,
+    crop: int = 224,
+    resize: int = 256,
+    ms_grid: tuple[int, int] | None = None,
+    ms_threshold: float | None = None,
+    eval_stacks: int = 1,
+    seed: int = 0,
+    start_step: int = 0,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    sharding=None,
+    drop_remainder: bool | None = None,
+    method: str = "pil",
+    read_threads: int = 1,
+    keep_workers: bool = False,
+    rgb_endpoint: bool = False,
+) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
@@ -298,16 +335,48 @@ def make_loader(source, *, loader: str = "rgb", train: bool, global_batch_size: 
     keep_workers=True, until loader.close(); see Loader): a script must guard its entry point with
     `if __name__ == "__main__":`.
     """
-    spec = ClipSpec(loader, train, frames, stack, crop, resize, None if ms_grid is None else tuple(ms_grid),
-                    ms_threshold, eval_stacks, method, rgb_endpoint)
-    return build_loader(source, spec, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                        num_epochs=num_epochs, worker_count=worker_count, sharding=sharding,
-                        drop_remainder=drop_remainder, read_threads=read_threads, keep_workers=keep_workers)
+    spec = ClipSpec(
+        loader,
+        train,
+        frames,
+        stack,
+        crop,
+        resize,
+        None if ms_grid is None else tuple(ms_grid),
+        ms_threshold,
+        eval_stacks,
+        method,
+        rgb_endpoint,
+    )
+    return build_loader(
+        source,
+        spec,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        num_epochs=num_epochs,
+        worker_count=worker_count,
+        sharding=sharding,
+        drop_remainder=drop_remainder,
+        read_threads=read_threads,
+        keep_workers=keep_workers,
+    )
 
 
-def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 0, start_step: int = 0,
-                 num_epochs: int | None = None, worker_count: int = 0, sharding=None,
-                 drop_remainder: bool | None = None, read_threads: int = 1, keep_workers: bool = False) -> Loader:
+def build_loader(
+    source,
+    spec: ClipSpec,
+    *,
+    global_batch_size: int,
+    seed: int = 0,
+    start_step: int = 0,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    sharding=None,
+    drop_remainder: bool | None = None,
+    read_threads: int = 1,
+    keep_workers: bool = False,
+) -> Loader:
     """make_loader with the per-clip arguments given as one ClipSpec (spec.train: train or eval loader)."""
     train = spec.train
     n = len(source)
@@ -318,8 +387,10 @@ def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 
     drop_remainder = train if drop_remainder is None else drop_remainder
     steps_per_epoch = n // global_batch_size if drop_remainder else -(-n // global_batch_size)
     if steps_per_epoch == 0:
-        raise ValueError(f"{n} examples make no full batch of {global_batch_size}; lower global_batch_size "
-                         "or pass drop_remainder=False")
+        raise ValueError(
+            f"{n} examples make no full batch of {global_batch_size}; lower global_batch_size "
+            "or pass drop_remainder=False"
+        )
     if num_epochs is None and not train:
         num_epochs = 1
     num_steps = None if num_epochs is None else steps_per_epoch * num_epochs
@@ -329,5 +400,12 @@ def build_loader(source, spec: ClipSpec, *, global_batch_size: int, seed: int = 
     rows = _local_rows(sharding, global_batch_size)
     batcher = _StepBatch(source, spec, seed, global_batch_size, steps_per_epoch, rows, shuffle=train)
     dataset = grain.MapDataset.range(start_step, stop).map(batcher)
-    return Loader(dataset, steps_per_epoch=steps_per_epoch, num_steps=num_steps, worker_count=worker_count,
-                  read_threads=read_threads, sharding=sharding, keep_workers=keep_workers)
+    return Loader(
+        dataset,
+        steps_per_epoch=steps_per_epoch,
+        num_steps=num_steps,
+        worker_count=worker_count,
+        read_threads=read_threads,
+        sharding=sharding,
+        keep_workers=keep_workers,
+    )

@@ -6,6 +6,7 @@ behind, as large as the part it wrote. A build holds an flock on <data_dir>/<nam
 by the kernel however the process ends), so a folder left there while no build holds the lock is a dead build's,
 and the next build removes it. A bucket data_dir has no flock: its leftovers are named, not deleted.
 """
+
 import contextlib
 import fcntl
 import logging
@@ -42,8 +43,10 @@ def _build_lock(folder: epath.Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BuildRunning(f"another process is building into {folder} (it holds {folder / LOCK}); wait for it "
-                               "to finish, or stop it") from None
+            raise BuildRunning(
+                f"another process is building into {folder} (it holds {folder / LOCK}); wait for it "
+                "to finish, or stop it"
+            ) from None
         try:
             yield
         finally:
@@ -55,8 +58,9 @@ def download_and_prepare(builder, **kwargs) -> None:
     folder = epath.Path(builder.data_dir).parent
     if "://" in os.fspath(folder):  # a bucket: no lock to tell a dead build from a running one
         for path in leftovers(builder):
-            log.warning("%s looks like the folder of an interrupted build; delete it if no build of %s is running",
-                        path, folder)
+            log.warning(
+                "%s looks like the folder of an interrupted build; delete it if no build of %s is running", path, folder
+            )
         builder.download_and_prepare(**kwargs)
         return
     with _build_lock(folder):

@@ -14,6 +14,7 @@ annotation gives). Each clip's frames come from, in order:
      first-1..last, so its images are exactly frames first..last (first = 1: frames 2..last); a clip that is its
      own video (EGTEA) loses its first frame. Extraction is resumable (a finished clip is skipped).
 """
+
 import dataclasses
 import json
 import logging
@@ -54,8 +55,10 @@ class ReleaseConfig(tfds.core.BuilderConfig):
 
 
 def builder_configs():
-    return [ReleaseConfig(name=name, modalities=mods, description=f"modalities: {', '.join(mods)}")
-            for name, mods in CONFIGS.items()]
+    return [
+        ReleaseConfig(name=name, modalities=mods, description=f"modalities: {', '.join(mods)}")
+        for name, mods in CONFIGS.items()
+    ]
 
 
 class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
@@ -81,12 +84,21 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
         raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
-        features = dict(self._features(), subject=tfds.features.Text(), clip_id=tfds.features.Text(),
-                        num_frames=np.int32, first_frame=np.int64)
+        features = dict(
+            self._features(),
+            subject=tfds.features.Text(),
+            clip_id=tfds.features.Text(),
+            num_frames=np.int32,
+            first_frame=np.int64,
+        )
         return tfds.core.DatasetInfo(
-            builder=self, features=tfds.features.FeaturesDict(features),
-            description=(f"{self.name} clips; read them with ego_jax.data.{self.name}.load_source, which adds each "
-                         "modality's frames (frame_records.py). Class names: classes.json in the build folder."))
+            builder=self,
+            features=tfds.features.FeaturesDict(features),
+            description=(
+                f"{self.name} clips; read them with ego_jax.data.{self.name}.load_source, which adds each "
+                "modality's frames (frame_records.py). Class names: classes.json in the build folder."
+            ),
+        )
 
     def _clips(self, manual_dir: Path) -> dict[str, list[VideoClip]]:
         root, clips = self._release_clips(manual_dir)
@@ -109,8 +121,12 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
                 clip.files = authors_clip(self._extract_dir, clip.clip_id, modalities, ignored)
             kept = sorted(kept + todo, key=lambda c: c.clip_id)
         if skipped:
-            log.warning("left out %d clips that have neither a video nor extracted frames (partial download?): %s%s",
-                        len(skipped), ", ".join(c.clip_id for c in skipped[:5]), " ..." if len(skipped) > 5 else "")
+            log.warning(
+                "left out %d clips that have neither a video nor extracted frames (partial download?): %s%s",
+                len(skipped),
+                ", ".join(c.clip_id for c in skipped[:5]),
+                " ..." if len(skipped) > 5 else "",
+            )
         if ignored:
             log.info("ignored %d files that are not frames in the clips' folders", len(ignored))
         if not kept:
@@ -125,8 +141,9 @@ class VideoReleaseBuilder(FrameBuilder, skip_registration=True):
         (folder / CLASSES_FILE).write_text(json.dumps(self._class_names()) + "\n")
 
     def _record(self, clip: VideoClip) -> dict:
-        return dict(clip.record, subject=clip.subject, clip_id=clip.clip_id,
-                    num_frames=len(next(iter(clip.files.values()))))
+        return dict(
+            clip.record, subject=clip.subject, clip_id=clip.clip_id, num_frames=len(next(iter(clip.files.values())))
+        )
 
 
 def _checked_video(video: Path, short_side: int | None):
@@ -165,24 +182,30 @@ def extract(clips: list[VideoClip], out: Path, spec=None) -> None:
             low = min((max(c.first - 1, 1) for c in cut), default=k + 1)
             kept = {i: f for i, f in kept.items() if i >= low}
         if cut:
-            raise CorruptVideoError(f"{video} ends at frame {k}, but its annotations name frames {cut[0].first}-"
-                                    f"{cut[0].last} (clip {cut[0].clip_id}): is the video truncated?")
+            raise CorruptVideoError(
+                f"{video} ends at frame {k}, but its annotations name frames {cut[0].first}-"
+                f"{cut[0].last} (clip {cut[0].clip_id}): is the video truncated?"
+            )
 
 
 def _write(out: Path, clip: VideoClip, frames: np.ndarray, spec) -> None:
     from ego_jax.data import flow  # noqa: PLC0415
 
     if len(frames) < 2:
-        raise CorruptVideoError(f"clip {clip.clip_id} of {clip.video} has {len(frames)} frame: warp flow needs at "
-                                "least 2 consecutive frames")
+        raise CorruptVideoError(
+            f"clip {clip.clip_id} of {clip.video} has {len(frames)} frame: warp flow needs at "
+            "least 2 consecutive frames"
+        )
     fields, _ = flow.clip_flow(frames, spec)
     flow.write_clip(out, clip.clip_id, frames, fields, spec)
 
 
 def rebuild_command(name: str, config: str, data_dir) -> str:
     """The command that builds <name>/<config> into `data_dir`."""
-    return (f"python scripts/build_dataset.py --dataset {name} --manual_dir <{name} folder> --data_dir {data_dir} "
-            f"--config {config}")
+    return (
+        f"python scripts/build_dataset.py --dataset {name} --manual_dir <{name} folder> --data_dir {data_dir} "
+        f"--config {config}"
+    )
 
 
 def build(builder: FrameBuilder, manual_dir) -> FrameBuilder:
@@ -195,8 +218,14 @@ def build(builder: FrameBuilder, manual_dir) -> FrameBuilder:
     return builder
 
 
-def open_source(builder: FrameBuilder, split: str, *, named: dict[str, list[str]] | None = None,
-                target: str = "label", rebuild: str | None = None) -> ClipSource:
+def open_source(
+    builder: FrameBuilder,
+    split: str,
+    *,
+    named: dict[str, list[str]] | None = None,
+    target: str = "label",
+    rebuild: str | None = None,
+) -> ClipSource:
     """Random-access source of `split` of a prepared build: its own splits joined ('S1+S3') or, with `named`, one
     protocol split {name: clip ids} laid over all of them (EGTEA's train1); `target` read as the label; `rebuild`:
     the command that builds it (errors name it)."""
@@ -209,8 +238,10 @@ def open_source(builder: FrameBuilder, split: str, *, named: dict[str, list[str]
         index = {cid: i for i, cid in enumerate(clip_index.clip_ids(builder, data_dir, "+".join(splits)))}
         missing = [c for c in named[split] if c not in index]
         if missing:
-            raise FileNotFoundError(f"split {split} of {builder.name}/{config} names {len(missing)} clips the build "
-                                    f"does not hold (e.g. {missing[0]}): {rebuild}")
+            raise FileNotFoundError(
+                f"split {split} of {builder.name}/{config} names {len(missing)} clips the build "
+                f"does not hold (e.g. {missing[0]}): {rebuild}"
+            )
         indices, name, split = [index[c] for c in named[split]], split, "+".join(splits)
     clips = tfds.data_source(f"{builder.name}/{config}", split=split, data_dir=str(data_dir), download=False)
     return ClipSource(clips, builder.data_path, splits, modalities, rebuild, indices=indices, target=target, name=name)
@@ -232,12 +263,15 @@ class SubjectRelease:
             raise ValueError(f"unknown {self.name} config {config!r}: expected one of {', '.join(CONFIGS)}")
         builder = self._cls(config=config, data_dir=str(data_dir))
         if not builder.is_prepared():
-            raise FileNotFoundError(f"{self.name}/{config} is not built in {Path(data_dir).resolve()}: run "
-                                    f"`{rebuild_command(self.name, config, data_dir)}`")
+            raise FileNotFoundError(
+                f"{self.name}/{config} is not built in {Path(data_dir).resolve()}: run "
+                f"`{rebuild_command(self.name, config, data_dir)}`"
+            )
         return builder
 
-    def load_source(self, split: str, *, data_dir="data/tfds", config: str = "rgb_flow",
-                    target: str = "action") -> ClipSource:
+    def load_source(
+        self, split: str, *, data_dir="data/tfds", config: str = "rgb_flow", target: str = "action"
+    ) -> ClipSource:
         """Examples of `split`: subjects joined with '+' (e.g. 'S1+S3+S4')."""
         if target != "action":
             raise ValueError(f"{self.name} has one label, the action: target must be 'action', got {target!r}")

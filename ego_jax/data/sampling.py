@@ -3,6 +3,7 @@
 The reference states its formulas on 1-based frame numbers; every function here evaluates the
 formula as written and returns 0-based indices into the clip's frame list.
 """
+
 import numpy as np
 
 

@@ -9,6 +9,7 @@ camera-compensated motion, 128 = none), which a builder reads instead of extract
 Release quirks on request: clips listed but not downloaded, unlisted videos and stray files, clips of 1-4
 frames, a truncated (corrupt) frame or video, and for the GTEA family lines that are no action or no class.
 """
+
 import dataclasses
 import shutil
 from pathlib import Path
@@ -26,9 +27,12 @@ _MARKER = ".ego_jax_standin"  # a folder holding it may be replaced by the next 
 FPS = 24
 _VERBS, _ITEMS = tuple(synthetic.VERBS), tuple(synthetic.ITEMS)
 # GTEA Gaze+ label pairs (as a label file writes them) of some of the 44 classes, and an action of none of them.
-GAZE_ACTIONS = {"open_fridge": ("open", ("fridge",)), "turnon_tap": ("turn on", ("tap",)),
-                "take_spoonForkKnife_cupPlateBowl": ("take", ("fork", "bowl")),
-                "cut_tomato_spoonForkKnife": ("cut", ("tomato", "knife"))}
+GAZE_ACTIONS = {
+    "open_fridge": ("open", ("fridge",)),
+    "turnon_tap": ("turn on", ("tap",)),
+    "take_spoonForkKnife_cupPlateBowl": ("take", ("fork", "bowl")),
+    "cut_tomato_spoonForkKnife": ("cut", ("tomato", "knife")),
+}
 GAZE_OTHER = ("wash", ("hand",))
 GTEA_ACTIONS = (("take", ("bread",)), ("open", ("coffee",)), ("pour", ("honey", "bread")), ("close", ("jam",)))
 
@@ -48,8 +52,10 @@ def _fresh(root) -> Path:
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         if not (root / _MARKER).exists():
-            raise FileExistsError(f"{root} is not empty and was not written by ego_jax.data.standins: refusing to "
-                                  "replace it (it could be a real download). Choose a new or empty folder.")
+            raise FileExistsError(
+                f"{root} is not empty and was not written by ego_jax.data.standins: refusing to "
+                "replace it (it could be a real download). Choose a new or empty folder."
+            )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / _MARKER).write_text("written by ego_jax.data.standins; replaced by its next call\n")
@@ -103,9 +109,22 @@ def _corrupt(files: list[Path], k: int, rng) -> tuple[Path, ...]:
     return tuple(bad)
 
 
-def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class: int = 2, size=(48, 64),
-               frames=(6, 10), seed: int = 0, extracted: bool = True, missing: int = 0, stray: bool = False,
-               short_clips: int = 0, corrupt: int = 0, corrupt_videos: int = 0) -> StandIn:
+def make_egtea(
+    root,
+    *,
+    classes: int = 3,
+    participants: int = 3,
+    clips_per_class: int = 2,
+    size=(48, 64),
+    frames=(6, 10),
+    seed: int = 0,
+    extracted: bool = True,
+    missing: int = 0,
+    stray: bool = False,
+    short_clips: int = 0,
+    corrupt: int = 0,
+    corrupt_videos: int = 0,
+) -> StandIn:
     """An EGTEA Gaze+ tree: action_annotation/ (106 actions, 19 verbs, 51 nouns, 3 train/test splits) and
     cropped_clips/<session>/<clip>.mp4 for `classes` actions x participants x clips_per_class.
 
@@ -118,8 +137,9 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
     actions = [(i % COUNTS["verb"], i % COUNTS["noun"]) for i in range(COUNTS["action"])]
     (ann / "verb_idx.txt").write_text("".join(f"{v} {i + 1}\n" for i, v in enumerate(verbs)))
     (ann / "noun_idx.txt").write_text("".join(f"{n} {i + 1}\n" for i, n in enumerate(nouns)))
-    (ann / "action_idx.txt").write_text("".join(f"{verbs[v]} {nouns[n].replace('_', ' ')} {i + 1}\n"
-                                                for i, (v, n) in enumerate(actions)))
+    (ann / "action_idx.txt").write_text(
+        "".join(f"{verbs[v]} {nouns[n].replace('_', ' ')} {i + 1}\n" for i, (v, n) in enumerate(actions))
+    )
     rng = np.random.default_rng([seed, 1])
     jobs = [(p, c, i) for p in range(participants) for c in range(classes) for i in range(clips_per_class)]
     lengths = _lengths(rng, len(jobs), short_clips, *frames)
@@ -142,13 +162,20 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
     written = [w for w in written if not any(g in str(w) for g in gone)]
     for k in (1, 2, 3):
         for part, keep in (("train", lambda j, k=k: j % 3 != k - 1), ("test", lambda j, k=k: j % 3 == k - 1)):
-            lines = [f"{name} {names[name] + 1} {actions[names[name]][0] + 1} {actions[names[name]][1] + 1}\n"
-                     for j, name in enumerate(order) if keep(j)]
+            lines = [
+                f"{name} {names[name] + 1} {actions[names[name]][0] + 1} {actions[names[name]][1] + 1}\n"
+                for j, name in enumerate(order)
+                if keep(j)
+            ]
             (ann / f"{part}_split{k}.txt").write_text("".join(lines))
     strays = []
     if stray:
-        clip = root / "cropped_clips" / f"P{participants + 1:02d}-R01-Pizza" / \
-            f"P{participants + 1:02d}-R01-Pizza-1000-2000-F000024-F000048.mp4"
+        clip = (
+            root
+            / "cropped_clips"
+            / f"P{participants + 1:02d}-R01-Pizza"
+            / f"P{participants + 1:02d}-R01-Pizza-1000-2000-F000024-F000048.mp4"
+        )
         write_video(clip, render(seed, 0, 0, 99, 4, size)["rgb"])  # a video no split lists
         some = next((root / "cropped_clips").iterdir())
         strays = [clip, some / ".DS_Store", some / "copy(1).txt"]
@@ -156,14 +183,29 @@ def make_egtea(root, *, classes: int = 3, participants: int = 3, clips_per_class
         strays[2].write_text("not a clip\n")
     bad = _corrupt([w for w in written if w.parent.parent.name == "frames"], corrupt, rng) if corrupt else ()
     if corrupt_videos:
-        videos = sorted(root / "cropped_clips" / "-".join(n.split("-")[:3]) / f"{n}.mp4"
-                        for n in order if n not in gone)
+        videos = sorted(
+            root / "cropped_clips" / "-".join(n.split("-")[:3]) / f"{n}.mp4" for n in order if n not in gone
+        )
         bad += _corrupt(videos, corrupt_videos, rng)
     return StandIn(root, {n: c for n, c in names.items() if n not in gone}, gone, tuple(strays), bad)
 
 
-def _make_gtea_family(root, *, label_folder: str, videos: list[tuple[str, int]], actions: list, classes: list[int],
-                      other, size, frames, seed, extracted, short_clips, corrupt, label_of) -> StandIn:
+def _make_gtea_family(
+    root,
+    *,
+    label_folder: str,
+    videos: list[tuple[str, int]],
+    actions: list,
+    classes: list[int],
+    other,
+    size,
+    frames,
+    seed,
+    extracted,
+    short_clips,
+    corrupt,
+    label_of,
+) -> StandIn:
     """Videos (stem, subject index) each holding one action of every class (plus `other`, an action outside the
     classes) separated by idle frames, one label file each."""
     root = _fresh(root)
@@ -192,29 +234,68 @@ def _make_gtea_family(root, *, label_folder: str, videos: list[tuple[str, int]],
     return StandIn(root, labels, corrupt=bad)
 
 
-def make_gtea71(root, *, classes: int = 3, subjects=("S1", "S2", "S3", "S4"), size=(48, 64), frames=(6, 10),
-                seed: int = 0, extracted: bool = True, short_clips: int = 0, corrupt: int = 0) -> StandIn:
+def make_gtea71(
+    root,
+    *,
+    classes: int = 3,
+    subjects=("S1", "S2", "S3", "S4"),
+    size=(48, 64),
+    frames=(6, 10),
+    seed: int = 0,
+    extracted: bool = True,
+    short_clips: int = 0,
+    corrupt: int = 0,
+) -> StandIn:
     """A GTEA tree: labels/S<k>_Cheese_C1.txt and videos/S<k>_Cheese_C1.mp4 per subject, each video one action of
     each of `classes` GTEA classes plus a stir<cup> (excluded from GTEA71)."""
     names = sorted(f"{v}_{','.join(o)}" for v, o in GTEA_ACTIONS[:classes])
     return _make_gtea_family(
-        root, label_folder="labels", videos=[(f"{s}_Cheese_C1", int(s[1]) - 1) for s in subjects],
-        actions=list(GTEA_ACTIONS), classes=list(range(classes)), other=("stir", ("cup",)), size=size, frames=frames,
-        seed=seed, extracted=extracted, short_clips=short_clips, corrupt=corrupt,
-        label_of=lambda c: names.index(f"{GTEA_ACTIONS[c][0]}_{','.join(GTEA_ACTIONS[c][1])}"))
+        root,
+        label_folder="labels",
+        videos=[(f"{s}_Cheese_C1", int(s[1]) - 1) for s in subjects],
+        actions=list(GTEA_ACTIONS),
+        classes=list(range(classes)),
+        other=("stir", ("cup",)),
+        size=size,
+        frames=frames,
+        seed=seed,
+        extracted=extracted,
+        short_clips=short_clips,
+        corrupt=corrupt,
+        label_of=lambda c: names.index(f"{GTEA_ACTIONS[c][0]}_{','.join(GTEA_ACTIONS[c][1])}"),
+    )
 
 
-def make_gtea_gaze(root, *, classes: int = 3, subjects=("Ahmad", "Alireza", "Carlos"), size=(48, 64),
-                   frames=(6, 10), seed: int = 0, extracted: bool = True, short_clips: int = 0,
-                   corrupt: int = 0) -> StandIn:
+def make_gtea_gaze(
+    root,
+    *,
+    classes: int = 3,
+    subjects=("Ahmad", "Alireza", "Carlos"),
+    size=(48, 64),
+    frames=(6, 10),
+    seed: int = 0,
+    extracted: bool = True,
+    short_clips: int = 0,
+    corrupt: int = 0,
+) -> StandIn:
     """A GTEA Gaze+ tree: labels_cleaned/<Subject>_Pizza.txt and videos/<Subject>_Pizza.mp4, each video one action
     of each of `classes` of the 44 classes plus one action of none of them."""
     chosen = list(GAZE_ACTIONS)[:classes]
     return _make_gtea_family(
-        root, label_folder="labels_cleaned", videos=[(f"{s}_Pizza", i) for i, s in enumerate(subjects)],
-        actions=[GAZE_ACTIONS[c] for c in chosen], classes=list(range(classes)), other=GAZE_OTHER, size=size,
-        frames=frames, seed=seed, extracted=extracted, short_clips=short_clips, corrupt=corrupt,
-        label_of=lambda c: GAZE_CLASSES.index(chosen[c]))
+        root,
+        label_folder="labels_cleaned",
+        videos=[(f"{s}_Pizza", i) for i, s in enumerate(subjects)],
+        actions=[GAZE_ACTIONS[c] for c in chosen],
+        classes=list(range(classes)),
+        other=GAZE_OTHER,
+        size=size,
+        frames=frames,
+        seed=seed,
+        extracted=extracted,
+        short_clips=short_clips,
+        corrupt=corrupt,
+        label_of=lambda c: GAZE_CLASSES.index(chosen[c]),
+    )
 
 
 def folder_class(label: int) -> str:
@@ -222,8 +303,9 @@ def folder_class(label: int) -> str:
     return f"{_VERBS[label % len(_VERBS)]}_{_ITEMS[label % len(_ITEMS)]}"
 
 
-def make_folder(root, *, classes: int = 3, videos_per_class: int = 4, size=(48, 64), frames=(6, 10),
-                seed: int = 0) -> StandIn:
+def make_folder(
+    root, *, classes: int = 3, videos_per_class: int = 4, size=(48, 64), frames=(6, 10), seed: int = 0
+) -> StandIn:
     """Your own labelled videos as torchvision's folder datasets hold them: <class>/<video>.mp4 for `classes`
     classes (folder_class names) x videos_per_class H.264 videos, each by one of 4 subjects."""
     root = _fresh(root)

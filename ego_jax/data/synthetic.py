@@ -14,6 +14,7 @@ Files match the real release: RGB PNG (3 channels), flow PNG as 3 identical chan
 Everything derives from `seed`; a clip depends only on (seed, subject, class, instance), so a
 subset of classes gives the same clips as the full set.
 """
+
 import concurrent.futures
 import dataclasses
 import math
@@ -39,8 +40,13 @@ PRESETS = {
     # 3 objects of one shape (discs told apart by colour only) x 2 verbs (up; left, whose mirror image is no class
     # here, so the reference's flip augmentation keeps labels unambiguous); near-square frames so the reference's
     # corner crops keep the moving item in view. Flow alone sees the verb, RGB frames the object.
-    "quickstart": dict(size=(80, 96), length_scale=0.5, max_len=96, clips=6,
-                       classes=("take_coffee", "take_honey", "take_jam", "open_coffee", "open_honey", "open_jam")),
+    "quickstart": dict(
+        size=(80, 96),
+        length_scale=0.5,
+        max_len=96,
+        clips=6,
+        classes=("take_coffee", "take_honey", "take_jam", "open_coffee", "open_honey", "open_jam"),
+    ),
     "full": dict(size=(256, 455), length_scale=1.0, max_len=645, clips="real"),
 }
 # The release: log clip length ~ Normal(3.594, 0.746) clipped to [5, 645] frames (median 34);
@@ -205,16 +211,19 @@ def render_action(verb: str, items, n: int, size, rng, table, gain, margin) -> d
     r = 0.12 * h * rng.uniform(0.85, 1.15)
     jitter = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
     mover = ITEMS[items[0]][1], jitter(ITEMS[items[0]][0])
-    props = [(ITEMS[i][1], jitter(ITEMS[i][0]), (margin + rng.uniform(0.15, 0.85) * w,
-                                                   margin + rng.uniform(0.2, 0.8) * h)) for i in items[1:]]
+    props = [
+        (ITEMS[i][1], jitter(ITEMS[i][0]), (margin + rng.uniform(0.15, 0.85) * w, margin + rng.uniform(0.2, 0.8) * h))
+        for i in items[1:]
+    ]
     centre = (margin + w * rng.uniform(0.42, 0.58), margin + h * rng.uniform(0.42, 0.58))
     path = _trajectory(verb, n, size, rng) + centre
     scene = table.copy()
     for shape, colour, centre in props:
         _draw(scene, shape, centre, r, colour, aa=True)
     shake = np.zeros(2)
-    frames = {k: np.empty((n, h, w) + ((3,) if k == "rgb" else ()), np.uint8)
-              for k in ("rgb", "flow_x", "flow_y", "mmaps")}
+    frames = {
+        k: np.empty((n, h, w) + ((3,) if k == "rgb" else ()), np.uint8) for k in ("rgb", "flow_x", "flow_y", "mmaps")
+    }
     scale = 127.0 / (FLOW_RANGE * w)
     for k in range(n):
         shake = 0.8 * shake + rng.normal(0, 0.006 * w, 2)
@@ -249,13 +258,17 @@ def _clip_dirs(root: Path, layout: str, rgb_folder: str, clip_id: str) -> dict[s
         subject_class, instance = clip_id.rsplit("/", 1)
         return {"rgb": (root / subject_class, f"{instance}.mp4")}
     if layout == "authors":
-        return {"rgb": (root / "frames" / clip_id, "image_{:05d}.jpg"),
-                "flow_x": (root / "flow_x" / clip_id, "flow_x_{:05d}.jpg"),
-                "flow_y": (root / "flow_y" / clip_id, "flow_y_{:05d}.jpg")}
-    return {"rgb": (root / rgb_folder / clip_id / "rgb", "rgb{:04d}.png"),
-            "mmaps": (root / rgb_folder / clip_id / "mmaps", "map{:04d}.png"),
-            "flow_x": (root / "flow_x_processed" / clip_id, "flow_x_{:05d}.png"),
-            "flow_y": (root / "flow_y_processed" / clip_id, "flow_y_{:05d}.png")}
+        return {
+            "rgb": (root / "frames" / clip_id, "image_{:05d}.jpg"),
+            "flow_x": (root / "flow_x" / clip_id, "flow_x_{:05d}.jpg"),
+            "flow_y": (root / "flow_y" / clip_id, "flow_y_{:05d}.jpg"),
+        }
+    return {
+        "rgb": (root / rgb_folder / clip_id / "rgb", "rgb{:04d}.png"),
+        "mmaps": (root / rgb_folder / clip_id / "mmaps", "map{:04d}.png"),
+        "flow_x": (root / "flow_x_processed" / clip_id, "flow_x_{:05d}.png"),
+        "flow_y": (root / "flow_y_processed" / clip_id, "flow_y_{:05d}.png"),
+    }
 
 
 def _make_clip(job: _Job, root: Path, seed: int, size, margin, layout, rgb_folder, skip):
@@ -333,8 +346,10 @@ def make_synthetic(
         raise ValueError(f"unknown layout {layout!r}: expected 'course', 'authors' or 'video'")
     size = tuple(size or PRESETS[preset]["size"])
     if layout == "video" and (size[0] % 2 or size[1] % 2 or duplicates or missing_modality is not None):
-        raise ValueError(f"layout 'video' writes H.264 videos: it needs an even frame size (got {size}) and has "
-                         "no duplicate frames or missing modalities")
+        raise ValueError(
+            f"layout 'video' writes H.264 videos: it needs an even frame size (got {size}) and has "
+            "no duplicate frames or missing modalities"
+        )
     unknown = [c for c in (classes or ()) if c not in CLASSES] + [s for s in subjects if s not in SUBJECTS]
     if unknown:
         raise ValueError(f"unknown classes/subjects {unknown}: expected names from CLASSES and {SUBJECTS}")
@@ -393,8 +408,10 @@ def make_synthetic(
         for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
             (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
             stray.append(folder / ".DS_Store")
-    clips = tuple(sorted(
-        (SyntheticClip(cid, j.num_frames, j.drop_first_map) for cid, j in zip(clip_ids, jobs)),
-        key=lambda c: c.clip_id))
+    clips = tuple(
+        sorted(
+            (SyntheticClip(cid, j.num_frames, j.drop_first_map) for cid, j in zip(clip_ids, jobs)),
+            key=lambda c: c.clip_id,
+        )
+    )
     return Synthetic(root, clips, tuple(stray), tuple(bad))
-

@@ -15,6 +15,7 @@ Resizing (`method`):
         On GTEA61 only the scale-1 train crop (256 -> 224) and a non-native `resize` shrink, so the
         two methods differ only there.
 """
+
 import dataclasses
 
 import cv2
@@ -24,7 +25,6 @@ from PIL import Image
 SCALES = (1.0, 0.875, 0.75, 0.65625)
 POSITIONS = ("c", "tl", "tr", "bl", "br")
 METHODS = ("pil", "cv2")
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +106,9 @@ def apply_flow_x(img: np.ndarray, spatial: Spatial, *, method: str = "pil") -> n
     return 255 - out if spatial.flip else out
 
 
-def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int],
-                  threshold: float | None = None) -> np.ndarray:
+def motion_target(
+    mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int], threshold: float | None = None
+) -> np.ndarray:
     """Motion map (H, W) uint8 {0, 255} -> (h, w) float32 moving fraction per cell of the cropped frame, or {0, 1} when
     `threshold` is set (a cell moves when its fraction > threshold)."""
     moving = (mmap > 127).astype(np.float32)
@@ -120,4 +121,3 @@ def motion_target(mmap: np.ndarray, spatial: Spatial, grid: tuple[int, int],
     if threshold is not None:
         frac = (frac > threshold).astype(np.float32)
     return np.ascontiguousarray(frac)
-

@@ -8,6 +8,7 @@ Videos are decoded with PyAV (FFmpeg's libraries in the wheel): every frame the 
 order, whatever the frame rate (constant or not), none dropped or duplicated. A file that cannot be opened or
 decoded raises VideoError naming it.
 """
+
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,13 @@ import numpy as np
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Encoder and pixel format per container when writing (ffv1 in .mkv is lossless).
-_ENCODERS = {".mp4": ("libx264", "yuv420p"), ".mkv": ("ffv1", "bgr0"), ".avi": ("mjpeg", "yuvj444p"),
-             ".webm": ("libvpx-vp9", "yuv420p"), ".mov": ("libx264", "yuv420p")}
+_ENCODERS = {
+    ".mp4": ("libx264", "yuv420p"),
+    ".mkv": ("ffv1", "bgr0"),
+    ".avi": ("mjpeg", "yuvj444p"),
+    ".webm": ("libvpx-vp9", "yuv420p"),
+    ".mov": ("libx264", "yuv420p"),
+}
 
 
 class VideoError(ValueError):
@@ -34,8 +40,11 @@ def is_video(path) -> bool:
 
 def image_files(folder) -> list[Path]:
     """The image files directly in `folder`, ordered by the last number in their names (frame_2 before frame_10)."""
-    files = [f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-             and not f.name.startswith(".")]
+    files = [
+        f
+        for f in Path(folder).iterdir()
+        if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file() and not f.name.startswith(".")
+    ]
 
     def key(f):
         numbers = re.findall(r"\d+", f.stem)
@@ -71,23 +80,29 @@ def _decode_video(path: Path) -> Iterator[np.ndarray]:
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as e:
-        raise VideoError(f"cannot decode video {path}: {e}. The file is corrupt, truncated or not a video; "
-                         "re-encode or re-download it") from e
+        raise VideoError(
+            f"cannot decode video {path}: {e}. The file is corrupt, truncated or not a video; "
+            "re-encode or re-download it"
+        ) from e
 
 
 def _read_folder(folder: Path) -> Iterator[np.ndarray]:
     files = image_files(folder)
     if not files:
-        raise VideoError(f"no frames in {folder}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) named with "
-                         "their frame number, e.g. image_00001.jpg")
+        raise VideoError(
+            f"no frames in {folder}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) named with "
+            "their frame number, e.g. image_00001.jpg"
+        )
     size = None
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if img is None:
             raise VideoError(f"cannot decode frame {f}: corrupt or not an image; restore or remove it")
         if size is not None and img.shape != size:
-            raise VideoError(f"frame {f} is {img.shape[1]}x{img.shape[0]} but the earlier frames of {folder} are "
-                             f"{size[1]}x{size[0]}: every frame of a clip must have one size")
+            raise VideoError(
+                f"frame {f} is {img.shape[1]}x{img.shape[0]} but the earlier frames of {folder} are "
+                f"{size[1]}x{size[0]}: every frame of a clip must have one size"
+            )
         size = img.shape
         yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -99,8 +114,9 @@ def iter_frames(source, short_side: int | None = None) -> Iterator[np.ndarray]:
         frames = _read_folder(source)
     elif source.is_file():
         if not is_video(source):
-            raise VideoError(f"{source} is not a video file: expected one of {', '.join(VIDEO_EXTENSIONS)} "
-                             "or a folder of frames")
+            raise VideoError(
+                f"{source} is not a video file: expected one of {', '.join(VIDEO_EXTENSIONS)} or a folder of frames"
+            )
         frames = _decode_video(source)
     else:
         raise VideoError(f"{source} does not exist: expected a video file or a folder of frames")

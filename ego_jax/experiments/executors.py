@@ -22,6 +22,7 @@ not depend on them and raises JobsFailed naming each one's log. A job writes job
 .json each time it runs (host, pid, start, end, device, outcome: done, preempted (then requeued), stopped or error),
 so a requeued job shows one attempt per run.
 """
+
 import argparse
 import dataclasses
 import importlib
@@ -50,35 +51,48 @@ POLL_S = {"local": 1.0, "slurm": 20.0}  # how often the driver looks at its jobs
 
 def local_defaults() -> config_dict.ConfigDict:
     """--local.*: the local executor's job resources."""
-    return config_dict.ConfigDict(dict(
-        gpus_per_job=0,  # GPUs each job sees (worker slot i: GPUs i*G .. i*G+G-1); 0: CPU jobs
-        timeout_min=7 * 24 * 60,  # a job is signalled (USR2: checkpoint and requeue) signal_delay_s before this
-        signal_delay_s=30,
-        compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
-        setup=""))  # shell lines run before each job
+    return config_dict.ConfigDict(
+        dict(
+            gpus_per_job=0,  # GPUs each job sees (worker slot i: GPUs i*G .. i*G+G-1); 0: CPU jobs
+            timeout_min=7 * 24 * 60,  # a job is signalled (USR2: checkpoint and requeue) signal_delay_s before this
+            signal_delay_s=30,
+            compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
+            setup="",
+        )
+    )  # shell lines run before each job
 
 
 def slurm_defaults() -> config_dict.ConfigDict:
     """--slurm.*: sbatch parameters of every job (None: the cluster's default)."""
-    return config_dict.ConfigDict(dict(
-        partition=config_dict.placeholder(str), account=config_dict.placeholder(str),
-        qos=config_dict.placeholder(str), constraint=config_dict.placeholder(str),
-        gpus_per_job=0,  # over all nodes of a job; one task per GPU
-        nodes_per_job=1, cpus_per_task=config_dict.placeholder(int),
-        mem=config_dict.placeholder(str),  # per node, sbatch syntax (64G)
-        timeout_min=24 * 60,
-        signal_delay_s=120,  # USR2 this long before the time limit: the job checkpoints and is requeued
-        max_requeues=3,  # time limits a job may hit (submitit's max_num_timeout); preemptions do not count
-        compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
-        setup=""))  # shell lines run before the job, e.g. 'module load cuda/12.4'
+    return config_dict.ConfigDict(
+        dict(
+            partition=config_dict.placeholder(str),
+            account=config_dict.placeholder(str),
+            qos=config_dict.placeholder(str),
+            constraint=config_dict.placeholder(str),
+            gpus_per_job=0,  # over all nodes of a job; one task per GPU
+            nodes_per_job=1,
+            cpus_per_task=config_dict.placeholder(int),
+            mem=config_dict.placeholder(str),  # per node, sbatch syntax (64G)
+            timeout_min=24 * 60,
+            signal_delay_s=120,  # USR2 this long before the time limit: the job checkpoints and is requeued
+            max_requeues=3,  # time limits a job may hit (submitit's max_num_timeout); preemptions do not count
+            compilation_cache=True,  # jobs share JAX's persistent compilation cache in jobs_dir/xla_cache
+            setup="",
+        )
+    )  # shell lines run before the job, e.g. 'module load cuda/12.4'
 
 
 def define_flags() -> None:
     """--executor, --workers, --local.*, --slurm.* (the commands that submit jobs: experiment, extract_flow)."""
-    flags.DEFINE_enum("executor", "serial", KINDS,
-                      "serial: everything in this process (or this multi-process launch); local: each job a local "
-                      "process through submitit, --workers at once; slurm: each job a SLURM job (submitit), "
-                      "submitted with its dependencies")
+    flags.DEFINE_enum(
+        "executor",
+        "serial",
+        KINDS,
+        "serial: everything in this process (or this multi-process launch); local: each job a local "
+        "process through submitit, --workers at once; slurm: each job a SLURM job (submitit), "
+        "submitted with its dependencies",
+    )
     flags.DEFINE_integer("workers", 1, "--executor=local: jobs running at once")
     config_flags.DEFINE_config_dict("local", local_defaults(), "--executor=local: resources of each job")
     config_flags.DEFINE_config_dict("slurm", slurm_defaults(), "--executor=slurm: sbatch parameters of each job")
@@ -95,15 +109,24 @@ def from_flags() -> "Executor | None":
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """define_flags() for an argparse command that takes --shard I/N: --executor, --shards, --local.*, --slurm.*."""
     group = parser.add_argument_group("jobs (submitit): --shards jobs, each with its --shard I/N")
-    group.add_argument("--executor", choices=KINDS, default="serial",
-                       help="serial: this process does it all (its --shard); local: --shards local processes at once; "
-                            "slurm: a job array of --shards jobs")
+    group.add_argument(
+        "--executor",
+        choices=KINDS,
+        default="serial",
+        help="serial: this process does it all (its --shard); local: --shards local processes at once; "
+        "slurm: a job array of --shards jobs",
+    )
     group.add_argument("--shards", type=int, default=1, help="--executor local|slurm: jobs, shard I of N each")
     for kind, defaults in (("local", local_defaults()), ("slurm", slurm_defaults())):
         for key in defaults:
             kind_of = defaults.get_type(key)
-            group.add_argument(f"--{kind}.{key}", dest=f"{kind}.{key}", default=defaults[key], help=argparse.SUPPRESS,
-                               type=(lambda v: v.lower() in ("1", "true", "yes")) if kind_of is bool else kind_of)
+            group.add_argument(
+                f"--{kind}.{key}",
+                dest=f"{kind}.{key}",
+                default=defaults[key],
+                help=argparse.SUPPRESS,
+                type=(lambda v: v.lower() in ("1", "true", "yes")) if kind_of is bool else kind_of,
+            )
 
 
 def from_args(args: argparse.Namespace) -> "Executor | None":
@@ -112,8 +135,10 @@ def from_args(args: argparse.Namespace) -> "Executor | None":
         return None
     options = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(args.executor + ".")}
     if options.get("nodes_per_job", 1) != 1:
-        raise ValueError("--slurm.nodes_per_job: a shard job is one process on one node; more shards (--shards) "
-                         "spread the work further")
+        raise ValueError(
+            "--slurm.nodes_per_job: a shard job is one process on one node; more shards (--shards) "
+            "spread the work further"
+        )
     return Executor(args.executor, workers=args.shards, options=options, tasks=1)
 
 
@@ -141,15 +166,25 @@ def _submissions_path(jobs_dir: str, name: str) -> str:
 def submissions(jobs_dir: str, name: str) -> list[dict]:
     """Every submission of node `name` in jobs_dir, oldest first."""
     path = _submissions_path(jobs_dir, name)
-    return paths.read_json(path, "it records the jobs submitted for this stage: delete it once none of them "
-                                 "runs") if os.path.exists(path) else []
+    return (
+        paths.read_json(path, "it records the jobs submitted for this stage: delete it once none of them runs")
+        if os.path.exists(path)
+        else []
+    )
 
 
 def attempts(jobs_dir: str, name: str) -> list[dict]:
     """Every run of node `name`'s jobs (a requeued job runs again), by start time."""
     folder = os.path.join(jobs_dir, name)
-    found = [paths.read_json(os.path.join(folder, f), "it records one run of a job: delete it")
-             for f in os.listdir(folder) if f.startswith("attempt-")] if os.path.isdir(folder) else []
+    found = (
+        [
+            paths.read_json(os.path.join(folder, f), "it records one run of a job: delete it")
+            for f in os.listdir(folder)
+            if f.startswith("attempt-")
+        ]
+        if os.path.isdir(folder)
+        else []
+    )
     return sorted(found, key=lambda a: a["start"])
 
 
@@ -161,8 +196,16 @@ class Attempt:
             job_id = submitit.JobEnvironment().job_id
         except RuntimeError:  # not in a submitit job (called directly)
             job_id = "none"
-        self.record = dict(name=name, job_id=job_id, host=socket.gethostname(), pid=os.getpid(), start=time.time(),
-                           end=None, outcome="running", **fields)
+        self.record = dict(
+            name=name,
+            job_id=job_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            start=time.time(),
+            end=None,
+            outcome="running",
+            **fields,
+        )
         self.path = os.path.join(jobs_dir, name, f"attempt-{job_id}-{os.getpid()}.json")
         self._write()
 
@@ -184,9 +227,17 @@ def summary(jobs_dir: str, names) -> list[dict]:
         subs, runs = submissions(jobs_dir, name), attempts(jobs_dir, name)
         if not subs:
             continue
-        out.append(dict(name=name, executor=subs[-1]["executor"], job_ids=[s["job_id"] for s in subs],
-                        attempts=len(runs), wall_s=sum(a.get("wall_s") or 0.0 for a in runs),
-                        log=subs[-1]["log"]["err"], devices=sorted({a["device"] for a in runs if a.get("device")})))
+        out.append(
+            dict(
+                name=name,
+                executor=subs[-1]["executor"],
+                job_ids=[s["job_id"] for s in subs],
+                attempts=len(runs),
+                wall_s=sum(a.get("wall_s") or 0.0 for a in runs),
+                log=subs[-1]["log"]["err"],
+                devices=sorted({a["device"] for a in runs if a.get("device")}),
+            )
+        )
     return out
 
 
@@ -197,8 +248,10 @@ class _LocalProcess:
         self.job_id, self.record = record["job_id"], record
 
     def done(self) -> bool:
-        return not (self.record.get("host") == socket.gethostname()
-                    and workdir_lock.process_alive(int(self.job_id), self.record.get("pid_start")))
+        return not (
+            self.record.get("host") == socket.gethostname()
+            and workdir_lock.process_alive(int(self.job_id), self.record.get("pid_start"))
+        )
 
 
 class Executor:
@@ -217,11 +270,14 @@ class Executor:
         if workers < 1:
             raise ValueError(f"--workers={workers}: expected at least 1 job at once")
         if kind == "slurm" and (o["nodes_per_job"] < 1 or o["gpus_per_job"] % o["nodes_per_job"]):
-            raise ValueError(f"--slurm.gpus_per_job={o['gpus_per_job']} over --slurm.nodes_per_job="
-                             f"{o['nodes_per_job']}: expected at least 1 node and the same GPU count on each")
+            raise ValueError(
+                f"--slurm.gpus_per_job={o['gpus_per_job']} over --slurm.nodes_per_job="
+                f"{o['nodes_per_job']}: expected at least 1 node and the same GPU count on each"
+            )
         if kind == "slurm" and submitit.SlurmExecutor.affinity() < 0:
-            raise ValueError("--executor=slurm: no srun on PATH; run this command where sbatch and srun work "
-                             "(a SLURM login node)")
+            raise ValueError(
+                "--executor=slurm: no srun on PATH; run this command where sbatch and srun work (a SLURM login node)"
+            )
 
     @property
     def tasks_per_job(self) -> int:
@@ -238,8 +294,9 @@ class Executor:
         if self.kind == "local":
             return f"local, {self.workers} worker(s), {o['gpus_per_job']} GPU(s) a job"
         per_node = o["gpus_per_job"] // o["nodes_per_job"]
-        return (f"slurm, partition {o['partition'] or '(default)'}, {o['nodes_per_job']} node(s) x {per_node} GPU(s) "
-                "a job")
+        return (
+            f"slurm, partition {o['partition'] or '(default)'}, {o['nodes_per_job']} node(s) x {per_node} GPU(s) a job"
+        )
 
     def _submitit(self, jobs_dir: str, *, name: str, slot: int = 0, dependency: str | None = None):
         """A submitit executor set up for one job (worker slot `slot` locally; sbatch --dependency on SLURM)."""
@@ -250,24 +307,39 @@ class Executor:
         if o["compilation_cache"]:  # each job is a fresh process: it compiles only what no job before it did
             cache = shlex.quote(os.path.join(os.path.abspath(jobs_dir), XLA_CACHE))
             least = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # default 1 s; model inits are many short ones
-            setup += [f"export JAX_COMPILATION_CACHE_DIR=${{JAX_COMPILATION_CACHE_DIR:-{cache}}}",
-                      f"export {least}=${{{least}:-0}}"]
+            setup += [
+                f"export JAX_COMPILATION_CACHE_DIR=${{JAX_COMPILATION_CACHE_DIR:-{cache}}}",
+                f"export {least}=${{{least}:-0}}",
+            ]
         setup += [o["setup"]] if o["setup"] else []
         if self.kind == "local":
             ex = submitit.LocalExecutor(folder)
             gpus = o["gpus_per_job"]
-            ex.update_parameters(timeout_min=o["timeout_min"], signal_delay_s=o["signal_delay_s"], gpus_per_node=gpus,
-                                 visible_gpus=tuple(range(slot * gpus, (slot + 1) * gpus)), setup=setup)
+            ex.update_parameters(
+                timeout_min=o["timeout_min"],
+                signal_delay_s=o["signal_delay_s"],
+                gpus_per_node=gpus,
+                visible_gpus=tuple(range(slot * gpus, (slot + 1) * gpus)),
+                setup=setup,
+            )
             return ex
         ex = submitit.SlurmExecutor(folder, max_num_timeout=o["max_requeues"])
         nodes, gpus = o["nodes_per_job"], o["gpus_per_job"]
-        optional = {k: o[k] for k in ("partition", "account", "qos", "constraint", "cpus_per_task", "mem")
-                    if o[k] is not None}
-        ex.update_parameters(job_name=name, time=o["timeout_min"], nodes=nodes,
-                             ntasks_per_node=self.tasks_per_job // nodes, gpus_per_node=gpus // nodes or None,
-                             signal_delay_s=o["signal_delay_s"], setup=setup,
-                             dependency=dependency,
-                             additional_parameters={"kill-on-invalid-dep": "yes"}, **optional)
+        optional = {
+            k: o[k] for k in ("partition", "account", "qos", "constraint", "cpus_per_task", "mem") if o[k] is not None
+        }
+        ex.update_parameters(
+            job_name=name,
+            time=o["timeout_min"],
+            nodes=nodes,
+            ntasks_per_node=self.tasks_per_job // nodes,
+            gpus_per_node=gpus // nodes or None,
+            signal_delay_s=o["signal_delay_s"],
+            setup=setup,
+            dependency=dependency,
+            additional_parameters={"kill-on-invalid-dep": "yes"},
+            **optional,
+        )
         return ex
 
     def _submit(self, node: Node, jobs_dir: str, *, slot: int, live: dict):
@@ -292,18 +364,32 @@ class Executor:
 
     def _record(self, node: Node, job, jobs_dir: str, *, slot: int, live: dict, dependency: str | None) -> None:
         """Add the submission of `node` as `job` to jobs_dir/<name>/submitted.json."""
-        after = {d: str(live[d].job_id) if d in live else (submissions(jobs_dir, d) or [{}])[-1].get("job_id")
-                 for d in node.after}
-        record = dict(executor=self.kind, job_id=str(job.job_id), submitted=time.time(), host=socket.gethostname(),
-                      slot=slot, after=after, dependency=dependency,
-                      log=dict(out=str(job.paths.stdout), err=str(job.paths.stderr)))
+        after = {
+            d: str(live[d].job_id) if d in live else (submissions(jobs_dir, d) or [{}])[-1].get("job_id")
+            for d in node.after
+        }
+        record = dict(
+            executor=self.kind,
+            job_id=str(job.job_id),
+            submitted=time.time(),
+            host=socket.gethostname(),
+            slot=slot,
+            after=after,
+            dependency=dependency,
+            log=dict(out=str(job.paths.stdout), err=str(job.paths.stderr)),
+        )
         if self.kind == "local":  # its id is the controller's pid: keep the start time, to know it after a pid reuse
             record["pid_start"] = workdir_lock.start_time(int(job.job_id))
         path = _submissions_path(jobs_dir, node.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         paths.write_atomic(path, json.dumps(submissions(jobs_dir, node.name) + [record], indent=1))
-        logging.info("%s: submitted job %s%s, log %s", node.name, job.job_id, f" ({dependency})" if dependency else "",
-                     record["log"]["err"])
+        logging.info(
+            "%s: submitted job %s%s, log %s",
+            node.name,
+            job.job_id,
+            f" ({dependency})" if dependency else "",
+            record["log"]["err"],
+        )
 
     def _find(self, record: dict, jobs_dir: str):
         """The job of an earlier driver's submission record, to wait for it."""
@@ -328,11 +414,18 @@ class Executor:
             job = self._find(record, jobs_dir)
             if not job.done():
                 live[node.name], slots[node.name] = job, record.get("slot", 0)
-                logging.info("%s: job %s (submitted by an earlier driver) is still running; waiting for it",
-                             node.name, record["job_id"])
+                logging.info(
+                    "%s: job %s (submitted by an earlier driver) is still running; waiting for it",
+                    node.name,
+                    record["job_id"],
+                )
             else:
-                logging.warning("%s: job %s ended without finishing; submitting it again. Its log: %s", node.name,
-                                record["job_id"], record["log"]["err"])
+                logging.warning(
+                    "%s: job %s ended without finishing; submitting it again. Its log: %s",
+                    node.name,
+                    record["job_id"],
+                    record["log"]["err"],
+                )
         while True:
             for name, job in list(live.items()):
                 if job.done():
@@ -364,13 +457,18 @@ class Executor:
             if not live:
                 break
             if stop.requested:
-                logging.warning("stopped: %d job(s) still running (%s); rerun the same command to wait for them",
-                                len(live), ", ".join(str(j.job_id) for j in live.values()))
+                logging.warning(
+                    "stopped: %d job(s) still running (%s); rerun the same command to wait for them",
+                    len(live),
+                    ", ".join(str(j.job_id) for j in live.values()),
+                )
                 return False
             time.sleep(POLL_S[self.kind])
         if failed:
-            raise JobsFailed(f"{len(failed)} job(s) did not finish; rerun the same command to submit them again:\n  "
-                             + "\n  ".join(f"{name}: {why}" for name, why in failed.items()))
+            raise JobsFailed(
+                f"{len(failed)} job(s) did not finish; rerun the same command to submit them again:\n  "
+                + "\n  ".join(f"{name}: {why}" for name, why in failed.items())
+            )
         return True
 
 
@@ -436,8 +534,9 @@ def run_sharded(executor: "Executor", module: str, argv: list[str], count: int, 
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        done = executor.run(shards(module, job_argv(argv), count, jobs_dir), jobs_dir, stop=stop,
-                            array=module.rsplit(".", 1)[-1])
+        done = executor.run(
+            shards(module, job_argv(argv), count, jobs_dir), jobs_dir, stop=stop, array=module.rsplit(".", 1)[-1]
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -7,6 +7,7 @@ config value that differs between the suite's runs (paths aside). Sessions of on
 group, so the dashboard aggregates their seeds. Written with tensorboard's own hparams summaries and event
 writer (no TensorFlow), by process 0 alone (report.write).
 """
+
 import json
 import os
 import shutil
@@ -19,8 +20,12 @@ from ego_jax.train import paths
 from ego_jax.viz import charts
 
 FOLDER = "hparams"
-METRICS = {"test/accuracy": "test accuracy (%)", "val/accuracy": "validation accuracy (%)",
-           "train/loss": "final train loss (mean of the last log window)", "train/wall_s": "training time (s)"}
+METRICS = {
+    "test/accuracy": "test accuracy (%)",
+    "val/accuracy": "validation accuracy (%)",
+    "train/loss": "final train loss (mean of the last log window)",
+    "train/wall_s": "training time (s)",
+}
 
 
 def _flat(tree, prefix="") -> dict:
@@ -45,14 +50,42 @@ def _final_loss(stage_dir: str) -> float | None:
 def sessions(p, out: dict) -> list[dict]:
     """Every run of the suite (validation and table) -> dict(path, group, hparams, metrics)."""
     w, key, rows = p.workdir, p.suite.column_key, p.rows
-    runs = [dict(phase="validation", row=v["row"], column=v["column"], seed=seed, set=v["set"], path=path,
-                 accuracy=acc, metric="val/accuracy")
-            for v in out["validation"]
-            for seed, path, acc in zip(p.suite.selection.seeds, v["workdirs"], v["accuracies"])]
-    runs += [dict(phase="table", row=r["row"], column=r["column"], seed=r["seed"], set=r["set"], path=r["workdir"],
-                  accuracy=r["accuracy"], metric="test/accuracy", stages=r["stages"]) for r in out["runs"]]
-    configs = [_flat(paths.read_json(os.path.join(w, r["path"], "config.json"), "delete it and rerun the suite (which "
-                                     "writes it again)")) for r in runs]
+    runs = [
+        dict(
+            phase="validation",
+            row=v["row"],
+            column=v["column"],
+            seed=seed,
+            set=v["set"],
+            path=path,
+            accuracy=acc,
+            metric="val/accuracy",
+        )
+        for v in out["validation"]
+        for seed, path, acc in zip(p.suite.selection.seeds, v["workdirs"], v["accuracies"])
+    ]
+    runs += [
+        dict(
+            phase="table",
+            row=r["row"],
+            column=r["column"],
+            seed=r["seed"],
+            set=r["set"],
+            path=r["workdir"],
+            accuracy=r["accuracy"],
+            metric="test/accuracy",
+            stages=r["stages"],
+        )
+        for r in out["runs"]
+    ]
+    configs = [
+        _flat(
+            paths.read_json(
+                os.path.join(w, r["path"], "config.json"), "delete it and rerun the suite (which writes it again)"
+            )
+        )
+        for r in runs
+    ]
     shared = set.intersection(*(set(c) for c in configs))
     varying = sorted(k for k in shared if not k.endswith("_dir") and len({json.dumps(c[k]) for c in configs}) > 1)
     result = []
@@ -60,16 +93,29 @@ def sessions(p, out: dict) -> list[dict]:
         row = rows[r["row"]]
         column = "any" if r["column"] is None else str(r["column"])
         searched = p.sets(row)[r["set"]] if r["set"] is not None else {}
-        values = {"row": r["row"], key: column, "seed": r["seed"], "phase": r["phase"],
-                  "set": -1 if r["set"] is None else r["set"]}
+        values = {
+            "row": r["row"],
+            key: column,
+            "seed": r["seed"],
+            "phase": r["phase"],
+            "set": -1 if r["set"] is None else r["set"],
+        }
         values.update({k: config[k] for k in varying})
         values.update(_flat(searched))
         stage_dir = os.path.join(w, r["path"], row.stage)
-        metrics = {r["metric"]: 100 * r["accuracy"], "train/loss": _final_loss(stage_dir),
-                   "train/wall_s": sum(s["wall_s"] or 0.0 for s in r.get("stages", {}).values()) or None}
-        result.append(dict(path=os.path.join(r["phase"], os.path.relpath(r["path"], "runs")),
-                           group=f"{r['phase']}/{r['row']}/{column}/set{values['set']}", hparams=values,
-                           metrics={k: v for k, v in metrics.items() if v is not None}))
+        metrics = {
+            r["metric"]: 100 * r["accuracy"],
+            "train/loss": _final_loss(stage_dir),
+            "train/wall_s": sum(s["wall_s"] or 0.0 for s in r.get("stages", {}).values()) or None,
+        }
+        result.append(
+            dict(
+                path=os.path.join(r["phase"], os.path.relpath(r["path"], "runs")),
+                group=f"{r['phase']}/{r['row']}/{column}/set{values['set']}",
+                hparams=values,
+                metrics={k: v for k, v in metrics.items() if v is not None},
+            )
+        )
     return result
 
 
@@ -95,11 +141,14 @@ def write(p, out: dict) -> str:
     found = sessions(p, out)
     names = list(dict.fromkeys(k for s in found for k in s["hparams"]))
     params = [hp.HParam(n, _domain([s["hparams"][n] for s in found if n in s["hparams"]])) for n in names]
-    metrics = [hp.Metric(tag, display_name=text) for tag, text in METRICS.items()
-               if any(tag in s["metrics"] for s in found)]
+    metrics = [
+        hp.Metric(tag, display_name=text) for tag, text in METRICS.items() if any(tag in s["metrics"] for s in found)
+    ]
     _write(root, [(0, hp.hparams_config_pb(params, metrics))])
     for s in found:
-        scalars = [(0, summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v)]))
-                   for t, v in s["metrics"].items()]
+        scalars = [
+            (0, summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v)]))
+            for t, v in s["metrics"].items()
+        ]
         _write(os.path.join(root, s["path"]), [(0, hp.hparams_pb(s["hparams"], trial_id=s["group"]))] + scalars)
     return root

@@ -6,6 +6,7 @@ its val part). Its workdir W/runs/<row>/<column>/[fold<k>/]<name> holds one syml
 store W/stages/<stage_key> (ego_jax.specs.identity + the report fields: the test split, ...), so a stage needed by
 several runs is trained once. A suite of one fold (protocol=fixed) has no fold level in its run paths.
 """
+
 import dataclasses
 import hashlib
 import itertools
@@ -45,8 +46,13 @@ FIELDS = "identity.json"  # W/stages/<key>/identity.json: the stage_fields its k
 
 def _fields(path: str) -> dict:
     """A store directory's identity.json, normalised (None values dropped)."""
-    return specs.normalise(paths.read_json(path, "it records which stage the directory holds: move the directory "
-                                                 "out of the store (its stage then trains again)"))
+    return specs.normalise(
+        paths.read_json(
+            path,
+            "it records which stage the directory holds: move the directory "
+            "out of the store (its stage then trains again)",
+        )
+    )
 
 
 def stale_keys(workdir: str) -> dict[str, str]:
@@ -74,8 +80,10 @@ def rekey(workdir: str) -> dict[str, str]:
     store = os.path.join(workdir, "stages")
     taken = [new for new in stale.values() if os.path.lexists(os.path.join(store, new))]
     if taken:
-        raise FileExistsError(f"{store}: {taken} exist already beside the stale directories they replace (a run of "
-                              "this ego_jax started them over); move them away, then rerun " + rekey_command(workdir))
+        raise FileExistsError(
+            f"{store}: {taken} exist already beside the stale directories they replace (a run of "
+            "this ego_jax started them over); move them away, then rerun " + rekey_command(workdir)
+        )
     for old, new in stale.items():
         path = os.path.join(store, old, FIELDS)
         paths.write_json(path, _fields(path))
@@ -110,8 +118,10 @@ def search_sets(space, sets: int, sampler: str, seed: int) -> list[dict]:
     sizes = [len(values) for _, values in space]
     grid = list(itertools.product(*(range(n) for n in sizes)))
     if sampler != "grid" and sets > len(grid):
-        raise ValueError(f"sets={sets} hyperparameter sets asked for, but the space has only {len(grid)} "
-                         f"combinations; use search=grid or fewer sets")
+        raise ValueError(
+            f"sets={sets} hyperparameter sets asked for, but the space has only {len(grid)} "
+            f"combinations; use search=grid or fewer sets"
+        )
     if sampler == "grid":
         chosen = grid
     else:
@@ -151,13 +161,24 @@ class Plan:
     def fold(self, split: int) -> datasets.Protocol:
         return next(f for f in self.suite.folds if f.split == split)
 
-    def run(self, row_key: str, column, seed: int, *, phase: str = TABLE, set_index: int | None = None,
-            fold: int | None = None) -> Run:
+    def run(
+        self,
+        row_key: str,
+        column,
+        seed: int,
+        *,
+        phase: str = TABLE,
+        set_index: int | None = None,
+        fold: int | None = None,
+    ) -> Run:
         """The run of a row, column, seed and fold (default: the first) (with set `set_index` of a searched row)."""
         row, s = self.rows[row_key], self.suite
         p = self.fold(s.folds[0].split if fold is None else fold)
-        args = ",".join(filter(None, [row.args, s.args, f"seed={seed}"]
-                               + ([f"{s.column_key}={column}"] if column is not None else [])))
+        args = ",".join(
+            filter(
+                None, [row.args, s.args, f"seed={seed}"] + ([f"{s.column_key}={column}"] if column is not None else [])
+            )
+        )
         config = recipes.from_file(row.config, args)
         recipes.override(config, dict(s.overrides))
         if self.data_dir:
@@ -173,21 +194,39 @@ class Plan:
         name = f"seed{seed}" if phase == TABLE else f"val-set{set_index}-seed{seed}"
         if len(s.folds) > 1:
             name = os.path.join(f"fold{p.split}", name)
-        return Run(row_key, column, seed, phase, set_index, p.split, os.path.join("runs", row_key, col, name), args,
-                   RunSpec.from_config(config))
+        return Run(
+            row_key,
+            column,
+            seed,
+            phase,
+            set_index,
+            p.split,
+            os.path.join("runs", row_key, col, name),
+            args,
+            RunSpec.from_config(config),
+        )
 
     def folds(self) -> list[int]:
         return [f.split for f in self.suite.folds]
 
     def validation_runs(self) -> list[Run]:
         """Every validation run: searched rows x columns x folds x hyperparameter sets x selection seeds."""
-        return [self.run(r.key, col, seed, phase=VALIDATION, set_index=k, fold=fold)
-                for r in self.suite.rows if r.search for col in self.columns(r) for fold in self.folds()
-                for k in range(len(self.sets(r))) for seed in self.suite.selection.seeds]
+        return [
+            self.run(r.key, col, seed, phase=VALIDATION, set_index=k, fold=fold)
+            for r in self.suite.rows
+            if r.search
+            for col in self.columns(r)
+            for fold in self.folds()
+            for k in range(len(self.sets(r)))
+            for seed in self.suite.selection.seeds
+        ]
 
     def table_runs(self, chosen: dict) -> list[Run]:
         """Every table run; chosen[(row, column, fold)] = the selected set index of a searched row."""
-        return [self.run(r.key, col, seed, set_index=chosen[(r.key, col, fold)] if r.search else None,
-                         fold=fold)
-                for r in self.suite.rows for col in self.columns(r) for fold in self.folds()
-                for seed in self.suite.seeds]
+        return [
+            self.run(r.key, col, seed, set_index=chosen[(r.key, col, fold)] if r.search else None, fold=fold)
+            for r in self.suite.rows
+            for col in self.columns(r)
+            for fold in self.folds()
+            for seed in self.suite.seeds
+        ]

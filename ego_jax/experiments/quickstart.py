@@ -6,6 +6,7 @@ accuracies move between machines (XLA's CPU kernels differ per instruction set) 
 
   python -m ego_jax.experiments.quickstart W/train W/summary.json   # prints the table and the verdict line
 """
+
 import sys
 from collections.abc import Mapping
 
@@ -24,9 +25,13 @@ def stage_summary(metrics: Mapping, confusion: Mapping) -> dict:
     class has the right object / the right verb."""
     names, counts = [verb_object(n) for n in confusion["classes"]], np.asarray(confusion["matrix"])
     pairs = [(names[i], names[j], int(counts[i, j])) for i, j in zip(*counts.nonzero())]
-    return dict(accuracy=metrics["accuracy"], correct=metrics["num_correct"], clips=metrics["num_examples"],
-                object=sum(n for a, b, n in pairs if a[1][0] == b[1][0]),  # the same moving item
-                verb=sum(n for a, b, n in pairs if a[0] == b[0]))
+    return dict(
+        accuracy=metrics["accuracy"],
+        correct=metrics["num_correct"],
+        clips=metrics["num_examples"],
+        object=sum(n for a, b, n in pairs if a[1][0] == b[1][0]),  # the same moving item
+        verb=sum(n for a, b, n in pairs if a[0] == b[0]),
+    )
 
 
 def summarize(train_dir: str | epath.Path, stages=STAGES) -> dict:
@@ -59,17 +64,25 @@ def verdict(summary: Mapping) -> tuple[bool, str]:
     """A summarize() dict -> (every invariant holds, one line naming each invariant as held or failed)."""
     held = {name: bool(test(summary)) for name, test in INVARIANTS.items()}
     failed = [name for name, ok in held.items() if not ok]
-    return not failed, (f"quickstart verdict: {'PASS' if not failed else 'FAIL'} ("
-                        + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in held.items()) + ")")
+    return not failed, (
+        f"quickstart verdict: {'PASS' if not failed else 'FAIL'} ("
+        + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in held.items())
+        + ")"
+    )
 
 
 def table(summary: Mapping) -> str:
     """The summary as the text table quickstart.sh prints."""
-    lines = ["Test accuracy on the held-out synthetic subject S2 (final epoch of each stage). object / verb: clips "
-             "whose", "predicted class has the right moving object / the right verb (flow sees only the verb, RGB "
-             "frames the object).", f"{'stage':<12} {'accuracy':>9} {'correct':>7} {'object':>7} {'verb':>5}"]
-    lines += [f"{stage:<12} {100 * s['accuracy']:>8.2f}% {s['correct']:>3}/{s['clips']:<3} {s['object']:>7} "
-              f"{s['verb']:>5}" for stage, s in summary.items()]
+    lines = [
+        "Test accuracy on the held-out synthetic subject S2 (final epoch of each stage). object / verb: clips whose",
+        "predicted class has the right moving object / the right verb (flow sees only the verb, RGB "
+        "frames the object).",
+        f"{'stage':<12} {'accuracy':>9} {'correct':>7} {'object':>7} {'verb':>5}",
+    ]
+    lines += [
+        f"{stage:<12} {100 * s['accuracy']:>8.2f}% {s['correct']:>3}/{s['clips']:<3} {s['object']:>7} {s['verb']:>5}"
+        for stage, s in summary.items()
+    ]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ Multi-process (scripts/experiment.py takes train.py's launch flags): every proce
 each stage together with the others; process 0 alone writes the store's links, records and reports
 (distributed.on_process_0, after which every process sees them) and decides what is done and chosen.
 """
+
 import functools
 import logging
 import os
@@ -40,9 +41,11 @@ def prepare_data(p: plan_lib.Plan) -> None:
 def filesystem_workdir(workdir: str) -> str:
     """The suite workdir made absolute; a bucket URL is refused (the runs' stages are symlinks into the store)."""
     if not paths.is_local(workdir):
-        raise ValueError(f"--workdir {workdir}: a suite links each run's stages into its shared store with symlinks, "
-                         "which a bucket cannot hold; use a filesystem every process sees (local disk, NFS, Lustre). "
-                         "scripts/train.py takes a bucket workdir")
+        raise ValueError(
+            f"--workdir {workdir}: a suite links each run's stages into its shared store with symlinks, "
+            "which a bucket cannot hold; use a filesystem every process sees (local disk, NFS, Lustre). "
+            "scripts/train.py takes a bucket workdir"
+        )
     return os.path.abspath(workdir)
 
 
@@ -67,14 +70,17 @@ def link_stages(workdir: str, run: plan_lib.Run) -> str:
         if not os.path.lexists(link):
             os.symlink(rel, link)
         elif not os.path.islink(link):
-            raise FileExistsError(f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
-                                  f"written by scripts/train.py? Use a fresh --workdir for the suite")
+            raise FileExistsError(
+                f"{link} is a directory, not a link into {workdir}/stages: was this run's workdir "
+                f"written by scripts/train.py? Use a fresh --workdir for the suite"
+            )
     paths.write_json(os.path.join(run_dir, "config.json"), run.spec.to_dict())
     return run_dir
 
 
-def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None,
-              verified: set | None = None) -> bool:
+def train_run(
+    workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, stages=None, verified: set | None = None
+) -> bool:
     """Train every stage of a run (or those in `stages`) not yet DONE in the store; -> True when done (False: stop).
 
     A DONE stage is reused only once its final checkpoint verifies, as train.py checks it; one that fails is
@@ -100,8 +106,17 @@ def train_run(workdir: str, run: plan_lib.Run, *, mesh, stop: loop.StopRequest, 
         logging.info("run %s: training stage %s (%s)", run.path, name, store)
         t0 = time.perf_counter()
         with run_lock(store):
-            done = loop.train_stage(spec, name, run_dir, mesh=mesh, stop=stop, sources=sources, restart_hint=(
-                f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"))
+            done = loop.train_stage(
+                spec,
+                name,
+                run_dir,
+                mesh=mesh,
+                stop=stop,
+                sources=sources,
+                restart_hint=(
+                    f"Start the stage over: delete {store} (or move it out of {workdir}/stages) and rerun the suite"
+                ),
+            )
         record = functools.partial(_add_wall_time, os.path.join(run_dir, name), time.perf_counter() - t0)
         distributed.on_process_0(record, f"record the training time of {run_dir}/{name}")
         if not done:
@@ -114,8 +129,9 @@ def _wall_time(stage_dir: str) -> float | None:
     wall = os.path.join(stage_dir, "wall.json")
     if not os.path.exists(wall):
         return None
-    return paths.read_json(wall, "delete it (it only sums the stage's training time, which then counts from the "
-                                 "next session)")["seconds"]
+    return paths.read_json(
+        wall, "delete it (it only sums the stage's training time, which then counts from the next session)"
+    )["seconds"]
 
 
 def _add_wall_time(stage_dir: str, seconds: float) -> None:
@@ -126,12 +142,18 @@ def _add_wall_time(stage_dir: str, seconds: float) -> None:
 def result_of(workdir: str, run: plan_lib.Run, stage: str) -> dict:
     """A finished run's eval.json of `stage`, and per stage of its recipe the identity and summed training time."""
     run_dir = os.path.join(workdir, run.path)
-    stages = {name: dict(identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
-                         wall_s=_wall_time(os.path.join(run_dir, name))) for name in run.spec.recipe}
+    stages = {
+        name: dict(
+            identity=os.path.basename(os.path.realpath(os.path.join(run_dir, name))),
+            wall_s=_wall_time(os.path.join(run_dir, name)),
+        )
+        for name in run.spec.recipe
+    }
     stage_dir = os.path.join(run_dir, stage)
-    evaluated = paths.read_json(os.path.join(stage_dir, "eval.json"),
-                                f"delete {os.path.join(stage_dir, 'DONE')} and rerun: the stage's final checkpoint "
-                                "is evaluated again")
+    evaluated = paths.read_json(
+        os.path.join(stage_dir, "eval.json"),
+        f"delete {os.path.join(stage_dir, 'DONE')} and rerun: the stage's final checkpoint is evaluated again",
+    )
     return dict(evaluated, stages=stages)
 
 
@@ -165,16 +187,28 @@ def select(p: plan_lib.Plan, *, train_all, stop) -> dict | None:
                     mine = [r for r in runs if (r.row, r.column, r.set_index, r.fold) == (row.key, column, k, fold)]
                     accs = [result_of(p.workdir, r, row.stage)["accuracy"] for r in mine]
                     scores.append(sum(accs) / len(accs))
-                    records.append(dict(row=row.key, column=column, fold=fold, set=k, hyperparameters=hp,
-                                        accuracies=accs, split=p.fold(fold).val, workdirs=[r.path for r in mine]))
+                    records.append(
+                        dict(
+                            row=row.key,
+                            column=column,
+                            fold=fold,
+                            set=k,
+                            hyperparameters=hp,
+                            accuracies=accs,
+                            split=p.fold(fold).val,
+                            workdirs=[r.path for r in mine],
+                        )
+                    )
                 best = max(range(len(sets)), key=lambda k: (scores[k], -k))
                 # one choice, whatever each process read
                 chosen[(row.key, column, fold)] = distributed.from_process_0(best)
     for rec in records:
         rec["chosen"] = chosen[(rec["row"], rec["column"], rec["fold"])] == rec["set"]
 
-    distributed.on_process_0(lambda: paths.write_json(os.path.join(p.workdir, SELECTION), dict(validation=records)),
-                             f"write {p.workdir}/{SELECTION}")
+    distributed.on_process_0(
+        lambda: paths.write_json(os.path.join(p.workdir, SELECTION), dict(validation=records)),
+        f"write {p.workdir}/{SELECTION}",
+    )
     return dict(chosen=chosen, validation=records)
 
 
@@ -182,13 +216,16 @@ def check_store(workdir: str) -> None:
     """Refuse a store written by an earlier ego_jax whose stage keys differ, naming the command that re-keys it."""
     stale = plan_lib.stale_keys(workdir)
     if stale:
-        raise ValueError(f"{workdir}/stages holds {len(stale)} stage(s) keyed by an earlier ego_jax (e.g. "
-                         f"{next(iter(stale))} is now {next(iter(stale.values()))}); re-key the store once with `"
-                         f"{plan_lib.rekey_command(workdir)}`, then rerun this command")
+        raise ValueError(
+            f"{workdir}/stages holds {len(stale)} stage(s) keyed by an earlier ego_jax (e.g. "
+            f"{next(iter(stale))} is now {next(iter(stale.values()))}); re-key the store once with `"
+            f"{plan_lib.rekey_command(workdir)}`, then rerun this command"
+        )
 
 
-def run_suite(suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None,
-              executor: executors.Executor | None = None) -> dict | None:
+def run_suite(
+    suite: SuiteSpec, workdir: str, *, stop: loop.StopRequest | None = None, executor: executors.Executor | None = None
+) -> dict | None:
     """Run a whole suite in `workdir`; -> the results dict (also W/results.{md,json}, plots), None if stopped.
 
     executor: None trains in this process; else each distinct stage is a job of it (ego_jax.experiments.stage_job).
@@ -225,14 +262,30 @@ def _run(p: plan_lib.Plan, stop, executor) -> dict | None:
     runs = p.table_runs(selection["chosen"])
     if not train_all(workdir, runs, stop=stop):
         return None
-    results = [dict(row=r.row, column=r.column, seed=r.seed, set=r.set_index, fold=r.fold, workdir=r.path,
-                    **result_of(workdir, r, p.rows[r.row].stage)) for r in runs]
+    results = [
+        dict(
+            row=r.row,
+            column=r.column,
+            seed=r.seed,
+            set=r.set_index,
+            fold=r.fold,
+            workdir=r.path,
+            **result_of(workdir, r, p.rows[r.row].stage),
+        )
+        for r in runs
+    ]
     jobs = None
     if executor is not None:  # each distinct stage of the suite once, in plan order
         keys = {plan_lib.stage_key(r.spec, n): None for r in p.validation_runs() + runs for n in r.spec.recipe}
         jobs = dict(executor=executor.describe(), jobs=executors.summary(os.path.join(workdir, JOBS), keys))
-    out = report.tabulate(p, results, selection["validation"], class_names=loaders.class_names(runs[0].spec),
-                          wall_s=time.perf_counter() - t0, jobs=jobs)
+    out = report.tabulate(
+        p,
+        results,
+        selection["validation"],
+        class_names=loaders.class_names(runs[0].spec),
+        wall_s=time.perf_counter() - t0,
+        jobs=jobs,
+    )
     distributed.on_process_0(lambda: report.write(p, out), f"write the results into {workdir}")
     if suite.cam.rows and suite.cam.clips:
         from ego_jax.experiments import cam  # noqa: PLC0415
@@ -252,22 +305,32 @@ def dry_run(suite: SuiteSpec, workdir: str) -> str:
     for run in runs + table:
         for name in run.spec.recipe:
             users.setdefault(plan_lib.stage_key(run.spec, name), []).append(run.path)
-    lines = [f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
-             f"(store {workdir}/stages)"]
+    lines = [
+        f"suite {suite.name}: {len(runs)} validation runs, {len(table)} table runs, {len(users)} unique stages "
+        f"(store {workdir}/stages)"
+    ]
     steps_cache: dict[str, str] = {}
-    for title, group in (("validation runs (hyperparameter selection; test subject never read)", runs),
-                         ("table runs" + (" (searched rows shown with set 0; the chosen set replaces it)"
-                                          if provisional else ""), table)):
+    for title, group in (
+        ("validation runs (hyperparameter selection; test subject never read)", runs),
+        (
+            "table runs" + (" (searched rows shown with set 0; the chosen set replaces it)" if provisional else ""),
+            table,
+        ),
+    ):
         lines.append(f"\n{title}:")
         for run in group:
             hp = "" if run.set_index is None else f" set {run.set_index} {p.sets(p.rows[run.row])[run.set_index]}"
-            lines.append(f"  {run.path}: {p.rows[run.row].config}:{run.args} train {run.spec.data.train_split}"
-                         f" test {run.spec.data.test_split}{hp}")
+            lines.append(
+                f"  {run.path}: {p.rows[run.row].config}:{run.args} train {run.spec.data.train_split}"
+                f" test {run.spec.data.test_split}{hp}"
+            )
             for name in run.spec.recipe:
                 sid = plan_lib.stage_key(run.spec, name)
                 shared = len(set(users[sid])) - 1
-                lines.append(f"    {name:<11} {sid}  {_steps(run.spec, name, steps_cache)}"
-                             + (f"  shared with {shared} other run(s)" if shared else ""))
+                lines.append(
+                    f"    {name:<11} {sid}  {_steps(run.spec, name, steps_cache)}"
+                    + (f"  shared with {shared} other run(s)" if shared else "")
+                )
     return "\n".join(lines)
 
 

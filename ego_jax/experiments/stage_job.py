@@ -17,6 +17,7 @@ from the checkpoint. After SIGTERM or SIGINT it exits unfinished without requeue
 (75, as a stopped ego-jax-train: rerun to resume; a scancel; a cluster that preempts with SIGTERM requeues by its
 own PreemptMode).
 """
+
 import logging
 import os
 import signal
@@ -77,13 +78,17 @@ class StageJob(submitit.helpers.Checkpointable):
 
         -> whether the stage is done (False: stopped).
         """
-        attempt = executors.Attempt(os.path.join(self.workdir, runner.JOBS), key, device=report.device(),
-                                    run=self.run.path) if distributed.is_writer() else None
+        attempt = (
+            executors.Attempt(os.path.join(self.workdir, runner.JOBS), key, device=report.device(), run=self.run.path)
+            if distributed.is_writer()
+            else None
+        )
         try:
             while True:
                 try:
-                    done = runner.train_run(self.workdir, self.run, mesh=sharding.make_mesh(), stop=stop,
-                                            stages=(self.stage,))
+                    done = runner.train_run(
+                        self.workdir, self.run, mesh=sharding.make_mesh(), stop=stop, stages=(self.stage,)
+                    )
                     break
                 except WorkdirLocked as e:  # another job of this stage (two drivers, a resubmission)
                     if stop.requested:
@@ -119,9 +124,11 @@ def nodes(workdir: str, runs: list[plan_lib.Run], *, processes: int = 1) -> list
                 continue
             sources = [s for s in run.spec.stage(name).init_from.values() if s in run.spec.recipe]
             out[key] = executors.Node(
-                name=key, fn=StageJob(workdir, run, name, processes=processes),
+                name=key,
+                fn=StageJob(workdir, run, name, processes=processes),
                 after=tuple(plan_lib.stage_key(run.spec, s) for s in sources),
-                done=os.path.join(runner.stage_dir(workdir, run.spec, name), "DONE"))
+                done=os.path.join(runner.stage_dir(workdir, run.spec, name), "DONE"),
+            )
     return list(out.values())
 
 

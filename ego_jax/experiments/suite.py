@@ -23,6 +23,7 @@ A suite is a ConfigDict:
   cam                    rows and clip ids of the CAM comparison drawn at the end (rows () = none)
   notes                  footnotes printed under the table
 """
+
 import dataclasses
 from collections.abc import Mapping
 
@@ -35,10 +36,25 @@ from ego_jax.data import datasets
 # protocol: 'fixed' (alias s2: one protocol split, `split`, 0 = the dataset's default) or 'folds' (aliases 4fold,
 # 3split, loso: every protocol split of the dataset, as the papers' means); val: the validation subject of a fixed
 # split ('' = the last training subject: S4 for GTEA61's S2).
-ARGS = dict(seeds=3, data="gtea61", preset="reference", rows="all", sets=3, search="random", val="",
-            selection_seeds=1, data_dir="", protocol="fixed", split=0)
-CHOICES = dict(data=datasets.NAMES, preset=("reference", "quickstart"), search=("random", "grid"),
-               protocol=("fixed", "s2", "folds", "4fold", "3split", "loso"))
+ARGS = dict(
+    seeds=3,
+    data="gtea61",
+    preset="reference",
+    rows="all",
+    sets=3,
+    search="random",
+    val="",
+    selection_seeds=1,
+    data_dir="",
+    protocol="fixed",
+    split=0,
+)
+CHOICES = dict(
+    data=datasets.NAMES,
+    preset=("reference", "quickstart"),
+    search=("random", "grid"),
+    protocol=("fixed", "s2", "folds", "4fold", "3split", "loso"),
+)
 # The papers' published numbers (top-1 %) a suite shows beside its rows: (dataset, protocol) -> {row: (value, source)}.
 EGO_RNN = "Ego-RNN paper (Sudhakaran & Lanz, BMVC 2018)"
 PUBLISHED = {
@@ -55,15 +71,17 @@ QUICKSTART_EPOCHS = 2
 
 def parse_args(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """'preset=quickstart,seeds=1' -> ConfigDict of ARGS (overridden by `defaults`, then by `arg`)."""
-    args = recipes.parse_args(arg, spec=ARGS, choices=CHOICES,
-                                    example="configs/experiments/step1.py:preset=quickstart,seeds=1", **defaults)
+    args = recipes.parse_args(
+        arg, spec=ARGS, choices=CHOICES, example="configs/experiments/step1.py:preset=quickstart,seeds=1", **defaults
+    )
     if args.seeds < 1 or args.sets < 1 or args.selection_seeds < 1:
         raise ValueError(f"suite arguments seeds, sets, selection_seeds must be >= 1; got {args}")
     return args
 
 
-def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: list[str],
-          cam_rows=(), cam_clips=()) -> ml_collections.ConfigDict:
+def suite(
+    args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: list[str], cam_rows=(), cam_clips=()
+) -> ml_collections.ConfigDict:
     """The suite ConfigDict (see the module doc) for parsed `args`; rows=a+b keeps those rows only."""
     keys = [r["key"] for r in rows]
     wanted = keys if args.rows == "all" else args.rows.split("+")
@@ -76,17 +94,23 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
     protocol = "folds" if args.protocol in ("folds", "4fold", "3split", "loso") else "fixed"
     folds = datasets.folds(args.data) if protocol == "folds" else (args.split or datasets.DEFAULT_SPLIT[args.data],)
     if protocol == "folds" and args.val:
-        raise ValueError("suite argument val: a fold's validation subject is the dataset's rule (datasets.protocol); "
-                         "val= applies to protocol=fixed only")
+        raise ValueError(
+            "suite argument val: a fold's validation subject is the dataset's rule (datasets.protocol); "
+            "val= applies to protocol=fixed only"
+        )
     s.folds = tuple(datasets.protocol(args.data, k, args.val).as_dict() for k in folds)
     where = f"test {s.folds[0]['test']}" if protocol == "fixed" else f"mean of {len(folds)} protocol splits"
     data_name = {"gtea61": "GTEA61", "gtea71": "GTEA71", "gtea_gaze": "GTEA Gaze+", "egtea": "EGTEA Gaze+"}
-    dataset = (f"synthetic data ({args.preset if args.preset == 'quickstart' else 'small'} preset)" if stand_in
-               else data_name[args.data])
+    dataset = (
+        f"synthetic data ({args.preset if args.preset == 'quickstart' else 'small'} preset)"
+        if stand_in
+        else data_name[args.data]
+    )
     s.title = title.replace("GTEA61", dataset).replace("test subject S2", where)
     key = (args.data, protocol) if protocol == "folds" or args.data != "egtea" else (args.data, protocol, folds[0])
-    published = {} if stand_in or (args.data == "gtea61" and protocol == "fixed" and folds[0] != 2) else \
-        PUBLISHED.get(key, {})
+    published = (
+        {} if stand_in or (args.data == "gtea61" and protocol == "fixed" and folds[0] != 2) else PUBLISHED.get(key, {})
+    )
     s.published = {k: v for k, v in published.items() if k in wanted}
     s.column_key = "frames"
     s.columns = (7, 16)
@@ -106,24 +130,32 @@ def suite(args, *, name: str, title: str, rows: list[dict], diff: tuple, notes: 
         data = dict(recipes.QUICKSTART_ARGS, **({} if args.data == "gtea61" else {"data": args.data}))
         s.args = ",".join(f"{k}={v}" for k, v in data.items() if k != "stage1_backbone")
         # stage1_backbone=train only where there is an RGB stage 1 (the flow recipe refuses the argument)
-        s.rows = tuple(dict(r, args=",".join(filter(None, [r["args"], "stage1_backbone=train"])))
-                       if "rgb_stage1" in recipes.from_file(r["config"]).recipe else r for r in s.rows)
+        s.rows = tuple(
+            dict(r, args=",".join(filter(None, [r["args"], "stage1_backbone=train"])))
+            if "rgb_stage1" in recipes.from_file(r["config"]).recipe
+            else r
+            for r in s.rows
+        )
         s.columns = QUICKSTART_COLUMNS
         s.overrides = tuple(recipes.QUICKSTART_SIZES.items()) + (("stages.*.epochs", QUICKSTART_EPOCHS),)
         s.synthetic_preset = "quickstart" if args.data in ("gtea61", "synthetic") else ""
         data = "synthetic quickstart data (6 classes)" if stand_in else args.data
-        s.notes = s.notes + (f"preset=quickstart: {data}, "
-                             f"the quickstart's sizes "
-                             f"(configs/quickstart.py), {QUICKSTART_EPOCHS} epochs per stage, frame columns "
-                             f"{QUICKSTART_COLUMNS}: a smoke test of the machinery, not a result.",)
+        s.notes = s.notes + (
+            f"preset=quickstart: {data}, "
+            f"the quickstart's sizes "
+            f"(configs/quickstart.py), {QUICKSTART_EPOCHS} epochs per stage, frame columns "
+            f"{QUICKSTART_COLUMNS}: a smoke test of the machinery, not a result.",
+        )
     elif args.data == "synthetic":
         s.synthetic_preset = "small"
     return s
 
 
 # Test clips of the CAM comparisons (subject S2): GTEA61 actions with a clear moving object, and the quickstart's.
-CAM_CLIPS = dict(reference=("S2/take_bread/1", "S2/open_coffee/1", "S2/pour_water,cup/1"),
-                 quickstart=("S2/open_honey/1", "S2/take_jam/1"))
+CAM_CLIPS = dict(
+    reference=("S2/take_bread/1", "S2/open_coffee/1", "S2/pour_water,cup/1"),
+    quickstart=("S2/open_honey/1", "S2/take_jam/1"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,11 +234,18 @@ class SuiteSpec:
     def from_config(cls, suite) -> "SuiteSpec":
         """A suite ConfigDict (or its to_dict) -> SuiteSpec."""
         d = dict(suite.to_dict() if hasattr(suite, "to_dict") else suite)
-        return cls(**{**d, "columns": tuple(d["columns"]), "seeds": tuple(d["seeds"]),
-                      "rows": tuple(RowSpec(**r) for r in d["rows"]),
-                      "folds": tuple(datasets.Protocol(**f) for f in d["folds"]),
-                      "published": FrozenDict({k: tuple(v) for k, v in d["published"].items()}),
-                      "overrides": tuple((k, v) for k, v in d["overrides"]),
-                      "selection": SelectionSpec(**{**d["selection"], "seeds": tuple(d["selection"]["seeds"])}),
-                      "diff": tuple(d["diff"]), "cam": CamSpec(tuple(d["cam"]["rows"]), tuple(d["cam"]["clips"])),
-                      "notes": tuple(d["notes"])})
+        return cls(
+            **{
+                **d,
+                "columns": tuple(d["columns"]),
+                "seeds": tuple(d["seeds"]),
+                "rows": tuple(RowSpec(**r) for r in d["rows"]),
+                "folds": tuple(datasets.Protocol(**f) for f in d["folds"]),
+                "published": FrozenDict({k: tuple(v) for k, v in d["published"].items()}),
+                "overrides": tuple((k, v) for k, v in d["overrides"]),
+                "selection": SelectionSpec(**{**d["selection"], "seeds": tuple(d["selection"]["seeds"])}),
+                "diff": tuple(d["diff"]),
+                "cam": CamSpec(tuple(d["cam"]["rows"]), tuple(d["cam"]["clips"])),
+                "notes": tuple(d["notes"]),
+            }
+        )

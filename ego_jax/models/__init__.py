@@ -1,5 +1,6 @@
 """Ego-RNN models: ResNet backbone, CAM attention, ConvLSTM, motion-segmentation head, motion guide, flow, two-stream;
 LSTA (cell and RGB stream)."""
+
 from ego_jax.models.attention import CamAttention, cam_attention, class_activation_map
 from ego_jax.models.convlstm import ConvLSTMCell, convlstm
 from ego_jax.models.ego_rnn import EgoRNN, action_loss

@@ -25,8 +25,9 @@ def class_activation_map(feat_bn: jax.Array, fc_kernel: jax.Array, fc_bias: jax.
     return jnp.einsum("nhwc,nc->nhw", feat_bn, class_weights)
 
 
-def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array,
-                  guide: jax.Array | None = None):
+def cam_attention(
+    feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array, fc_bias: jax.Array, guide: jax.Array | None = None
+):
     """feat_bn, feat_raw (N,h,w,C), fc_kernel (C,K), fc_bias (K,) [, guide (N,h,w) added to the CAM]
     -> (attended (N,h,w,C), attention (N,h,w))."""
     if feat_bn.shape != feat_raw.shape:
@@ -38,8 +39,9 @@ def cam_attention(feat_bn: jax.Array, feat_raw: jax.Array, fc_kernel: jax.Array,
     n, h, w = cam.shape
     if guide is not None:
         if guide.shape != cam.shape:
-            raise ValueError(f"cam_attention: guide must have the CAM's shape {cam.shape} (N, h, w), "
-                             f"got {guide.shape}.")
+            raise ValueError(
+                f"cam_attention: guide must have the CAM's shape {cam.shape} (N, h, w), got {guide.shape}."
+            )
         cam = cam + guide.astype(cam.dtype)
     attention = jax.nn.softmax(cam.reshape(n, h * w), axis=-1).reshape(n, h, w)
     return feat_raw * attention[..., None], attention

@@ -35,8 +35,16 @@ def grid_padding(kernel_size: int, who: str) -> tuple:
 class ConvLSTMCell(nnx.Module):
     """Reference Ego-RNN ConvLSTM cell; carry is (h, c), each (N, h, w, features)."""
 
-    def __init__(self, in_features: int, features: int, *, kernel_size: int = 3, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        *,
+        kernel_size: int = 3,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         conv = dict(
             kernel_size=(kernel_size, kernel_size),
             padding=grid_padding(kernel_size, "ConvLSTMCell"),

@@ -112,6 +112,7 @@ class EgoRNN(nnx.Module):
             feats["attended"] = lstm_in = out["layer4"]  # the ablation has no attention: its "attended" is layer4
         if self.ms_head is not None and ms is None:
             ms = self.ms_head(feats["attended"])
+
         def per_clip(x):
             return x.reshape((b, t) + x.shape[1:])
 
@@ -141,6 +142,17 @@ def _build(num_classes, kwargs, *, dtype, rngs, crop):
 # Adam skips it, coupled weight decay included; listing it would let the decay shrink the ImageNet bias.
 FINETUNE = (r"lstm/.*", r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
 
-streams.register(streams.Stream("ego_rnn", EgoRNN, {"rgb": streams.normalize_rgb}, loader="rgb", protocol="rgb",
-                                layout="rgb", builder=_build, ms_head="ms_head", speed_only=("scan_unroll",),
-                                finetune=FINETUNE))
+streams.register(
+    streams.Stream(
+        "ego_rnn",
+        EgoRNN,
+        {"rgb": streams.normalize_rgb},
+        loader="rgb",
+        protocol="rgb",
+        layout="rgb",
+        builder=_build,
+        ms_head="ms_head",
+        speed_only=("scan_unroll",),
+        finetune=FINETUNE,
+    )
+)

@@ -45,5 +45,14 @@ class FlowResNet(nnx.Module):
 
 # cpu_ynnpack: the flow ResNet, trained whole, whose weight gradients YNNPACK computes at about twice Eigen's speed
 # (the kinds with a ConvLSTM/LSTA recurrence are faster with Eigen, on the recurrence's 7x7-grid convolutions).
-streams.register(streams.Stream("flow", FlowResNet, {"flow": streams.normalize_flow}, loader="flow", protocol="flow",
-                                layout="flow", cpu_ynnpack=True))
+streams.register(
+    streams.Stream(
+        "flow",
+        FlowResNet,
+        {"flow": streams.normalize_flow},
+        loader="flow",
+        protocol="flow",
+        layout="flow",
+        cpu_ynnpack=True,
+    )
+)

@@ -62,6 +62,7 @@ class LSTA(nnx.Module):
         fc = self.backbone.fc
         dtype = out["layer4"].dtype
         cam = class_activation_map(out["layer4"], fc.kernel[...].astype(dtype), fc.bias[...].astype(dtype))
+
         def per_clip(x):
             return x.reshape((b, t) + x.shape[1:])
 
@@ -77,5 +78,15 @@ class LSTA(nnx.Module):
 CELL = (r"lsta/(att_s_conv|att_cam_conv|x_conv|h_conv|o_conv|c_classifier)/.*",)
 FINETUNE = CELL + (r"backbone/layer4/\d+/conv[12]/kernel", r"backbone/fc/kernel")
 
-streams.register(streams.Stream("lsta", LSTA, {"rgb": streams.normalize_rgb}, loader="rgb", protocol="rgb",
-                                layout="lsta", speed_only=("scan_unroll",), finetune=FINETUNE))
+streams.register(
+    streams.Stream(
+        "lsta",
+        LSTA,
+        {"rgb": streams.normalize_rgb},
+        loader="rgb",
+        protocol="rgb",
+        layout="lsta",
+        speed_only=("scan_unroll",),
+        finetune=FINETUNE,
+    )
+)

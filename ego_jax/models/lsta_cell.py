@@ -55,8 +55,17 @@ class LSTACell(nnx.Module):
       kernel_size: odd size of every convolution (3).
     """
 
-    def __init__(self, in_features: int, features: int, pool_classes: int, *, kernel_size: int = 3, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        pool_classes: int,
+        *,
+        kernel_size: int = 3,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         padding = grid_padding(kernel_size, "LSTACell")
 
         def conv(cin, cout, in_blocks, out_blocks, use_bias):

@@ -41,8 +41,10 @@ def motion_log_prob(ms: jax.Array) -> jax.Array:
     elif ms.shape[-1] == 1:
         log_p = jnp.log(jnp.maximum(ms[..., 0], FLOOR))
     else:
-        raise ValueError(f"motion_log_prob: expected the MS head's (..., h, w, K) output with K=2 (cls) or "
-                         f"K=1 (reg), got {ms.shape}.")
+        raise ValueError(
+            f"motion_log_prob: expected the MS head's (..., h, w, K) output with K=2 (cls) or "
+            f"K=1 (reg), got {ms.shape}."
+        )
     return jnp.maximum(log_p, jnp.log(FLOOR).astype(log_p.dtype))
 
 

@@ -170,12 +170,12 @@ def _max_pool_bwd(residuals, dy):
     dx = jnp.zeros((x.shape[0], h + 2, w + 2, x.shape[3]), dy.dtype)
     for i in range(3):
         for j in range(3):
-            first = (padded[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] == y) & ~taken
+            first = (padded[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2] == y) & ~taken
             taken = taken | first
             # Tap (i, j) of output (a, b) is padded cell (2a + i, 2b + j): interior padding places it there.
             spread = ((0, 0, 0), (i, h + 1 - i - 2 * (ho - 1), 1), (j, w + 1 - j - 2 * (wo - 1), 1), (0, 0, 0))
             dx = dx + jax.lax.pad(jnp.where(first, dy, zero), zero, spread)
-    return (dx[:, 1:h + 1, 1:w + 1],)
+    return (dx[:, 1 : h + 1, 1 : w + 1],)
 
 
 max_pool_3x3_s2_p1.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -17,8 +17,16 @@ from ego_jax.models.flow import FlowResNet
 class TwoStream(nnx.Module):
     """Joint model over an RGB EgoRNN and a FlowResNet (held as attributes `rgb` and `flow`)."""
 
-    def __init__(self, num_classes: int, *, rgb: EgoRNN, flow: FlowResNet, dropout: float = 0.5, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        rgb: EgoRNN,
+        flow: FlowResNet,
+        dropout: float = 0.5,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.flow = flow
         self.rgb = rgb
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
@@ -45,14 +53,27 @@ def _build(num_classes, kwargs, *, dtype, rngs, crop):
     # and the joint head from the same rngs, in that order; absent stream kwargs: the streams' defaults.
     parts = {name: streams.get(kind) for name, kind in _parts(kwargs).items()}
     if not parts["rgb"].finetune:
-        raise ValueError(f"two_stream: rgb_kind={parts['rgb'].kind!r} has no fine-tune set in its stream entry, so it "
-                         "cannot be the RGB stream of a two-stream model")
+        raise ValueError(
+            f"two_stream: rgb_kind={parts['rgb'].kind!r} has no fine-tune set in its stream entry, so it "
+            "cannot be the RGB stream of a two-stream model"
+        )
     kwargs.pop("rgb_kind", None)
-    built = {name: stream.build(num_classes, kwargs.pop(name, {}), dtype=dtype, rngs=rngs, crop=crop)
-             for name, stream in parts.items()}
+    built = {
+        name: stream.build(num_classes, kwargs.pop(name, {}), dtype=dtype, rngs=rngs, crop=crop)
+        for name, stream in parts.items()
+    }
     return TwoStream(num_classes, **built, **kwargs, dtype=dtype, rngs=rngs)
 
 
-streams.register(streams.Stream("two_stream", TwoStream, {"rgb": streams.normalize_rgb, "flow": streams.normalize_flow},
-                                loader="two_stream", protocol="joint", layout="two_stream", builder=_build,
-                                parts=_parts))
+streams.register(
+    streams.Stream(
+        "two_stream",
+        TwoStream,
+        {"rgb": streams.normalize_rgb, "flow": streams.normalize_flow},
+        loader="two_stream",
+        protocol="joint",
+        layout="two_stream",
+        builder=_build,
+        parts=_parts,
+    )
+)

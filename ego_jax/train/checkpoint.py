@@ -9,6 +9,7 @@ it), and every restore verifies the digest and that every floating array is fini
 reported by path and skipped for the newest good one; it is never used and never deleted (a writer that must
 reuse its step number moves it to W/<stage>/rejected_checkpoints/).
 """
+
 import errno
 import hashlib
 import json
@@ -41,10 +42,13 @@ def load_model_tree(model: nnx.Module, tree: dict, source: str = "checkpoint") -
     want = {_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(jax.tree.map(_unwrap_key, like))[0]}
     if want != {k: x.shape for k, x in got.items()}:
         missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-        shapes = [f"{k} {got[k].shape} (model {want[k]})" for k in sorted(want.keys() & got.keys())
-                  if got[k].shape != want[k]]
-        raise ValueError(f"{source} does not fit the model: missing {missing[:4]}, unexpected {extra[:4]}, "
-                         f"other shapes {shapes[:4]}; was it written with a different config?")
+        shapes = [
+            f"{k} {got[k].shape} (model {want[k]})" for k in sorted(want.keys() & got.keys()) if got[k].shape != want[k]
+        ]
+        raise ValueError(
+            f"{source} does not fit the model: missing {missing[:4]}, unexpected {extra[:4]}, "
+            f"other shapes {shapes[:4]}; was it written with a different config?"
+        )
     nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(lambda p, x: _wrap_key(x, got[_path(p)]), like))
     nnx.update(model, state)
 
@@ -108,8 +112,10 @@ def verify_digest(step_dir: str | epath.Path) -> None:
     try:
         recorded = json.loads((step_dir / DIGEST).read_text())["files"]
     except FileNotFoundError:
-        raise BadCheckpoint(f"checkpoint {step_dir} has no {DIGEST} (its save did not complete, or it was written "
-                            "before ego_jax recorded digests): cannot verify it") from None
+        raise BadCheckpoint(
+            f"checkpoint {step_dir} has no {DIGEST} (its save did not complete, or it was written "
+            "before ego_jax recorded digests): cannot verify it"
+        ) from None
     except (ValueError, KeyError) as e:
         raise BadCheckpoint(f"checkpoint {step_dir}: unreadable {DIGEST} ({e})") from None
     present = _files(step_dir)
@@ -123,14 +129,19 @@ def verify_digest(step_dir: str | epath.Path) -> None:
         elif _sha256(path) != sha:
             problems.append(f"{rel} content changed since it was saved")
     if problems:
-        raise BadCheckpoint(f"checkpoint {step_dir} is damaged: {'; '.join(problems[:3])}"
-                            + (f" (and {len(problems) - 3} more files)" if len(problems) > 3 else ""))
+        raise BadCheckpoint(
+            f"checkpoint {step_dir} is damaged: {'; '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more files)" if len(problems) > 3 else "")
+        )
 
 
 def check_finite(tree, where: str) -> None:
     """Raise BadCheckpoint naming the arrays of `tree` that hold NaN or inf (floating arrays only)."""
-    bad = [_path(p) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-           if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x)))]
+    bad = [
+        _path(p)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x)))
+    ]
     if bad:
         raise BadCheckpoint(f"{where} holds non-finite values in {bad[:4]}" + (" ..." if len(bad) > 4 else ""))
 
@@ -138,11 +149,22 @@ def check_finite(tree, where: str) -> None:
 def _manager(directory: epath.Path, *, read_only: bool, max_to_keep: int | None = None) -> ocp.CheckpointManager:
     # Handlers named up front: a manager that only knows item names cannot read item metadata (and warns).
     # The writer (one per workdir) removes the temporary folders of saves that never completed (killed, disk full).
-    handlers = dict(state=ocp.StandardCheckpointHandler(), opt_state=ocp.StandardCheckpointHandler(),
-                    meta=ocp.JsonCheckpointHandler())
-    return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only))
+    handlers = dict(
+        state=ocp.StandardCheckpointHandler(),
+        opt_state=ocp.StandardCheckpointHandler(),
+        meta=ocp.JsonCheckpointHandler(),
+    )
+    return ocp.CheckpointManager(
+        directory,
+        item_handlers=handlers,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=False,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
+        ),
+    )
 
 
 def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
@@ -158,8 +180,7 @@ def _newest_good(manager: ocp.CheckpointManager, restore, steps=None):
         except BadCheckpoint as e:
             failures.append(str(e))
         except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise many types on damaged files)
-            failures.append(f"checkpoint {directory / str(step)} cannot be read: "
-                            f"{type(e).__name__}: {str(e)[:300]}")
+            failures.append(f"checkpoint {directory / str(step)} cannot be read: {type(e).__name__}: {str(e)[:300]}")
         logging.error("%s; skipping it for an older step", failures[-1])
     if failures:
         raise BadCheckpoint(f"no good checkpoint left in {directory}:\n  " + "\n  ".join(failures))
@@ -182,10 +203,15 @@ class StageCheckpoints:
         if step in self.manager.all_steps():
             return
         try:
-            self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(model_tree(model)),
-                opt_state=ocp.args.StandardSave(opt_state),
-                meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(model_tree(model)),
+                    opt_state=ocp.args.StandardSave(opt_state),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
             self.manager.wait_until_finished()
             if jax.process_index() == 0:
                 write_digest(self.directory / str(step))
@@ -193,10 +219,13 @@ class StageCheckpoints:
             if not disk_full(e):
                 raise
             latest = self.latest_step()
-            raise OSError(errno.ENOSPC, f"no space left on the device of {self.directory} while saving checkpoint "
-                                        f"step {step}: free space there (or move the workdir to a larger disk) and "
-                                        "rerun the same command; the stage resumes from its newest good checkpoint "
-                                        f"({'none yet' if latest is None else f'step {latest}'})") from e
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device of {self.directory} while saving checkpoint "
+                f"step {step}: free space there (or move the workdir to a larger disk) and "
+                "rerun the same command; the stage resumes from its newest good checkpoint "
+                f"({'none yet' if latest is None else f'step {latest}'})",
+            ) from e
 
     def verify(self, step: int) -> None:
         """Raise BadCheckpoint unless step's files are the ones saved (digest only; restore checks finiteness)."""
@@ -205,10 +234,14 @@ class StageCheckpoints:
     def restore(self, step: int, model: nnx.Module, opt_state, sharding) -> tuple:
         """Load verified checkpoint `step` into `model`; -> (opt_state shaped like the given one, meta dict)."""
         self.verify(step)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(model_tree(model), sharding)),
-            opt_state=ocp.args.StandardRestore(_abstract(opt_state, sharding)),
-            meta=ocp.args.JsonRestore()))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(model_tree(model), sharding)),
+                opt_state=ocp.args.StandardRestore(_abstract(opt_state, sharding)),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
         where = self.directory / str(step)
         check_finite(out["state"], f"checkpoint {where}")
         check_finite(out["opt_state"], f"checkpoint {where} (optimiser state)")

@@ -1,5 +1,6 @@
 """The clips a stage trains on (`train_clip_spec`: its stream's loader, MS targets on its head's grid), without
 grain, tfds or TensorFlow (scripts/benchmark.py step shapes batches with it on an accelerator host)."""
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -22,5 +23,6 @@ def ms_grid(data: DataSpec, model: nnx.Module, stream: streams.Stream):
 def train_clip_spec(run: RunSpec, name: str, model: nnx.Module) -> ClipSpec:
     """The training clips of stage `name` (whose built `model` fixes the MS grid, if it has an MS head)."""
     spec = run.stage(name).model
-    return run.data.clip_spec(spec.stream.loader, train=True, ms_grid=ms_grid(run.data, model, spec.stream),
-                              ms_target=spec.ms_target)
+    return run.data.clip_spec(
+        spec.stream.loader, train=True, ms_grid=ms_grid(run.data, model, spec.stream), ms_target=spec.ms_target
+    )

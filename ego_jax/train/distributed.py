@@ -6,6 +6,7 @@ global mesh, each feeds its own rows, orbax writes global arrays and process 0 a
 that changes control flow (stop on a signal, stage done, resume step) goes through `any_process` or
 `from_process_0`, so every process takes the same branch.
 """
+
 import logging
 
 import jax
@@ -15,22 +16,31 @@ from jax.experimental import multihost_utils
 MODES = ("auto", "off")
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, mode: str = "auto") -> None:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    mode: str = "auto",
+) -> None:
     """Start multi-process mode if asked for (all three arguments) or detected; otherwise stay one process."""
     given = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
     if mode not in MODES:
         raise ValueError(f"distributed mode {mode!r}; expected one of {MODES}")
     if mode == "off":
         if any(v is not None for v in given.values()):
-            raise ValueError(f"--distributed=off but {sorted(k for k, v in given.items() if v is not None)} given; "
-                             "drop them, or drop --distributed=off")
+            raise ValueError(
+                f"--distributed=off but {sorted(k for k, v in given.items() if v is not None)} given; "
+                "drop them, or drop --distributed=off"
+            )
         return
     if any(v is not None for v in given.values()):
         missing = sorted(k for k, v in given.items() if v is None)
         if missing:
-            raise ValueError(f"multi-process launch: --{', --'.join(missing)} missing; give all of "
-                             "--coordinator_address=HOST:PORT --num_processes=N --process_id=I (I = 0 .. N-1)")
+            raise ValueError(
+                f"multi-process launch: --{', --'.join(missing)} missing; give all of "
+                "--coordinator_address=HOST:PORT --num_processes=N --process_id=I (I = 0 .. N-1)"
+            )
         if not 0 <= process_id < num_processes:
             raise ValueError(f"--process_id={process_id} must be in 0 .. {num_processes - 1} (--num_processes)")
     # CPU processes reach each other through gloo (jax's default today; explicit so that a change shows here).
@@ -39,8 +49,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
     elif not _initialize_detected():
         return
-    logging.info("multi-process mode: process %d of %d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "multi-process mode: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def _initialize_detected() -> bool:

@@ -6,6 +6,7 @@ unpadded examples; `summarize` turns it into accuracy and per-class accuracy. No
 files: a workdir's stages are evaluated, and their reports written, by ego_jax.train.workdir. The model-free
 pieces (`average_over_stacks`, `late_fusion`, `confusion_matrix`) are pure.
 """
+
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -34,8 +35,9 @@ def average_over_stacks(outputs_fn: Callable[[jax.Array], jax.Array | dict], flo
     if flow.ndim == 4:
         return outputs_fn(flow)
     if flow.ndim != 5:
-        raise ValueError(f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), "
-                         f"got {flow.shape}")
+        raise ValueError(
+            f"average_over_stacks: expected flow (B, k, S, S, 2*stack) or (B, S, S, 2*stack), got {flow.shape}"
+        )
     batch, k = flow.shape[:2]
     outputs = outputs_fn(flow.reshape(batch * k, *flow.shape[2:]))
     return jax.tree.map(lambda x: x.reshape(batch, k, *x.shape[1:]).mean(axis=1), outputs)
@@ -79,8 +81,9 @@ def role_kinds(protocol: str, kinds: Mapping[str, str] | None = None) -> dict[st
 
 def protocol_inputs(protocol: str, kinds: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Batch keys `protocol` reads: its streams' inputs (ego_jax.streams)."""
-    return tuple(dict.fromkeys(key for kind in role_kinds(protocol, kinds).values()
-                               for key in streams.get(kind).inputs))
+    return tuple(
+        dict.fromkeys(key for kind in role_kinds(protocol, kinds).values() for key in streams.get(kind).inputs)
+    )
 
 
 def protocol_loader(protocol: str, kinds: Mapping[str, str] | None = None) -> str:
@@ -94,9 +97,15 @@ def flow_stacks(protocol: str, flow_eval_stacks: int, fusion_stacks: int = 10) -
     return {"flow": flow_eval_stacks, "late_fusion": fusion_stacks}.get(protocol, 1)
 
 
-def protocol_outputs(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
-                     *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
-                     dtype=jnp.float32) -> dict[str, jax.Array]:
+def protocol_outputs(
+    protocol: str,
+    models: Mapping[str, nnx.Module],
+    batch: Mapping[str, jax.Array],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    flow_weight: float = 0.5,
+    dtype=jnp.float32,
+) -> dict[str, jax.Array]:
     """uint8 batch -> `protocol`'s outputs ('rgb', 'flow', 'joint', 'late_fusion'); call inside jit.
 
     -> dict with 'logits' (B, C) float32 and, for a single-model protocol, the model's other array outputs as it
@@ -110,8 +119,11 @@ def protocol_outputs(protocol: str, models: Mapping[str, nnx.Module], batch: Map
 
     def outputs(role, inputs):
         out = streams.get(kinds[role]).forward(models[role], inputs, dtype)
-        return {key: value.astype(jnp.float32) if key == "logits" else value
-                for key, value in out.items() if value is not None}
+        return {
+            key: value.astype(jnp.float32) if key == "logits" else value
+            for key, value in out.items()
+            if value is not None
+        }
 
     def stack_mean(role):
         return average_over_stacks(lambda flow: outputs(role, {**batch, "flow": flow}), batch["flow"])
@@ -124,18 +136,33 @@ def protocol_outputs(protocol: str, models: Mapping[str, nnx.Module], batch: Map
     return outputs(protocol, one_stack)
 
 
-def protocol_logits(protocol: str, models: Mapping[str, nnx.Module], batch: Mapping[str, jax.Array],
-                    *, kinds: Mapping[str, str] | None = None, flow_weight: float = 0.5,
-                    dtype=jnp.float32) -> jax.Array:
+def protocol_logits(
+    protocol: str,
+    models: Mapping[str, nnx.Module],
+    batch: Mapping[str, jax.Array],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    flow_weight: float = 0.5,
+    dtype=jnp.float32,
+) -> jax.Array:
     """uint8 batch -> (B, C) float32 logits of `protocol` (protocol_outputs' 'logits'); call inside jit."""
     return protocol_outputs(protocol, models, batch, kinds=kinds, flow_weight=flow_weight, dtype=dtype)["logits"]
 
 
-@functools.partial(jax.jit, static_argnums=(0,),
-                   static_argnames=("protocol", "kinds", "num_classes", "flow_weight", "dtype"))
-def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], *, protocol: str,
-              kinds: tuple[tuple[str, str], ...], num_classes: int, flow_weight: float = 0.5,
-              dtype=jnp.float32) -> tuple[jax.Array, jax.Array, jax.Array]:
+@functools.partial(
+    jax.jit, static_argnums=(0,), static_argnames=("protocol", "kinds", "num_classes", "flow_weight", "dtype")
+)
+def eval_step(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    batch: Mapping[str, jax.Array],
+    *,
+    protocol: str,
+    kinds: tuple[tuple[str, str], ...],
+    num_classes: int,
+    flow_weight: float = 0.5,
+    dtype=jnp.float32,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(graphdef, state) of the models dict, one batch -> ((C, C) int32 confusion, count) of its unpadded examples,
     and the batch's (B, C) float32 logits.
 
@@ -158,9 +185,17 @@ def _host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: str,
-             models: Mapping[str, nnx.Module], num_classes: int, *, kinds: Mapping[str, str] | None = None,
-             flow_weight: float = 0.5, dtype=jnp.float32, per_clip: bool = False):
+def evaluate(
+    batches: Iterable[Mapping[str, np.ndarray | jax.Array]],
+    protocol: str,
+    models: Mapping[str, nnx.Module],
+    num_classes: int,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    flow_weight: float = 0.5,
+    dtype=jnp.float32,
+    per_clip: bool = False,
+):
     """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
 
     kinds: {role: stream kind} of the models (see protocol_logits). Batches may be numpy or global (sharded)
@@ -181,12 +216,22 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
     for n, batch in enumerate(batches):
         absent = [key for key in needed if key not in batch]
         if absent:
-            raise ValueError(f"evaluate: batch {n} lacks {absent} needed by protocol {protocol!r}; build the loader "
-                             f"with kind={protocol_loader(protocol, kinds)!r} and eval_stacks as flow_stacks() says")
+            raise ValueError(
+                f"evaluate: batch {n} lacks {absent} needed by protocol {protocol!r}; build the loader "
+                f"with kind={protocol_loader(protocol, kinds)!r} and eval_stacks as flow_stacks() says"
+            )
         inputs = {key: batch[key] for key in needed}
         inputs["mask"] = batch["mask"] if "mask" in batch else np.ones(np.shape(batch["label"]), bool)
-        counts, count, logits = eval_step(graphdef, state, inputs, protocol=protocol, kinds=tuple(kinds.items()),
-                                          num_classes=num_classes, flow_weight=flow_weight, dtype=jnp.dtype(dtype))
+        counts, count, logits = eval_step(
+            graphdef,
+            state,
+            inputs,
+            protocol=protocol,
+            kinds=tuple(kinds.items()),
+            num_classes=num_classes,
+            flow_weight=flow_weight,
+            dtype=jnp.dtype(dtype),
+        )
         if per_clip:
             size = np.shape(batch["label"])[0]
             index = batch["index"] if "index" in batch else np.arange(position, position + size)
@@ -197,13 +242,18 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray | jax.Array]], protocol: 
         raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
     confusion, expected = np.asarray(total, np.int64), int(expected)
     if confusion.sum() != expected:
-        raise ValueError(f"evaluate: {expected - confusion.sum()} unpadded examples have labels outside "
-                         f"[0, {num_classes}); does the dataset match num_classes={num_classes}?")
+        raise ValueError(
+            f"evaluate: {expected - confusion.sum()} unpadded examples have labels outside "
+            f"[0, {num_classes}); does the dataset match num_classes={num_classes}?"
+        )
     if not per_clip:
         return confusion
     index, label, mask, logits = (np.concatenate([_host(c[i]) for c in clips]) for i in range(4))
-    return confusion, {"index": index[mask].astype(np.int64), "label": label[mask].astype(np.int64),
-                       "logits": logits[mask].astype(np.float32)}
+    return confusion, {
+        "index": index[mask].astype(np.int64),
+        "label": label[mask].astype(np.int64),
+        "logits": logits[mask].astype(np.float32),
+    }
 
 
 def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict:

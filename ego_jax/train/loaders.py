@@ -2,6 +2,7 @@
 
 The train loop and evaluation both read their data through here (so neither imports the other).
 """
+
 import dataclasses
 from collections.abc import Mapping
 
@@ -18,10 +19,15 @@ from ego_jax.train.clips import train_clip_spec
 def _missing(data: DataSpec, e: FileNotFoundError) -> FileNotFoundError:
     """`e` (a dataset build not found) with the commands that make `data`'s build."""
     release = datasets.release(data.name)
-    build = (f"python scripts/build_dataset.py --dataset {release} --manual_dir {data.manual_dir} "
-             f"--data_dir {data.data_dir} --config {data.builder_config}")
-    how = (f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
-           if data.name == "synthetic" else f"put the {data.name} release in {data.manual_dir}, then {build}")
+    build = (
+        f"python scripts/build_dataset.py --dataset {release} --manual_dir {data.manual_dir} "
+        f"--data_dir {data.data_dir} --config {data.builder_config}"
+    )
+    how = (
+        f"python scripts/make_synthetic.py --root {data.manual_dir} --preset small && {build}"
+        if data.name == "synthetic"
+        else f"put the {data.name} release in {data.manual_dir}, then {build}"
+    )
     return FileNotFoundError(f"{e}\nFor this config: {how}")
 
 
@@ -29,8 +35,9 @@ def load_split(data: DataSpec, split: str):
     """`data`'s split of its dataset as a random-access source; a missing build names the commands that make it."""
     target = {} if datasets.release(data.name) == "gtea61" else dict(target=data.target)
     try:
-        return datasets.module(data.name).load_source(split, data_dir=data.data_dir, config=data.builder_config,
-                                                      **target)
+        return datasets.module(data.name).load_source(
+            split, data_dir=data.data_dir, config=data.builder_config, **target
+        )
     except FileNotFoundError as e:
         raise _missing(data, e) from e
 
@@ -80,19 +87,44 @@ def test_source(run: RunSpec, split: str | None = None):
 
 def train_loader(run: RunSpec, name: str, model: nnx.Module, source, *, start_step: int, mesh) -> Loader:
     """Stage `name`'s training batches (its stream's loader, MS targets when `model` has an MS head)."""
-    return build_loader(source, train_clip_spec(run, name, model), global_batch_size=run.batch_size, seed=run.seed,
-                        start_step=start_step, num_epochs=run.stage(name).epochs,
-                        worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh))
+    return build_loader(
+        source,
+        train_clip_spec(run, name, model),
+        global_batch_size=run.batch_size,
+        seed=run.seed,
+        start_step=start_step,
+        num_epochs=run.stage(name).epochs,
+        worker_count=run.data.worker_count,
+        sharding=sharding.batch_sharding(mesh),
+    )
 
 
-def eval_loader(run: RunSpec, source, protocol: str, *, mesh, kinds: Mapping[str, str] | None = None,
-                fusion_stacks: int = 10, keep_workers: bool = False) -> Loader:
+def eval_loader(
+    run: RunSpec,
+    source,
+    protocol: str,
+    *,
+    mesh,
+    kinds: Mapping[str, str] | None = None,
+    fusion_stacks: int = 10,
+    keep_workers: bool = False,
+) -> Loader:
     """The run's padded one-epoch loader of `source` for evaluation `protocol` (and its roles' stream `kinds`,
     evaluate.role_kinds), batches sharded over mesh's 'data' axis.
 
     keep_workers: for an evaluation repeated during training (see pipeline.Loader; close() it at the end)."""
-    spec = run.data.clip_spec(evaluate.protocol_loader(protocol, kinds), train=False,
-                              eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks, fusion_stacks))
-    return build_loader(source, spec, global_batch_size=run.eval_batch_size, seed=run.seed, num_epochs=1,
-                        worker_count=run.data.worker_count, sharding=sharding.batch_sharding(mesh),
-                        keep_workers=keep_workers)
+    spec = run.data.clip_spec(
+        evaluate.protocol_loader(protocol, kinds),
+        train=False,
+        eval_stacks=evaluate.flow_stacks(protocol, run.data.flow_eval_stacks, fusion_stacks),
+    )
+    return build_loader(
+        source,
+        spec,
+        global_batch_size=run.eval_batch_size,
+        seed=run.seed,
+        num_epochs=1,
+        worker_count=run.data.worker_count,
+        sharding=sharding.batch_sharding(mesh),
+        keep_workers=keep_workers,
+    )

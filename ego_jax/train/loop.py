@@ -4,6 +4,7 @@ W/.lock (the one writer), W/config.json (the last run's specs), W/<stage>/config
 started with: a resume must match it), W/<stage>/checkpoints (orbax, digest-verified), W/<stage>/metrics.jsonl,
 W/<stage>/eval.json, W/<stage>/DONE (written last), plus TensorBoard event files in W/<stage>.
 """
+
 import contextlib
 import dataclasses
 import json
@@ -39,13 +40,22 @@ class StopRequest:
     def __call__(self, signum=signal.SIGTERM, frame=None):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt("second Ctrl-C: aborted without saving")
-        logging.warning("signal %s: saving a checkpoint after the current step, then exiting%s", signum,
-                        " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "")
+        logging.warning(
+            "signal %s: saving a checkpoint after the current step, then exiting%s",
+            signum,
+            " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "",
+        )
         self.requested = True
 
 
-def train(run: RunSpec, workdir: str, *, stop: StopRequest | None = None, stop_at_step: int | None = None,
-          restart: tuple[str, ...] = ()) -> bool:
+def train(
+    run: RunSpec,
+    workdir: str,
+    *,
+    stop: StopRequest | None = None,
+    stop_at_step: int | None = None,
+    restart: tuple[str, ...] = (),
+) -> bool:
     """Run every stage of the run's recipe in `workdir`; -> True when all are done, False if stopped early.
 
     Holds the workdir lock (process 0) and checks the whole recipe (preflight) before the first step.
@@ -64,8 +74,9 @@ def train(run: RunSpec, workdir: str, *, stop: StopRequest | None = None, stop_a
             sources = preflight.check(run, workdir, mesh=mesh)
             _write_json(workdir / "config.json", run.to_dict())
             for name in run.recipe:
-                if not train_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
-                                   sources=sources):
+                if not train_stage(
+                    run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step, sources=sources
+                ):
                     return False
             return True
     finally:
@@ -84,14 +95,16 @@ def restart_stage(run: RunSpec, workdir: str, name: str) -> None:
             target = stage_dir.parent / "restarted" / (name + time.strftime("-%Y%m%dT%H%M%S", time.gmtime()))
             target.parent.mkdir(parents=True, exist_ok=True)
             stage_dir.rename(target)
-            logging.warning("stage %s: starting over; its previous directory is now %s (delete it when unneeded)",
-                            name, target)
+            logging.warning(
+                "stage %s: starting over; its previous directory is now %s (delete it when unneeded)", name, target
+            )
 
     distributed.on_process_0(move_aside, f"move {stage_dir} aside")
 
 
-def evaluate_state(graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int,
-                   dtype, kind: str | None = None) -> dict:
+def evaluate_state(
+    graphdef, state: TrainState, frozen, batches, *, protocol: str, num_classes: int, dtype, kind: str | None = None
+) -> dict:
     """Accuracy of the model (of stream `kind`, default the protocol's) at a train state with evaluate.py's `protocol`.
 
     -> dict(accuracy, correct, count, confusion: (C, C) nested list, rows true class); padding excluded by the
@@ -116,7 +129,8 @@ class _Log:
 
     def __init__(self, stage_dir: epath.Path, start: int):
         self.writer = metric_writers.create_default_writer(
-            str(stage_dir), just_logging=not distributed.is_writer(), asynchronous=False)
+            str(stage_dir), just_logging=not distributed.is_writer(), asynchronous=False
+        )
         self.path, self.lines = stage_dir / "metrics.jsonl", []
         if distributed.is_writer() and self.path.exists():
             for line in self.path.read_text().splitlines():
@@ -156,8 +170,11 @@ def verify_done(name: str, stage_dir: str | epath.Path) -> bool:
     try:
         checkpoint.verify_digest(stage_dir / "checkpoints" / str(step))
     except checkpoint.BadCheckpoint as e:
-        logging.error("stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest "
-                      "good checkpoint", name, e)
+        logging.error(
+            "stage %s is DONE but its final checkpoint is bad (%s): training it again from its newest good checkpoint",
+            name,
+            e,
+        )
         (stage_dir / "rejected_checkpoints").mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # another suite process (a job) set it aside first
             done.replace(stage_dir / "rejected_checkpoints" / f"DONE-{step}")
@@ -173,8 +190,17 @@ def is_done(name: str, workdir: str) -> bool:
     return distributed.from_process_0(distributed.is_writer() and verify_done(name, paths.absolute(workdir) / name))
 
 
-def train_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step=None,
-                sources=None, restart_hint: str | None = None) -> bool:
+def train_stage(
+    run: RunSpec,
+    name: str,
+    workdir: str,
+    *,
+    mesh,
+    stop: StopRequest,
+    stop_at_step=None,
+    sources=None,
+    restart_hint: str | None = None,
+) -> bool:
     """Train one stage (skip if DONE, resume from its newest good checkpoint); -> True when the stage is done.
 
     sources: (train, test) sources already loaded (default: loaders.load_sources(run.data)). Its checkpoint
@@ -186,12 +212,21 @@ def train_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopReques
     if is_done(name, workdir):
         logging.info("stage %s: already done in %s, skipping", name, stage_dir)
         return True
-    restart_hint = restart_hint or (f"Start the stage over with --restart_stage {name} (its directory is moved to "
-                                    f"{workdir}/restarted/)")
+    restart_hint = restart_hint or (
+        f"Start the stage over with --restart_stage {name} (its directory is moved to {workdir}/restarted/)"
+    )
     with contextlib.ExitStack() as closing:
-        done = _run_stage(run, name, workdir, mesh=mesh, stop=stop, stop_at_step=stop_at_step,
-                          sources=sources or loaders.load_sources(run.data), closing=closing,
-                          restart_hint=restart_hint)
+        done = _run_stage(
+            run,
+            name,
+            workdir,
+            mesh=mesh,
+            stop=stop,
+            stop_at_step=stop_at_step,
+            sources=sources or loaders.load_sources(run.data),
+            closing=closing,
+            restart_hint=restart_hint,
+        )
     if done is None:
         return False
     _write_json(stage_dir / "DONE", done)
@@ -217,7 +252,8 @@ class _Window:
             raise FloatingPointError(
                 f"stage {self.name}: non-finite loss ({float(metrics['loss'])}) or parameters at step {step} (epoch "
                 f"{(step - 1) // self.steps_per_epoch + 1}); stopped without saving. Last good checkpoint: step "
-                f"{self.ckpts.latest_step()} in {self.ckpts.directory}")
+                f"{self.ckpts.latest_step()} in {self.ckpts.directory}"
+            )
 
     def push(self, step: int, metrics: dict) -> None:
         """This step's metrics (still on the devices); the previous step's are fetched and checked."""
@@ -251,8 +287,9 @@ class _Window:
         self.rows = [{k: np.asarray(v, saved["dtypes"][k]) for k, v in w.items()} for w in saved["steps"]]
 
 
-def _resume(run: RunSpec, name: str, workdir: str, window: _Window, mesh, total: int,
-            restart_hint: str) -> stage_lib.InitFn:
+def _resume(
+    run: RunSpec, name: str, workdir: str, window: _Window, mesh, total: int, restart_hint: str
+) -> stage_lib.InitFn:
     """The stage's starting point (a stage.InitFn): its newest good checkpoint (and the train-metric window saved
     with it), which every process must find the same, else its init_from sources at step 0."""
     stage, ckpts = run.stage(name), window.ckpts
@@ -264,15 +301,19 @@ def _resume(run: RunSpec, name: str, workdir: str, window: _Window, mesh, total:
             raise checkpoint.BadCheckpoint(f"stage {name}: {e}\n{restart_hint}") from None
         # Each process restored on its own; they agree unless some do not see the workdir process 0 sees.
         if distributed.any_process(distributed.from_process_0(start or 0) != (start or 0)):
-            raise ValueError(f"stage {name}: the processes found different newest checkpoints in {ckpts.directory} "
-                             f"(this one, process {jax.process_index()}: step {start}); every process must see the "
-                             "same workdir: put it on a filesystem (or bucket) they all share")
+            raise ValueError(
+                f"stage {name}: the processes found different newest checkpoints in {ckpts.directory} "
+                f"(this one, process {jax.process_index()}: step {start}); every process must see the "
+                "same workdir: put it on a filesystem (or bucket) they all share"
+            )
         if start is None:
             stage_lib.initialise(model, stage.init_from, workdir=workdir, imagenet_weights=run.imagenet_weights)
             return 0, None
         if start > total:
-            raise ValueError(f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
-                             f"epochs={stage.epochs}; raise the epochs, or start over with --restart_stage {name}")
+            raise ValueError(
+                f"stage {name}: its newest checkpoint is step {start}, past the {total} steps of "
+                f"epochs={stage.epochs}; raise the epochs, or start over with --restart_stage {name}"
+            )
         logging.info("stage %s: resuming from step %d (epoch %d)", name, meta["step"], meta["epoch"])
         window.restore(meta)
         return start, opt_state
@@ -296,8 +337,12 @@ class _Training:
         log_window = w.saved()
         # The model still holds the host-local arrays init_state started from; orbax writes the global ones.
         nnx.update(b.model, b.state.params, b.state.stats, b.state.rngs, b.frozen)
-        w.ckpts.save(step, b.model, b.state.opt_state, dict(step=step, epoch=step // w.steps_per_epoch,
-                                                             stage=self.name, log_window=log_window))
+        w.ckpts.save(
+            step,
+            b.model,
+            b.state.opt_state,
+            dict(step=step, epoch=step // w.steps_per_epoch, stage=self.name, log_window=log_window),
+        )
 
 
 def _hooks(run: RunSpec, training: _Training, log: "_Log", test, *, total: int):
@@ -311,23 +356,37 @@ def _hooks(run: RunSpec, training: _Training, log: "_Log", test, *, total: int):
         log(step, {**{f"train/{k}": v for k, v in window.means().items()}, **lrs, "epoch": step // spe})
 
     def evaluate_test(step, t=None):
-        training.last_eval = dict(step=step, epoch=step // spe, **evaluate_state(
-            b.graphdef, b.state, b.frozen, test, protocol=stream.protocol, num_classes=run.num_classes, dtype=dtype,
-            kind=stream.kind))
+        training.last_eval = dict(
+            step=step,
+            epoch=step // spe,
+            **evaluate_state(
+                b.graphdef,
+                b.state,
+                b.frozen,
+                test,
+                protocol=stream.protocol,
+                num_classes=run.num_classes,
+                dtype=dtype,
+                kind=stream.kind,
+            ),
+        )
         log(step, {"eval/accuracy": training.last_eval["accuracy"]})
 
     def save(step, t=None):
         training.save(step)
 
     every = dict(log=run.log_every_steps, eval=spe * run.eval_every_epochs, save=spe * run.checkpoint_every_epochs)
-    hooks = [periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer, every_steps=every["log"]),
-             *(periodic_actions.PeriodicCallback(every_steps=every[k], on_steps=[total], callback_fn=fn)
-               for k, fn in (("log", log_train), ("eval", evaluate_test), ("save", save)))]
+    hooks = [
+        periodic_actions.ReportProgress(num_train_steps=total, writer=log.writer, every_steps=every["log"]),
+        *(
+            periodic_actions.PeriodicCallback(every_steps=every[k], on_steps=[total], callback_fn=fn)
+            for k, fn in (("log", log_train), ("eval", evaluate_test), ("save", save))
+        ),
+    ]
     return hooks, evaluate_test
 
 
-def _step_loop(run: RunSpec, t: _Training, loader, hooks: list, *, total: int, stop: StopRequest,
-               stop_at_step) -> int:
+def _step_loop(run: RunSpec, t: _Training, loader, hooks: list, *, total: int, stop: StopRequest, stop_at_step) -> int:
     """Steps from the built stage's start to `total`, the hooks after each, until done or stopped (with a checkpoint)
     -> the last step applied to the state."""
     b, completed, t0 = t.built, t.built.start, time.perf_counter()
@@ -353,38 +412,63 @@ def _step_loop(run: RunSpec, t: _Training, loader, hooks: list, *, total: int, s
         # (One process alone: with several, the save is collective and the others would wait for it.)
         if not stop.requested or jax.process_count() > 1:
             raise
-        logging.warning("stage %s: %s: %s after the stop request; saving step %d", t.name, type(e).__name__, e,
-                        completed)
+        logging.warning(
+            "stage %s: %s: %s after the stop request; saving step %d", t.name, type(e).__name__, e, completed
+        )
         if completed > b.start:
             t.save(completed)
     return completed
 
 
-def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest, stop_at_step, sources,
-               closing: contextlib.ExitStack, restart_hint: str) -> dict | None:
+def _run_stage(
+    run: RunSpec,
+    name: str,
+    workdir: str,
+    *,
+    mesh,
+    stop: StopRequest,
+    stop_at_step,
+    sources,
+    closing: contextlib.ExitStack,
+    restart_hint: str,
+) -> dict | None:
     """train_stage's body -> the DONE record, or None when stopped early; what it opens is closed by `closing`."""
     stage, stage_dir = run.stage(name), paths.absolute(workdir) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
     train_source, test_source = sources
     steps_per_epoch = len(train_source) // run.batch_size
     if not steps_per_epoch:
-        raise ValueError(f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
-                         f"batch_size={run.batch_size}")
+        raise ValueError(
+            f"train split {run.data.train_split!r} has {len(train_source)} clips, fewer than "
+            f"batch_size={run.batch_size}"
+        )
     total = steps_per_epoch * stage.epochs
     ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
     closing.callback(ckpts.close)
     window = _Window(name, steps_per_epoch, ckpts)
-    built = stage_lib.build(run, name, mesh, steps_per_epoch=steps_per_epoch,
-                            init=_resume(run, name, workdir, window, mesh, total, restart_hint))
+    built = stage_lib.build(
+        run,
+        name,
+        mesh,
+        steps_per_epoch=steps_per_epoch,
+        init=_resume(run, name, workdir, window, mesh, total, restart_hint),
+    )
     preflight.write_record(run, workdir, name)  # checked against any earlier record by preflight
     log = _Log(stage_dir, built.start)
     closing.callback(log.close)
-    logging.info("stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays", name, stage.epochs,
-                 steps_per_epoch, len(jax.tree.leaves(built.state.params)), len(jax.tree.leaves(built.frozen)))
+    logging.info(
+        "stage %s: %d epochs x %d steps, %d trainable / %d frozen arrays",
+        name,
+        stage.epochs,
+        steps_per_epoch,
+        len(jax.tree.leaves(built.state.params)),
+        len(jax.tree.leaves(built.frozen)),
+    )
     # Built once per stage: each evaluation iterates it again, its worker processes started once.
     protocol = stage.model.stream.protocol
-    test = loaders.eval_loader(run, test_source, protocol, mesh=mesh, kinds={protocol: stage.model.kind},
-                               keep_workers=True)
+    test = loaders.eval_loader(
+        run, test_source, protocol, mesh=mesh, kinds={protocol: stage.model.kind}, keep_workers=True
+    )
     closing.callback(test.close)
 
     t = _Training(name, built, window)
@@ -392,8 +476,12 @@ def _run_stage(run: RunSpec, name: str, workdir: str, *, mesh, stop: StopRequest
     loader = loaders.train_loader(run, name, built.model, train_source, start_step=built.start, mesh=mesh)
     completed = _step_loop(run, t, loader, hooks, total=total, stop=stop, stop_at_step=stop_at_step)
     if completed < total:
-        logging.warning("stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
-                        name, completed, total)
+        logging.warning(
+            "stage %s: stopped at step %d/%d with a checkpoint; rerun the same command to resume",
+            name,
+            completed,
+            total,
+        )
         return None
     if t.last_eval is None or t.last_eval["step"] != total:  # resumed exactly at the end
         evaluate_test(total)

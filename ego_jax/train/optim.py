@@ -1,4 +1,5 @@
 """Optimisers of the reference recipes: coupled weight decay, parameter groups, epoch-wise lr schedules."""
+
 import re
 from collections.abc import Sequence
 
@@ -25,8 +26,16 @@ def matches(path: str, patterns: Sequence[str]) -> bool:
     return any(re.fullmatch(p, path) for p in patterns)
 
 
-def lr_schedule(base_lr: float, *, milestones: Sequence[int] = (), step_size: int = 0, gamma: float = 1.0,
-                num_epochs: int, steps_per_epoch: int, quirk: bool = True) -> optax.Schedule:
+def lr_schedule(
+    base_lr: float,
+    *,
+    milestones: Sequence[int] = (),
+    step_size: int = 0,
+    gamma: float = 1.0,
+    num_epochs: int,
+    steps_per_epoch: int,
+    quirk: bool = True,
+) -> optax.Schedule:
     """Step count -> lr: base_lr * gamma ** (decays so far), decays at epoch milestones or every `step_size` epochs.
 
     torch's MultiStepLR / StepLR decay at 0-based epoch m (epochs 0..m-1 use the old lr). The reference calls
@@ -43,7 +52,7 @@ def lr_schedule(base_lr: float, *, milestones: Sequence[int] = (), step_size: in
 
     def schedule(count):
         decays = jnp.sum(jnp.asarray(count) >= boundaries) if boundaries.size else 0
-        return base_lr * gamma ** decays
+        return base_lr * gamma**decays
 
     return schedule
 
@@ -68,16 +77,25 @@ def make_optimizer(cfg, params, *, num_epochs: int, steps_per_epoch: int, quirk:
     """
     groups = {"base": cfg.lr, **{g: gc.lr for g, gc in cfg.param_groups.items()}}
     schedules = {
-        g: lr_schedule(lr, milestones=cfg.schedule.milestones, step_size=cfg.schedule.step_size,
-                       gamma=cfg.schedule.gamma, num_epochs=num_epochs, steps_per_epoch=steps_per_epoch, quirk=quirk)
-        for g, lr in groups.items()}
+        g: lr_schedule(
+            lr,
+            milestones=cfg.schedule.milestones,
+            step_size=cfg.schedule.step_size,
+            gamma=cfg.schedule.gamma,
+            num_epochs=num_epochs,
+            steps_per_epoch=steps_per_epoch,
+            quirk=quirk,
+        )
+        for g, lr in groups.items()
+    }
 
     def label(keypath, _):
         path = path_str(keypath)
         claimed = [g for g, gc in cfg.param_groups.items() if matches(path, gc.params)]
         if len(claimed) > 1:
-            raise ValueError(f"parameter {path} is claimed by several param_groups {claimed}; "
-                             "make their regexes disjoint")
+            raise ValueError(
+                f"parameter {path} is claimed by several param_groups {claimed}; make their regexes disjoint"
+            )
         return claimed[0] if claimed else "base"
 
     labels = jax.tree_util.tree_map_with_path(label, params)
@@ -85,6 +103,8 @@ def make_optimizer(cfg, params, *, num_epochs: int, steps_per_epoch: int, quirk:
     for g, gc in cfg.param_groups.items():
         if g not in used:
             raise ValueError(f"param_groups.{g} (regexes {tuple(gc.params)}) matches no trainable parameter")
-    txs = {g: _base(cfg.name, lr=schedules[g], weight_decay=cfg.weight_decay, eps=cfg.eps, momentum=cfg.momentum)
-           for g in groups}
+    txs = {
+        g: _base(cfg.name, lr=schedules[g], weight_decay=cfg.weight_decay, eps=cfg.eps, momentum=cfg.momentum)
+        for g in groups
+    }
     return optax.multi_transform(txs, labels), schedules

@@ -1,4 +1,5 @@
 """Workdir paths as etils.epath.Path: local, or on a filesystem epath reaches (what orbax and tfds take too)."""
+
 import json
 import os
 
@@ -49,5 +50,7 @@ def read_json(path: epath.Path, remedy: str):
 
 def read_done(stage_dir: str | os.PathLike) -> dict:
     """W/<stage>/DONE's record (step, epochs, accuracy); one that does not parse is named with what to do."""
-    return read_json(epath.Path(stage_dir) / "DONE", "delete it and rerun the training command: it evaluates the "
-                                                      "stage's final checkpoint again and writes it anew")
+    return read_json(
+        epath.Path(stage_dir) / "DONE",
+        "delete it and rerun the training command: it evaluates the stage's final checkpoint again and writes it anew",
+    )

@@ -4,6 +4,7 @@ records (the config's ranges are checked when its specs are built, ego_jax.specs
 Everything here fails in seconds what would otherwise fail after hours (a flow stage after the RGB stages, a
 changed learning rate on resume); each error says what was expected, where, and what to do.
 """
+
 import json
 import os
 
@@ -29,10 +30,13 @@ def check_data(run: RunSpec, train_source, test_source) -> list[str]:
                 f"stage {name!r} needs the dataset features {missing}, which gtea61/{d.builder_config} in "
                 f"{d.data_dir} does not have (it has {sorted(built)}): build a config with them, e.g. "
                 f"`python scripts/build_dataset.py --manual_dir {d.manual_dir} --data_dir "
-                f"{d.data_dir} --config all` and --config.data.builder_config=all")
+                f"{d.data_dir} --config all` and --config.data.builder_config=all"
+            )
     if len(train_source) < run.batch_size:
-        problems.append(f"train split {d.train_split!r} has {len(train_source)} clips, fewer than "
-                        f"batch_size={run.batch_size}: lower --config.batch_size")
+        problems.append(
+            f"train split {d.train_split!r} has {len(train_source)} clips, fewer than "
+            f"batch_size={run.batch_size}: lower --config.batch_size"
+        )
     if len(test_source) == 0:
         problems.append(f"test split {d.test_split!r} has no clips")
     return problems
@@ -64,15 +68,21 @@ def check_sources(run: RunSpec, workdir: str) -> list[str]:
                 continue
             if os.sep in source:
                 if not paths.absolute(source).is_dir():
-                    problems.append(f"stage {name!r} init_from {target}: {source} does not exist (expected a stage "
-                                    "folder of a trained workdir, or a checkpoint directory)")
+                    problems.append(
+                        f"stage {name!r} init_from {target}: {source} does not exist (expected a stage "
+                        "folder of a trained workdir, or a checkpoint directory)"
+                    )
                 continue
             if source not in run.stages:
-                problems.append(f"stage {name!r} init_from {target}: {source!r} is neither 'imagenet', a stage of the "
-                                f"config {list(run.stages)} nor a checkpoint path")
+                problems.append(
+                    f"stage {name!r} init_from {target}: {source!r} is neither 'imagenet', a stage of the "
+                    f"config {list(run.stages)} nor a checkpoint path"
+                )
             elif source not in run.recipe[:i] and not (paths.absolute(workdir) / source / "DONE").exists():
-                problems.append(f"stage {name!r} starts from stage {source!r}, which neither runs before it in "
-                                f"config.recipe {run.recipe} nor is finished in {workdir}")
+                problems.append(
+                    f"stage {name!r} starts from stage {source!r}, which neither runs before it in "
+                    f"config.recipe {run.recipe} nor is finished in {workdir}"
+                )
     return problems
 
 
@@ -81,8 +91,11 @@ def record(workdir: str, name: str) -> dict | None:
     path = paths.absolute(workdir) / name / RECORD
     if not path.exists():
         return None
-    return paths.read_json(path, "it records the config the stage was started with: delete it to resume without "
-                                 "checking that the config is unchanged, or start the stage over")
+    return paths.read_json(
+        path,
+        "it records the config the stage was started with: delete it to resume without "
+        "checking that the config is unchanged, or start the stage over",
+    )
 
 
 def write_record(run: RunSpec, workdir: str, name: str) -> None:
@@ -90,8 +103,9 @@ def write_record(run: RunSpec, workdir: str, name: str) -> None:
     if jax.process_index() == 0:
         stage_dir = paths.absolute(workdir) / name
         stage_dir.mkdir(parents=True, exist_ok=True)
-        paths.write_atomic(stage_dir / RECORD, json.dumps(
-            dict(identity=specs.identity(run, name), config=run.to_dict()), indent=1))
+        paths.write_atomic(
+            stage_dir / RECORD, json.dumps(dict(identity=specs.identity(run, name), config=run.to_dict()), indent=1)
+        )
 
 
 def check_records(run: RunSpec, workdir: str) -> list[str]:
@@ -113,7 +127,8 @@ def check_records(run: RunSpec, workdir: str) -> list[str]:
                 f"stage {name!r} in {workdir} was started with another config; these keys determine its result:\n    "
                 + "\n    ".join(changes)
                 + f"\n  Rerun with the recorded values (in {paths.absolute(workdir) / name / RECORD}), use another "
-                f"--workdir, or start the stage over with --restart_stage {name}")
+                f"--workdir, or start the stage over with --restart_stage {name}"
+            )
     return problems
 
 
@@ -122,8 +137,12 @@ def check(run: RunSpec, workdir: str, *, mesh) -> tuple:
     for size, what in ((run.batch_size, "batch_size"), (run.eval_batch_size, "eval_batch_size")):
         sharding.check_batch_size(size, mesh, what)
     train_source, test_source = loaders.load_sources(run.data)
-    problems = (check_sources(run, workdir) + check_data(run, train_source, test_source)
-                + check_weights(run) + check_records(run, workdir))
+    problems = (
+        check_sources(run, workdir)
+        + check_data(run, train_source, test_source)
+        + check_weights(run)
+        + check_records(run, workdir)
+    )
     if problems:
         raise ValueError("the recipe cannot run:\n  " + "\n  ".join(problems))
     return train_source, test_source

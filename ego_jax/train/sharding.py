@@ -1,4 +1,5 @@
 """Device mesh with a 'data' axis: batches sharded along it, model and optimiser state replicated."""
+
 import functools
 
 import jax
@@ -10,8 +11,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 def make_mesh(devices=None) -> Mesh:
     """1-D mesh over `devices` (default: all, of every process) with axis 'data'."""
     # Auto axes: jit's in/out shardings decide the layout and XLA propagates it (jax's default is Explicit).
-    return Mesh(device_order(jax.devices() if devices is None else list(devices)), ("data",),
-                axis_types=(AxisType.Auto,))
+    return Mesh(
+        device_order(jax.devices() if devices is None else list(devices)), ("data",), axis_types=(AxisType.Auto,)
+    )
 
 
 def device_order(devices) -> np.ndarray:
@@ -59,4 +61,5 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
     if batch_size % n:
         raise ValueError(
             f"{what}={batch_size} is not divisible by the {n} devices of the 'data' mesh axis; "
-            f"set --config.{what} to a multiple of {n} (e.g. {max(n, batch_size // n * n)})")
+            f"set --config.{what} to a multiple of {n} (e.g. {max(n, batch_size // n * n)})"
+        )

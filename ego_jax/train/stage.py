@@ -7,6 +7,7 @@ loss. Paths are '/'-joined nnx paths such as 'rgb/backbone/layer4/2/conv2/kernel
 The train loop (ego_jax.train.loop) and the step benchmark (scripts/benchmark.py step) both build a stage
 here, so the step that is timed is the step that trains. Nothing here reads data or writes logs.
 """
+
 import dataclasses
 import logging
 import os
@@ -37,8 +38,9 @@ def _path(parts) -> str:
 def build_model(run: RunSpec, name: str) -> nnx.Module:
     """Stage `name`'s model, freshly initialised from the run's seed by its stream entry, for crop x crop input."""
     spec = run.stage(name).model
-    return spec.stream.build(run.num_classes, spec.build_kwargs(), dtype=jnp.dtype(run.dtype),
-                             rngs=nnx.Rngs(run.seed), crop=run.data.crop)
+    return spec.stream.build(
+        run.num_classes, spec.build_kwargs(), dtype=jnp.dtype(run.dtype), rngs=nnx.Rngs(run.seed), crop=run.data.crop
+    )
 
 
 def param_filter(patterns: Sequence[str], model: nnx.Module, what: str = "trainable"):
@@ -46,8 +48,10 @@ def param_filter(patterns: Sequence[str], model: nnx.Module, what: str = "traina
     paths = [_path(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     for pat in patterns:
         if not any(matches(p, [pat]) for p in paths):
-            raise ValueError(f"{what} regex {pat!r} matches no parameter of the model; parameter paths look like "
-                             f"{paths[:3]} ... (see nnx.state(model))")
+            raise ValueError(
+                f"{what} regex {pat!r} matches no parameter of the model; parameter paths look like "
+                f"{paths[:3]} ... (see nnx.state(model))"
+            )
     return lambda path, _: matches(_path(path), patterns)
 
 
@@ -74,7 +78,7 @@ def set_modes(model: nnx.Module, *, bn_train: Sequence[str], dropout_train: Sequ
 
 def _module_at(model: nnx.Module, target: str) -> nnx.Module:
     m = model
-    for name in ([] if target == "model" else target.split("/")):
+    for name in [] if target == "model" else target.split("/"):
         if not hasattr(m, name):
             raise ValueError(f"init_from target {target!r}: the model has no submodule {name!r}")
         m = getattr(m, name)
@@ -84,8 +88,12 @@ def _module_at(model: nnx.Module, target: str) -> nnx.Module:
 def _other_classes(path, saved: np.ndarray, fresh) -> bool:
     """Whether `saved` is a class head's parameter (a module named 'classifier') that differs from the model's only
     in its last axis, the class count (a model fine-tuned on a dataset with other classes)."""
-    return (len(path) >= 2 and path[-2] == "classifier" and saved.ndim == fresh.ndim
-            and saved.shape[:-1] == fresh.shape[:-1])
+    return (
+        len(path) >= 2
+        and path[-2] == "classifier"
+        and saved.ndim == fresh.ndim
+        and saved.shape[:-1] == fresh.shape[:-1]
+    )
 
 
 def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> None:
@@ -106,16 +114,21 @@ def load_flat(module: nnx.Module, flat: dict[str, np.ndarray], source: str) -> N
             if _other_classes(path, flat[key], value):
                 replaced.append(f"{key} {flat[key].shape} -> {value.shape}")
                 continue
-            raise ValueError(f"init from {source}: {key} has shape {flat[key].shape}, the model expects "
-                             f"{value.shape} (different model kwargs?)")
+            raise ValueError(
+                f"init from {source}: {key} has shape {flat[key].shape}, the model expects "
+                f"{value.shape} (different model kwargs?)"
+            )
         var[...] = jnp.asarray(flat[key], value.dtype)
         loaded += 1
     if not loaded:
         raise ValueError(f"init from {source}: no parameter path matches the model (wrong source?)")
     nnx.update(module, state)
     if replaced:
-        logging.warning("init from %s: classifier replaced (the source has another class count), freshly "
-                        "initialised: %s", source, ", ".join(replaced))
+        logging.warning(
+            "init from %s: classifier replaced (the source has another class count), freshly initialised: %s",
+            source,
+            ", ".join(replaced),
+        )
     logging.info("init from %s: %d arrays loaded, %d kept fresh %s", source, loaded, len(kept), kept[:8])
 
 
@@ -125,7 +138,8 @@ def check_imagenet(path: str) -> None:
         raise FileNotFoundError(
             f"ImageNet weights not found at {path!r}. Convert torchvision's ResNet-34 once: "
             f"`python scripts/convert_weights.py resnet34-b627a593.pth {path}`, or set "
-            f"--config.imagenet_weights=PATH, or train from scratch with the config argument init=scratch")
+            f"--config.imagenet_weights=PATH, or train from scratch with the config argument init=scratch"
+        )
 
 
 def _modality(model: nnx.Module, target: str) -> str:
@@ -134,8 +148,10 @@ def _modality(model: nnx.Module, target: str) -> str:
     owners = [streams.of_model(_module_at(model, "/".join(parts[:i]) or "model")) for i in range(len(parts) + 1)]
     owner = next((s for s in reversed(owners) if s is not None), None)
     if owner is None or len(owner.inputs) != 1:
-        raise ValueError(f"init_from {target}: imagenet needs a backbone inside a stream model that reads one input "
-                         f"(rgb or flow); {type(model).__name__} is {owner.kind if owner else 'not registered'}")
+        raise ValueError(
+            f"init_from {target}: imagenet needs a backbone inside a stream model that reads one input "
+            f"(rgb or flow); {type(model).__name__} is {owner.kind if owner else 'not registered'}"
+        )
     return next(iter(owner.inputs))
 
 
@@ -163,8 +179,10 @@ def initialise(model: nnx.Module, init_from, *, workdir: str, imagenet_weights: 
         step = None  # a checkpoint path: its newest good step
         done = directory / "DONE"
         if os.sep not in source and not done.exists():
-            raise FileNotFoundError(f"init_from {source!r}: stage {source} is not finished in {workdir} "
-                                    f"(no {done}); run it first (keep it in config.recipe)")
+            raise FileNotFoundError(
+                f"init_from {source!r}: stage {source} is not finished in {workdir} "
+                f"(no {done}); run it first (keep it in config.recipe)"
+            )
         if done.exists():
             step = paths.read_done(directory).get("step")  # the stage's final checkpoint, not an older one
         load_flat(module, checkpoint.load_final_state(ckpt, step=step), source)
@@ -212,10 +230,16 @@ def build(run: RunSpec, name: str, mesh, *, steps_per_epoch: int, init: InitFn |
     trainable = param_filter(stage.trainable, model)
     updated_stats = set_modes(model, bn_train=stage.bn_train, dropout_train=stage.dropout_train)
     params = split_model(model, trainable, updated_stats)[1]
-    tx, schedules = make_optimizer(stage.optimizer, params, num_epochs=stage.epochs,
-                                   steps_per_epoch=steps_per_epoch, quirk=run.schedule_quirk)
+    tx, schedules = make_optimizer(
+        stage.optimizer, params, num_epochs=stage.epochs, steps_per_epoch=steps_per_epoch, quirk=run.schedule_quirk
+    )
     start, opt_state = init(model, tx, params) if init else (0, None)
     graphdef, state, frozen = init_state(model, trainable, updated_stats, tx, mesh, step=start, opt_state=opt_state)
-    train_step = make_train_step(graphdef, make_loss_fn(stage, dtype), tx, mesh,
-                                 compiler_options=compiler_options(run.compiler_options, kind=stage.model.kind))
+    train_step = make_train_step(
+        graphdef,
+        make_loss_fn(stage, dtype),
+        tx,
+        mesh,
+        compiler_options=compiler_options(run.compiler_options, kind=stage.model.kind),
+    )
     return Stage(model, graphdef, state, frozen, train_step, schedules, start)

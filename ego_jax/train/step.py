@@ -9,6 +9,7 @@ The model is split once per stage into
   frozen  everything else (frozen params and frozen BN statistics): an input, never an output,
 so frozen values cannot change and XLA never builds the backward pass of a frozen backbone.
 """
+
 from collections.abc import Callable
 
 import jax
@@ -36,12 +37,19 @@ class TrainState:
 
 def split_model(model: nnx.Module, trainable: nnx.filterlib.Filter, updated_stats: nnx.filterlib.Filter):
     """model -> (graphdef, params, stats, rngs, frozen); see the module docstring."""
-    return nnx.split(model, nnx.All(nnx.Param, trainable), nnx.All(nnx.BatchStat, updated_stats),
-                     nnx.RngState, ...)
+    return nnx.split(model, nnx.All(nnx.Param, trainable), nnx.All(nnx.BatchStat, updated_stats), nnx.RngState, ...)
 
 
-def init_state(model: nnx.Module, trainable, updated_stats, tx: optax.GradientTransformation, mesh, *,
-               step: int = 0, opt_state=None):
+def init_state(
+    model: nnx.Module,
+    trainable,
+    updated_stats,
+    tx: optax.GradientTransformation,
+    mesh,
+    *,
+    step: int = 0,
+    opt_state=None,
+):
     """model -> (graphdef, TrainState, frozen), replicated over `mesh` (all processes); opt_state default tx.init."""
     graphdef, params, stats, rngs, frozen = split_model(model, trainable, updated_stats)
     opt_state = tx.init(params) if opt_state is None else opt_state
@@ -71,15 +79,18 @@ def compiler_options(spec: str, backend: str | None = None, kind: str | None = N
     for item in filter(None, spec.split(";")):
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name.startswith("xla_"):
-            raise ValueError(f"compiler_options item {item!r}: expected xla_<option>=<value> items separated by ';', "
-                             "'auto' (the backend's measured defaults) or '' (XLA's own defaults)")
+            raise ValueError(
+                f"compiler_options item {item!r}: expected xla_<option>=<value> items separated by ';', "
+                "'auto' (the backend's measured defaults) or '' (XLA's own defaults)"
+            )
         # XLA parses a string bool only as 'True'/'False'; a Python bool reaches it whatever the spelling.
         options[name] = {"true": True, "false": False}.get(value.lower(), value)
     return options
 
 
-def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh, *,
-                    compiler_options: dict | None = None):
+def make_train_step(
+    graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, mesh, *, compiler_options: dict | None = None
+):
     """-> jitted (state, frozen, batch) -> (state, metrics); state donated, batch sharded on 'data'.
 
     compiler_options: XLA options for this step's compilation (see `compiler_options`); None = XLA's defaults.
@@ -103,8 +114,13 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
         return TrainState(state.step + 1, params, stats, rngs, opt_state), metrics
 
     rep = sharding.replicated(mesh)
-    return jax.jit(train_step, in_shardings=(rep, rep, sharding.batch_sharding(mesh)),
-                   out_shardings=(rep, rep), donate_argnums=(0,), compiler_options=compiler_options or None)
+    return jax.jit(
+        train_step,
+        in_shardings=(rep, rep, sharding.batch_sharding(mesh)),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+        compiler_options=compiler_options or None,
+    )
 
 
 def _like(full: nnx.State, subset: nnx.State) -> nnx.State:

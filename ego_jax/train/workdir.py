@@ -2,6 +2,7 @@
 checkpoint, and `evaluate_workdir`, which scores a stage with an evaluation protocol (ego_jax.train.evaluate) and
 writes W/<stage>/eval/: metrics.json, confusion.json, confusion.png, predictions.jsonl, curves.png.
 """
+
 import json
 from collections.abc import Mapping, Sequence
 
@@ -16,8 +17,14 @@ from ego_jax.train.stage import build_model
 from ego_jax.viz import charts
 
 
-def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: Sequence[str],
-                 meta: Mapping | None = None, *, all_classes: bool = False) -> dict:
+def write_report(
+    outdir: str | epath.Path,
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    meta: Mapping | None = None,
+    *,
+    all_classes: bool = False,
+) -> dict:
     """Writes outdir/{metrics.json, confusion.json, confusion.png}; returns the metrics dict (summary + meta).
 
     confusion.png shows the classes that occur in the split or among the predictions (all_classes: every
@@ -27,14 +34,27 @@ def write_report(outdir: str | epath.Path, confusion: np.ndarray, class_names: S
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {**(meta or {}), **evaluate.summarize(confusion, class_names)}
     paths.write_atomic(outdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    paths.write_atomic(outdir / "confusion.json", json.dumps(
-        {"rows": "true", "columns": "predicted", "classes": list(class_names),
-         "matrix": np.asarray(confusion).astype(int).tolist()}) + "\n")
+    paths.write_atomic(
+        outdir / "confusion.json",
+        json.dumps(
+            {
+                "rows": "true",
+                "columns": "predicted",
+                "classes": list(class_names),
+                "matrix": np.asarray(confusion).astype(int).tolist(),
+            }
+        )
+        + "\n",
+    )
     title = f"{metrics.get('protocol', '')} accuracy {100 * metrics['accuracy']:.2f}% (n={metrics['num_examples']})"
     confusion = np.asarray(confusion)
     shown = np.ones(len(class_names), bool) if all_classes else charts.present_classes(confusion)
-    charts.save(charts.confusion_matrix(confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s],
-                                        title=title), outdir / "confusion.png")
+    charts.save(
+        charts.confusion_matrix(
+            confusion[np.ix_(shown, shown)], [n for n, s in zip(class_names, shown) if s], title=title
+        ),
+        outdir / "confusion.png",
+    )
     return metrics
 
 
@@ -47,9 +67,18 @@ def clip_id(example) -> str:
 def write_predictions(path: str | epath.Path, source, clips: Mapping[str, np.ndarray]) -> None:
     """One JSON line per evaluated clip of `source` (evaluate(per_clip=True)'s arrays): clip id, source index, label,
     predicted class and the logits, in loader order (written whole or not at all)."""
-    rows = [json.dumps({"clip": clip_id(source[int(i)]), "index": int(i), "label": int(label),
-                        "prediction": int(np.argmax(logits)), "logits": logits.tolist()})
-            for i, label, logits in zip(clips["index"], clips["label"], clips["logits"])]
+    rows = [
+        json.dumps(
+            {
+                "clip": clip_id(source[int(i)]),
+                "index": int(i),
+                "label": int(label),
+                "prediction": int(np.argmax(logits)),
+                "logits": logits.tolist(),
+            }
+        )
+        for i, label, logits in zip(clips["index"], clips["label"], clips["logits"])
+    ]
     paths.write_atomic(epath.Path(path), "".join(row + "\n" for row in rows))
 
 
@@ -82,22 +111,27 @@ def load_stage_model(run: RunSpec, workdir: str | epath.Path, stage: str, *, all
     stage_dir = paths.absolute(workdir) / stage
     done = stage_dir / "DONE"
     # One answer for all processes: process 0 reads DONE.
-    final = distributed.from_process_0(paths.read_done(stage_dir).get("step", -1)
-                                       if distributed.is_writer() and done.exists() else -1)
+    final = distributed.from_process_0(
+        paths.read_done(stage_dir).get("step", -1) if distributed.is_writer() and done.exists() else -1
+    )
     final = None if final < 0 else final
     if final is None and not allow_unfinished:
         running = workdir_lock.holder(str(workdir))
-        raise FileNotFoundError(f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
-                                f"(scripts/train.py with the same --config and --workdir), or pass "
-                                f"--allow_unfinished to evaluate its newest good checkpoint"
-                                + (f"; it is training now ({workdir_lock.describe(running)})" if running else ""))
+        raise FileNotFoundError(
+            f"stage {stage!r} is not finished in {workdir} (no {done}): train it first "
+            f"(scripts/train.py with the same --config and --workdir), or pass "
+            f"--allow_unfinished to evaluate its newest good checkpoint"
+            + (f"; it is training now ({workdir_lock.describe(running)})" if running else "")
+        )
     ckpt_dir = stage_dir / "checkpoints"
     try:
         tree, step = checkpoint.restore_state(str(ckpt_dir), step=None if allow_unfinished else final)
     except checkpoint.BadCheckpoint as e:
-        raise checkpoint.BadCheckpoint(f"{e}\nRerun scripts/train.py with the same --config and --workdir (it "
-                                       f"trains stage {stage!r} again from its newest good checkpoint), or pass "
-                                       f"--allow_unfinished to evaluate that one") from None
+        raise checkpoint.BadCheckpoint(
+            f"{e}\nRerun scripts/train.py with the same --config and --workdir (it "
+            f"trains stage {stage!r} again from its newest good checkpoint), or pass "
+            f"--allow_unfinished to evaluate that one"
+        ) from None
     model = build_model(run, stage)
     checkpoint.load_model_tree(model, tree, f"checkpoint {ckpt_dir} step {step} of stage {stage!r}")
     model.eval()
@@ -108,15 +142,27 @@ def _last_stage_scored_by(run: RunSpec, role: str) -> str:
     stages = [name for name in run.recipe if run.stage(name).model.stream.protocol == role]
     if not stages:
         kinds = [s.kind for s in streams.scoring(role)]
-        raise ValueError(f"late_fusion needs a {role} stage (model kind {' or '.join(map(repr, kinds))}); the recipe "
-                         f"has {[(n, run.stage(n).model.kind) for n in run.recipe]}: pass --{role}_stage")
+        raise ValueError(
+            f"late_fusion needs a {role} stage (model kind {' or '.join(map(repr, kinds))}); the recipe "
+            f"has {[(n, run.stage(n).model.kind) for n in run.recipe]}: pass --{role}_stage"
+        )
     return stages[-1]
 
 
-def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | None = None, protocol: str | None = None,
-                     rgb_stage: str | None = None, flow_stage: str | None = None, fusion_stacks: int = 10,
-                     flow_weight: float = 0.5, split: str | None = None, allow_unfinished: bool = False,
-                     all_classes: bool = False) -> dict:
+def evaluate_workdir(
+    run: RunSpec,
+    workdir: str | epath.Path,
+    *,
+    stage: str | None = None,
+    protocol: str | None = None,
+    rgb_stage: str | None = None,
+    flow_stage: str | None = None,
+    fusion_stacks: int = 10,
+    flow_weight: float = 0.5,
+    split: str | None = None,
+    allow_unfinished: bool = False,
+    all_classes: bool = False,
+) -> dict:
     """Evaluates a trained stage of `workdir` with `protocol`; writes <workdir>/<stage>/eval/ -> metrics dict.
 
     stage: default the recipe's last; protocol: default the stage's own (its stream's, ego_jax.streams).
@@ -141,8 +187,10 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
         kinds[role] = kind = run.stage(name).model.kind
         own = run.stage(name).model.stream.protocol
         if own != role:
-            raise ValueError(f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
-                             f"{kind} model (evaluate it with --protocol {own})")
+            raise ValueError(
+                f"protocol {protocol!r} needs a {role} model for {role!r}, but stage {name!r} is a "
+                f"{kind} model (evaluate it with --protocol {own})"
+            )
         models[role], checkpoints[name] = load_stage_model(run, workdir, name, allow_unfinished=allow_unfinished)
 
     mesh = sharding.make_mesh()
@@ -150,14 +198,29 @@ def evaluate_workdir(run: RunSpec, workdir: str | epath.Path, *, stage: str | No
     split = split or run.data.test_split
     source = loaders.test_source(run, split)
     loader = loaders.eval_loader(run, source, protocol, mesh=mesh, kinds=kinds, fusion_stacks=fusion_stacks)
-    confusion, clips = evaluate.evaluate(loader, protocol, models, run.num_classes, kinds=kinds,
-                                         flow_weight=flow_weight, dtype=jnp.dtype(run.dtype), per_clip=True)
+    confusion, clips = evaluate.evaluate(
+        loader,
+        protocol,
+        models,
+        run.num_classes,
+        kinds=kinds,
+        flow_weight=flow_weight,
+        dtype=jnp.dtype(run.dtype),
+        per_clip=True,
+    )
 
     class_names = loaders.class_names(run)
     finished = all(m["finished"] for m in checkpoints.values())
-    meta = {"protocol": protocol, "split": split, "checkpoint": "final" if finished else "unfinished",
-            "finished": finished, "steps": {name: m["step"] for name, m in checkpoints.items()}, "stages": checkpoints,
-            "frames": run.data.frames, "crop": run.data.crop}
+    meta = {
+        "protocol": protocol,
+        "split": split,
+        "checkpoint": "final" if finished else "unfinished",
+        "finished": finished,
+        "steps": {name: m["step"] for name, m in checkpoints.items()},
+        "stages": checkpoints,
+        "frames": run.data.frames,
+        "crop": run.data.crop,
+    }
     if "flow" in evaluate.protocol_inputs(protocol, kinds):
         meta["flow_stacks"] = evaluate.flow_stacks(protocol, run.data.flow_eval_stacks, fusion_stacks)
     if protocol == "late_fusion":

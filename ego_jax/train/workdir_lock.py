@@ -14,6 +14,7 @@ W/.lock.guard, which stays behind as an empty file). A bucket (gs://, s3://) has
 epath: the lock is written, and read back after SETTLE_S to see whose write won; that is exact unless two
 starts reach the bucket within SETTLE_S of each other.
 """
+
 import contextlib
 import errno
 import fcntl
@@ -86,12 +87,15 @@ def _read(path: epath.Path) -> dict | None:
 
 def describe(record: dict) -> str:
     """Lock record -> 'pid 123 on host h since 2026-01-01 10:00:00 UTC (python scripts/train.py ...)'."""
+
     def utc(t):
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
     renewed = f", renewed {utc(record['renewed'])}" if "renewed" in record else ""
-    return (f"pid {record.get('pid')} on host {record.get('host')} since {utc(record.get('time', 0))}{renewed} "
-            f"({record.get('command', '?')})")
+    return (
+        f"pid {record.get('pid')} on host {record.get('host')} since {utc(record.get('time', 0))}{renewed} "
+        f"({record.get('command', '?')})"
+    )
 
 
 def holder(workdir) -> dict | None:
@@ -113,12 +117,20 @@ class WorkdirLock:
     def acquire(self) -> "WorkdirLock":
         """Take the lock (taking over a stale one) -> self; WorkdirLocked naming the holder if it is alive."""
         if self.workdir.exists() and not self.workdir.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, f"workdir {self.workdir} is a file, not a directory: name a "
-                                                    "directory (it is created if missing)")
+            raise NotADirectoryError(
+                errno.ENOTDIR,
+                f"workdir {self.workdir} is a file, not a directory: name a directory (it is created if missing)",
+            )
         now = time.time()
-        record = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=start_time(os.getpid()),
-                      time=now, renewed=now, command=" ".join([os.path.basename(sys.executable), *sys.argv])[:300],
-                      token=uuid.uuid4().hex)
+        record = dict(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            pid_start=start_time(os.getpid()),
+            time=now,
+            renewed=now,
+            command=" ".join([os.path.basename(sys.executable), *sys.argv])[:300],
+            token=uuid.uuid4().hex,
+        )
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             if paths.is_local(self.path):
@@ -135,8 +147,11 @@ class WorkdirLock:
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            raise PermissionError(e.errno, f"workdir {self.workdir} is not writable ({e.strerror}: {e.filename}): "
-                                           "make it writable, or name a directory you may write to") from e
+            raise PermissionError(
+                e.errno,
+                f"workdir {self.workdir} is not writable ({e.strerror}: {e.filename}): "
+                "make it writable, or name a directory you may write to",
+            ) from e
         self._stop_renewing.clear()
         self._renewer = threading.Thread(target=self._renew, name="workdir-lock-renewal", daemon=True)
         self._renewer.start()
@@ -158,9 +173,13 @@ class WorkdirLock:
                     f"workdir {self.workdir} is in use by {describe(other)}. Wait for it to finish or stop it "
                     f"(kill -TERM {other.get('pid')}: it saves and exits); two runs in one workdir would overwrite "
                     f"each other's checkpoints. If that run is gone (a run on another host is taken for gone "
-                    f"{LEASE_S:.0f} s after its last renewal), remove {self.path}") from None
-            logging.warning("workdir %s: taking over the stale lock of %s (that process is gone)",
-                            self.workdir, describe(other) if other else "a process that crashed")
+                    f"{LEASE_S:.0f} s after its last renewal), remove {self.path}"
+                ) from None
+            logging.warning(
+                "workdir %s: taking over the stale lock of %s (that process is gone)",
+                self.workdir,
+                describe(other) if other else "a process that crashed",
+            )
             with contextlib.suppress(FileNotFoundError):  # (on a bucket another start may have moved it first)
                 self.path.replace(self.path.parent / (LOCK + ".stale"))
         raise WorkdirLocked(f"could not take {self.path} (it keeps changing); remove it if no run uses {self.workdir}")
@@ -187,8 +206,11 @@ class WorkdirLock:
         while not self._stop_renewing.wait(LEASE_S / 10):
             current = _read(self.path)
             if not current or current.get("token") != self.record["token"]:
-                logging.error("workdir %s: the lock is no longer this run's (%s); another run may be writing here",
-                              self.workdir, describe(current) if current else "removed")
+                logging.error(
+                    "workdir %s: the lock is no longer this run's (%s); another run may be writing here",
+                    self.workdir,
+                    describe(current) if current else "removed",
+                )
                 return
             try:
                 paths.write_atomic(self.path, json.dumps(dict(self.record, renewed=time.time())))

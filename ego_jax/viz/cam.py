@@ -1,5 +1,6 @@
 """CAM attention and motion-map overlays on RGB frames, as picture grids and CAM videos (host-side numpy/OpenCV,
 uint8 RGB images)."""
+
 import cv2
 import numpy as np
 from etils import epath
@@ -80,8 +81,9 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
 def image_grid(rows: list[list[np.ndarray]], row_titles: list[str] | None = None, pad: int = 2) -> np.ndarray:
     """Rows of equally sized (H, W, 3) uint8 images -> one (R*(H+pad)-pad, C*(W+pad)-pad, 3) uint8 grid, white gaps."""
     if not rows or any(len(r) != len(rows[0]) for r in rows):
-        raise ValueError(f"image_grid: expected a non-empty list of rows of equal length, "
-                         f"got lengths {[len(r) for r in rows]}")
+        raise ValueError(
+            f"image_grid: expected a non-empty list of rows of equal length, got lengths {[len(r) for r in rows]}"
+        )
     height, width = rows[0][0].shape[:2]
     grid = np.full((len(rows) * (height + pad) - pad, len(rows[0]) * (width + pad) - pad, 3), 255, np.uint8)
     for i, row in enumerate(rows):
@@ -90,7 +92,9 @@ def image_grid(rows: list[list[np.ndarray]], row_titles: list[str] | None = None
                 raise ValueError(f"image_grid: image ({i}, {j}) has shape {image.shape}, expected {(height, width, 3)}")
             if row_titles is not None and j == 0:
                 image = _label(image, row_titles[i])
-            grid[i * (height + pad):i * (height + pad) + height, j * (width + pad):j * (width + pad) + width] = image
+            grid[i * (height + pad) : i * (height + pad) + height, j * (width + pad) : j * (width + pad) + width] = (
+                image
+            )
     return grid
 
 
@@ -110,8 +114,13 @@ def cam_grid(
     under a white band with the lines of `title` when given. Frames smaller than `min_size` px (short side)
     are enlarged for display (bilinear) before the maps are laid over them.
     """
-    return compare_grid(frames, [dict(label="", attention=attention, ms_pred=ms_pred, ms_target=ms_target)],
-                        alpha=alpha, title=title, min_size=min_size)
+    return compare_grid(
+        frames,
+        [dict(label="", attention=attention, ms_pred=ms_pred, ms_target=ms_target)],
+        alpha=alpha,
+        title=title,
+        min_size=min_size,
+    )
 
 
 def _enlarged(frames: np.ndarray, min_size: int) -> np.ndarray:
@@ -133,8 +142,15 @@ def _title_band(lines: list[str], width: int) -> np.ndarray:
     return band
 
 
-def cam_video(frames: np.ndarray, attention: np.ndarray | None = None, ms_pred: np.ndarray | None = None, *,
-              alpha: float = 0.5, title: str = "", min_size: int = 0) -> np.ndarray:
+def cam_video(
+    frames: np.ndarray,
+    attention: np.ndarray | None = None,
+    ms_pred: np.ndarray | None = None,
+    *,
+    alpha: float = 0.5,
+    title: str = "",
+    min_size: int = 0,
+) -> np.ndarray:
     """(T, H, W, 3) uint8 frames [+ (T, h, w) attention, (T, h, w, K) predicted MS] -> (T, H', W', 3) uint8 video:
     at each time the frame, its CAM overlay and its motion overlay side by side (those given), under `title`."""
     frames = _enlarged(frames, min_size)
@@ -143,8 +159,7 @@ def cam_video(frames: np.ndarray, attention: np.ndarray | None = None, ms_pred: 
         columns.append([overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(attention), strict=True)])
         names.append("CAM")
     if ms_pred is not None:
-        columns.append([overlay_motion(f, p, alpha)
-                        for f, p in zip(frames, motion_probability(ms_pred), strict=True)])
+        columns.append([overlay_motion(f, p, alpha) for f, p in zip(frames, motion_probability(ms_pred), strict=True)])
         names.append("MS pred")
     out = []
     for t in range(len(frames)):
@@ -171,8 +186,9 @@ def write_gif(path, frames: np.ndarray, fps: float) -> None:
     images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
-def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, title: str = "",
-                 min_size: int = 0) -> np.ndarray:
+def compare_grid(
+    frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, title: str = "", min_size: int = 0
+) -> np.ndarray:
     """cam_grid for several models of the same clip: the frames once, then per model its CAM / MS pred / target rows.
 
     models: dicts of label (row title prefix) and attention, ms_pred, ms_target (each None or as in cam_grid).
@@ -182,12 +198,14 @@ def compare_grid(frames: np.ndarray, models: list[dict], *, alpha: float = 0.5, 
     for m in models:
         prefix = f"{m['label']} " if m["label"] else ""
         if m.get("attention") is not None:
-            rows.append([overlay_attention(f, a, alpha)
-                         for f, a in zip(frames, np.asarray(m["attention"]), strict=True)])
+            rows.append(
+                [overlay_attention(f, a, alpha) for f, a in zip(frames, np.asarray(m["attention"]), strict=True)]
+            )
             titles.append(prefix + "CAM")
         if m.get("ms_pred") is not None:
-            rows.append([overlay_motion(f, p, alpha)
-                         for f, p in zip(frames, motion_probability(m["ms_pred"]), strict=True)])
+            rows.append(
+                [overlay_motion(f, p, alpha) for f, p in zip(frames, motion_probability(m["ms_pred"]), strict=True)]
+            )
             titles.append(prefix + "MS pred")
         if m.get("ms_target") is not None:
             rows.append([overlay_motion(f, t, alpha) for f, t in zip(frames, np.asarray(m["ms_target"]), strict=True)])

@@ -4,6 +4,7 @@ differences and labelled image grids.
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so a library call never changes the user's
 backend or leaks open figures; save() writes a PNG at DPI and, for papers, vector copies beside it.
 """
+
 import io
 import json
 import textwrap
@@ -27,8 +28,9 @@ def figure(width: float, height: float, **kwargs) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: str | epath.Path, *, vector: Sequence[str] = (), colors: int | None = None
-         ) -> list[epath.Path]:
+def save(
+    fig: Figure, path: str | epath.Path, *, vector: Sequence[str] = (), colors: int | None = None
+) -> list[epath.Path]:
     """fig -> `path` as PNG at DPI and the same name with each suffix of `vector` ('svg', 'pdf'); parents created.
 
     colors: a PNG with a palette of that many colours (no dithering), several times smaller (pictures in docs).
@@ -76,8 +78,15 @@ def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], *, title
     image = ax.imshow(rate, cmap="Blues", vmin=0, vmax=100)
     font = 7 if num <= 20 else 5
     for i, j in zip(*np.nonzero(confusion)):
-        ax.text(j, i, f"{confusion[i, j]}\n{rate[i, j]:.0f}%", ha="center", va="center", fontsize=font,
-                color="white" if rate[i, j] > 50 else "black")
+        ax.text(
+            j,
+            i,
+            f"{confusion[i, j]}\n{rate[i, j]:.0f}%",
+            ha="center",
+            va="center",
+            fontsize=font,
+            color="white" if rate[i, j] > 50 else "black",
+        )
     ax.set_xticks(range(num), class_names, rotation=90, fontsize=8 if num <= 20 else 6)
     ax.set_yticks(range(num), class_names, fontsize=8 if num <= 20 else 6)
     ax.set_xlabel("predicted")
@@ -120,7 +129,7 @@ def _split_metric(key: str) -> tuple[str, str]:
     for split in _SPLITS:
         for sep in ("/", "_"):
             if key.startswith(split + sep):
-                return split, key[len(split) + 1:]
+                return split, key[len(split) + 1 :]
     return "", key
 
 
@@ -160,8 +169,14 @@ def curves(records: Sequence[dict], *, x: str = "step", keys: Sequence[str] | No
 # ------------------------------------------------------------------------------------------------------ bars
 
 
-def accuracy_bars(groups: Sequence[str], series: Mapping[str, Mapping], *, title: str = "",
-                  ylabel: str = "test accuracy (%)", published_label: str = "published") -> Figure:
+def accuracy_bars(
+    groups: Sequence[str],
+    series: Mapping[str, Mapping],
+    *,
+    title: str = "",
+    ylabel: str = "test accuracy (%)",
+    published_label: str = "published",
+) -> Figure:
     """Grouped bars, one group per entry of `groups` and one bar per series in each -> Figure.
 
     series: name -> dict(points=[values (%) per group], published=[None | value | (low, high) per group]
@@ -175,13 +190,16 @@ def accuracy_bars(groups: Sequence[str], series: Mapping[str, Mapping], *, title
     for k, (name, s) in enumerate(series.items()):
         points = [np.asarray(p, np.float64) for p in s["points"]]
         if len(points) != len(groups):
-            raise ValueError(f"accuracy_bars: series {name!r} has {len(points)} groups of points, expected "
-                             f"{len(groups)} ({list(groups)})")
+            raise ValueError(
+                f"accuracy_bars: series {name!r} has {len(points)} groups of points, expected "
+                f"{len(groups)} ({list(groups)})"
+            )
         xs = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
         means = [p.mean() if p.size else np.nan for p in points]
         stds = [p.std(ddof=1) if p.size > 1 else 0.0 for p in points]
-        handles[name] = ax.bar(xs, means, 0.9 * width, yerr=stds, capsize=3, color=f"C{k}",
-                               error_kw=dict(elinewidth=1, ecolor="0.2"))
+        handles[name] = ax.bar(
+            xs, means, 0.9 * width, yerr=stds, capsize=3, color=f"C{k}", error_kw=dict(elinewidth=1, ecolor="0.2")
+        )
         for x, p in zip(xs, points):
             jitter = np.linspace(-0.2, 0.2, p.size) * width if p.size > 1 else np.zeros(p.size)
             handles["seeds"] = ax.scatter(x + jitter, p, s=14, color="black", zorder=3)
@@ -189,27 +207,38 @@ def accuracy_bars(groups: Sequence[str], series: Mapping[str, Mapping], *, title
             if ref is None:
                 continue
             low, high = (ref, ref) if np.isscalar(ref) else ref
-            handles[published_label] = ax.errorbar(x, (low + high) / 2, yerr=(high - low) / 2, fmt="D",
-                                                   color="black", mfc="white", capsize=4, zorder=4)
+            handles[published_label] = ax.errorbar(
+                x, (low + high) / 2, yerr=(high - low) / 2, fmt="D", color="black", mfc="white", capsize=4, zorder=4
+            )
     ax.set_xticks(range(len(groups)), groups)
     ax.set(ylabel=ylabel, title=title, ylim=(0, 100))
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     order = [*series, *(k for k in handles if k not in series)]
-    ax.legend([handles[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
-              fontsize="small")
+    ax.legend(
+        [handles[k] for k in order],
+        order,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        borderaxespad=0,
+        fontsize="small",
+    )
     return fig
 
 
-def differences(categories: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str = "",
-                xlabel: str = "difference (percentage points)") -> Figure:
+def differences(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "difference (percentage points)",
+) -> Figure:
     """Horizontal grouped bars: one row per category, one bar per series (NaN: none) -> Figure, rows ordered by
     the mean difference over the series, largest first."""
     values = np.array([np.asarray(v, np.float64) for v in series.values()])
     if values.shape[1:] != (len(categories),):
         raise ValueError(f"differences: every series needs {len(categories)} values, got shape {values.shape}")
-    order = np.argsort(-np.nan_to_num(np.nanmean(np.where(np.isnan(values).all(0), 0, values), axis=0)),
-                       kind="stable")
+    order = np.argsort(-np.nan_to_num(np.nanmean(np.where(np.isnan(values).all(0), 0, values), axis=0)), kind="stable")
     height = 0.8 / len(series)
     fig = figure(7.5, max(3.0, 1.4 + 0.16 * len(categories) * len(series)))
     ax = fig.add_subplot()
@@ -229,9 +258,15 @@ def differences(categories: Sequence[str], series: Mapping[str, Sequence[float]]
 # ------------------------------------------------------------------------------------------------ image grids
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], *, title: str = "",
-               captions: Sequence[Sequence[str] | None] | None = None, tile: float = 1.3,
-               colorbar: tuple[str, float] | None = None) -> Figure:
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    row_titles: Sequence[str],
+    *,
+    title: str = "",
+    captions: Sequence[Sequence[str] | None] | None = None,
+    tile: float = 1.3,
+    colorbar: tuple[str, float] | None = None,
+) -> Figure:
     """Rows of images -> Figure, one tile (short side `tile` inches) per image, each row titled on its left.
 
     Images: (H, W, 3) uint8 RGB, or (H, W) float maps drawn with the 'magma' colormap on one shared scale
@@ -261,8 +296,7 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], 
             ax.set_xticks([])
             ax.set_yticks([])
             if image.ndim == 2:
-                mappable = ax.imshow(image, cmap="magma", vmin=0, vmax=colorbar[1] if colorbar else None,
-                                     aspect="auto")
+                mappable = ax.imshow(image, cmap="magma", vmin=0, vmax=colorbar[1] if colorbar else None, aspect="auto")
             else:
                 ax.imshow(image, aspect="auto")
             if below[i]:

@@ -2,6 +2,7 @@
 
 The plot is drawn like every other chart (ego_jax.viz.charts: Agg canvas, no pyplot, PNG at charts.DPI).
 """
+
 import csv
 
 import numpy as np
@@ -21,8 +22,9 @@ def write_csv(path, starts, ends, probs: np.ndarray, class_names, top: int = 5) 
         writer.writerow(["start_s", "end_s"] + [f"{what}_{k}" for k in range(1, top + 1) for what in ("class", "prob")])
         for start, end, row in zip(starts, ends, np.asarray(probs)):
             best = np.argsort(-row, kind="stable")[:top]
-            writer.writerow([f"{start:.3f}", f"{end:.3f}"]
-                            + [v for c in best for v in (class_names[c], f"{row[c]:.6f}")])
+            writer.writerow(
+                [f"{start:.3f}", f"{end:.3f}"] + [v for c in best for v in (class_names[c], f"{row[c]:.6f}")]
+            )
 
 
 def plot(path, starts, ends, probs: np.ndarray, class_names, top: int = 5, title: str = "") -> None:

@@ -10,6 +10,7 @@ Published Ego-RNN two-stream top-1: 62.2 / 61.5 / 58.63 on splits 1 / 2 / 3, mea
 per-split numbers as listed for arXiv 1807.11794 on wizwand.com; the mean also in MichiganCOG/Gaze-Attention's
 README); LSTA two-stream 61.86 (same README).
 """
+
 import json
 from pathlib import Path
 
@@ -28,8 +29,9 @@ VALIDATION_EVERY = 5  # val{k}: every 5th clip of train{k}
 PUBLISHED = {"two_stream": {1: 62.2, 2: 61.5, 3: 58.63, "mean": 60.76}}
 
 
-def build(*, manual_dir=DEFAULT_MANUAL_DIR, data_dir="data/tfds", config: str = DEFAULT_CONFIG,
-          extract_dir=None) -> Egtea:
+def build(
+    *, manual_dir=DEFAULT_MANUAL_DIR, data_dir="data/tfds", config: str = DEFAULT_CONFIG, extract_dir=None
+) -> Egtea:
     """Builds egtea/<config> from the release in `manual_dir` into `data_dir` (no-op if already built)."""
     return release.build(Egtea(config=config, data_dir=str(data_dir), extract_dir=extract_dir), manual_dir)
 
@@ -39,8 +41,10 @@ def _prepared(data_dir, config: str) -> Egtea:
         raise ValueError(f"unknown egtea config {config!r}: expected one of {', '.join(CONFIGS)}")
     builder = Egtea(config=config, data_dir=str(data_dir))
     if not builder.is_prepared():
-        raise FileNotFoundError(f"egtea/{config} is not built in {Path(data_dir).resolve()}: run "
-                                f"`{release.rebuild_command(NAME, config, data_dir)}`")
+        raise FileNotFoundError(
+            f"egtea/{config} is not built in {Path(data_dir).resolve()}: run "
+            f"`{release.rebuild_command(NAME, config, data_dir)}`"
+        )
     return builder
 
 
@@ -54,8 +58,9 @@ def protocol_splits(builder: Egtea) -> dict[str, list[str]]:
     return splits
 
 
-def load_source(split: str, *, data_dir="data/tfds", config: str = DEFAULT_CONFIG,
-                target: str = "action") -> ClipSource:
+def load_source(
+    split: str, *, data_dir="data/tfds", config: str = DEFAULT_CONFIG, target: str = "action"
+) -> ClipSource:
     """Examples of `split` ('train1', 'test1', 'val1', 'fit1', or participants 'P01+P02'); label = `target`."""
     if target not in TARGETS:
         raise ValueError(f"unknown egtea target {target!r}: expected one of {', '.join(TARGETS)}")

@@ -11,6 +11,7 @@ Formats, as read by the dataset author's and the Ego-RNN/LSTA authors' code:
   P21-R04-ContinentalBreakfast-291175-294945-F006979-F007088, in `cropped_clips/<session>/<clip>.mp4` with session
   = the first three fields (LaViLa datasets/README.md; MichiganCOG/Gaze-Attention's split files).
 """
+
 import re
 from pathlib import Path
 
@@ -44,8 +45,9 @@ def read_index(path: Path) -> list[str]:
 def read_split(path: Path, counts: dict[str, int]) -> list[tuple[str, int, int, int]]:
     """(clip, action, verb, noun) per line, ids 0-based, checked against the class counts."""
     if not path.is_file():
-        raise AnnotationError(f"missing {path}: expected EGTEA's action_annotation/{path.name} "
-                              "(lines '<clip> <action> <verb> <noun>')")
+        raise AnnotationError(
+            f"missing {path}: expected EGTEA's action_annotation/{path.name} (lines '<clip> <action> <verb> <noun>')"
+        )
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         tokens = line.split()
@@ -54,13 +56,14 @@ def read_split(path: Path, counts: dict[str, int]) -> list[tuple[str, int, int, 
         if len(tokens) != 4 or not all(t.isdigit() for t in tokens[1:]):
             raise AnnotationError(f"{path}:{n}: expected '<clip> <action> <verb> <noun>' (1-based ids), got {line!r}")
         if not CLIP_NAME.fullmatch(tokens[0]):
-            raise AnnotationError(f"{path}:{n}: clip name {tokens[0]!r} is not like "
-                                  "P21-R04-ContinentalBreakfast-291175-294945-F006979-F007088")
+            raise AnnotationError(
+                f"{path}:{n}: clip name {tokens[0]!r} is not like "
+                "P21-R04-ContinentalBreakfast-291175-294945-F006979-F007088"
+            )
         ids = [int(t) - 1 for t in tokens[1:]]
         for field, k in zip(("action", "verb", "noun"), ids):
             if not 0 <= k < counts[field]:
-                raise AnnotationError(f"{path}:{n}: {field} id {k + 1} outside 1..{counts[field]} "
-                                      f"({field}_idx.txt)")
+                raise AnnotationError(f"{path}:{n}: {field} id {k + 1} outside 1..{counts[field]} ({field}_idx.txt)")
         rows.append((tokens[0], *ids))
     return rows
 

@@ -10,6 +10,7 @@ Quirks survived: a listed clip with neither a video nor extracted frames (partia
 build and of every split, listed in the log and in skipped.json; videos no split lists, and files that are not
 clips (.DS_Store, copies like x(1).mp4), are ignored; a clip listed with two different labels is an error.
 """
+
 import json
 import logging
 from pathlib import Path
@@ -28,13 +29,16 @@ def find_release(root: Path) -> Path:
     """The folder holding action_annotation/: `root` or one of its sub-folders."""
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"manual folder {root} does not exist: put the EGTEA Gaze+ download there or pass "
-                          "--manual_dir")
+        raise LayoutError(
+            f"manual folder {root} does not exist: put the EGTEA Gaze+ download there or pass --manual_dir"
+        )
     found = [p.parent for p in [root / "action_annotation", *root.glob("*/action_annotation")] if p.is_dir()]
     if len(found) != 1:
-        raise LayoutError(f"{'several' if found else 'no'} EGTEA Gaze+ action_annotation/ folders in {root} (it holds: "
-                          f"{describe(root)}): expected <release>/action_annotation/ with action_idx.txt and the "
-                          "split files, and <release>/cropped_clips/")
+        raise LayoutError(
+            f"{'several' if found else 'no'} EGTEA Gaze+ action_annotation/ folders in {root} (it holds: "
+            f"{describe(root)}): expected <release>/action_annotation/ with action_idx.txt and the "
+            "split files, and <release>/cropped_clips/"
+        )
     return found[0]
 
 
@@ -51,9 +55,11 @@ class Egtea(release.VideoReleaseBuilder):
 
     def _features(self) -> dict:
         n = annotations.COUNTS
-        return dict(label=tfds.features.ClassLabel(num_classes=n["action"]),
-                    verb=tfds.features.ClassLabel(num_classes=n["verb"]),
-                    noun=tfds.features.ClassLabel(num_classes=n["noun"]))
+        return dict(
+            label=tfds.features.ClassLabel(num_classes=n["action"]),
+            verb=tfds.features.ClassLabel(num_classes=n["verb"]),
+            noun=tfds.features.ClassLabel(num_classes=n["noun"]),
+        )
 
     def _release_clips(self, manual_dir: Path):
         root = find_release(manual_dir)
@@ -71,15 +77,21 @@ class Egtea(release.VideoReleaseBuilder):
                 self._splits[f"{part}{k}"] = [clip for clip, *_ in rows]
                 for clip, *ids in rows:
                     if labels.setdefault(clip, (tuple(ids), path))[0] != tuple(ids):
-                        raise AnnotationError(f"clip {clip} has labels {tuple(i + 1 for i in ids)} in {path} but "
-                                              f"{tuple(i + 1 for i in labels[clip][0])} in {labels[clip][1]}")
+                        raise AnnotationError(
+                            f"clip {clip} has labels {tuple(i + 1 for i in ids)} in {path} but "
+                            f"{tuple(i + 1 for i in labels[clip][0])} in {labels[clip][1]}"
+                        )
         clips_dir = root / "cropped_clips"
         videos = {p.stem: p for p in clips_dir.rglob("*.mp4")} if clips_dir.is_dir() else {}
         unlisted = sorted(set(videos) - set(labels))
         if unlisted:
             log.info("ignored %d videos no split lists (e.g. %s)", len(unlisted), unlisted[0])
-        clips = [release.VideoClip(clip, annotations.participant(clip), dict(zip(("label", "verb", "noun"), ids)),
-                                   videos.get(clip)) for clip, (ids, _) in sorted(labels.items())]
+        clips = [
+            release.VideoClip(
+                clip, annotations.participant(clip), dict(zip(("label", "verb", "noun"), ids)), videos.get(clip)
+            )
+            for clip, (ids, _) in sorted(labels.items())
+        ]
         return root, clips
 
     def _write_metadata(self, folder: Path, kept: list[release.VideoClip]) -> None:

@@ -27,6 +27,7 @@ Library API (dataset builders and inference call these; none reimplements them):
 - Layout and counts as dense_flow: T frames give T - 1 pairs; image k is the second frame of pair k.
 - Quantisation exactly as dense_flow (ego_jax/data/flow/quantisation.py); `dequantise` is its inverse.
 """
+
 from ego_jax.data.flow.clip import (
     KINDS,
     METHODS,

@@ -8,6 +8,7 @@ never written), so that frames and flow have one count. Files are written to OUT
 place when the clip is complete, then OUT/.done/<clip>.json records the FlowSpec: a finished clip is skipped, a
 half-written one redone, and a clip finished with another FlowSpec refused.
 """
+
 import concurrent.futures
 import dataclasses
 import json
@@ -81,23 +82,40 @@ def gray(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else frames[..., 0]
 
 
-def pairs_flow(prev: np.ndarray, next_: np.ndarray, spec: FlowSpec = DEFAULT, *, first_frames=None,
-               batch: int = 32, workers: int = 1) -> tuple[np.ndarray, list[warp.Camera] | None]:
+def pairs_flow(
+    prev: np.ndarray,
+    next_: np.ndarray,
+    spec: FlowSpec = DEFAULT,
+    *,
+    first_frames=None,
+    batch: int = 32,
+    workers: int = 1,
+) -> tuple[np.ndarray, list[warp.Camera] | None]:
     """Grey (N, H, W) uint8 pairs -> their flow (N, H, W, 2) float32 px and, for warp flow, each pair's Camera
     (None otherwise). first_frames: each pair's clip's first frame, or its Features (dense_flow's quirk matches
     keypoints against it; default prev[0] for every pair)."""
     if spec.method != "warp_tvl1":
-        return optical.optical_flow(prev, next_, method=spec.method, backend=spec.backend, params=spec.tvl1,
-                                    batch=batch), None
+        return optical.optical_flow(
+            prev, next_, method=spec.method, backend=spec.backend, params=spec.tvl1, batch=batch
+        ), None
     refs = None
     if spec.quirks and first_frames is not None:
         refs = [f if isinstance(f, warp.Features) else warp.Features.of(f) for f in first_frames]
-    return warp.warp_flow(prev, next_, backend=spec.backend, params=spec.tvl1, batch=batch, quirks=spec.quirks,
-                          references=refs, workers=workers)
+    return warp.warp_flow(
+        prev,
+        next_,
+        backend=spec.backend,
+        params=spec.tvl1,
+        batch=batch,
+        quirks=spec.quirks,
+        references=refs,
+        workers=workers,
+    )
 
 
-def clip_flow(frames: np.ndarray, spec: FlowSpec = DEFAULT, *, batch: int = 32,
-              workers: int = 1) -> tuple[np.ndarray, list[warp.Camera] | None]:
+def clip_flow(
+    frames: np.ndarray, spec: FlowSpec = DEFAULT, *, batch: int = 32, workers: int = 1
+) -> tuple[np.ndarray, list[warp.Camera] | None]:
     """(T, H, W, 3) uint8 RGB frames of one clip -> flow of its T - 1 consecutive pairs (T - 1, H, W, 2) float32
     px, and each pair's Camera for warp flow (None otherwise)."""
     g = gray(frames)
@@ -129,7 +147,8 @@ def done(out, clip: str, spec: FlowSpec) -> bool:
     if _identity(recorded) != _identity(json.loads(json.dumps(spec.to_json()))):
         raise FlowSpecMismatch(
             f"clip {clip} in {out} was extracted with {recorded}, this run asks for {spec.to_json()}: write to "
-            f"another output folder, or delete {marker} and the clip's folders to redo it")
+            f"another output folder, or delete {marker} and the clip's folders to redo it"
+        )
     return True
 
 
@@ -139,8 +158,16 @@ def _write_atomic(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
-def write_clip(out, clip: str, frames: np.ndarray, flow: np.ndarray, spec: FlowSpec = DEFAULT, *,
-               workers: int = 1, extra: dict | None = None) -> Path:
+def write_clip(
+    out,
+    clip: str,
+    frames: np.ndarray,
+    flow: np.ndarray,
+    spec: FlowSpec = DEFAULT,
+    *,
+    workers: int = 1,
+    extra: dict | None = None,
+) -> Path:
     """Writes frames[1:] (T - 1, H, W, 3) RGB and flow (T - 1, H, W, 2) of `clip` in the authors' layout under
     `out`, all at once (staged, then moved), and marks the clip done; returns the done marker."""
     out = Path(out)
@@ -172,8 +199,9 @@ def write_clip(out, clip: str, frames: np.ndarray, flow: np.ndarray, spec: FlowS
     return marker
 
 
-def extract_clip(source, out, clip: str | None = None, *, spec: FlowSpec = DEFAULT, batch: int = 32,
-                 workers: int = 1) -> ClipResult:
+def extract_clip(
+    source, out, clip: str | None = None, *, spec: FlowSpec = DEFAULT, batch: int = 32, workers: int = 1
+) -> ClipResult:
     """A video file or frame folder -> its frames and flow in the authors' layout under `out` (clip name: `clip`,
     default the file's stem / folder's name; may hold '/'). Skipped if already done with this spec; VideoError if
     the source cannot be read or has fewer than 2 frames."""

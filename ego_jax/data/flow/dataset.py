@@ -11,6 +11,7 @@ clips of one frame size fill device calls of exactly `batch` pairs (the run's la
 compiles once or twice, while `workers` threads decode ahead, fit homographies and encode images.
 A source that cannot be read is reported and skipped; the others go on.
 """
+
 import collections
 import concurrent.futures
 import dataclasses
@@ -77,12 +78,17 @@ def list_sources(root, out=None) -> list[Source]:
         name = folder.relative_to(root).as_posix()
         if folder != root and any(Path(f).suffix.lower() in video.IMAGE_EXTENSIONS for f in files):
             found.append(Source(name, folder))
-        found += [Source((folder / f).relative_to(root).with_suffix("").as_posix(), folder / f)
-                  for f in sorted(files) if video.is_video(f) and not f.startswith(".")]
+        found += [
+            Source((folder / f).relative_to(root).with_suffix("").as_posix(), folder / f)
+            for f in sorted(files)
+            if video.is_video(f) and not f.startswith(".")
+        ]
     clashes = [c for c, k in collections.Counter(s.clip for s in found).items() if k > 1]
     if clashes:
-        raise video.VideoError(f"several sources in {root} would be clip {clashes[0]} "
-                               f"({', '.join(str(s.path) for s in found if s.clip == clashes[0])}): rename one")
+        raise video.VideoError(
+            f"several sources in {root} would be clip {clashes[0]} "
+            f"({', '.join(str(s.path) for s in found if s.clip == clashes[0])}): rename one"
+        )
     if not found:
         raise video.VideoError(f"no videos ({', '.join(video.VIDEO_EXTENSIONS)}) or frame folders under {root}")
     return sorted(found, key=lambda s: s.clip)
@@ -123,8 +129,9 @@ def _with_processes(todo, out, spec, batch, workers) -> Iterator[tuple[Source, C
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn: a forked child of a process that started JAX's or OpenCV's threads can hang
-    with concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _limit_threads,
-                                                (threads,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, multiprocessing.get_context("spawn"), _limit_threads, (threads,)
+    ) as pool:
         futures = [pool.submit(_extract_one, s, out, spec, batch) for s in todo]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
@@ -149,15 +156,23 @@ def _with_batches(todo, out, spec, batch, workers) -> Iterator[tuple[Source, Cli
         chunk = [queue.popleft() for _ in range(n)]
         prev = np.stack([c.gray[k] for c, k in chunk])
         next_ = np.stack([c.gray[k + 1] for c, k in chunk])
-        fields, cameras = pairs_flow(prev, next_, spec, first_frames=[c.reference for c, _ in chunk], batch=batch,
-                                     workers=workers)
+        fields, cameras = pairs_flow(
+            prev, next_, spec, first_frames=[c.reference for c, _ in chunk], batch=batch, workers=workers
+        )
         for i, (c, _) in enumerate(chunk):
             c.fields.append(fields[i])
             c.cameras.append(None if cameras is None else cameras[i])
             if len(c.fields) == len(c.frames) - 1:
                 used = None if cameras is None else sum(cam.used for cam in c.cameras)
-                write_clip(out, c.source.clip, c.frames, np.stack(c.fields), spec, workers=workers,
-                           extra={"homographies": used})
+                write_clip(
+                    out,
+                    c.source.clip,
+                    c.frames,
+                    np.stack(c.fields),
+                    spec,
+                    workers=workers,
+                    extra={"homographies": used},
+                )
                 yield c.source, ClipResult(c.source.clip, len(c.fields), homographies=used)
 
     def drain():
@@ -195,8 +210,15 @@ def _with_batches(todo, out, spec, batch, workers) -> Iterator[tuple[Source, Cli
         yield from drain()
 
 
-def extract_all(sources: Sequence[Source], out, spec: FlowSpec, *, batch: int = 32, workers: int = 1,
-                progress: Callable[[Source, ClipResult | str], None] | None = None) -> Summary:
+def extract_all(
+    sources: Sequence[Source],
+    out,
+    spec: FlowSpec,
+    *,
+    batch: int = 32,
+    workers: int = 1,
+    progress: Callable[[Source, ClipResult | str], None] | None = None,
+) -> Summary:
     """Extracts every source not already done in `out` (FlowSpecMismatch before any work if one was done with
     another spec); `progress` is called for each clip with its result (skipped ones first) or why it failed."""
     start, summary, todo = time.time(), Summary(), []

@@ -4,6 +4,7 @@ TV-L1 is cv2.optflow.DualTVL1OpticalFlow (opencv-contrib) with the parameters of
 cv2.calcOpticalFlowFarneback with the parameters of OpenCV's CUDA Farneback defaults, which dense_flow's
 `-t 0` ran (5 levels, pyramid scale 0.5, window 13, 10 iterations, poly_n 5, poly_sigma 1.1).
 """
+
 import cv2
 import numpy as np
 

@@ -4,6 +4,7 @@
 split over all local devices (a shorter last call padded to the next power of two, and every call to a multiple of
 the device count, so a few compiled programs serve every clip length of one frame size).
 """
+
 import jax
 import numpy as np
 
@@ -24,8 +25,15 @@ def check(method: str, backend: str):
         raise ValueError("Farneback flow has the opencv backend only: pass --backend opencv, or use TV-L1")
 
 
-def optical_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", backend: str = "opencv",
-                 params: TVL1 = DENSE_FLOW, batch: int = 32) -> np.ndarray:
+def optical_flow(
+    prev: np.ndarray,
+    next_: np.ndarray,
+    *,
+    method: str = "tvl1",
+    backend: str = "opencv",
+    params: TVL1 = DENSE_FLOW,
+    batch: int = 32,
+) -> np.ndarray:
     """Grey (N, H, W) uint8 pairs -> (N, H, W, 2) float32 flow in px from prev[i] to next_[i]."""
     check(method, backend)
     prev, next_ = np.asarray(prev), np.asarray(next_)
@@ -36,10 +44,10 @@ def optical_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", b
         return np.stack([fn(a, b) for a, b in zip(prev, next_)]) if len(prev) else _empty(prev)
     out, devices = [], len(jax.local_devices())
     for start in range(0, len(prev), batch):
-        a, b = prev[start:start + batch], next_[start:start + batch]
+        a, b = prev[start : start + batch], next_[start : start + batch]
         size = -(-min(batch, 1 << (len(a) - 1).bit_length()) // devices) * devices
         pad = ((0, size - len(a)), (0, 0), (0, 0))
-        out.append(np.asarray(tvl1.tvl1_on_devices(np.pad(a, pad), np.pad(b, pad), params))[:len(a)])
+        out.append(np.asarray(tvl1.tvl1_on_devices(np.pad(a, pad), np.pad(b, pad), params))[: len(a)])
     return np.concatenate(out) if out else _empty(prev)
 
 

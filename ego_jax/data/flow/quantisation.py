@@ -5,6 +5,7 @@ to even as cvRound does (so 0 px -> 128); dense_flow's tools store it as a grey 
 default). TSN's and dense_flow's build_of.py pass bound 20 (the tool's own default is 15); Ego-RNN never states its
 bound, 20 is inferred from that tooling.
 """
+
 import cv2
 import numpy as np
 

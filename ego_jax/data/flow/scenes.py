@@ -5,6 +5,7 @@ the second) and, in `camera+object`, pastes a second textured patch that also mo
 true flow is A x - x (plus the object's own motion on the object); `valid` marks where it is defined (the target
 lies inside the frame, away from the object's disoccluded background).
 """
+
 import dataclasses
 
 import cv2
@@ -38,8 +39,7 @@ def _rotation(angle, h, w):
     return centre @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.linalg.inv(centre)
 
 
-def scene(name: str, image: np.ndarray, camera: np.ndarray, patch: np.ndarray | None = None,
-          own=(0.0, 0.0)) -> Scene:
+def scene(name: str, image: np.ndarray, camera: np.ndarray, patch: np.ndarray | None = None, own=(0.0, 0.0)) -> Scene:
     """`image` (H, W) uint8 moved by `camera`; `patch` (h, w) uint8 pasted at the centre moves with the camera
     plus `own` px."""
     h, w = image.shape
@@ -53,13 +53,13 @@ def scene(name: str, image: np.ndarray, camera: np.ndarray, patch: np.ndarray | 
     if patch is not None:
         ph, pw = patch.shape
         oy, ox = (h - ph) // 2, (w - pw) // 2
-        prev[oy:oy + ph, ox:ox + pw] = patch
+        prev[oy : oy + ph, ox : ox + pw] = patch
         centre = camera @ np.array([ox + pw / 2, oy + ph / 2, 1.0])
         d = centre[:2] / centre[2] - (ox + pw / 2, oy + ph / 2) + np.asarray(own)
         shift = np.float32([[1, 0, ox + d[0]], [0, 1, oy + d[1]]])
         covered = cv2.warpAffine(np.ones_like(patch), shift, (w, h), flags=cv2.INTER_NEAREST) > 0
         next_ = np.where(covered, cv2.warpAffine(patch, shift, (w, h), flags=cv2.INTER_CUBIC), next_)
-        obj[oy:oy + ph, ox:ox + pw] = True
+        obj[oy : oy + ph, ox : ox + pw] = True
         flow[obj] = d
         valid = (valid & ~covered) | obj  # the background hidden in the second frame has no match
     inner = cv2.erode(obj.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
@@ -80,6 +80,11 @@ def known_motion_scenes(image: np.ndarray, patch_image: np.ndarray, size: tuple[
         scene("translation", img, np.array([[1, 0, 2.5 * s], [0, 1, -1.5 * s], [0, 0, 1.0]])),
         scene("rotation", img, _rotation(0.03, h, w)),
         scene("homography", img, homography),
-        scene("camera+object", img, np.array([[1, 0, -2.0 * s], [0, 1, 1.0 * s], [0, 0, 1.0]]), patch,
-              own=(3.0 * s, 2.0 * s)),
+        scene(
+            "camera+object",
+            img,
+            np.array([[1, 0, -2.0 * s], [0, 1, 1.0 * s], [0, 0, 1.0]]),
+            patch,
+            own=(3.0 * s, 2.0 * s),
+        ),
     ]

@@ -20,6 +20,7 @@ i.e. DualTVL1 with inner_iterations=300, outer_iterations=1, median_filtering=1.
 iterations, 5x5 median) are `OPENCV_DEFAULTS`. The CUDA kernel itself warps with a = -0.5 bicubic and clamps at the
 border, and checks the stopping test every other iteration; neither backend reproduces those two details.
 """
+
 import dataclasses
 import functools
 
@@ -50,10 +51,14 @@ class TVL1:
 
     def __post_init__(self):
         if self.median_filtering not in (0, 1, 3, 5):
-            raise ValueError(f"median_filtering={self.median_filtering}: OpenCV filters float flow with 3 or 5 only "
-                             "(0 or 1: no filter)")
-        if not 0 < self.scale_step < 1 or min(self.nscales, self.warps, self.inner_iterations,
-                                               self.outer_iterations) < 1:
+            raise ValueError(
+                f"median_filtering={self.median_filtering}: OpenCV filters float flow with 3 or 5 only "
+                "(0 or 1: no filter)"
+            )
+        if (
+            not 0 < self.scale_step < 1
+            or min(self.nscales, self.warps, self.inner_iterations, self.outer_iterations) < 1
+        ):
             raise ValueError(f"{self}: expected 0 < scale_step < 1 and nscales, warps, iterations >= 1")
 
     @classmethod
@@ -73,9 +78,19 @@ class TVL1:
         import cv2
 
         return cv2.optflow.DualTVL1OpticalFlow_create(
-            tau=self.tau, lambda_=self.lambda_, theta=self.theta, nscales=self.nscales, warps=self.warps,
-            epsilon=self.epsilon, innnerIterations=self.inner_iterations, outerIterations=self.outer_iterations,
-            scaleStep=self.scale_step, gamma=0.0, medianFiltering=self.median_filtering, useInitialFlow=False)
+            tau=self.tau,
+            lambda_=self.lambda_,
+            theta=self.theta,
+            nscales=self.nscales,
+            warps=self.warps,
+            epsilon=self.epsilon,
+            innnerIterations=self.inner_iterations,
+            outerIterations=self.outer_iterations,
+            scaleStep=self.scale_step,
+            gamma=0.0,
+            medianFiltering=self.median_filtering,
+            useInitialFlow=False,
+        )
 
 
 DENSE_FLOW = TVL1()  # what dense_flow ran (OpenCV CUDA TV-L1 defaults)
@@ -189,7 +204,7 @@ def _median(u, k):
     r = k // 2
     pad = jnp.pad(u, r, mode="edge")
     h, w = u.shape
-    values = [pad[i:i + h, j:j + w] for i in range(k) for j in range(k)]
+    values = [pad[i : i + h, j : j + w] for i in range(k) for j in range(k)]
     for a, b in _median_network(k * k):
         values[a], values[b] = jnp.minimum(values[a], values[b]), jnp.maximum(values[a], values[b])
     return values[k * k // 2]
@@ -202,13 +217,20 @@ def _one_scale(i0, i1, u, params: TVL1):
     l_t, taut = np.float32(params.lambda_ * params.theta), np.float32(params.tau / params.theta)
     theta = np.float32(params.theta)
     i1x, i1y = _centred_gradient(i1)
-    rows, cols = jnp.mgrid[0:i0.shape[0], 0:i0.shape[1]].astype(jnp.float32)
+    rows, cols = jnp.mgrid[0 : i0.shape[0], 0 : i0.shape[1]].astype(jnp.float32)
     p0 = jnp.zeros((2, 2) + i0.shape, jnp.float32)  # p[k] = (p_k1, p_k2), the dual of u_k
 
     def iteration(u, p, wx, wy, grad, rho_c):
         rho = rho_c + wx * u[0] + wy * u[1]
-        d = jnp.where(rho < -l_t * grad, l_t, jnp.where(rho > l_t * grad, -l_t,
-                      jnp.where(grad > _FLT_EPSILON, -rho / jnp.where(grad > _FLT_EPSILON, grad, 1.0), 0.0)))
+        d = jnp.where(
+            rho < -l_t * grad,
+            l_t,
+            jnp.where(
+                rho > l_t * grad,
+                -l_t,
+                jnp.where(grad > _FLT_EPSILON, -rho / jnp.where(grad > _FLT_EPSILON, grad, 1.0), 0.0),
+            ),
+        )
         v = u + d * jnp.stack([wx, wy])
         u_new = v + theta * jnp.stack([_divergence(p[0, 0], p[0, 1]), _divergence(p[1, 0], p[1, 1])])
         error = jnp.sum(jnp.square(u_new - u))
@@ -233,8 +255,9 @@ def _one_scale(i0, i1, u, params: TVL1):
             n, u, p, error = state
             if params.median_filtering > 1:
                 u = jax.vmap(_median, (0, None))(u, params.median_filtering)
-            _, u, p, error = lax.while_loop(lambda s: (s[3] > eps) & (s[0] < params.inner_iterations), inner,
-                                            (0, u, p, error))
+            _, u, p, error = lax.while_loop(
+                lambda s: (s[3] > eps) & (s[0] < params.inner_iterations), inner, (0, u, p, error)
+            )
             return n + 1, u, p, error
 
         state = (0, u, p, jnp.float32(np.finfo(np.float32).max))
@@ -277,8 +300,15 @@ def _on_devices(params: TVL1, devices: tuple):
     mesh = jax.sharding.Mesh(np.array(devices), ("pairs",))
     spec = jax.sharding.PartitionSpec("pairs")
     # shard_map: each device runs its own pairs' loops and stops them on its own (no per-iteration all-reduce)
-    return jax.jit(jax.shard_map(functools.partial(_batched, params=params), mesh=mesh, in_specs=(spec, spec),
-                                 out_specs=spec, check_vma=False))
+    return jax.jit(
+        jax.shard_map(
+            functools.partial(_batched, params=params),
+            mesh=mesh,
+            in_specs=(spec, spec),
+            out_specs=spec,
+            check_vma=False,
+        )
+    )
 
 
 def tvl1_on_devices(prev, next_, params: TVL1 = DENSE_FLOW, devices=None) -> jax.Array:

@@ -17,6 +17,7 @@ the second frame's keypoints are matched against the clip's FIRST frame (dense_f
 corners that sample the flow are found in the second frame, and their vertical displacement is read at column y
 instead of x (`f_y[y]`).
 """
+
 import concurrent.futures
 import dataclasses
 from collections.abc import Sequence
@@ -87,8 +88,9 @@ def _flow_matches(corner_frame: np.ndarray, flow: np.ndarray, quirks: bool) -> t
     return corners, np.stack([x + flow[y, x, 0], y + dy], -1).astype(np.float32)
 
 
-def camera_motion(prev: np.ndarray, next_: np.ndarray, flow: np.ndarray, *, reference: Features | None = None,
-                  quirks: bool = True) -> Camera:
+def camera_motion(
+    prev: np.ndarray, next_: np.ndarray, flow: np.ndarray, *, reference: Features | None = None, quirks: bool = True
+) -> Camera:
     """The homography of one grey uint8 pair from its optical flow (H, W, 2) and keypoint matches. `reference`:
     the features to match next_'s against (default prev's; dense_flow's quirk: the clip's first frame's)."""
     reference = reference or Features.of(prev)
@@ -108,20 +110,34 @@ def remove_camera(prev: np.ndarray, next_: np.ndarray, homography: np.ndarray) -
     """next_ warped back onto prev by the homography (uint8, as dense_flow's MyWarpPerspective): at x it holds
     next_(H x); where H x is outside the frame or within 5 px of its border, prev(x)."""
     h, w = prev.shape
-    warped = cv2.warpPerspective(next_, homography, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpPerspective(
+        next_,
+        homography,
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     x, y = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     p = np.tensordot(homography, np.stack([x, y, np.ones_like(x)]), 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         px, py = p[0] / p[2], p[1] / p[2]
-    inside = ((px > BORDER_MARGIN) & (px < w - 1 - BORDER_MARGIN) & (py > BORDER_MARGIN)
-              & (py < h - 1 - BORDER_MARGIN))
+    inside = (px > BORDER_MARGIN) & (px < w - 1 - BORDER_MARGIN) & (py > BORDER_MARGIN) & (py < h - 1 - BORDER_MARGIN)
     return np.where(inside, warped, prev)
 
 
-def warp_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", backend: str = "opencv",
-              params: TVL1 = DENSE_FLOW, batch: int = 32, quirks: bool = True,
-              references: Sequence[Features] | None = None, workers: int = 1) -> tuple[np.ndarray, list[Camera]]:
+def warp_flow(
+    prev: np.ndarray,
+    next_: np.ndarray,
+    *,
+    method: str = "tvl1",
+    backend: str = "opencv",
+    params: TVL1 = DENSE_FLOW,
+    batch: int = 32,
+    quirks: bool = True,
+    references: Sequence[Features] | None = None,
+    workers: int = 1,
+) -> tuple[np.ndarray, list[Camera]]:
     """Grey (N, H, W) uint8 consecutive pairs -> warp flow (N, H, W, 2) float32 px and each pair's Camera.
     With quirks, pair i matches against references[i] (its clip's first frame; default: prev[0] for every pair)."""
     flow = {"method": method, "backend": backend, "params": params, "batch": batch}
@@ -132,8 +148,9 @@ def warp_flow(prev: np.ndarray, next_: np.ndarray, *, method: str = "tvl1", back
         references = [Features.of(prev[0])] * len(prev)
 
     def pair(i):
-        camera = camera_motion(prev[i], next_[i], optical[i], reference=references[i] if quirks else None,
-                               quirks=quirks)
+        camera = camera_motion(
+            prev[i], next_[i], optical[i], reference=references[i] if quirks else None, quirks=quirks
+        )
         return camera, remove_camera(prev[i], next_[i], camera.homography)
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL

@@ -5,6 +5,7 @@ The frame-level records of every ego_jax dataset (frame_records.py) with the vid
 one split per layout split, `train` and `test`. How the clips were split is recorded in split.json beside the
 build, and building again into the same data_dir with another split is refused.
 """
+
 import json
 import logging
 from pathlib import Path

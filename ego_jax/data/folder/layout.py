@@ -9,6 +9,7 @@ Checked in this order (the first that applies):
      below them); a held-out fraction of each class is the test split, drawn with a seed.
 Clip ids are the videos' paths relative to the folder, without extension (`open/clip_003`).
 """
+
 import dataclasses
 from pathlib import Path
 
@@ -55,11 +56,15 @@ def _from_lists(root: Path) -> tuple[list[str], list[Clip]]:
     if all(label.isdigit() for label in labels):
         indices = [int(label) for label in labels]
         names_file = root / CLASSES_FILE
-        names = ([n.strip() for n in names_file.read_text().splitlines() if n.strip()] if names_file.exists()
-                 else [str(i) for i in range(max(indices) + 1)])
+        names = (
+            [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+            if names_file.exists()
+            else [str(i) for i in range(max(indices) + 1)]
+        )
         if max(indices) >= len(names):
-            raise AnnotationError(f"label {max(indices)} in the video lists of {root}, but {names_file} names only "
-                                  f"{len(names)} classes")
+            raise AnnotationError(
+                f"label {max(indices)} in the video lists of {root}, but {names_file} names only {len(names)} classes"
+            )
     else:
         names = sorted(set(labels))
         indices = [names.index(label) for label in labels]
@@ -70,8 +75,10 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     found = {d.name: _videos(d) for d in dirs(root)}
     empty = [name for name, videos in found.items() if not videos]
     if empty:
-        raise LayoutError(f"class folders {empty} in {root} hold no video ({', '.join(video.VIDEO_EXTENSIONS)}): "
-                          "remove them or add their videos")
+        raise LayoutError(
+            f"class folders {empty} in {root} hold no video ({', '.join(video.VIDEO_EXTENSIONS)}): "
+            "remove them or add their videos"
+        )
     return found
 
 
@@ -98,17 +105,20 @@ def scan(root, test_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], li
         unknown = sorted(set(per_split["test"]) - set(names))
         if unknown:
             raise LayoutError(f"classes {unknown} of {root / 'test'} have no folder in {root / 'train'}")
-        clips = [_clip(root, v, split, names.index(c)) for split in SPLITS for c, vs in per_split[split].items()
-                 for v in vs]
+        clips = [
+            _clip(root, v, split, names.index(c)) for split in SPLITS for c, vs in per_split[split].items() for v in vs
+        ]
         how = "split folders"
     else:
         if not 0 <= test_fraction < 1:
             raise ValueError(f"test_fraction={test_fraction}: expected a fraction in [0, 1)")
         found = _class_folders(root)
         if not found:
-            raise LayoutError(f"no class folders in {root} (it holds: {describe(root)}): expected class-named "
-                              "subfolders of videos, `train/` and `test/` with such subfolders, or video lists "
-                              f"{LISTS['train']} and {LISTS['test']} (`<path> <label>` lines)")
+            raise LayoutError(
+                f"no class folders in {root} (it holds: {describe(root)}): expected class-named "
+                "subfolders of videos, `train/` and `test/` with such subfolders, or video lists "
+                f"{LISTS['train']} and {LISTS['test']} (`<path> <label>` lines)"
+            )
         names = sorted(found)
         clips = []
         for label, name in enumerate(names):
@@ -119,7 +129,9 @@ def scan(root, test_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], li
     for clip in clips:
         if clip.clip_id in seen:
             first = seen[clip.clip_id]
-            raise LayoutError(f"clip {clip.clip_id} is listed twice ({first.video} in {first.split}, {clip.video} in "
-                              f"{clip.split}): a video belongs to one split, and two videos need two names")
+            raise LayoutError(
+                f"clip {clip.clip_id} is listed twice ({first.video} in {first.split}, {clip.video} in "
+                f"{clip.split}): a video belongs to one split, and two videos need two names"
+            )
         seen[clip.clip_id] = clip
     return names, sorted(clips, key=lambda c: c.clip_id), how

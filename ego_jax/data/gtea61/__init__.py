@@ -1,4 +1,5 @@
 """tfds builder for the GTEA61 release (course PNG layout and the authors JPEG layout)."""
+
 from pathlib import Path
 
 from ego_jax.data import clip_index, release

@@ -4,6 +4,7 @@ Layout and storage of a build: ego_jax.data.frame_records (its storage choices w
 real 455x256 files: RGB keeps its source PNG bytes; JPEG q95 would be 5x smaller but changes pixels by up to 31
 levels, which the reference never saw). Motion maps: feature `maps_filled` counts maps filled from a neighbour.
 """
+
 import dataclasses
 import logging
 
@@ -79,8 +80,11 @@ class Gtea61(FrameBuilder):
             log.warning("only subjects %s found in %s; building only their splits", ", ".join(subjects), manual_dir)
         filled = [c for c in clips if c.maps_filled]
         if filled:
-            log.info("filled %d missing motion maps in %d clips from their nearest maps (feature maps_filled)",
-                     sum(c.maps_filled for c in filled), len(filled))
+            log.info(
+                "filled %d missing motion maps in %d clips from their nearest maps (feature maps_filled)",
+                sum(c.maps_filled for c in filled),
+                len(filled),
+            )
         return {s: [c for c in clips if c.subject == s] for s in subjects}
 
     def _record(self, clip: layout.Clip) -> dict:

@@ -9,6 +9,7 @@ Authors' release (JPEG, no motion maps):
 Only the folder structure is checked here (every problem is found before anything is written);
 the frames themselves are decoded and checked by the builder.
 """
+
 import dataclasses
 import difflib
 import logging
@@ -81,9 +82,16 @@ def find_layout(root: Path) -> tuple[str, Path]:
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"manual folder {root} does not exist: put the GTEA61 download there or pass --manual_dir")
+
     def layout_of(folder):
-        return next((name for name, sources in LAYOUTS.items()
-                     if any((folder / top).is_dir() for s in sources.values() for top in s.tops)), None)
+        return next(
+            (
+                name
+                for name, sources in LAYOUTS.items()
+                if any((folder / top).is_dir() for s in sources.values() for top in s.tops)
+            ),
+            None,
+        )
 
     if layout_of(root):
         return layout_of(root), root
@@ -91,8 +99,10 @@ def find_layout(root: Path) -> tuple[str, Path]:
     if len(found) == 1:
         return found[0]
     if found:
-        raise LayoutError(f"several GTEA61 releases in {root}: {', '.join(str(f) for _, f in found)}; "
-                          "pass the one to build as the manual folder")
+        raise LayoutError(
+            f"several GTEA61 releases in {root}: {', '.join(str(f) for _, f in found)}; "
+            "pass the one to build as the manual folder"
+        )
     raise LayoutError(
         f"no GTEA61 layout found in {root} (it holds: {describe(root)}). Expected the course release "
         "(processed_frames2/ or processed_frames/, flow_x_processed/, flow_y_processed/) or the authors' "
@@ -134,7 +144,8 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
             src = sources.get(mod)
             where = (
                 f"{base}/{src.tops[0]}/<S>/<class>/<inst>/{src.sub + '/' if src.sub else ''}{src.example}"
-                if src else f"the {layout} layout has no {mod}"
+                if src
+                else f"the {layout} layout has no {mod}"
             )
             raise MissingModalityError(
                 f"{mod} not found in {base} ({layout} layout): expected {where}. "
@@ -195,6 +206,11 @@ def scan(root: Path, modalities: tuple[str, ...], configs: dict[str, tuple[str, 
         raise LayoutError(f"no clips found in {base}: expected <modality folder>/<S>/<class>/<inst>/ folders")
     if ignored:
         others = sorted({f.name for f in ignored if f.name != ".DS_Store"})
-        log.info("%d clips in %s; ignored %d files that are not frames (.DS_Store%s)", len(result), base,
-                 len(ignored), ", " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "") if others else "")
+        log.info(
+            "%d clips in %s; ignored %d files that are not frames (.DS_Store%s)",
+            len(result),
+            base,
+            len(ignored),
+            ", " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "") if others else "",
+        )
     return result

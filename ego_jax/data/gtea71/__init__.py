@@ -10,6 +10,7 @@ download with fewer classes numbers them differently. Splits: one per subject; s
 others (the GTEA61 protocol); the suites' protocol=4fold averages the four. Published Ego-RNN two-stream: 77.0
 (the paper's Table; also listed for arXiv 1807.11794 on wizwand.com).
 """
+
 from ego_jax.data import release
 from ego_jax.data.gtea71.builder import SUBJECTS, Gtea71
 from ego_jax.data.release import SubjectRelease

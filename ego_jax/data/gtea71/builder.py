@@ -4,6 +4,7 @@ Manual folder: labels/<S>_<recipe>_<C>.txt (e.g. S1_Cheese_C1.txt, the naming pr
 subject = the first two characters) and the videos <S>_<recipe>_<C>.<mp4|avi|...> anywhere under it; optional
 frames/flow already extracted per clip (release.py). Clip ids: <video>/<first>-<last>.
 """
+
 import re
 
 import tensorflow_datasets as tfds
@@ -36,6 +37,8 @@ class Gtea71(GteaLabelsBuilder):
 
     def _class_list(self, found):
         if len(found) > self.NUM_CLASSES:
-            raise AnnotationError(f"the label files hold {len(found)} classes, more than GTEA71's "
-                                          f"{self.NUM_CLASSES}: {sorted(found)[:5]} ...")
+            raise AnnotationError(
+                f"the label files hold {len(found)} classes, more than GTEA71's "
+                f"{self.NUM_CLASSES}: {sorted(found)[:5]} ..."
+            )
         return sorted(found)

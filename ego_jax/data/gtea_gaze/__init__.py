@@ -9,6 +9,7 @@ subject k and trains on the others (leave-one-subject-out, the suites' protocol=
 reading of the papers, stated as such: neither Ego-RNN's code nor its README gives the GTEA Gaze+ protocol.
 Published Ego-RNN number: not included (not found in a source that could be checked here).
 """
+
 from ego_jax.data import release
 from ego_jax.data.gtea_gaze.builder import SUBJECTS, GteaGaze
 from ego_jax.data.gtea_gaze.classes import CLASSES

@@ -5,6 +5,7 @@ Alireza, Carlos, Rahul, Shaghayegh, Yin; recipe = the text after the last '_'), 
 (or .mp4 ...) anywhere under it (hassony2: avi_files/); optional frames/flow already extracted per clip
 (release.py). Actions outside the 44 classes are skipped. Clip ids: <video>/<first>-<last>.
 """
+
 import tensorflow_datasets as tfds
 
 from ego_jax.data import release
