@@ -40,6 +40,16 @@ from ego_jax.specs import RunSpec  # noqa: E402
 from ego_jax.train import clips, sharding, stage  # noqa: E402
 from ego_jax.train.step import compiler_options  # noqa: E402
 
+
+def _write_json(args, **results):
+    """--json, when given: the benchmark's arguments, the backend and its device count, then `results`."""
+    if args.json:
+        arguments = {k: v for k, v in vars(args).items() if k != "json"}
+        Path(args.json).write_text(
+            json.dumps(dict(arguments, backend=jax.default_backend(), devices=len(jax.devices()), **results), indent=1)
+        )
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 
@@ -345,6 +355,11 @@ def run_resize(args):
 # ----------------------------------------------------------------------------------------------- step
 
 
+def _repeatable(parser, flag: str, help: str):
+    """A KEY=VALUE argument that may be given many times (a list, empty by default)."""
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _stage_args(parser, steps_help):
     """The arguments every train-step benchmark takes: which config, the input sizes, the rounds, overrides."""
     parser.add_argument(
@@ -356,13 +371,7 @@ def _stage_args(parser, steps_help):
     parser.add_argument("--frames", type=int, default=7)
     parser.add_argument("--size", type=int, default=224, help="crop side (config.data.crop)")
     parser.add_argument("--steps", type=int, default=5, help=steps_help)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. --set model.scan_unroll=1 (repeatable)",
-    )
+    _repeatable(parser, "--set", "config override, e.g. --set model.scan_unroll=1 (repeatable)")
     parser.add_argument("--json", help="also write the rows to this file")
 
 
@@ -370,12 +379,10 @@ def args_step(parser):
     _stage_args(parser, "timed steps per stage, after the first (compiling) one")
     parser.add_argument("--stages", help="comma-separated stages (default: the config's recipe)")
     parser.add_argument("--dtypes", default="float32", help="compute dtypes (config.dtype), comma-separated")
-    parser.add_argument(
+    _repeatable(
+        parser,
         "--compare",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="also time every stage with this override in the same rounds, e.g. --compare "
+        "also time every stage with this override in the same rounds, e.g. --compare "
         "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)",
     )
     parser.add_argument(
@@ -561,22 +568,7 @@ def run_step(args):
             f"| {r['clips_per_s']:.1f} | {ratio} | {r['cpu_s']:.3f} | {cpu_ratio} |"
         )
     print(f"load average after: {load:.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    batch=args.batch,
-                    frames=args.frames,
-                    size=args.size,
-                    config=args.config,
-                    sets=args.set,
-                    backend=jax.default_backend(),
-                    devices=len(jax.devices()),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
-            )
+    _write_json(args, rows=rows)
 
 
 # ---------------------------------------------------------------------------------------------- convs
@@ -715,10 +707,10 @@ def run_convs(args):
     convs = _convolutions(jax_step, args.stage)
     options = compiler_options(jax_step.run.compiler_options, kind=jax_step.run.stage(args.stage).model.kind)
     inputs = _conv_inputs(convs)
-    input_grads = sum(c.input_grad for c in convs)
+    found = dict(convolutions=len(convs), input_gradients=sum(c.input_grad for c in convs))
     print(
-        f"{args.stage}: {len(convs)} convolutions, each forward and weight gradient, input gradient for "
-        f"{input_grads}; XLA options {options or 'XLA defaults'}"
+        f"{args.stage}: {found['convolutions']} convolutions, each forward and weight gradient, input gradient for "
+        f"{found['input_gradients']}; XLA options {options or 'XLA defaults'}"
     )
     runners = dict(
         a=_xla_convs(convs, inputs, options),
@@ -747,9 +739,7 @@ def run_convs(args):
     for key, r in ratios.items():
         print(f"| ({key[0]}) / ({key[2]}) | {r['wall']:.2f}x | {r['cpu']:.2f}x |")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    if args.json:
-        summary = dict(stage=args.stage, convolutions=len(convs), input_gradients=input_grads, options=options)
-        Path(args.json).write_text(json.dumps(dict(summary, rows=list(rows.values()), ratios=ratios), indent=1))
+    _write_json(args, **found, options=options, rows=list(rows.values()), ratios=ratios)
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -828,20 +818,7 @@ def run_layers(args):
                 f"{what:40s} {dtype:9s} ego_jax {r['ego_jax_ms']:8.2f} ms, autodiff {r['autodiff_ms']:8.2f} ms: "
                 f"{r['ratio']:.2f}x"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    batch=args.batch,
-                    size=args.size,
-                    depth=args.depth,
-                    width=args.width,
-                    backend=jax.default_backend(),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
-            )
+    _write_json(args, rows=rows)
 
 
 # ----------------------------------------------------------------------------------------------- flow
@@ -863,13 +840,7 @@ def args_flow(parser):
     )
     parser.add_argument("--pairs", type=int, default=4, help="opencv: pairs timed per setting")
     parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best")
-    parser.add_argument(
-        "--tvl1",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TV-L1 parameter (default: dense_flow's), repeatable",
-    )
+    _repeatable(parser, "--tvl1", "a TV-L1 parameter (default: dense_flow's), repeatable")
     parser.add_argument(
         "--parity",
         action="store_true",
@@ -949,19 +920,7 @@ def run_flow(args):
         print("\nTV-L1 end-point error (px) against the known motion, and between the backends:")
         for row in parity:
             print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "devices": len(devices),
-                    "backend": jax.default_backend(),
-                    "tvl1": str(params),
-                    "rows": rows,
-                    "parity": parity,
-                },
-                indent=1,
-            )
-        )
+    _write_json(args, tvl1=str(params), rows=rows, parity=parity)
 
 
 BENCHMARKS = {
