@@ -49,17 +49,7 @@ class StandIn:
 
 
 def _fresh(root) -> Path:
-    root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not (root / _MARKER).exists():
-            raise FileExistsError(
-                f"{root} is not empty and was not written by ego_jax.data.standins: refusing to "
-                "replace it (it could be a real download). Choose a new or empty folder."
-            )
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / _MARKER).write_text("written by ego_jax.data.standins; replaced by its next call\n")
-    return root
+    return synthetic.fresh_folder(root, _MARKER, "ego_jax.data.standins")
 
 
 def render(seed: int, subject: int, label: int, instance: int, n: int, size) -> dict[str, np.ndarray]:
