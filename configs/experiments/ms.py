@@ -28,32 +28,9 @@ SEARCH = dict(
 def get_config(arg=None):
     args = suite.parse_args(arg)
     rows = [
-        dict(
-            key="baseline",
-            name="attention, no MS (baseline)",
-            config="configs/attention.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-        ),
-        dict(
-            key="ms_cls",
-            name="+ MS classification",
-            config="configs/ms_cls.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-            search=SEARCH["ms_cls"],
-        ),
-        dict(
-            key="ms_reg",
-            name="+ MS regression",
-            config="configs/ms_reg.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-            search=SEARCH["ms_reg"],
-        ),
+        dict(key="baseline", name="attention, no MS (baseline)", config="configs/attention.py"),
+        dict(key="ms_cls", name="+ MS classification", config="configs/ms_cls.py", search=SEARCH["ms_cls"]),
+        dict(key="ms_reg", name="+ MS regression", config="configs/ms_reg.py", search=SEARCH["ms_reg"]),
     ]
     notes = [
         "Hyperparameters: chosen per method and frame count on the validation subject (table below); the "

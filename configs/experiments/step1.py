@@ -19,26 +19,10 @@ FLOW_NOTE = (
 def get_config(arg=None):
     args = suite.parse_args(arg)
     rows = [
-        dict(
-            key="convlstm", name="ConvLSTM", config="configs/convlstm.py", args="", stage="rgb_stage2", per_column=True
-        ),
-        dict(
-            key="attention",
-            name="ConvLSTM-attention",
-            config="configs/attention.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-        ),
-        dict(key="flow", name="temporal warp flow", config="configs/flow.py", args="", stage="flow", per_column=False),
-        dict(
-            key="two_stream",
-            name="two-stream (joint train)",
-            config="configs/two_stream.py",
-            args="",
-            stage="joint",
-            per_column=True,
-        ),
+        dict(key="convlstm", name="ConvLSTM", config="configs/convlstm.py"),
+        dict(key="attention", name="ConvLSTM-attention", config="configs/attention.py"),
+        dict(key="flow", name="temporal warp flow", config="configs/flow.py", stage="flow", per_column=False),
+        dict(key="two_stream", name="two-stream (joint train)", config="configs/two_stream.py", stage="joint"),
     ]
     return suite.suite(
         args,

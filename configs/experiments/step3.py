@@ -23,31 +23,10 @@ GUIDE_NOTE = (
 def get_config(arg=None):
     args = suite.parse_args(arg)
     rows = [
-        dict(
-            key="attention",
-            name="Ego-RNN attention (baseline)",
-            config="configs/attention.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-        ),
-        dict(key="lsta", name="LSTA", config="configs/lsta.py", args="", stage="rgb_stage2", per_column=True),
-        dict(
-            key="ms_cls",
-            name="Ego-RNN + MS classification (w = 0)",
-            config="configs/ms_cls.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-        ),
-        dict(
-            key="motion_guided",
-            name="motion-guided attention (ours)",
-            config="configs/motion_guided.py",
-            args="",
-            stage="rgb_stage2",
-            per_column=True,
-        ),
+        dict(key="attention", name="Ego-RNN attention (baseline)", config="configs/attention.py"),
+        dict(key="lsta", name="LSTA", config="configs/lsta.py"),
+        dict(key="ms_cls", name="Ego-RNN + MS classification (w = 0)", config="configs/ms_cls.py"),
+        dict(key="motion_guided", name="motion-guided attention (ours)", config="configs/motion_guided.py"),
     ]
     return suite.suite(
         args,

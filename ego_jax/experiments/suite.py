@@ -8,7 +8,9 @@ A suite is a ConfigDict:
   rows                   tuple of dict(key, name, config, args, stage, per_column, search): `config` is a recipe
                          file, `args` its config arguments (the column's and the suite's are added), `stage` the
                          stage whose test accuracy the cell reports; per_column False: the run does not depend on
-                         the column (trained once, shown in every column); search: hyperparameter space or None
+                         the column (trained once, shown in every column); search: hyperparameter space or None.
+                         A suite file names key, name, config and what differs from RowSpec's defaults (args '',
+                         stage 'rgb_stage2', per_column True, search None); `suite` fills in the rest
   args, overrides        config arguments and (dotted key, value) overrides of every run ('stages.*.epochs': all)
   data_dir               '' = the recipe configs' data_dir; synthetic_preset: generate that synthetic set there
                          (W/data when data_dir is '') if it is not built
@@ -115,7 +117,7 @@ def suite(
     s.column_key = "frames"
     s.columns = (7, 16)
     s.seeds = tuple(range(args.seeds))
-    s.rows = tuple(dict(r, search=r.get("search")) for r in rows if r["key"] in wanted)
+    s.rows = tuple(dataclasses.asdict(RowSpec(**r)) for r in rows if r["key"] in wanted)
     s.args = f"data={args.data}"
     s.protocol = protocol
     s.overrides = ()
@@ -165,9 +167,9 @@ class RowSpec:
     key: str
     name: str
     config: str  # recipe config file (relative to the working directory)
-    args: str  # its config arguments (the column's and the suite's are added)
-    stage: str
-    per_column: bool  # False: trained once, shown in every column
+    args: str = ""  # its config arguments (the column's and the suite's are added)
+    stage: str = "rgb_stage2"  # most rows report the RGB stream's last stage
+    per_column: bool = True  # False: trained once, shown in every column
     search: tuple | None = None  # hyperparameter space ((dotted key, values), ...), or None
 
     def __post_init__(self):
