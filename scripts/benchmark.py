@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import functools
 import glob
+import gzip
 import importlib.util
 import json
 import os
@@ -577,6 +578,11 @@ def run_step(args):
 def args_convs(parser):
     _stage_args(parser, "timed rounds after the first (compiling) one; a round times (a), (b), (c), (d) once each")
     parser.add_argument("--stage", default="flow", help="the stage whose convolutions are timed")
+    parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="CPU: also trace (a) per op (XLA's traceme) and split it into the convolution kernels and the rest",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -634,10 +640,10 @@ def _conv_inputs(convs: list[_Conv]):
     return [normal(c.lhs) for c in convs], [normal(c.rhs) for c in convs], [normal(o) for o in outs]
 
 
-def _xla_convs(convs: list[_Conv], inputs, options: dict):
-    """-> run(): each convolution forward, its weight gradient and, where the step takes it, its input gradient
-    (jax's own transpose rules, as the train step differentiates them), as one jitted program compiled with the
-    stage's XLA options; nothing else is computed."""
+def _xla_convs(convs: list[_Conv], options: dict):
+    """-> jitted (inputs, kernels, output gradients) -> each convolution's forward, its weight gradient and, where
+    the step takes it, its input gradient (jax's own transpose rules, as the train step differentiates them),
+    compiled with `options`; nothing else is computed."""
 
     def all_convs(xs, ws, dys):
         out = []
@@ -649,8 +655,37 @@ def _xla_convs(convs: list[_Conv], inputs, options: dict):
             out += [y, *vjp(dy)]
         return out
 
-    fn, args = jax.jit(all_convs, compiler_options=options or None), jax.device_put(inputs)
-    return lambda: jax.block_until_ready(fn(*args))
+    return jax.jit(all_convs, compiler_options=options or None)
+
+
+def _kernel_split(convs: list[_Conv], arrays, options: dict, calls: int) -> dict:
+    """(a) under XLA:CPU's per-op trace (xla_cpu_enable_xprof_traceme), each op's best of `calls` calls, summed into
+    the convolution kernels (library convolution fusions, XLA's own convolutions) and every other op of the
+    program (the layout copies and transposes XLA puts around them)."""
+    fn = _xla_convs(convs, dict(options, xla_cpu_enable_xprof_traceme=True))
+    hlo = fn.lower(*arrays).compile().as_text()
+    kind = {
+        name: "kernels" if " convolution(" in line or "kind=kCustom" in line else "other"
+        for name, line in re.findall(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$", hlo, re.M)
+    }
+    jax.block_until_ready(fn(*arrays))
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(fn(*arrays))
+        (trace,) = Path(tmp).glob("**/perfetto_trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))
+    best = {}  # op -> its shortest run, µs
+    for e in events["traceEvents"] if isinstance(events, dict) else events:
+        if e.get("ph") == "X" and e.get("name") in kind:
+            best[e["name"]] = min(best.get(e["name"], float("inf")), e["dur"])
+    split = {k: [v / 1e3 for op, v in best.items() if kind[op] == k] for k in ("kernels", "other")}
+    return dict(
+        kernels_ms=sum(split["kernels"]),
+        kernel_ops=len(split["kernels"]),
+        other_ms=sum(split["other"]),
+        other_ops=len(split["other"]),
+    )
 
 
 def _torch_convs(convs: list[_Conv], inputs):
@@ -707,13 +742,15 @@ def run_convs(args):
     convs = _convolutions(jax_step, args.stage)
     options = compiler_options(jax_step.run.compiler_options, kind=jax_step.run.stage(args.stage).model.kind)
     inputs = _conv_inputs(convs)
+    arrays = jax.device_put(inputs)
+    xla = _xla_convs(convs, options)
     found = dict(convolutions=len(convs), input_gradients=sum(c.input_grad for c in convs))
     print(
         f"{args.stage}: {found['convolutions']} convolutions, each forward and weight gradient, input gradient for "
         f"{found['input_gradients']}; XLA options {options or 'XLA defaults'}"
     )
     runners = dict(
-        a=_xla_convs(convs, inputs, options),
+        a=lambda: jax.block_until_ready(xla(*arrays)),
         b=_torch_convs(convs, inputs),
         c=_torch_step(config, args.stage),
         d=jax_step,
@@ -737,7 +774,19 @@ def run_convs(args):
     for r in rows.values():
         print(f"| ({r['row']}) {r['what']} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} |")
     for key, r in ratios.items():
-        print(f"| ({key[0]}) / ({key[2]}) | {r['wall']:.2f}x | {r['cpu']:.2f}x |")
+        print(f"| {key} | {r['wall']:.2f}x | {r['cpu']:.2f}x |")
+    if args.ops:
+        split = _kernel_split(convs, arrays, options, args.steps)
+        share = split["kernels_ms"] / (split["kernels_ms"] + split["other_ms"])
+        kernels_s = share * rows["a"]["cpu_s"]
+        vs = {f"kernels/{k}": kernels_s / rows[k]["cpu_s"] for k in "bc"}
+        print(
+            f"(a) traced, each op's best of {args.steps} calls: convolution kernels {split['kernels_ms']:.1f} ms "
+            f"({split['kernel_ops']} ops), other ops (layout copies, transposes) {split['other_ms']:.1f} ms "
+            f"({split['other_ops']} ops); the kernels' {share:.0%} of (a)'s CPU s, {kernels_s:.3f} s, are "
+            f"{vs['kernels/b']:.2f}x (b) and {vs['kernels/c']:.2f}x (c)"
+        )
+        found["ops"] = dict(split, kernel_share=share, kernels_cpu_s=kernels_s, cpu_ratios=vs)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     _write_json(args, **found, options=options, rows=list(rows.values()), ratios=ratios)
 

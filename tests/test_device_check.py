@@ -24,17 +24,18 @@ def test_step_benchmark_imports_nothing_that_needs_tensorflow():
 
 
 def test_convs_benchmark_smoke(tmp_path, monkeypatch):
-    """benchmark.py convs at tiny shapes: the flow ResNet-18's 20 convolutions found in its loss (input gradients
-    for all but the stem's), and the four rows and three ratios, timed."""
+    """benchmark.py convs --ops at tiny shapes: the flow ResNet-18's 20 convolutions found in its loss (input
+    gradients for all but the stem's), the four rows and three ratios timed, and (a)'s traced kernels."""
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # torch_stages, as when run as a script; restored after
     benchmark = runpy.run_path(str(ROOT / "scripts" / "benchmark.py"))
     sizes = ["--batch", "4", "--frames", "1", "--size", "16", "--steps", "1", "--set", "model.depth=18"]
-    benchmark["main"](["convs", *sizes, "--set", "model.width=4", "--json", str(tmp_path / "convs.json")])
+    benchmark["main"](["convs", *sizes, "--set", "model.width=4", "--ops", "--json", str(tmp_path / "convs.json")])
     out = json.loads((tmp_path / "convs.json").read_text())
     assert (out["stage"], out["convolutions"], out["input_gradients"]) == ("flow", 20, 19), out
     assert [r["row"] for r in out["rows"]] == ["a", "b", "c", "d"], out
     assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 for r in out["rows"]), out
     assert set(out["ratios"]) == {"a/b", "a/c", "d/c"} and all(r["cpu"] > 0 for r in out["ratios"].values()), out
+    assert out["ops"]["kernel_ops"] > 0 and out["ops"]["kernels_ms"] > 0 and 0 < out["ops"]["kernel_share"] <= 1, out
 
 
 def test_device_check_smoke(tmp_path):
