@@ -3,7 +3,7 @@
   python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
-  python scripts/benchmark.py convs   [--stage flow]   # the stage's convolutions alone vs its whole step, jax and torch
+  python scripts/benchmark.py convs   [--stage flow --ops]  # its convolutions alone vs its whole step, jax and torch
   python scripts/benchmark.py layers  [--batch 2 --size 224]   # BN / max-pool backward: ego_jax's vs autodiff's
   python scripts/benchmark.py flow    [--sizes 256x340,224x224 --backends opencv,jax --parity]  # flow pairs/s
 
