@@ -7,17 +7,15 @@ epoch per stage at the tiny test sizes on a generated GTEA61 of 3 classes.
 """
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from absl import flags
 from flax import nnx
+from test_train_e2e import run_script
 
 from configs import flow as flow_config, quickstart
 from ego_jax import inference, recipes
@@ -28,7 +26,6 @@ from ego_jax.data.synthetic import PRESETS
 from ego_jax.specs import RunSpec
 from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = PRESETS["quickstart"]["classes"][:3]
 TINY = {
     "data.crop": 32,
@@ -77,18 +74,6 @@ def _evaluated(work, stage) -> dict:
     return {r["clip"]: r for r in map(json.loads, open(work / stage / "eval" / "predictions.jsonl"))}
 
 
-def _script(name, *args):
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_path):
     """predict.py on split:S2 gives evaluate.py's logits clip by clip for the rgb, flow and joint stages; on the
     same clips as lossless videos the RGB stage's logits are the same again; the other stages compute flow from
@@ -99,7 +84,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         video.write_video(videos / f"{clip.replace('/', '_')}.mkv", clip_frames, fps=8)
     long = video.write_video(tmp_path / "long.mkv", np.concatenate(list(frames.values())), fps=8)
     out = tmp_path / "out"
-    run = _script(
+    run = run_script(
         "predict.py",
         f"--workdir={work}",
         f"--stage={','.join(STAGES)}",
@@ -112,6 +97,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         f"--out={out}",
         "--flow_method=farneback",
         "--top=2",
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(line) for line in run.stdout.splitlines()]
