@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from absl import flags
 from flax import nnx
-from test_train_e2e import run_script
+from test_train_e2e import TINY, run_script, tiny
 
 from configs import flow as flow_config, quickstart
 from ego_jax import inference, recipes
@@ -27,27 +27,7 @@ from ego_jax.specs import RunSpec
 from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_lib
 
 CLASSES = PRESETS["quickstart"]["classes"][:3]
-TINY = {
-    "data.crop": 32,
-    "data.resize": 36,
-    "data.stack": 2,
-    "data.flow_eval_stacks": 2,
-    "model.width": 4,
-    "batch_size": 4,
-    "eval_batch_size": 4,
-    "log_every_steps": 2,
-    "eval_every_epochs": 1,
-    "checkpoint_every_epochs": 1,
-}
 STAGES = ("rgb_stage2", "flow", "joint")  # one per protocol: rgb, flow, joint
-
-
-def tiny_quickstart(data_dir: str, arg: str = "frames=2"):
-    """configs/quickstart.py at the test sizes, one epoch per stage."""
-    config = recipes.override(quickstart.get_config(arg), dict(TINY, **{"data.data_dir": data_dir}))
-    for name in config.recipe:
-        config.stages[name].epochs = 1
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +36,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference")
     synthetic.make_synthetic(root / "manual", preset="tiny", classes=CLASSES, clips_per_class=1, workers=1)
     gtea61.build(manual_dir=root / "manual", data_dir=root / "tfds", config="all")
-    run = RunSpec.from_config(tiny_quickstart(str(root / "tfds")))
+    run = RunSpec.from_config(tiny(quickstart, str(root / "tfds"), args="frames=2"))
     work = root / "W"
     assert loop.train(run, str(work))
     for stage in STAGES:
@@ -379,9 +359,11 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
         "flow": {"model": str(work / "flow")},
         "joint": {"rgb": "rgb_stage2", "flow": "flow"},
     }
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         assert loop.train(RunSpec.from_config(tuned), str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
+    # The trained stage's model (ResNet-18 width 4): every array but the classifier comes from it.
+    assert "arrays loaded, 0 kept fresh" in caplog.text
     assert json.loads((tmp_path / "W" / "config.json").read_text())["num_classes"] == 3
     assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 
