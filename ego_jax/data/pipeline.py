@@ -298,7 +298,6 @@ def make_loader(
     *,
     loader: str = "rgb",
     train: bool,
-    global_batch_size: int,
     frames: int = 16,
     stack: int = 5,
     crop: int = 224,
@@ -306,18 +305,14 @@ def make_loader(
     ms_grid: tuple[int, int] | None = None,
     ms_threshold: float | None = None,
     eval_stacks: int = 1,
-    seed: int = 0,
-    start_step: int = 0,
-    num_epochs: int | None = None,
-    worker_count: int = 0,
-    sharding=None,
-    drop_remainder: bool | None = None,
     method: str = "pil",
-    read_threads: int = 1,
-    keep_workers: bool = False,
     rgb_endpoint: bool = False,
+    **loading,
 ) -> Loader:
     """Batches of clips from `source` (tfds data source or any sequence of example dicts).
+
+    The per-clip arguments are ClipSpec's; `loading` holds build_loader's keywords: global_batch_size (required),
+    seed, start_step, num_epochs, worker_count, sharding, drop_remainder, read_threads, keep_workers.
 
     Batch keys (B = global_batch_size, S = crop; numpy on the host, or global jax.Arrays laid out by `sharding`):
       'rgb' uint8 (B, T, S, S, 3)                      loaders rgb, two_stream
@@ -348,19 +343,7 @@ def make_loader(
         method,
         rgb_endpoint,
     )
-    return build_loader(
-        source,
-        spec,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        start_step=start_step,
-        num_epochs=num_epochs,
-        worker_count=worker_count,
-        sharding=sharding,
-        drop_remainder=drop_remainder,
-        read_threads=read_threads,
-        keep_workers=keep_workers,
-    )
+    return build_loader(source, spec, **loading)
 
 
 def build_loader(

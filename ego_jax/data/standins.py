@@ -49,17 +49,7 @@ class StandIn:
 
 
 def _fresh(root) -> Path:
-    root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not (root / _MARKER).exists():
-            raise FileExistsError(
-                f"{root} is not empty and was not written by ego_jax.data.standins: refusing to "
-                "replace it (it could be a real download). Choose a new or empty folder."
-            )
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / _MARKER).write_text("written by ego_jax.data.standins; replaced by its next call\n")
-    return root
+    return synthetic.fresh_folder(root, _MARKER, "ego_jax.data.standins")
 
 
 def render(seed: int, subject: int, label: int, instance: int, n: int, size) -> dict[str, np.ndarray]:
@@ -198,13 +188,13 @@ def _make_gtea_family(
     actions: list,
     classes: list[int],
     other,
-    size,
-    frames,
-    seed,
-    extracted,
-    short_clips,
-    corrupt,
     label_of,
+    size=(48, 64),
+    frames=(6, 10),
+    seed: int = 0,
+    extracted: bool = True,
+    short_clips: int = 0,
+    corrupt: int = 0,
 ) -> StandIn:
     """Videos (stem, subject index) each holding one action of every class (plus `other`, an action outside the
     classes) separated by idle frames, one label file each."""
@@ -234,20 +224,10 @@ def _make_gtea_family(
     return StandIn(root, labels, corrupt=bad)
 
 
-def make_gtea71(
-    root,
-    *,
-    classes: int = 3,
-    subjects=("S1", "S2", "S3", "S4"),
-    size=(48, 64),
-    frames=(6, 10),
-    seed: int = 0,
-    extracted: bool = True,
-    short_clips: int = 0,
-    corrupt: int = 0,
-) -> StandIn:
+def make_gtea71(root, *, classes: int = 3, subjects=("S1", "S2", "S3", "S4"), **options) -> StandIn:
     """A GTEA tree: labels/S<k>_Cheese_C1.txt and videos/S<k>_Cheese_C1.mp4 per subject, each video one action of
-    each of `classes` GTEA classes plus a stir<cup> (excluded from GTEA71)."""
+    each of `classes` GTEA classes plus a stir<cup> (excluded from GTEA71).
+    options: size, frames, seed, extracted, short_clips, corrupt, as make_egtea's."""
     names = sorted(f"{v}_{','.join(o)}" for v, o in GTEA_ACTIONS[:classes])
     return _make_gtea_family(
         root,
@@ -256,30 +236,15 @@ def make_gtea71(
         actions=list(GTEA_ACTIONS),
         classes=list(range(classes)),
         other=("stir", ("cup",)),
-        size=size,
-        frames=frames,
-        seed=seed,
-        extracted=extracted,
-        short_clips=short_clips,
-        corrupt=corrupt,
         label_of=lambda c: names.index(f"{GTEA_ACTIONS[c][0]}_{','.join(GTEA_ACTIONS[c][1])}"),
+        **options,
     )
 
 
-def make_gtea_gaze(
-    root,
-    *,
-    classes: int = 3,
-    subjects=("Ahmad", "Alireza", "Carlos"),
-    size=(48, 64),
-    frames=(6, 10),
-    seed: int = 0,
-    extracted: bool = True,
-    short_clips: int = 0,
-    corrupt: int = 0,
-) -> StandIn:
+def make_gtea_gaze(root, *, classes: int = 3, subjects=("Ahmad", "Alireza", "Carlos"), **options) -> StandIn:
     """A GTEA Gaze+ tree: labels_cleaned/<Subject>_Pizza.txt and videos/<Subject>_Pizza.mp4, each video one action
-    of each of `classes` of the 44 classes plus one action of none of them."""
+    of each of `classes` of the 44 classes plus one action of none of them.
+    options: size, frames, seed, extracted, short_clips, corrupt, as make_egtea's."""
     chosen = list(GAZE_ACTIONS)[:classes]
     return _make_gtea_family(
         root,
@@ -288,13 +253,8 @@ def make_gtea_gaze(
         actions=[GAZE_ACTIONS[c] for c in chosen],
         classes=list(range(classes)),
         other=GAZE_OTHER,
-        size=size,
-        frames=frames,
-        seed=seed,
-        extracted=extracted,
-        short_clips=short_clips,
-        corrupt=corrupt,
         label_of=lambda c: GAZE_CLASSES.index(chosen[c]),
+        **options,
     )
 
 

@@ -307,6 +307,22 @@ class _Serial:
         return map(fn, *iterables)
 
 
+def fresh_folder(root, marker: str, writer: str) -> Path:
+    """`root` emptied (or created) for a stand-in, holding the file `marker`; a non-empty folder without it, which
+    `writer` did not leave, is refused rather than replaced."""
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        if not (root / marker).exists():
+            raise FileExistsError(
+                f"{root} is not empty and was not written by {writer}: refusing to replace it "
+                "(it could be a real download). Choose a new or empty folder."
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / marker).write_text(f"written by {writer}; replaced by its next call\n")
+    return root
+
+
 def make_synthetic(
     root,
     *,
@@ -353,16 +369,7 @@ def make_synthetic(
     unknown = [c for c in (classes or ()) if c not in CLASSES] + [s for s in subjects if s not in SUBJECTS]
     if unknown:
         raise ValueError(f"unknown classes/subjects {unknown}: expected names from CLASSES and {SUBJECTS}")
-    root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not (root / _MARKER).exists():
-            raise FileExistsError(
-                f"{root} is not empty and was not written by make_synthetic: refusing to replace it "
-                "(it could be a real download). Choose a new or empty folder."
-            )
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / _MARKER).write_text("written by ego_jax.data.synthetic.make_synthetic; replaced by its next call\n")
+    root = fresh_folder(root, _MARKER, "ego_jax.data.synthetic.make_synthetic")
     margin = int(math.ceil(0.04 * size[1])) + 2
     classes = classes or PRESETS[preset].get("classes")
     labels = sorted(CLASSES.index(c) for c in classes) if classes else range(len(CLASSES))

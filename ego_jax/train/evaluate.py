@@ -136,19 +136,6 @@ def protocol_outputs(
     return outputs(protocol, one_stack)
 
 
-def protocol_logits(
-    protocol: str,
-    models: Mapping[str, nnx.Module],
-    batch: Mapping[str, jax.Array],
-    *,
-    kinds: Mapping[str, str] | None = None,
-    flow_weight: float = 0.5,
-    dtype=jnp.float32,
-) -> jax.Array:
-    """uint8 batch -> (B, C) float32 logits of `protocol` (protocol_outputs' 'logits'); call inside jit."""
-    return protocol_outputs(protocol, models, batch, kinds=kinds, flow_weight=flow_weight, dtype=dtype)["logits"]
-
-
 @functools.partial(
     jax.jit, static_argnums=(0,), static_argnames=("protocol", "kinds", "num_classes", "flow_weight", "dtype")
 )
@@ -173,7 +160,8 @@ def eval_step(
     # Eval mode on this traced copy only: the caller's modules keep their training modes.
     for module in models.values():
         module.eval()
-    logits = protocol_logits(protocol, models, batch, kinds=dict(kinds), flow_weight=flow_weight, dtype=dtype)
+    outputs = protocol_outputs(protocol, models, batch, kinds=dict(kinds), flow_weight=flow_weight, dtype=dtype)
+    logits = outputs["logits"]
     confusion = confusion_matrix(batch["label"], jnp.argmax(logits, axis=-1), batch["mask"], num_classes)
     return confusion, jnp.sum(batch["mask"], dtype=jnp.int32), logits
 
@@ -198,7 +186,7 @@ def evaluate(
 ):
     """Runs `protocol` over eval batches (loader dicts with 'label', 'mask' and the inputs) -> (C, C) int64 confusion.
 
-    kinds: {role: stream kind} of the models (see protocol_logits). Batches may be numpy or global (sharded)
+    kinds: {role: stream kind} of the models (see protocol_outputs). Batches may be numpy or global (sharded)
     jax.Arrays; with sharded batches, pass models whose state is replicated over the same mesh. A batch without
     'mask' counts every example. Counts stay on the devices until the end (no host sync per batch).
     per_clip: -> (confusion, dict(index (N,) int64, label (N,) int64, logits (N, C) float32)) of the N unpadded

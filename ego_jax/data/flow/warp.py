@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 
 from ego_jax.data.flow.optical import optical_flow
-from ego_jax.data.flow.tvl1 import DENSE_FLOW, TVL1
 
 MIN_MATCHES, MIN_INLIERS = 50, 25  # dense_flow: use the homography only above both
 RANSAC_THRESHOLD = 1.0
@@ -130,17 +129,14 @@ def warp_flow(
     prev: np.ndarray,
     next_: np.ndarray,
     *,
-    method: str = "tvl1",
-    backend: str = "opencv",
-    params: TVL1 = DENSE_FLOW,
-    batch: int = 32,
     quirks: bool = True,
     references: Sequence[Features] | None = None,
     workers: int = 1,
+    **flow,
 ) -> tuple[np.ndarray, list[Camera]]:
     """Grey (N, H, W) uint8 consecutive pairs -> warp flow (N, H, W, 2) float32 px and each pair's Camera.
+    flow: optical_flow's keywords (method, backend, params, batch), for both of its optical flows.
     With quirks, pair i matches against references[i] (its clip's first frame; default: prev[0] for every pair)."""
-    flow = {"method": method, "backend": backend, "params": params, "batch": batch}
     optical = optical_flow(prev, next_, **flow)
     if not len(prev):
         return optical, []
