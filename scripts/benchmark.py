@@ -3,6 +3,7 @@
   python scripts/benchmark.py data    [--per_kind_configs --workers 0,1,2 ...]  # bytes per sample, loader clips/s
   python scripts/benchmark.py resize  [--images 'DIR/*.png']             # resize methods: speed and agreement with PIL
   python scripts/benchmark.py step    [--batch 2 --frames 7 --size 224 --dtypes float32,bfloat16]  # train steps
+  python scripts/benchmark.py convs   [--stage flow]   # the stage's convolutions alone vs its whole step, jax and torch
   python scripts/benchmark.py layers  [--batch 2 --size 224]   # BN / max-pool backward: ego_jax's vs autodiff's
   python scripts/benchmark.py flow    [--sizes 256x340,224x224 --backends opencv,jax --parity]  # flow pairs/s
 
@@ -11,6 +12,8 @@ Add a sub-benchmark by writing `def run_<name>(args)` and `def args_<name>(parse
 
 import argparse
 import ast
+import dataclasses
+import functools
 import glob
 import importlib.util
 import json
@@ -25,6 +28,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax import lax
 from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
@@ -34,6 +39,16 @@ from ego_jax.models import resnet  # noqa: E402
 from ego_jax.specs import RunSpec  # noqa: E402
 from ego_jax.train import clips, sharding, stage  # noqa: E402
 from ego_jax.train.step import compiler_options  # noqa: E402
+
+
+def _write_json(args, **results):
+    """--json, when given: the benchmark's arguments, the backend and its device count, then `results`."""
+    if args.json:
+        arguments = {k: v for k, v in vars(args).items() if k != "json"}
+        Path(args.json).write_text(
+            json.dumps(dict(arguments, backend=jax.default_backend(), devices=len(jax.devices()), **results), indent=1)
+        )
+
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -340,31 +355,34 @@ def run_resize(args):
 # ----------------------------------------------------------------------------------------------- step
 
 
-def args_step(parser):
+def _repeatable(parser, flag: str, help: str):
+    """A KEY=VALUE argument that may be given many times (a list, empty by default)."""
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _stage_args(parser, steps_help):
+    """The arguments every train-step benchmark takes: which config, the input sizes, the rounds, overrides."""
     parser.add_argument(
         "--config",
         default="configs/two_stream.py",
         help="config file[:args], as scripts/train.py takes it (relative paths: from the checkout)",
     )
-    parser.add_argument("--stages", help="comma-separated stages (default: the config's recipe)")
     parser.add_argument("--batch", type=int, default=2, help="global batch, split over all local devices")
     parser.add_argument("--frames", type=int, default=7)
     parser.add_argument("--size", type=int, default=224, help="crop side (config.data.crop)")
+    parser.add_argument("--steps", type=int, default=5, help=steps_help)
+    _repeatable(parser, "--set", "config override, e.g. --set model.scan_unroll=1 (repeatable)")
+    parser.add_argument("--json", help="also write the rows to this file")
+
+
+def args_step(parser):
+    _stage_args(parser, "timed steps per stage, after the first (compiling) one")
+    parser.add_argument("--stages", help="comma-separated stages (default: the config's recipe)")
     parser.add_argument("--dtypes", default="float32", help="compute dtypes (config.dtype), comma-separated")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage, after the first (compiling) one")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. --set model.scan_unroll=1 (repeatable)",
-    )
-    parser.add_argument(
+    _repeatable(
+        parser,
         "--compare",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="also time every stage with this override in the same rounds, e.g. --compare "
+        "also time every stage with this override in the same rounds, e.g. --compare "
         "compiler_options= (XLA's own defaults) or --compare model.scan_unroll=1 (repeatable)",
     )
     parser.add_argument(
@@ -374,7 +392,6 @@ def args_step(parser):
         help="time the reference's stages re-stated in torch (scripts/torch_stages.py) in the same "
         "rounds; auto: when torch imports",
     )
-    parser.add_argument("--json", help="also write the rows to this file")
 
 
 def _config(spec: str, overrides, **sizes):
@@ -426,6 +443,7 @@ class _JaxStage:
 
     def __init__(self, config, name: str, mesh):
         run = RunSpec.from_config(config)
+        self.run = run
         self.built = stage.build(run, name, mesh, steps_per_epoch=1)
         self.batch = _example_batch(run, name, self.built.model, mesh)
 
@@ -441,28 +459,69 @@ def _torch_device():
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def run_step(args):
-    mesh = sharding.make_mesh()
-    use_torch = args.torch == "yes" or (args.torch == "auto" and importlib.util.find_spec("torch") is not None)
-    configs = {}  # implementation label -> config
-    for dtype in args.dtypes.split(","):
-        for extra in [None] + args.compare:
-            config = _config(
-                args.config,
-                [f"data.frames={args.frames}", f"data.crop={args.size}"] + args.set + [extra] * bool(extra),
-                batch_size=args.batch,
-                dtype=dtype,
-            )
-            configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
-    config = next(iter(configs.values()))
-    sharding.check_batch_size(args.batch, mesh)
-    stages = args.stages.split(",") if args.stages else list(config.recipe)
+def _torch_step(config, name: str):
+    """The reference's stage `name` re-stated in torch (scripts/torch_stages.py) at the config's sizes."""
+    import torch_stages
+
+    d, m = config.data, config.model
+    return torch_stages.make_step(
+        name,
+        batch=config.batch_size,
+        frames=d.frames,
+        crop=d.crop,
+        stack=d.stack,
+        num_classes=config.num_classes,
+        depth=m.depth,
+        width=m.width,
+        device=_torch_device(),
+    )
+
+
+def _args_config(args, extra=(), dtype="float32"):
+    """The config a train-step benchmark's arguments (_stage_args) select, plus the overrides `extra`."""
+    sizes = [f"data.frames={args.frames}", f"data.crop={args.size}"]
+    return _config(args.config, sizes + args.set + list(extra), batch_size=args.batch, dtype=dtype)
+
+
+def _print_machine(args):
     print(
         f"jax {jax.__version__} on {len(jax.devices())} x {jax.devices()[0].device_kind} ({jax.default_backend()}); "
         f"{args.config} batch {args.batch}, {args.frames} frames, {args.size} px; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} cores"
     )
+
+
+def _rounds(runners: dict, steps: int):
+    """-> ({key: first call's wall s}, {key: [(wall s, process CPU s)] per round}): each callable once per round,
+    so that a change of machine load hits all alike; the first (untimed) call compiles (jax) or warms up the
+    allocator and oneDNN's kernel choice (torch)."""
+
+    def timed(fn):
+        t, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - t, time.process_time() - cpu
+
+    first = {key: timed(fn)[0] for key, fn in runners.items()}
+    times = {key: [] for key in runners}
+    for _ in range(steps):
+        for key, fn in runners.items():
+            times[key].append(timed(fn))
+    return first, times
+
+
+def run_step(args):
+    mesh = sharding.make_mesh()
+    use_torch = args.torch == "yes" or (args.torch == "auto" and importlib.util.find_spec("torch") is not None)
+    configs = {}  # implementation label -> config
+    for dtype in args.dtypes.split(","):
+        for extra in [None] + args.compare:
+            config = _args_config(args, [extra] * bool(extra), dtype)
+            configs[f"ego_jax {dtype}" + (f" [{extra}]" if extra else "")] = config
+    config = next(iter(configs.values()))
+    sharding.check_batch_size(args.batch, mesh)
+    stages = args.stages.split(",") if args.stages else list(config.recipe)
+    _print_machine(args)
 
     runners = {}  # (stage, impl) -> step callable; built one by one, so a failing stage is named
     for name in stages:
@@ -474,29 +533,9 @@ def run_step(args):
             import torch_stages
 
             if name in torch_stages.STAGES:
-                d, m = config.data, config.model
-                runners[name, "torch (reference) float32"] = torch_stages.make_step(
-                    name,
-                    batch=args.batch,
-                    frames=d.frames,
-                    crop=d.crop,
-                    stack=d.stack,
-                    num_classes=config.num_classes,
-                    depth=m.depth,
-                    width=m.width,
-                    device=_torch_device(),
-                )
+                runners[name, "torch (reference) float32"] = _torch_step(config, name)
 
-    def timed(fn):
-        t, cpu = time.perf_counter(), time.process_time()
-        fn()
-        return time.perf_counter() - t, time.process_time() - cpu
-
-    first = {key: timed(fn)[0] for key, fn in runners.items()}  # compiles (jax), allocator/autotuning warm-up (torch)
-    times = {key: [] for key in runners}  # (wall s, process CPU s) per round
-    for _ in range(args.steps):  # rounds: every stage once per round, so a change of machine load hits all alike
-        for key, fn in runners.items():
-            times[key].append(timed(fn))
+    first, times = _rounds(runners, args.steps)
     load = os.getloadavg()[0]
 
     rows = []
@@ -529,22 +568,178 @@ def run_step(args):
             f"| {r['clips_per_s']:.1f} | {ratio} | {r['cpu_s']:.3f} | {cpu_ratio} |"
         )
     print(f"load average after: {load:.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    batch=args.batch,
-                    frames=args.frames,
-                    size=args.size,
-                    config=args.config,
-                    sets=args.set,
-                    backend=jax.default_backend(),
-                    devices=len(jax.devices()),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
+    _write_json(args, rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------- convs
+
+
+def args_convs(parser):
+    _stage_args(parser, "timed rounds after the first (compiling) one; a round times (a), (b), (c), (d) once each")
+    parser.add_argument("--stage", default="flow", help="the stage whose convolutions are timed")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    """One convolution of a stage's forward pass, as the jaxpr of its loss holds it."""
+
+    lhs: jax.ShapeDtypeStruct
+    rhs: jax.ShapeDtypeStruct
+    params: dict  # conv_general_dilated's: strides, padding, dilations, dimension_numbers, ...
+    input_grad: bool  # whether the step differentiates the input too (not for a convolution of the data)
+
+
+def _conv(c: _Conv, x, w):
+    return lax.conv_general_dilated_p.bind(x, w, **c.params)
+
+
+def _convolutions(jax_stage: _JaxStage, name: str) -> list[_Conv]:
+    """Every convolution of stage `name`'s forward pass, in order, read from the jaxpr of the loss that its train
+    step differentiates (ego_jax.train.step): the shapes and parameters the compiled step convolves with."""
+    built, run = jax_stage.built, jax_stage.run
+    loss_fn = stage.make_loss_fn(run.stage(name), jnp.dtype(run.dtype))
+    s = built.state
+
+    def loss(params, batch):
+        return loss_fn(nnx.merge(built.graphdef, params, s.stats, s.rngs, built.frozen, copy=True), batch)[0]
+
+    closed = jax.make_jaxpr(loss)(s.params, jax_stage.batch)
+    found = []
+
+    def walk(jaxpr, differentiated: set):  # the variables that depend on the trainable parameters
+        for eqn in jaxpr.eqns:
+            ins = [not isinstance(v, jax.extend.core.Literal) and v in differentiated for v in eqn.invars]
+            if eqn.primitive is lax.conv_general_dilated_p:
+                lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+                found.append(_Conv(lhs, rhs, eqn.params, ins[0]))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub, {v for v, d in zip(sub.invars, ins) if d} if len(sub.invars) == len(ins) else set())
+            if any(ins):
+                differentiated.update(eqn.outvars)
+
+    walk(closed.jaxpr, set(closed.jaxpr.invars[: len(jax.tree.leaves(s.params))]))
+    if not found:
+        raise SystemExit(f"stage {name!r}: its forward pass has no convolution")
+    return found
+
+
+def _conv_inputs(convs: list[_Conv]):
+    """Random (inputs, kernels, output gradients) of the convolutions, as numpy arrays in jax's layouts."""
+    rng = np.random.default_rng(0)
+
+    def normal(a):
+        return rng.standard_normal(a.shape).astype(a.dtype)
+
+    outs = [jax.eval_shape(functools.partial(_conv, c), c.lhs, c.rhs) for c in convs]
+    return [normal(c.lhs) for c in convs], [normal(c.rhs) for c in convs], [normal(o) for o in outs]
+
+
+def _xla_convs(convs: list[_Conv], inputs, options: dict):
+    """-> run(): each convolution forward, its weight gradient and, where the step takes it, its input gradient
+    (jax's own transpose rules, as the train step differentiates them), as one jitted program compiled with the
+    stage's XLA options; nothing else is computed."""
+
+    def all_convs(xs, ws, dys):
+        out = []
+        for c, x, w, dy in zip(convs, xs, ws, dys):
+            f, primals = (
+                (functools.partial(_conv, c), (x, w)) if c.input_grad else (functools.partial(_conv, c, x), (w,))
             )
+            y, vjp = jax.vjp(f, *primals)
+            out += [y, *vjp(dy)]
+        return out
+
+    fn, args = jax.jit(all_convs, compiler_options=options or None), jax.device_put(inputs)
+    return lambda: jax.block_until_ready(fn(*args))
+
+
+def _torch_convs(convs: list[_Conv], inputs):
+    """-> run(): the same convolutions on the same values through torch (oneDNN on CPU), NCHW, each as the
+    reference's autograd runs it: aten.convolution forward, then one aten.convolution_backward for the gradients."""
+    import torch
+
+    calls = []
+    for c, x, w, dy in zip(convs, *inputs):
+        p, dn = c.params, c.params["dimension_numbers"]
+        if any(d != 1 for d in p["lhs_dilation"]) or any(lo != hi for lo, hi in p["padding"]):
+            raise SystemExit(f"a convolution torch cannot state: {p}")
+        tx, tw, tdy = (
+            torch.from_numpy(np.ascontiguousarray(a.transpose(spec))).to(_torch_device())
+            for a, spec in ((x, dn.lhs_spec), (w, dn.rhs_spec), (dy, dn.out_spec))
+        )
+        stride, padding, dilation = list(p["window_strides"]), [lo for lo, _ in p["padding"]], list(p["rhs_dilation"])
+        zeros, groups = [0] * len(stride), p["feature_group_count"]
+        calls.append(
+            (
+                (tx, tw, None, stride, padding, dilation, False, zeros, groups),
+                (tdy, tx, tw, None, stride, padding, dilation, False, zeros, groups, [c.input_grad, True, False]),
+            )
+        )
+
+    def run():
+        with torch.no_grad():
+            for forward, backward in calls:
+                torch.ops.aten.convolution(*forward)
+                torch.ops.aten.convolution_backward(*backward)
+        if tx.is_cuda:
+            torch.cuda.synchronize()
+
+    return run
+
+
+_CONV_ROWS = {  # run_convs' rows, timed in this order in every round
+    "a": "convolutions alone, XLA",
+    "b": "convolutions alone, torch",
+    "c": "whole step, reference (torch)",
+    "d": "whole step, ego_jax",
+}
+
+
+def run_convs(args):
+    """(a) the stage's convolutions alone, forward and gradients, as XLA compiles them, (b) the same through torch,
+    (c) the reference's whole step re-stated in torch (as `step` times it), (d) ego_jax's whole step, in
+    interleaved rounds: what the convolutions alone cost each side against the whole steps."""
+    mesh = sharding.make_mesh()
+    config = _args_config(args)
+    sharding.check_batch_size(args.batch, mesh)
+    _print_machine(args)
+    jax_step = _JaxStage(config, args.stage, mesh)
+    convs = _convolutions(jax_step, args.stage)
+    options = compiler_options(jax_step.run.compiler_options, kind=jax_step.run.stage(args.stage).model.kind)
+    inputs = _conv_inputs(convs)
+    found = dict(convolutions=len(convs), input_gradients=sum(c.input_grad for c in convs))
+    print(
+        f"{args.stage}: {found['convolutions']} convolutions, each forward and weight gradient, input gradient for "
+        f"{found['input_gradients']}; XLA options {options or 'XLA defaults'}"
+    )
+    runners = dict(
+        a=_xla_convs(convs, inputs, options),
+        b=_torch_convs(convs, inputs),
+        c=_torch_step(config, args.stage),
+        d=jax_step,
+    )
+    first, times = _rounds(runners, args.steps)
+    rows = {
+        key: dict(
+            row=key,
+            what=_CONV_ROWS[key],
+            first_s=first[key],
+            wall_s=statistics.median(t[0] for t in ts),
+            cpu_s=min(t[1] for t in ts),
+        )
+        for key, ts in times.items()
+    }
+    ratios = {
+        f"{x}/{y}": dict(wall=rows[x]["wall_s"] / rows[y]["wall_s"], cpu=rows[x]["cpu_s"] / rows[y]["cpu_s"])
+        for x, y in ("ab", "ac", "dc")
+    }
+    print(f"\n| | s (median of {args.steps}) | CPU s (best) |\n|---|---|---|")
+    for r in rows.values():
+        print(f"| ({r['row']}) {r['what']} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} |")
+    for key, r in ratios.items():
+        print(f"| ({key[0]}) / ({key[2]}) | {r['wall']:.2f}x | {r['cpu']:.2f}x |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    _write_json(args, **found, options=options, rows=list(rows.values()), ratios=ratios)
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -623,20 +818,7 @@ def run_layers(args):
                 f"{what:40s} {dtype:9s} ego_jax {r['ego_jax_ms']:8.2f} ms, autodiff {r['autodiff_ms']:8.2f} ms: "
                 f"{r['ratio']:.2f}x"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    batch=args.batch,
-                    size=args.size,
-                    depth=args.depth,
-                    width=args.width,
-                    backend=jax.default_backend(),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
-            )
+    _write_json(args, rows=rows)
 
 
 # ----------------------------------------------------------------------------------------------- flow
@@ -658,13 +840,7 @@ def args_flow(parser):
     )
     parser.add_argument("--pairs", type=int, default=4, help="opencv: pairs timed per setting")
     parser.add_argument("--repeats", type=int, default=2, help="time each setting this often and keep the best")
-    parser.add_argument(
-        "--tvl1",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TV-L1 parameter (default: dense_flow's), repeatable",
-    )
+    _repeatable(parser, "--tvl1", "a TV-L1 parameter (default: dense_flow's), repeatable")
     parser.add_argument(
         "--parity",
         action="store_true",
@@ -744,25 +920,14 @@ def run_flow(args):
         print("\nTV-L1 end-point error (px) against the known motion, and between the backends:")
         for row in parity:
             print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in row.items()))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "devices": len(devices),
-                    "backend": jax.default_backend(),
-                    "tvl1": str(params),
-                    "rows": rows,
-                    "parity": parity,
-                },
-                indent=1,
-            )
-        )
+    _write_json(args, tvl1=str(params), rows=rows, parity=parity)
 
 
 BENCHMARKS = {
     "data": (args_data, run_data),
     "resize": (args_resize, run_resize),
     "step": (args_step, run_step),
+    "convs": (args_convs, run_convs),
     "layers": (args_layers, run_layers),
     "flow": (args_flow, run_flow),
 }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -20,6 +21,20 @@ def test_step_benchmark_imports_nothing_that_needs_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_convs_benchmark_smoke(tmp_path, monkeypatch):
+    """benchmark.py convs at tiny shapes: the flow ResNet-18's 20 convolutions found in its loss (input gradients
+    for all but the stem's), and the four rows and three ratios, timed."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # torch_stages, as when run as a script; restored after
+    benchmark = runpy.run_path(str(ROOT / "scripts" / "benchmark.py"))
+    sizes = ["--batch", "4", "--frames", "1", "--size", "16", "--steps", "1", "--set", "model.depth=18"]
+    benchmark["main"](["convs", *sizes, "--set", "model.width=4", "--json", str(tmp_path / "convs.json")])
+    out = json.loads((tmp_path / "convs.json").read_text())
+    assert (out["stage"], out["convolutions"], out["input_gradients"]) == ("flow", 20, 19), out
+    assert [r["row"] for r in out["rows"]] == ["a", "b", "c", "d"], out
+    assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 for r in out["rows"]), out
+    assert set(out["ratios"]) == {"a/b", "a/c", "d/c"} and all(r["cpu"] > 0 for r in out["ratios"].values()), out
 
 
 def test_device_check_smoke(tmp_path):
