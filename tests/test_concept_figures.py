@@ -2,15 +2,13 @@
 of tiles at the asked size, from the clip it was asked for (the grid layout itself: test_charts)."""
 
 import os
-import subprocess
-import sys
 
 import cv2
 import pytest
+from test_train_e2e import ROOT, run_script
 
 from ego_jax.data import gtea61
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, FRAMES, STACK = 60, 3, 2
 
 
@@ -21,9 +19,8 @@ def data_dir(synthetic_gtea61):
 
 
 def run(data_dir, out, *extra):
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "scripts", "concept_figures.py"),
+    return run_script(
+        "concept_figures.py",
         f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}",
         f"--out={out}",
         f"--size={SIZE}",
@@ -34,9 +31,7 @@ def run(data_dir, out, *extra):
         f"--config.data.stack={STACK}",
         "--config.model.width=4",
         *extra,
-    ]
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
 
 
 def test_writes_every_figure(data_dir, tmp_path):

@@ -9,8 +9,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import cv2
 import jax
@@ -18,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_train_e2e import run_script
 
 from ego_jax import recipes
 from ego_jax.data import gtea61
@@ -26,7 +25,6 @@ from ego_jax.specs import RunSpec
 from ego_jax.streams import normalize_flow, normalize_rgb
 from ego_jax.train import checkpoint, loaders, sharding, workdir as workdir_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = gtea61.CLASSES[:3]
 CONFIG = """
 from ego_jax import recipes
@@ -187,21 +185,14 @@ def test_errors_say_what_to_do(workdir):
         workdir_lib.evaluate_workdir(run, other, stage="rgb_ms")
 
 
-def _script(name, *args):
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=600
-    )
-
-
 def test_evaluate_script_writes_the_eval_folder(workdir):
     config_path, _, work, _ = workdir
-    out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_stage1")
+    out = run_script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_stage1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "rgb_stage1: rgb accuracy" in out.stdout
     outdir = work / "rgb_stage1" / "eval"
     assert {"metrics.json", "confusion.json", "confusion.png", "curves.png"} <= set(os.listdir(outdir))
-    out = _script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=nope")
+    out = run_script("evaluate.py", f"--config={config_path}", f"--workdir={work}", "--stage=nope")
     assert out.returncode != 0 and "not in the config" in out.stderr
 
 
@@ -209,7 +200,7 @@ def test_visualize_cam_script_grid_and_tensorboard(workdir):
     config_path, run, work, _ = workdir
     clip_id = loaders.test_source(run)[1]["clip_id"]
     clip_id = clip_id.decode() if isinstance(clip_id, bytes) else clip_id
-    out = _script(
+    out = run_script(
         "visualize_cam.py", f"--config={config_path}", f"--workdir={work}", "--stage=rgb_ms", f"--clips={clip_id}"
     )
     assert out.returncode == 0, out.stderr[-3000:]

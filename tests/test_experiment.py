@@ -9,12 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import cv2
 import pytest
 import tensorflow_datasets as tfds
+from test_train_e2e import script
 from tiny_suite import TINY, get_config as tiny_suite
 
 from configs import attention, flow, ms_cls, two_stream
@@ -373,14 +373,13 @@ def test_local_executor_gives_the_serial_table(step1_run, data_dir, tmp_path, mo
     log = str(tmp_path / "driver.log")  # a file, not a pipe: the jobs inherit it and outlive the driver
     with open(log, "w") as f:
         driver = subprocess.Popen(
-            [
-                sys.executable,
-                os.path.join(ROOT, "scripts", "experiment.py"),
+            script(
+                "experiment.py",
                 f"--suite={ROOT}/tests/tiny_suite.py:{arg}",
                 f"--workdir={w}",
                 "--executor=local",
                 "--workers=2",
-            ],
+            ),
             stdout=f,
             stderr=subprocess.STDOUT,
         )

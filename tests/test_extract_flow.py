@@ -142,54 +142,11 @@ def test_synthetic_videos_to_warp_flow_to_builder_to_the_quickstart_flow_stage(t
     classes = ("take_jam", "open_jam")
     synthetic.make_synthetic(tmp_path / "videos", preset="tiny", classes=classes, clips_per_class=1, layout="video")
     script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "extract_flow.py"))["main"]
-    assert (
-        script(
-            [
-                "--input",
-                str(tmp_path / "videos"),
-                "--out",
-                str(tmp_path / "GTEA61"),
-                "--backend",
-                "jax",
-                "--batch",
-                "8",
-                "--workers",
-                "2",
-                "--tvl1",
-                "nscales=1",
-                "--tvl1",
-                "warps=1",
-                "--tvl1",
-                "inner_iterations=10",
-            ]
-        )
-        == 0
-    )
+    fast = "--backend jax --batch 8 --tvl1 nscales=1 --tvl1 warps=1 --tvl1 inner_iterations=10".split()
+    assert script([f"--input={tmp_path}/videos", f"--out={tmp_path}/GTEA61", "--workers=2", *fast]) == 0
     assert "8 clips extracted" in capsys.readouterr().out
-    one = tmp_path / "videos/S1/take_jam/1.mp4"  # optical flow of one video (same TV-L1 program as above)
-    assert (
-        script(
-            [
-                "--input",
-                str(one),
-                "--out",
-                str(tmp_path / "optical"),
-                "--method",
-                "tvl1",
-                "--backend",
-                "jax",
-                "--batch",
-                "8",
-                "--tvl1",
-                "nscales=1",
-                "--tvl1",
-                "warps=1",
-                "--tvl1",
-                "inner_iterations=10",
-            ]
-        )
-        == 0
-    )
+    one = tmp_path / "videos/S1/take_jam/1.mp4"  # optical flow of one video (the same TV-L1 program)
+    assert script([f"--input={one}", f"--out={tmp_path}/optical", "--method=tvl1", *fast]) == 0
     assert len(list((tmp_path / "optical/flow_x/1").iterdir())) == len(video.read_frames(one)) - 1
     gtea61.build(manual_dir=tmp_path / "GTEA61", data_dir=tmp_path / "tfds", config="flow")
     assert len(gtea61.load_source("S2", data_dir=tmp_path / "tfds", config="flow")) == 2

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 import stop_at_step
-from test_train_e2e import ROOT, tiny
+from test_train_e2e import ROOT, run_script, script, script_env, tiny
 
 from configs import convlstm, two_stream
 from ego_jax.cli import common
@@ -187,9 +187,8 @@ def _alive(pid):
 
 
 def _start(workdir, data_dir):
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "scripts", "train.py"),
+    cmd = script(
+        "train.py",
         f"--config={os.path.join(ROOT, 'configs', 'convlstm.py')}:frames=2,data=synthetic,init=scratch",
         f"--workdir={workdir}",
         f"--config.data.data_dir={data_dir}",
@@ -206,11 +205,10 @@ def _start(workdir, data_dir):
         # No periodic evaluation: its loader's worker would be starting at a random moment; one hit by the
         # Ctrl-C while importing dies (the loop then saves anyway, but the worker prints its traceback).
         "--config.eval_every_epochs=1000",
-    ]
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    )
     # Own session: Ctrl-C in a terminal signals the whole process group (the loader workers too), as killpg does.
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
 
 
@@ -286,19 +284,7 @@ def test_8_a_missing_modality_is_refused_before_the_first_step(data_dir, tmp_pat
 
 def test_14_a_missing_config_file_is_one_line_naming_it(tmp_path):
     missing = os.path.join(ROOT, "configs", "nope.py")
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "train.py"),
-            f"--config={missing}:frames=2",
-            f"--workdir={tmp_path}",
-            "--config.batch_size=4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
-    )
+    out = run_script("train.py", f"--config={missing}:frames=2", f"--workdir={tmp_path}", "--config.batch_size=4")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert out.stderr.strip().splitlines() == [
         f"error: --config: no config file {missing!r}; give the path of one (for example configs/quickstart.py)"
@@ -351,19 +337,8 @@ def test_10_errors_name_the_damaged_shard_the_weights_file_and_the_config_typo(d
     with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is not a readable ImageNet weights artifact"):
         loop.train(RunSpec.from_config(config), str(tmp_path / "w2"))
 
-    typo = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "train.py"),
-            f"--config={os.path.join(ROOT, 'configs', 'quickstart.py')}",
-            f"--workdir={tmp_path}",
-            "--config.batch_sze=4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
-    )
+    quickstart = os.path.join(ROOT, "configs", "quickstart.py")
+    typo = run_script("train.py", f"--config={quickstart}", f"--workdir={tmp_path}", "--config.batch_sze=4")
     assert typo.returncode != 0
     assert "Traceback" not in typo.stderr and 'Did you mean "batch_size"' in typo.stderr.strip().splitlines()[-1]
 

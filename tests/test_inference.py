@@ -7,17 +7,15 @@ epoch per stage at the tiny test sizes on a generated GTEA61 of 3 classes.
 """
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from absl import flags
 from flax import nnx
+from test_train_e2e import TINY, run_script, tiny
 
 from configs import flow as flow_config, quickstart
 from ego_jax import inference, recipes
@@ -28,29 +26,8 @@ from ego_jax.data.synthetic import PRESETS
 from ego_jax.specs import RunSpec
 from ego_jax.train import loaders, loop, stage as stage_lib, workdir as workdir_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = PRESETS["quickstart"]["classes"][:3]
-TINY = {
-    "data.crop": 32,
-    "data.resize": 36,
-    "data.stack": 2,
-    "data.flow_eval_stacks": 2,
-    "model.width": 4,
-    "batch_size": 4,
-    "eval_batch_size": 4,
-    "log_every_steps": 2,
-    "eval_every_epochs": 1,
-    "checkpoint_every_epochs": 1,
-}
 STAGES = ("rgb_stage2", "flow", "joint")  # one per protocol: rgb, flow, joint
-
-
-def tiny_quickstart(data_dir: str, arg: str = "frames=2"):
-    """configs/quickstart.py at the test sizes, one epoch per stage."""
-    config = recipes.override(quickstart.get_config(arg), dict(TINY, **{"data.data_dir": data_dir}))
-    for name in config.recipe:
-        config.stages[name].epochs = 1
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +36,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference")
     synthetic.make_synthetic(root / "manual", preset="tiny", classes=CLASSES, clips_per_class=1, workers=1)
     gtea61.build(manual_dir=root / "manual", data_dir=root / "tfds", config="all")
-    run = RunSpec.from_config(tiny_quickstart(str(root / "tfds")))
+    run = RunSpec.from_config(tiny(quickstart, str(root / "tfds"), args="frames=2"))
     work = root / "W"
     assert loop.train(run, str(work))
     for stage in STAGES:
@@ -77,18 +54,6 @@ def _evaluated(work, stage) -> dict:
     return {r["clip"]: r for r in map(json.loads, open(work / stage / "eval" / "predictions.jsonl"))}
 
 
-def _script(name, *args):
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_path):
     """predict.py on split:S2 gives evaluate.py's logits clip by clip for the rgb, flow and joint stages; on the
     same clips as lossless videos the RGB stage's logits are the same again; the other stages compute flow from
@@ -99,7 +64,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         video.write_video(videos / f"{clip.replace('/', '_')}.mkv", clip_frames, fps=8)
     long = video.write_video(tmp_path / "long.mkv", np.concatenate(list(frames.values())), fps=8)
     out = tmp_path / "out"
-    run = _script(
+    run = run_script(
         "predict.py",
         f"--workdir={work}",
         f"--stage={','.join(STAGES)}",
@@ -112,6 +77,7 @@ def test_predict_script_agrees_with_evaluate_and_runs_on_videos(trained, tmp_pat
         f"--out={out}",
         "--flow_method=farneback",
         "--top=2",
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(line) for line in run.stdout.splitlines()]
@@ -393,9 +359,11 @@ def test_your_videos_build_fine_tune_from_the_trained_model_and_evaluate(trained
         "flow": {"model": str(work / "flow")},
         "joint": {"rgb": "rgb_stage2", "flow": "flow"},
     }
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         assert loop.train(RunSpec.from_config(tuned), str(tmp_path / "W"))
     assert "classifier replaced" in caplog.text and "(32, 61) -> (32, 3)" in caplog.text
+    # The trained stage's model (ResNet-18 width 4): every array but the classifier comes from it.
+    assert "arrays loaded, 0 kept fresh" in caplog.text
     assert json.loads((tmp_path / "W" / "config.json").read_text())["num_classes"] == 3
     assert json.loads((tmp_path / "W" / "flow" / "eval.json").read_text())["count"] == 3  # evaluated on test
 

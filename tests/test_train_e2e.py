@@ -54,16 +54,30 @@ def tiny(config_module, data_dir, *, args=ARGS, epochs=1, **stage_epochs):
     return c
 
 
+def script(name: str, *flags: str) -> list[str]:
+    """The command line of scripts/<name> with `flags`, run by this Python."""
+    return [sys.executable, os.path.join(ROOT, "scripts", name), *flags]
+
+
+def script_env() -> dict:
+    """A script subprocess's environment: this checkout first on the path, JAX on the CPU, TensorFlow quiet."""
+    return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def run_script(name: str, *flags: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """scripts/<name> run to its end in a subprocess (script_env), stdout and stderr captured as text."""
+    return subprocess.run(script(name, *flags), env=script_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def tiny_flags(config_file: str, data_dir: str, workdir, **values) -> list[str]:
     """scripts/train.py's command line for `tiny` of a config file (values: more --config.KEY=VALUE)."""
-    return [
-        sys.executable,
-        os.path.join(ROOT, "scripts", "train.py"),
+    return script(
+        "train.py",
         f"--config={config_file}:{ARGS}",
         f"--workdir={workdir}",
         f"--config.data.data_dir={data_dir}",
         *(f"--config.{k}={v}" for k, v in {**TINY, **values}.items()),
-    ]
+    )
 
 
 def final_state(workdir, stage):
@@ -280,8 +294,7 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits_cleanly(data_dir, tmp_path)
         recipe="('rgb_stage1',)",
         **{"stages.rgb_stage1.epochs": 1000},
     )
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = workdir / "rgb_stage1" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None and time.time() < deadline:
