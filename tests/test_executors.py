@@ -337,3 +337,24 @@ def test_a_multi_task_slurm_job_is_one_multi_process_run():
                 t.kill()
                 t.wait()
     assert [out.strip() for out, _ in outs] == ["0 2 4", "1 2 4"], [err[-2000:] for _, err in outs]
+
+
+def test_importing_the_executors_keeps_the_process_logging_handlers(tmp_path):
+    """submitit's import-time logging.config.dictConfig closes every handler that exists: a FileHandler opened with
+    mode "w" then never writes again (and absl's closes pytest's capture file). ego_jax imports it without that."""
+    log = tmp_path / "run.log"
+    code = (
+        "import logging, os\n"
+        f"handler = logging.FileHandler({str(log)!r}, mode='w')\n"
+        "logging.getLogger().addHandler(handler)\n"
+        "import ego_jax.experiments.executors\n"
+        "logging.getLogger().warning('logged after the import')\n"
+        "print('SUBMITIT_LOG_LEVEL' in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SUBMITIT_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=dict(env, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "logged after the import" in log.read_text()
+    assert proc.stdout.split() == ["False"]  # the jobs' processes still configure submitit's logging

@@ -36,7 +36,6 @@ import sys
 import time
 from collections.abc import Callable
 
-import submitit
 from absl import flags
 from ml_collections import config_dict, config_flags
 
@@ -47,6 +46,27 @@ KINDS = ("serial", "local", "slurm")
 SUBMITIT = "submitit"  # jobs_dir/submitit: submitit's folder (pickled jobs, results, logs, sbatch scripts)
 XLA_CACHE = "xla_cache"  # jobs_dir/xla_cache: the jobs' persistent compilation cache (--*.compilation_cache)
 POLL_S = {"local": 1.0, "slurm": 20.0}  # how often the driver looks at its jobs (sacct is rate-limited by submitit)
+
+
+def _import_submitit():
+    """submitit without its import-time logging set-up, unless SUBMITIT_LOG_LEVEL asks for it.
+
+    submitit/core/logger.py calls logging.config.dictConfig when imported, which closes every handler the process
+    already has: a FileHandler opened with mode "w" stops writing for good, and absl's handler closes its stream when
+    that is no longer sys.stderr (pytest's capture file, seen as "I/O operation on closed file" in a later test).
+    SUBMITIT_LOG_LEVEL=NOCONFIG is submitit's own switch for this, read once at import; its logger then propagates to
+    the root logger's handlers. The variable is restored, so the jobs' processes configure submitit as usual."""
+    unset = "SUBMITIT_LOG_LEVEL" not in os.environ
+    if unset:
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+    try:
+        return importlib.import_module("submitit")
+    finally:
+        if unset:
+            del os.environ["SUBMITIT_LOG_LEVEL"]
+
+
+submitit = _import_submitit()
 
 
 def local_defaults() -> config_dict.ConfigDict:

@@ -24,8 +24,6 @@ import signal
 import sys
 import time
 
-import submitit
-
 from ego_jax.cli.common import EXIT_STOPPED
 from ego_jax.experiments import executors, plan as plan_lib, report, runner
 from ego_jax.train import checkpoint, distributed, loop, sharding
@@ -46,7 +44,7 @@ class _Stop(loop.StopRequest):
         super().__call__(signum, frame)
 
 
-class StageJob(submitit.helpers.Checkpointable):
+class StageJob(executors.submitit.helpers.Checkpointable):
     """Trains stage `stage` of `run` in the suite workdir (the job's whole work); -> its DONE record's fields.
 
     processes > 1: the job's tasks form one multi-process run (jax.distributed's SLURM detection).
