@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import lax
-from PIL import Image, ImageOps
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
@@ -100,24 +100,9 @@ class PilPerFileLoader:
         return sorted(p for p in base.glob(pattern) if "(" not in p.name)
 
     def _transform(self, img, flip, scale, position, invert=False):
-        w, h = img.size
-        if min(w, h) != self.resize:
-            size = (self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize)
-            img = img.resize(size, Image.BILINEAR)
-        if flip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            if invert:
-                img = ImageOps.invert(img)
-        w, h = img.size
-        side = int(min(w, h) * scale)
-        box = {
-            "c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
-            "tl": (0, 0, side, side),
-            "tr": (w - side, 0, w, side),
-            "bl": (0, h - side, side, h),
-            "br": (w - side, h - side, w, h),
-        }[position]
-        return np.asarray(img.crop(box).resize((self.crop, self.crop), Image.BILINEAR))
+        return transforms.reference_train_crop(
+            img, flip, scale, position, resize=self.resize, crop=self.crop, invert=invert
+        )
 
     def clip(self, i):
         cid = self.clip_ids[i % len(self.clip_ids)]

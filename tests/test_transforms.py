@@ -16,27 +16,6 @@ def _textured(height, width, channels=3, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8).reshape(height, width, channels).squeeze()
 
 
-def _reference_train(img, flip, scale, position, resize, crop):
-    """The reference chain, ported from its PIL code: Scale -> flip -> MultiScaleCornerCrop."""
-    pil = Image.fromarray(img)
-    w, h = pil.size
-    if not ((w <= h and w == resize) or (h <= w and h == resize)):
-        size = (resize, int(resize * h / w)) if w < h else (int(resize * w / h), resize)
-        pil = pil.resize(size, Image.BILINEAR)
-    if flip:
-        pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
-    w, h = pil.size
-    side = int(min(w, h) * scale)
-    box = {
-        "c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
-        "tl": (0, 0, side, side),
-        "tr": (w - side, 0, w, side),
-        "bl": (0, h - side, side, h),
-        "br": (w - side, h - side, w, h),
-    }[position]
-    return np.asarray(pil.crop(box).resize((crop, crop), Image.BILINEAR))
-
-
 def test_resized_shape_follows_reference_scale():
     assert transforms.resized_shape(256, 455, 256) == (256, 455)  # already the size: untouched
     assert transforms.resized_shape(48, 80, 64) == (64, 106)  # int(64 * 80 / 48) = int(106.67)
@@ -76,7 +55,9 @@ def test_train_transform_matches_the_reference_pil_chain(seed):
     flip = rng.random() < 0.5
     scale = transforms.SCALES[rng.integers(4)]
     position = transforms.POSITIONS[rng.integers(5)]
-    expected = _reference_train(img, flip, scale, position, resize, crop).astype(int)
+    expected = transforms.reference_train_crop(
+        Image.fromarray(img), flip, scale, position, resize=resize, crop=crop
+    ).astype(int)
     got = transforms.apply(img, sp, method="pil").astype(int)
     # Enlarging runs OpenCV bilinear, which rounds differently from PIL's fixed point: up to 1 grey level per
     # resampling, and this chain resamples twice (48 -> 64 rows, then the crop -> 48).

@@ -20,7 +20,7 @@ import dataclasses
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 SCALES = (1.0, 0.875, 0.75, 0.65625)
 POSITIONS = ("c", "tl", "tr", "bl", "br")
@@ -104,6 +104,38 @@ def apply_flow_x(img: np.ndarray, spatial: Spatial, *, method: str = "pil") -> n
     """x-flow (H, W) uint8 -> (size, size): mirrored flow points the other way, so a flip also maps v -> 255 - v."""
     out = apply(img, spatial, method=method)
     return 255 - out if spatial.flip else out
+
+
+def reference_train_crop(
+    img: Image.Image,
+    flip: bool,
+    scale: float,
+    position: str,
+    *,
+    resize: int = 256,
+    crop: int = 224,
+    invert: bool = False,
+) -> np.ndarray:
+    """PIL image -> (crop, crop[, C]) uint8 through the reference's own PIL chain (Scale -> flip ->
+    MultiScaleCornerCrop), ported line by line: what train_spatial + apply are tested against, and benchmark.py
+    data's per-file baseline loader. invert: a flipped x-flow image becomes 255 - v (the reference's flow dataset)."""
+    w, h = img.size
+    if min(w, h) != resize:
+        img = img.resize((resize, int(resize * h / w)) if w < h else (int(resize * w / h), resize), Image.BILINEAR)
+    if flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if invert:
+            img = ImageOps.invert(img)
+    w, h = img.size
+    side = int(min(w, h) * scale)
+    box = {
+        "c": (w // 2 - side // 2, h // 2 - side // 2, w // 2 + side // 2, h // 2 + side // 2),
+        "tl": (0, 0, side, side),
+        "tr": (w - side, 0, w, side),
+        "bl": (0, h - side, side, h),
+        "br": (w - side, h - side, w, h),
+    }[position]
+    return np.asarray(img.crop(box).resize((crop, crop), Image.BILINEAR))
 
 
 def motion_target(
