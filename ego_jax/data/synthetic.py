@@ -308,8 +308,8 @@ class _Serial:
 
 
 def fresh_folder(root, marker: str, writer: str) -> Path:
-    """`root` emptied (or created) for a stand-in, holding the file `marker`; a non-empty folder without it, which
-    `writer` did not leave, is refused rather than replaced."""
+    """`root` emptied (or created) for a generated tree (make_synthetic's, the stand-ins'), holding the file
+    `marker`; a non-empty folder without it, which `writer` did not leave, is refused rather than replaced."""
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         if not (root / marker).exists():
